@@ -1,0 +1,528 @@
+// xshm._core: the only file that includes pybind11. It converts types, releases the GIL for
+// anything that can block or copy a lot, maps C++ errors to the Python exceptions of
+// xshm.errors, and ties the lifetime of every numpy view to the mapping it shows (a capsule
+// holding the segment's shared_ptr is the view's base). The protocol lives in the header.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <xshm/xshm.hpp>
+
+namespace py = pybind11;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::size_t kReleaseGilBytes = 64 * 1024;  // copies smaller than this keep the GIL
+constexpr auto kSignalSlice = 100ms;                   // blocking calls check signals this often
+
+py::object error_class(const char* name) {
+  return py::module_::import("xshm.errors").attr(name);
+}
+
+void translate(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const xshm::LayoutError& e) {
+    py::set_error(error_class("LayoutError"), e.what());
+  } catch (const xshm::DtypeError& e) {
+    py::set_error(error_class("DtypeError"), e.what());
+  } catch (const xshm::MessageTooLongError& e) {
+    py::set_error(error_class("MessageTooLongError"), e.what());
+  } catch (const xshm::ReadOnlyError& e) {
+    py::set_error(error_class("ReadOnlyError"), e.what());
+  } catch (const xshm::ArgumentError& e) {
+    py::set_error(error_class("ArgumentError"), e.what());
+  } catch (const xshm::TornRecordError& e) {
+    py::set_error(error_class("TornRecordError"), e.what());
+  } catch (const xshm::TimeoutError& e) {
+    py::set_error(error_class("WaitTimeoutError"), e.what());
+  } catch (const xshm::ClosedError& e) {
+    py::set_error(error_class("ClosedError"), e.what());
+  } catch (const xshm::Error& e) {
+    py::set_error(error_class("XshmError"), e.what());
+  } catch (const std::system_error& e) {
+    // OSError(errno, text) becomes FileNotFoundError, PermissionError, ... by errno.
+    py::object err = py::reinterpret_steal<py::object>(
+        PyObject_CallFunction(PyExc_OSError, "is", e.code().value(), e.what()));
+    if (!err) throw py::error_already_set();
+    PyErr_SetObject(PyExc_OSError, err.ptr());
+  }
+}
+
+/// A numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a capsule).
+template <class Owner>
+py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape, void* data, Owner owner,
+                    bool writable) {
+  auto* held = new Owner(std::move(owner));
+  py::capsule base(held, [](void* p) { delete static_cast<Owner*>(p); });
+  std::vector<py::ssize_t> dims(shape.begin(), shape.end());
+  py::array arr(dt, dims, {}, data, base);
+  if (!writable) {
+    py::detail::array_proxy(arr.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  }
+  return arr;
+}
+
+/// Runs `step(deadline)` with the GIL released in slices, checking for signals between
+/// slices, until it returns a value or `timeout` (seconds, None: forever) passes.
+template <class Step>
+auto sliced(std::optional<double> timeout, Step step) -> decltype(step(std::chrono::nanoseconds{})) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = timeout ? start + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::duration<double>(std::max(*timeout, 0.0)))
+                           : std::chrono::steady_clock::time_point::max();
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto left = end - now;
+    const auto slice = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::min<std::chrono::steady_clock::duration>(left, kSignalSlice));
+    decltype(step(slice)) r;
+    {
+      py::gil_scoped_release nogil;
+      r = step(std::max(slice, std::chrono::nanoseconds{0}));
+    }
+    if (r) return r;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (std::chrono::steady_clock::now() >= end) return r;
+  }
+}
+
+timespec realtime_in(std::chrono::nanoseconds d) {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return xshm::futex::add_ns(ts, d.count());
+}
+
+py::str decode_message(const char* data, std::size_t len) {
+  PyObject* s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), "replace");
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
+/// What read() and read_into() return.
+struct Snapshot {
+  std::uint64_t seq, counter;
+  std::int64_t timestamp_ns;
+  std::uint32_t writer_pid;
+  py::object values;
+  py::str message;
+};
+
+class Manager;
+
+/// The record inside `with m.write() as rec:`.
+class Record {
+ public:
+  Record(std::shared_ptr<xshm::WriteTransaction> tx, py::array values)
+      : tx_(std::move(tx)), values_(std::move(values)) {}
+  py::array values() const { return values_; }
+  std::uint64_t counter() const { return tx_->counter; }
+  void set_counter(std::uint64_t c) { tx_->counter = c; }
+  py::str message() const { return decode_message(tx_->message().data(), tx_->message().size()); }
+  void set_message(const std::string& m) { tx_->set_message(m); }
+  void set_message_truncated(const std::string& m) { tx_->set_message(m, true); }
+  xshm::WriteTransaction& tx() { return *tx_; }
+
+ private:
+  std::shared_ptr<xshm::WriteTransaction> tx_;
+  py::array values_;
+};
+
+class Manager {
+ public:
+  explicit Manager(xshm::SharedMemoryManager m) : m_(std::move(m)) {
+    const xshm::Geometry& g = m_.geometry();
+    dtype_ = py::dtype(xshm::dtype_info(g.dtype).name);
+    py::tuple shape(g.shape.size());
+    for (std::size_t i = 0; i < g.shape.size(); ++i) shape[i] = py::int_(g.shape[i]);
+    shape_ = shape;
+    view_ = make_view(dtype_, g.shape, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
+  }
+
+  static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape, const py::object& dtype,
+                                         std::uint64_t message_capacity, unsigned mode, bool exist_ok, bool backup) {
+    xshm::CreateOptions o;
+    o.shape = parse_shape(shape);
+    o.dtype = parse_dtype(dtype);
+    o.message_capacity = message_capacity;
+    o.mode = static_cast<mode_t>(mode);
+    o.exist_ok = exist_ok;
+    o.backup = backup;
+    xshm::SharedMemoryManager m;
+    {
+      py::gil_scoped_release nogil;
+      m = xshm::SharedMemoryManager::create(name, o);
+    }
+    return std::make_unique<Manager>(std::move(m));
+  }
+
+  static std::unique_ptr<Manager> open(const std::string& name, bool readonly, double timeout) {
+    if (!(timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0");
+    xshm::OpenOptions o;
+    o.readonly = readonly;
+    o.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout));
+    xshm::SharedMemoryManager m;
+    {
+      py::gil_scoped_release nogil;
+      m = xshm::SharedMemoryManager::open(name, o);
+    }
+    return std::make_unique<Manager>(std::move(m));
+  }
+
+  const xshm::SharedMemoryManager& m() const {
+    if (!m_.is_open()) throw xshm::ClosedError("the segment handle is closed");
+    return m_;
+  }
+  xshm::SharedMemoryManager& m() {
+    if (!m_.is_open()) throw xshm::ClosedError("the segment handle is closed");
+    return m_;
+  }
+
+  void close() {
+    m_.close();
+    view_ = py::none();
+  }
+  bool closed() const { return !m_.is_open(); }
+  std::string name() const { return m().name(); }
+  py::tuple shape() const { return (void)m(), shape_; }
+  py::dtype dtype() const { return (void)m(), dtype_; }
+  std::uint32_t message_capacity() const { return m().message_capacity(); }
+  std::uint64_t seq() const { return m().seq(); }
+  bool readonly() const { return m().readonly(); }
+  bool backup() const { return m().backup(); }
+  std::size_t nbytes() const { return m().geometry().total_size; }
+  std::uint32_t recoveries() const { return m().recoveries(); }
+  std::uint32_t owner_pid() const { return m().owner_pid(); }
+  py::object values() const { return (void)m(), view_; }
+
+  std::string repr() const {
+    if (!m_.is_open()) return "<xshm.SharedMemoryManager (closed)>";
+    std::string shape = py::str(shape_);
+    return "<xshm.SharedMemoryManager name='" + m_.name() + "' shape=" + shape + " dtype=" +
+           xshm::dtype_info(m_.dtype()).name + " message_capacity=" + std::to_string(m_.message_capacity()) +
+           " seq=" + std::to_string(m_.seq()) + (m_.readonly() ? " readonly" : "") + ">";
+  }
+
+  void unlink() const {
+    xshm::SharedMemoryManager local = m();
+    local.unlink();
+  }
+
+  Snapshot read() const {
+    xshm::SharedMemoryManager local = m();
+    py::array values(dtype_, std::vector<py::ssize_t>(local.shape().begin(), local.shape().end()));
+    return read_to(local, values.mutable_data(), values);
+  }
+
+  Snapshot read_into(py::array out) const {
+    xshm::SharedMemoryManager local = m();
+    if (!out.dtype().is(dtype_) && !out.dtype().equal(dtype_))
+      throw py::type_error("read_into: out has dtype " + std::string(py::str(out.dtype())) + ", the segment holds " +
+                           std::string(py::str(dtype_)));
+    if (!out.writeable()) throw xshm::ArgumentError("read_into: out is not writeable");
+    if (!(out.flags() & py::array::c_style)) throw xshm::ArgumentError("read_into: out must be C-contiguous");
+    check_shape(out, local);
+    return read_to(local, out.mutable_data(), out);
+  }
+
+  std::uint64_t publish(const py::object& values, const py::object& message, const py::object& counter,
+                        bool truncate) {
+    xshm::SharedMemoryManager local = m();
+    std::optional<std::uint64_t> c;
+    if (!counter.is_none()) c = counter.cast<std::uint64_t>();
+    std::optional<std::string> msg;
+    if (!message.is_none()) msg = message.cast<std::string>();
+    std::optional<std::string_view> msg_view;
+    if (msg) msg_view = *msg;
+    if (values.is_none()) return local.publish(nullptr, 0, msg_view, c, truncate);
+    py::array arr = as_values(values, local);
+    const void* data = arr.data();
+    const auto bytes = static_cast<std::size_t>(arr.nbytes());
+    if (bytes >= kReleaseGilBytes) {
+      py::gil_scoped_release nogil;
+      return local.publish(data, bytes, msg_view, c, truncate);
+    }
+    return local.publish(data, bytes, msg_view, c, truncate);
+  }
+
+  std::uint64_t wait(std::uint64_t last, std::optional<double> timeout, double spin) const {
+    xshm::SharedMemoryManager local = m();
+    if (timeout && !(*timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0 or None");
+    if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
+    const auto spin_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
+    bool first = true;
+    auto r = sliced(timeout, [&](std::chrono::nanoseconds slice) {
+      auto s = first ? spin_ns : 0ns;
+      first = false;
+      return local.wait_for(last, slice, s);
+    });
+    if (!r) throw xshm::TimeoutError("no publish after sequence " + std::to_string(last) + " within " +
+                                     std::to_string(*timeout) + " s");
+    return *r;
+  }
+
+  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout) {
+    xshm::SharedMemoryManager local = m();
+    std::shared_ptr<xshm::WriteTransaction> tx;
+    auto ok = sliced(timeout, [&](std::chrono::nanoseconds slice) -> bool {
+      const timespec deadline = realtime_in(slice);
+      try {
+        tx = std::make_shared<xshm::WriteTransaction>(local.begin_write(&deadline));
+        return true;
+      } catch (const xshm::TimeoutError&) {
+        return false;
+      }
+    });
+    if (!ok) throw xshm::TimeoutError("timed out waiting for the writer lock of " + local.name());
+    return tx;
+  }
+
+  std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
+    xshm::SharedMemoryManager local = m();
+    std::shared_ptr<xshm::LockGuard> guard;
+    auto ok = sliced(timeout, [&](std::chrono::nanoseconds slice) -> bool {
+      const timespec deadline = realtime_in(slice);
+      try {
+        guard = std::make_shared<xshm::LockGuard>(local.lock(&deadline));
+        return true;
+      } catch (const xshm::TimeoutError&) {
+        return false;
+      }
+    });
+    if (!ok) throw xshm::TimeoutError("timed out waiting for the writer lock of " + local.name());
+    return guard;
+  }
+
+  const py::dtype& dtype_ref() const { return dtype_; }
+
+ private:
+  static std::vector<std::uint64_t> parse_shape(const py::object& shape) {
+    std::vector<std::uint64_t> out;
+    if (py::isinstance<py::int_>(shape)) {
+      out.push_back(checked_extent(shape));
+      return out;
+    }
+    if (!py::isinstance<py::sequence>(shape) || py::isinstance<py::str>(shape))
+      throw py::type_error("shape must be an int or a sequence of ints");
+    for (py::handle h : shape.cast<py::sequence>()) out.push_back(checked_extent(h));
+    return out;
+  }
+
+  static std::uint64_t checked_extent(py::handle h) {
+    if (!py::isinstance<py::int_>(h) || py::isinstance<py::bool_>(h)) throw py::type_error("shape entries must be ints");
+    const auto v = h.cast<long long>();
+    if (v < 0) throw xshm::ArgumentError("shape entries must be >= 0, got " + std::to_string(v));
+    return static_cast<std::uint64_t>(v);
+  }
+
+  static xshm::Dtype parse_dtype(const py::object& dtype) {
+    py::dtype dt = py::dtype::from_args(dtype);
+    const char kind = dt.kind();
+    const char order = dt.byteorder();
+    if (dt.has_fields() || kind == 'O' || kind == 'V' || kind == 'S' || kind == 'U' || kind == 'M' || kind == 'm')
+      throw xshm::DtypeError("unsupported dtype " + std::string(py::str(dt)) +
+                             ": xshm carries bool, integers, floats and complex numbers");
+    if (order == '>') throw xshm::DtypeError("big-endian dtype " + std::string(py::str(dt)) + " is not supported");
+    return xshm::parse_dtype(std::string(py::str(dt.attr("name"))));
+  }
+
+  void check_shape(const py::array& a, const xshm::SharedMemoryManager& local) const {
+    const auto& shape = local.shape();
+    bool same = static_cast<std::size_t>(a.ndim()) == shape.size();
+    for (std::size_t i = 0; same && i < shape.size(); ++i) same = static_cast<std::uint64_t>(a.shape(i)) == shape[i];
+    if (!same)
+      throw xshm::ArgumentError("values have shape " + std::string(py::str(a.attr("shape"))) + ", the segment holds " +
+                                std::string(py::str(shape_)));
+  }
+
+  py::array as_values(const py::object& values, const xshm::SharedMemoryManager& local) const {
+    py::array arr;
+    if (py::isinstance<py::array>(values)) {
+      arr = values.cast<py::array>();
+      if (!arr.dtype().equal(dtype_)) {
+        py::object can = py::module_::import("numpy").attr("can_cast")(arr.dtype(), dtype_, "same_kind");
+        if (!can.cast<bool>())
+          throw py::type_error("values of dtype " + std::string(py::str(arr.dtype())) + " cannot be stored as " +
+                               std::string(py::str(dtype_)) + " without changing their kind");
+        arr = py::array::ensure(arr.attr("astype")(dtype_), py::array::c_style);
+      } else if (!(arr.flags() & py::array::c_style)) {
+        arr = py::array::ensure(arr, py::array::c_style);
+      }
+    } else {
+      arr = py::module_::import("numpy").attr("ascontiguousarray")(values, dtype_);
+    }
+    check_shape(arr, local);
+    return arr;
+  }
+
+  Snapshot read_to(const xshm::SharedMemoryManager& local, void* data, py::object values) const {
+    const std::uint32_t cap = local.message_capacity();
+    char small[512];
+    std::string big;
+    char* buf = small;
+    if (cap > sizeof small) {
+      big.resize(cap);
+      buf = big.data();
+    }
+    std::uint32_t len = 0;
+    xshm::RecordInfo info;
+    if (local.geometry().values_size >= kReleaseGilBytes) {
+      py::gil_scoped_release nogil;
+      info = local.read_raw(data, buf, &len);
+    } else {
+      info = local.read_raw(data, buf, &len);
+    }
+    return Snapshot{info.seq, info.counter, info.timestamp_ns, info.writer_pid, std::move(values),
+                    decode_message(buf, len)};
+  }
+
+  xshm::SharedMemoryManager m_;
+  py::dtype dtype_;
+  py::tuple shape_;
+  py::object view_;
+};
+
+/// `with m.write() as rec:`; publishes on a clean exit, publishes nothing when the block raises.
+class WriteBlock {
+ public:
+  WriteBlock(Manager& m, std::optional<double> timeout) : m_(m), timeout_(timeout) {}
+  Record enter() {
+    if (rec_) throw xshm::ArgumentError("this write block is already active");
+    auto tx = m_.begin_write(timeout_);
+    const auto& shape = m_.m().shape();
+    py::array values = make_view(m_.dtype_ref(), shape, tx->values(), tx, true);
+    rec_.emplace(tx, values);
+    return *rec_;
+  }
+  bool exit(const py::object& exc_type, const py::object&, const py::object&) {
+    if (!rec_) return false;
+    Record rec = std::move(*rec_);
+    rec_.reset();
+    if (exc_type.is_none()) {
+      seq_ = rec.tx().commit();
+    } else {
+      rec.tx().abort();
+    }
+    return false;
+  }
+  std::optional<std::uint64_t> seq() const { return seq_; }
+
+ private:
+  Manager& m_;
+  std::optional<double> timeout_;
+  std::optional<Record> rec_;
+  std::optional<std::uint64_t> seq_;
+};
+
+/// `with m.lock():` the writer mutex for the caller's own critical section.
+class LockBlock {
+ public:
+  LockBlock(Manager& m, std::optional<double> timeout) : m_(m), timeout_(timeout) {}
+  void enter() {
+    if (guard_) throw xshm::ArgumentError("this lock block is already active");
+    guard_ = m_.lock(timeout_);
+  }
+  bool exit(const py::object&, const py::object&, const py::object&) {
+    if (guard_) guard_->unlock();
+    guard_.reset();
+    return false;
+  }
+
+ private:
+  Manager& m_;
+  std::optional<double> timeout_;
+  std::shared_ptr<xshm::LockGuard> guard_;
+};
+
+std::string snapshot_repr(const Snapshot& s) {
+  return "<xshm.Snapshot seq=" + std::to_string(s.seq) + " counter=" + std::to_string(s.counter) +
+         " writer_pid=" + std::to_string(s.writer_pid) + " message=" + std::string(py::repr(s.message)) + ">";
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod, py::mod_gil_not_used()) {
+  mod.doc() = "xshm's compiled core: a thin pybind11 binding over the C++ header (cpp/include/xshm).";
+  py::register_exception_translator(&translate);
+
+  mod.attr("LAYOUT_VERSION") = xshm::kLayoutVersion;
+  mod.attr("MAX_NAME_BYTES") = xshm::kMaxNameBytes;
+
+  py::class_<Snapshot>(mod, "Snapshot", "A consistent copy of a segment's record.")
+      .def_readonly("seq", &Snapshot::seq, "The publish this record came from (1 for the first).")
+      .def_readonly("counter", &Snapshot::counter, "The writer's counter.")
+      .def_readonly("timestamp_ns", &Snapshot::timestamp_ns, "Wall-clock time of the publish, ns since the epoch.")
+      .def_property_readonly(
+          "timestamp", [](const Snapshot& s) { return static_cast<double>(s.timestamp_ns) / 1e9; },
+          "Wall-clock time of the publish, seconds since the epoch (like time.time()).")
+      .def_readonly("writer_pid", &Snapshot::writer_pid, "Pid of the process that published it.")
+      .def_readonly("values", &Snapshot::values, "The values (a private copy, or the read_into target).")
+      .def_readonly("message", &Snapshot::message, "The message, decoded from UTF-8.")
+      .def("__repr__", &snapshot_repr);
+
+  py::class_<Record>(mod, "Record", "The record being written inside `with m.write() as rec:`.")
+      .def_property_readonly("values", &Record::values, "Writable private copy of the values; published on exit.")
+      .def_property("counter", &Record::counter, &Record::set_counter, "The counter to publish.")
+      .def_property("message", &Record::message, &Record::set_message,
+                    "The message to publish; longer than the slot raises MessageTooLongError.")
+      .def("set_message", &Record::set_message_truncated, py::arg("message"),
+           "Sets the message, cutting it on a code-point boundary to fit the slot.");
+
+  py::class_<WriteBlock>(mod, "WriteBlock", "Context manager returned by SharedMemoryManager.write().")
+      .def("__enter__", &WriteBlock::enter)
+      .def("__exit__", &WriteBlock::exit)
+      .def_property_readonly("seq", &WriteBlock::seq, "The sequence the block published, None before or on error.");
+
+  py::class_<LockBlock>(mod, "LockBlock", "Context manager returned by SharedMemoryManager.lock().")
+      .def("__enter__", &LockBlock::enter)
+      .def("__exit__", &LockBlock::exit);
+
+  py::class_<Manager>(mod, "SharedMemoryManager", "A handle on one xshm shared-memory segment.")
+      .def_static("create", &Manager::create, py::arg("name"), py::arg("shape") = py::make_tuple(100),
+                  py::arg("dtype") = "float64", py::arg("message_capacity") = 256, py::arg("mode") = 0600,
+                  py::arg("exist_ok") = false, py::arg("backup") = true)
+      .def_static("open", &Manager::open, py::arg("name"), py::arg("readonly") = false, py::arg("timeout") = 0.0)
+      .def("close", &Manager::close)
+      .def("unlink", &Manager::unlink)
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](Manager& m, const py::object&, const py::object&, const py::object&) {
+        m.close();
+        return false;
+      })
+      .def_property_readonly("closed", &Manager::closed)
+      .def_property_readonly("name", &Manager::name)
+      .def_property_readonly("shape", &Manager::shape)
+      .def_property_readonly("dtype", &Manager::dtype)
+      .def_property_readonly("message_capacity", &Manager::message_capacity)
+      .def_property_readonly("seq", &Manager::seq)
+      .def_property_readonly("readonly", &Manager::readonly)
+      .def_property_readonly("backup", &Manager::backup)
+      .def_property_readonly("nbytes", &Manager::nbytes)
+      .def_property_readonly("recoveries", &Manager::recoveries)
+      .def_property_readonly("owner_pid", &Manager::owner_pid)
+      .def_property_readonly("values", &Manager::values)
+      .def("read", &Manager::read)
+      .def("read_into", &Manager::read_into, py::arg("out"))
+      .def("publish", &Manager::publish, py::arg("values") = py::none(), py::arg("message") = py::none(),
+           py::arg("counter") = py::none(), py::arg("truncate") = false)
+      .def("wait", &Manager::wait, py::arg("seq"), py::arg("timeout") = py::none(), py::arg("spin") = 0.0)
+      .def(
+          "write", [](Manager& m, std::optional<double> timeout) { return WriteBlock(m, timeout); },
+          py::arg("timeout") = py::none(), py::keep_alive<0, 1>())
+      .def(
+          "lock", [](Manager& m, std::optional<double> timeout) { return LockBlock(m, timeout); },
+          py::arg("timeout") = py::none(), py::keep_alive<0, 1>())
+      .def("__repr__", &Manager::repr);
+
+  mod.def(
+      "unlink", [](const std::string& name, bool force) { xshm::unlink(name, force); }, py::arg("name"),
+      py::arg("force") = false);
+  mod.def("normalize_name", &xshm::normalize_name, py::arg("name"));
+}

@@ -1,0 +1,57 @@
+// Cross-process wait/wake on a 32-bit word in shared memory. Not FUTEX_PRIVATE: private futexes
+// are keyed by (mm, address) and never match a wake from another process, which is also why
+// std::atomic::wait cannot be used here.
+#pragma once
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+
+namespace xshm::futex {
+
+enum class WaitResult { Woken, Timeout };
+
+/// Sleeps while *word == expected, until woken or the absolute CLOCK_MONOTONIC deadline
+/// (nullptr: no deadline). Spurious returns are possible; callers re-check their condition.
+inline WaitResult wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                       const timespec* deadline) noexcept {
+  long rc = ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(word), FUTEX_WAIT_BITSET,
+                      expected, deadline, nullptr, FUTEX_BITSET_MATCH_ANY);
+  if (rc == -1 && errno == ETIMEDOUT) return WaitResult::Timeout;
+  return WaitResult::Woken;  // 0, EAGAIN (value changed) or EINTR
+}
+
+/// Wakes every process sleeping on the word.
+inline void wake_all(std::atomic<std::uint32_t>* word) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+inline timespec monotonic_now() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts;
+}
+
+inline timespec add_ns(timespec t, std::int64_t ns) noexcept {
+  constexpr std::int64_t kSec = 1'000'000'000;
+  std::int64_t total = static_cast<std::int64_t>(t.tv_nsec) + ns % kSec;
+  t.tv_sec += static_cast<time_t>(ns / kSec + total / kSec);
+  t.tv_nsec = static_cast<long>(total % kSec);
+  if (t.tv_nsec < 0) {
+    t.tv_nsec += kSec;
+    t.tv_sec -= 1;
+  }
+  return t;
+}
+
+inline bool before(const timespec& a, const timespec& b) noexcept {
+  return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+}  // namespace xshm::futex

@@ -1,0 +1,12 @@
+// Umbrella include: everything a C++ program needs to create, open, write, read and wait on
+// an xshm segment. Header-only; links only the system libraries (pthread, rt on old glibc).
+#pragma once
+
+#include "errors.hpp"
+#include "futex.hpp"
+#include "layout.hpp"
+#include "manager.hpp"
+#include "robust_mutex.hpp"
+#include "segment.hpp"
+#include "seqlock.hpp"
+#include "utf8.hpp"

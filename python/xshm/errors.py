@@ -1,0 +1,60 @@
+"""The exceptions xshm raises.
+
+Every error of xshm's own derives from :class:`XshmError` and from the built-in exception a
+caller would expect (``ValueError``, ``TypeError``, ...), so ``except ValueError`` keeps working.
+Errors the operating system reports keep their built-in types: ``FileNotFoundError``,
+``FileExistsError``, ``PermissionError``, ``OSError`` (for example ENOSPC on a full /dev/shm).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentError",
+    "ClosedError",
+    "DtypeError",
+    "LayoutError",
+    "MessageTooLongError",
+    "ReadOnlyError",
+    "TornRecordError",
+    "WaitTimeoutError",
+    "XshmError",
+]
+
+
+class XshmError(Exception):
+    """Base class of every error raised by xshm itself."""
+
+
+class LayoutError(XshmError, ValueError):
+    """A segment that is foreign, corrupt, truncated, of another layout version, or whose
+    layout does not match what the caller asked for."""
+
+
+class ArgumentError(XshmError, ValueError):
+    """A bad argument: a name, shape or size that xshm refuses."""
+
+
+class DtypeError(XshmError, TypeError):
+    """A dtype the layout cannot carry (only little-endian bool, integers, floats, complex)."""
+
+
+class MessageTooLongError(XshmError, ValueError):
+    """A message longer than the segment's message slot (pass ``truncate=True`` to cut it)."""
+
+
+class ReadOnlyError(XshmError, PermissionError):
+    """A write through a handle opened with ``readonly=True``."""
+
+
+class TornRecordError(XshmError, RuntimeError):
+    """Only for segments created with ``backup=False``: the record was left half-written by a
+    writer that died; it stays unreadable until the next complete publish."""
+
+
+class WaitTimeoutError(XshmError, TimeoutError):
+    """A bounded wait (``wait``, ``write``/``lock`` with a timeout, ``open`` with a timeout)
+    ran out."""
+
+
+class ClosedError(XshmError, ValueError):
+    """An operation on a closed handle."""
