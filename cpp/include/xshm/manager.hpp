@@ -337,6 +337,9 @@ class SharedMemoryManager {
   std::uint32_t owner_pid() const { return seg().header()->owner_pid.load(std::memory_order_relaxed); }
   /// The live values array, in place: shows a write in progress (no seqlock).
   const void* live_values() const { return seg().values(0); }
+  /// The whole mapping, read-only, for tools that inspect the raw bytes.
+  const void* base() const { return seg().map.data(); }
+  std::size_t mapped_size() const { return seg().map.size(); }
   /// The shared state that keeps the mapping alive (bindings tie views to it).
   std::shared_ptr<const void> keepalive() const { return seg_; }
 

@@ -1,0 +1,61 @@
+# One command per task; CI (.ci/run) calls `make test`. Every target installs what it needs.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+JOBS ?= 2
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev
+
+.PHONY: help setup demo test test-cpp test-python lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.deps: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest pytest-benchmark ruff mypy rich typing_extensions
+	touch $@
+
+setup: $(VENV)/.deps  ## system packages (apt) and the Python environment, then build and install xshm
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+	$(PIP) install -q --no-build-isolation .
+	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build/cpp -j $(JOBS)
+
+demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
+	cd build && ../$(VENV)/bin/xshm demo
+
+test-cpp: setup  ## C++ tests: plain, ASan+UBSan and TSan builds under ctest
+	cd build/cpp && ctest --output-on-failure -j $(JOBS)
+	for s in address thread; do \
+	  cmake -S . -B build/cpp-$$s -G Ninja -DCMAKE_BUILD_TYPE=Debug -DXSHM_SANITIZE=$$s >/dev/null && \
+	  cmake --build build/cpp-$$s -j $(JOBS) && \
+	  (cd build/cpp-$$s && ctest --output-on-failure -j $(JOBS)) || exit 1; \
+	done
+
+test-python: setup  ## pytest against the installed package (run outside the source tree)
+	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../tests ../benchmarks \
+	  --benchmark-disable -p no:cacheprovider
+
+lint: setup  ## ruff, and the stubs checked against the compiled module
+	$(VENV)/bin/ruff check python tests benchmarks
+	cd build && ../$(VPY) -m mypy.stubtest xshm --allowlist ../python/xshm/stubtest-allowlist.txt
+	cd build && ../$(VENV)/bin/mypy --strict -p xshm
+
+test: test-cpp test-python lint  ## every test: C++ (three builds), Python, lint
+	@echo "make test: all passed"
+
+bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
+	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../benchmarks -p no:cacheprovider \
+	  --benchmark-only --benchmark-columns=median,iqr,ops --benchmark-sort=name \
+	  --benchmark-json=../benchmarks/results/micro.json
+
+clean:  ## remove build products
+	rm -rf build dist wheelhouse

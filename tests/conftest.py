@@ -1,0 +1,37 @@
+"""Fixtures shared by every pytest file: unique segment names that are always removed, and a
+check at the end of the session that no test left a segment behind."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+import xshm
+
+PREFIX = f"xshm-pytest-{os.getpid()}-"
+_counter = itertools.count()
+
+
+def _leftovers() -> list[str]:
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(PREFIX))
+
+
+@pytest.fixture
+def seg_name() -> Iterator[str]:
+    """A fresh segment name, unlinked after the test whatever it did."""
+    name = f"{PREFIX}{next(_counter)}"
+    yield name
+    with contextlib.suppress(FileNotFoundError):
+        xshm.unlink(name, force=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_segment_left_behind() -> Iterator[None]:
+    yield
+    left = _leftovers()
+    for n in left:
+        os.unlink(os.path.join("/dev/shm", n))
+    assert not left, f"tests left segments behind: {left}"
