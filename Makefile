@@ -55,7 +55,8 @@ test: test-cpp test-python lint  ## every test: C++ (three builds), Python, lint
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
 	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../benchmarks -p no:cacheprovider \
 	  --benchmark-only --benchmark-columns=median,iqr,ops --benchmark-sort=name \
-	  --benchmark-json=../benchmarks/results/micro.json
+	  --benchmark-json=micro-raw.json
+	$(VPY) benchmarks/summarize.py build/micro-raw.json benchmarks/results/micro.json
 
 clean:  ## remove build products
 	rm -rf build dist wheelhouse
