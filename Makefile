@@ -5,51 +5,66 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 JOBS ?= 2
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind
+TEXT_LIB := rust/target/release/libxshm_text.a
+TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
+CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-python lint bench clean
+.PHONY: help setup demo test test-cpp test-rust test-python lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml rust/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest pytest-benchmark ruff mypy rich typing_extensions
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "maturin>=1.7,<2" numpy \
+	  pytest pytest-benchmark ruff mypy rich typing_extensions
 	touch $@
 
-setup: $(VENV)/.deps  ## system packages (apt) and the Python environment, then build and install xshm
+setup: $(VENV)/.deps  ## system packages (apt), Python environment, Rust crate, xshm, C++ build
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
+	@command -v cargo >/dev/null || { echo "cargo (Rust) is needed: https://rustup.rs"; exit 1; }
+	cd rust && cargo build -q --release -p xshm-text
+	rm -rf build/wheels-text
+	cd rust && ../$(VENV)/bin/maturin build -q --release -o ../build/wheels-text
+	$(PIP) install -q --force-reinstall --no-deps build/wheels-text/*.whl
 	$(PIP) install -q --no-build-isolation .
-	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_TEXT) >/dev/null
 	cmake --build build/cpp -j $(JOBS)
 
 demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
 	cd build && ../$(VENV)/bin/xshm demo
 
-test-cpp: setup  ## C++ tests: plain, ASan+UBSan and TSan builds under ctest
+test-cpp: setup  ## C++ tests: plain (+ valgrind), ASan+UBSan and TSan builds under ctest
 	cd build/cpp && ctest --output-on-failure -j $(JOBS)
 	for s in address thread; do \
-	  cmake -S . -B build/cpp-$$s -G Ninja -DCMAKE_BUILD_TYPE=Debug -DXSHM_SANITIZE=$$s >/dev/null && \
+	  cmake -S . -B build/cpp-$$s -G Ninja -DCMAKE_BUILD_TYPE=Debug -DXSHM_SANITIZE=$$s $(CMAKE_TEXT) >/dev/null && \
 	  cmake --build build/cpp-$$s -j $(JOBS) && \
 	  (cd build/cpp-$$s && ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	done
 
-test-python: setup  ## pytest against the installed package (run outside the source tree)
-	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../tests ../benchmarks \
-	  --benchmark-disable -p no:cacheprovider
+test-rust: setup  ## cargo test (unit, vectors, properties, header drift), clippy, fmt
+	cd rust && cargo test -q --workspace --exclude xshm-text-py
+	cd rust && cargo clippy -q --all-targets -- -D warnings
+	cd rust && cargo fmt --check
 
-lint: setup  ## ruff, and the stubs checked against the compiled module
-	$(VENV)/bin/ruff check python tests benchmarks
-	cd build && ../$(VPY) -m mypy.stubtest xshm --allowlist ../python/xshm/stubtest-allowlist.txt
-	cd build && ../$(VENV)/bin/mypy --strict -p xshm
+test-python: setup  ## pytest against the installed packages (run outside the source tree)
+	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
+	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider
 
-test: test-cpp test-python lint  ## every test: C++ (three builds), Python, lint
+lint: setup  ## ruff, and the stubs checked against the compiled modules
+	$(VENV)/bin/ruff check python tests benchmarks rust/python
+	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
+	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/xshm/stubtest-allowlist.txt
+	cd build && ../$(VENV)/bin/mypy --strict -p xshm -p xshm_text
+
+test: test-cpp test-rust test-python lint  ## every test: C++ (three builds), Rust, Python, lint
 	@echo "make test: all passed"
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
@@ -59,4 +74,4 @@ bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
 	$(VPY) benchmarks/summarize.py build/micro-raw.json benchmarks/results/micro.json
 
 clean:  ## remove build products
-	rm -rf build dist wheelhouse
+	rm -rf build dist wheelhouse rust/target

@@ -100,10 +100,34 @@ timespec realtime_in(std::chrono::nanoseconds d) {
   return xshm::futex::add_ns(ts, d.count());
 }
 
-py::str decode_message(const char* data, std::size_t len) {
-  PyObject* s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), "replace");
-  if (s == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(s);
+enum class DecodePolicy { Replace, Strict };
+
+DecodePolicy parse_policy(const std::string& errors) {
+  if (errors == "replace") return DecodePolicy::Replace;
+  if (errors == "strict") return DecodePolicy::Strict;
+  throw xshm::ArgumentError("errors must be 'replace' or 'strict', not '" + errors + "'");
+}
+
+/// Decodes a message slot. Valid UTF-8 (the hot path) costs one strict decode; invalid bytes
+/// left by a foreign writer become U+FFFD (replace) or MessageDecodeError with the offset of
+/// the first invalid sequence, as found by xshm_text.validate (strict).
+py::str decode_message(const char* data, std::size_t len, DecodePolicy policy = DecodePolicy::Replace) {
+  PyObject* s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), "strict");
+  if (s != nullptr) return py::reinterpret_steal<py::str>(s);
+  if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) throw py::error_already_set();
+  PyErr_Clear();
+  if (policy == DecodePolicy::Replace) {
+    s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), "replace");
+    if (s == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(s);
+  }
+  py::bytes raw(data, len);
+  py::object offset = py::module_::import("xshm_text").attr("validate")(raw);
+  py::object err = error_class("MessageDecodeError")(
+      "the message is not valid UTF-8 (first invalid byte at offset " + std::string(py::str(offset)) + ")",
+      offset, raw);
+  PyErr_SetObject(err.get_type().ptr(), err.ptr());
+  throw py::error_already_set();
 }
 
 /// What read() and read_into() return.
@@ -137,7 +161,7 @@ class Record {
 
 class Manager {
  public:
-  explicit Manager(xshm::SharedMemoryManager m) : m_(std::move(m)) {
+  Manager(xshm::SharedMemoryManager m, DecodePolicy policy) : m_(std::move(m)), policy_(policy) {
     const xshm::Geometry& g = m_.geometry();
     dtype_ = py::dtype(xshm::dtype_info(g.dtype).name);
     py::tuple shape(g.shape.size());
@@ -147,7 +171,9 @@ class Manager {
   }
 
   static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape, const py::object& dtype,
-                                         std::uint64_t message_capacity, unsigned mode, bool exist_ok, bool backup) {
+                                         std::uint64_t message_capacity, unsigned mode, bool exist_ok, bool backup,
+                                         const std::string& errors) {
+    const DecodePolicy policy = parse_policy(errors);
     xshm::CreateOptions o;
     o.shape = parse_shape(shape);
     o.dtype = parse_dtype(dtype);
@@ -160,10 +186,12 @@ class Manager {
       py::gil_scoped_release nogil;
       m = xshm::SharedMemoryManager::create(name, o);
     }
-    return std::make_unique<Manager>(std::move(m));
+    return std::make_unique<Manager>(std::move(m), policy);
   }
 
-  static std::unique_ptr<Manager> open(const std::string& name, bool readonly, double timeout) {
+  static std::unique_ptr<Manager> open(const std::string& name, bool readonly, double timeout,
+                                       const std::string& errors) {
+    const DecodePolicy policy = parse_policy(errors);
     if (!(timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0");
     xshm::OpenOptions o;
     o.readonly = readonly;
@@ -173,7 +201,7 @@ class Manager {
       py::gil_scoped_release nogil;
       m = xshm::SharedMemoryManager::open(name, o);
     }
-    return std::make_unique<Manager>(std::move(m));
+    return std::make_unique<Manager>(std::move(m), policy);
   }
 
   const xshm::SharedMemoryManager& m() const {
@@ -197,6 +225,7 @@ class Manager {
   std::uint64_t seq() const { return m().seq(); }
   bool readonly() const { return m().readonly(); }
   bool backup() const { return m().backup(); }
+  std::string errors() const { return policy_ == DecodePolicy::Strict ? "strict" : "replace"; }
   std::size_t nbytes() const { return m().geometry().total_size; }
   std::uint32_t recoveries() const { return m().recoveries(); }
   std::uint32_t owner_pid() const { return m().owner_pid(); }
@@ -380,10 +409,11 @@ class Manager {
       info = local.read_raw(data, buf, &len);
     }
     return Snapshot{info.seq, info.counter, info.timestamp_ns, info.writer_pid, std::move(values),
-                    decode_message(buf, len)};
+                    decode_message(buf, len, policy_)};
   }
 
   xshm::SharedMemoryManager m_;
+  DecodePolicy policy_;
   py::dtype dtype_;
   py::tuple shape_;
   py::object view_;
@@ -487,42 +517,70 @@ PYBIND11_MODULE(_core, mod, py::mod_gil_not_used()) {
   py::class_<Manager>(mod, "SharedMemoryManager", "A handle on one xshm shared-memory segment.")
       .def_static("create", &Manager::create, py::arg("name"), py::arg("shape") = py::make_tuple(100),
                   py::arg("dtype") = "float64", py::arg("message_capacity") = 256, py::arg("mode") = 0600,
-                  py::arg("exist_ok") = false, py::arg("backup") = true)
-      .def_static("open", &Manager::open, py::arg("name"), py::arg("readonly") = false, py::arg("timeout") = 0.0)
-      .def("close", &Manager::close)
-      .def("unlink", &Manager::unlink)
+                  py::arg("exist_ok") = false, py::arg("backup") = true, py::arg("errors") = "replace",
+                  "Create a segment (exclusive; owner-only 0600 unless `mode` says otherwise; pages\n"
+                  "reserved up front, so a full /dev/shm fails here with OSError(ENOSPC)).\n\n"
+                  "shape/dtype: the values array (little-endian bool, ints, floats, complex).\n"
+                  "exist_ok: attach to an existing segment of the same layout (LayoutError if it differs).\n"
+                  "backup: keep a second copy of the record so a writer killed mid-write loses nothing\n"
+                  "(False halves the copying for very large arrays; see docs/LAYOUT.md).\n"
+                  "errors: how read() decodes a message that is not valid UTF-8: 'replace' (U+FFFD)\n"
+                  "or 'strict' (MessageDecodeError with the offset of the first invalid byte).")
+      .def_static("open", &Manager::open, py::arg("name"), py::arg("readonly") = false, py::arg("timeout") = 0.0,
+                  py::arg("errors") = "replace",
+                  "Open an existing segment, validating every header field against the mapping.\n"
+                  "timeout: seconds to wait for a producer that has not created it yet.\n"
+                  "errors: 'replace' or 'strict', the decode policy for invalid UTF-8 messages.")
+      .def("close", &Manager::close, "Unmap this handle (views of it stay valid). Never unlinks.")
+      .def("unlink", &Manager::unlink, "Remove the segment's name, if it still names this segment.")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](Manager& m, const py::object&, const py::object&, const py::object&) {
         m.close();
         return false;
       })
-      .def_property_readonly("closed", &Manager::closed)
-      .def_property_readonly("name", &Manager::name)
-      .def_property_readonly("shape", &Manager::shape)
-      .def_property_readonly("dtype", &Manager::dtype)
-      .def_property_readonly("message_capacity", &Manager::message_capacity)
-      .def_property_readonly("seq", &Manager::seq)
-      .def_property_readonly("readonly", &Manager::readonly)
-      .def_property_readonly("backup", &Manager::backup)
-      .def_property_readonly("nbytes", &Manager::nbytes)
-      .def_property_readonly("recoveries", &Manager::recoveries)
-      .def_property_readonly("owner_pid", &Manager::owner_pid)
-      .def_property_readonly("values", &Manager::values)
-      .def("read", &Manager::read)
-      .def("read_into", &Manager::read_into, py::arg("out"))
+      .def_property_readonly("closed", &Manager::closed, "True after close().")
+      .def_property_readonly("name", &Manager::name, "The canonical name, with its leading '/'.")
+      .def_property_readonly("shape", &Manager::shape, "Shape of the values array.")
+      .def_property_readonly("dtype", &Manager::dtype, "numpy dtype of the values array.")
+      .def_property_readonly("message_capacity", &Manager::message_capacity, "Bytes of the message slot.")
+      .def_property_readonly("seq", &Manager::seq, "Completed publishes; only grows; never shows one in progress.")
+      .def_property_readonly("readonly", &Manager::readonly, "True when opened with readonly=True.")
+      .def_property_readonly("backup", &Manager::backup, "True when the segment keeps a backup record.")
+      .def_property_readonly("errors", &Manager::errors, "The message decode policy: 'replace' or 'strict'.")
+      .def_property_readonly("nbytes", &Manager::nbytes, "Size of the segment in bytes.")
+      .def_property_readonly("recoveries", &Manager::recoveries, "Times a writer recovered after a writer died mid-write.")
+      .def_property_readonly("owner_pid", &Manager::owner_pid, "Pid holding the writer mutex, 0 when none.")
+      .def_property_readonly("values", &Manager::values,
+                             "Zero-copy, read-only numpy view of the live values. It may show a publish in\n"
+                             "progress (use read() for a consistent copy) and stays valid after close().")
+      .def("read", &Manager::read, "A consistent snapshot (copy) of the record. Never waits for a writer.")
+      .def("read_into", &Manager::read_into, py::arg("out"),
+           "Copy a consistent record's values into `out` (same dtype and shape, C-contiguous,\n"
+           "writeable) without allocating; returns the Snapshot with values=out.")
       .def("publish", &Manager::publish, py::arg("values") = py::none(), py::arg("message") = py::none(),
-           py::arg("counter") = py::none(), py::arg("truncate") = false)
-      .def("wait", &Manager::wait, py::arg("seq"), py::arg("timeout") = py::none(), py::arg("spin") = 0.0)
+           py::arg("counter") = py::none(), py::arg("truncate") = false,
+           "Write and publish in one call; a field given as None keeps its value. Returns the new\n"
+           "sequence. A message longer than the slot raises MessageTooLongError unless truncate=True,\n"
+           "which cuts it on a code-point boundary.")
+      .def("wait", &Manager::wait, py::arg("seq"), py::arg("timeout") = py::none(), py::arg("spin") = 0.0,
+           "Block (GIL released, Ctrl-C honoured) until the sequence moves past `seq`; return the new\n"
+           "one. Raises WaitTimeoutError (a TimeoutError) after `timeout` seconds. `spin`: seconds to\n"
+           "poll with the CPU's pause instruction before sleeping on the futex (lower latency).")
       .def(
           "write", [](Manager& m, std::optional<double> timeout) { return WriteBlock(m, timeout); },
-          py::arg("timeout") = py::none(), py::keep_alive<0, 1>())
+          py::arg("timeout") = py::none(), py::keep_alive<0, 1>(),
+          "`with m.write() as rec:` takes the writer mutex and gives a private copy of the record\n"
+          "(rec.values, rec.counter, rec.message); leaving the block publishes it. If the block\n"
+          "raises, nothing is published and the mutex is released.")
       .def(
           "lock", [](Manager& m, std::optional<double> timeout) { return LockBlock(m, timeout); },
-          py::arg("timeout") = py::none(), py::keep_alive<0, 1>())
+          py::arg("timeout") = py::none(), py::keep_alive<0, 1>(),
+          "`with m.lock():` holds the process-shared writer mutex for your own critical section.")
       .def("__repr__", &Manager::repr);
 
   mod.def(
       "unlink", [](const std::string& name, bool force) { xshm::unlink(name, force); }, py::arg("name"),
-      py::arg("force") = false);
-  mod.def("normalize_name", &xshm::normalize_name, py::arg("name"));
+      py::arg("force") = false, "Remove a segment name; refuses a non-xshm segment unless force=True.");
+  mod.def("normalize_name", &xshm::normalize_name, py::arg("name"),
+          "The canonical form of a segment name (one leading '/'); raises ArgumentError for bad names.");
 }

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+import xshm_text as text
+
 from . import errors
 from ._core import (
     LAYOUT_VERSION,
@@ -35,6 +37,7 @@ from .errors import (
     ClosedError,
     DtypeError,
     LayoutError,
+    MessageDecodeError,
     MessageTooLongError,
     ReadOnlyError,
     TornRecordError,
@@ -49,6 +52,7 @@ __all__ = [
     "DtypeError",
     "LayoutError",
     "LockBlock",
+    "MessageDecodeError",
     "MessageTooLongError",
     "ReadOnlyError",
     "Record",
@@ -63,6 +67,7 @@ __all__ = [
     "get_cmake_dir",
     "get_include",
     "normalize_name",
+    "text",
     "unlink",
 ]
 

@@ -13,6 +13,7 @@ __all__ = [
     "ClosedError",
     "DtypeError",
     "LayoutError",
+    "MessageDecodeError",
     "MessageTooLongError",
     "ReadOnlyError",
     "TornRecordError",
@@ -40,6 +41,17 @@ class DtypeError(XshmError, TypeError):
 
 class MessageTooLongError(XshmError, ValueError):
     """A message longer than the segment's message slot (pass ``truncate=True`` to cut it)."""
+
+
+class MessageDecodeError(XshmError, ValueError):
+    """A message slot holding bytes that are not valid UTF-8, read by a handle opened with
+    ``errors="strict"``. ``offset`` is where the first invalid sequence starts (found by
+    :func:`xshm_text.validate`); ``raw`` holds the message bytes."""
+
+    def __init__(self, message: str, offset: int, raw: bytes) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.raw = raw
 
 
 class ReadOnlyError(XshmError, PermissionError):

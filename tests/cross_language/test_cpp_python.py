@@ -23,24 +23,15 @@ def cpp_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cxx = os.environ.get("CXX", "g++")
     assert shutil.which(cxx), f"{cxx} is needed for the cross-language tests"
     out = tmp_path_factory.mktemp("cpp")
-    for ex in ("producer", "consumer"):
-        subprocess.run(
-            [
-                cxx,
-                "-std=c++17",
-                "-O2",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-I",
-                xshm.get_include(),
-                str(ROOT / "cpp" / "examples" / f"{ex}.cpp"),
-                "-o",
-                str(out / ex),
-                "-pthread",
-            ],
-            check=True,
-        )
+    sources = {
+        "producer": ROOT / "cpp" / "examples" / "producer.cpp",
+        "consumer": ROOT / "cpp" / "examples" / "consumer.cpp",
+        "invalid_writer": Path(__file__).with_name("invalid_writer.cpp"),
+    }
+    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+    for exe, src in sources.items():
+        cmd = [cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(out / exe)]
+        subprocess.run(cmd, check=True)
     return out
 
 
@@ -87,3 +78,20 @@ def test_cpp_writer_python_reader_exist_ok_layout_mismatch(cpp_bin: Path, seg_na
         )
         assert r.returncode == 1
         assert "another layout" in r.stderr
+
+
+def test_cpp_writes_invalid_utf8_python_reads_under_both_policies(
+    cpp_bin: Path, seg_name: str
+) -> None:
+    with xshm.SharedMemoryManager.create(seg_name, message_capacity=16) as m:
+        subprocess.run([str(cpp_bin / "invalid_writer"), seg_name], check=True)
+        assert m.errors == "replace"
+        assert m.read().message == "ok\ufffdno"
+        with xshm.SharedMemoryManager.open(seg_name, readonly=True, errors="strict") as strict:
+            with pytest.raises(xshm.MessageDecodeError, match="offset 2") as info:
+                strict.read()
+            assert info.value.offset == 2
+            assert info.value.raw == b"ok\xffno"
+            assert isinstance(info.value, ValueError)
+        with pytest.raises(ValueError, match="errors must be"):
+            xshm.SharedMemoryManager.open(seg_name, errors="ignore")
