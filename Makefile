@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 JOBS ?= 2
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux
 TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
@@ -39,7 +39,7 @@ setup: $(VENV)/.deps  ## system packages (apt), Python environment, Rust crate, 
 	cmake --build build/cpp -j $(JOBS)
 
 demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
-	cd build && ../$(VENV)/bin/xshm demo
+	cd build && XSHM_CPP_CONSUMER=$(CURDIR)/build/cpp/xshm_consumer ../$(VENV)/bin/xshm demo
 
 test-cpp: setup  ## C++ tests: plain (+ valgrind), ASan+UBSan and TSan builds under ctest
 	cd build/cpp && ctest --output-on-failure -j $(JOBS)

@@ -331,6 +331,36 @@ class Manager {
 
   const py::dtype& dtype_ref() const { return dtype_; }
 
+  /// The header's identity and control words, for tools (xshm inspect). Reads only.
+  py::dict header() const {
+    const auto* h = static_cast<const xshm::Header*>(m().base());
+    static const char* hex = "0123456789abcdef";
+    std::string id;
+    for (unsigned char b : h->creation_id) {
+      id.push_back(hex[b >> 4]);
+      id.push_back(hex[b & 15]);
+    }
+    const xshm::Geometry& g = m().geometry();
+    py::dict d;
+    d["layout_version"] = h->layout_version;
+    d["total_size"] = g.total_size;
+    d["record_size"] = g.record_size;
+    d["record_offsets"] = py::make_tuple(g.record_offset[0], g.record_offset[1]);
+    d["values_offset"] = g.values_offset;
+    d["message_offset"] = g.message_offset;
+    d["values_size"] = g.values_size;
+    d["creation_id"] = id;
+    d["created_ns"] = h->created_ns;
+    d["creator_pid"] = h->creator_pid;
+    d["seq"] = h->seq.load(std::memory_order_acquire);
+    d["epoch"] = h->epoch.load(std::memory_order_relaxed);
+    d["waiters"] = h->waiters.load(std::memory_order_relaxed);
+    d["owner_pid"] = h->owner_pid.load(std::memory_order_relaxed);
+    d["recoveries"] = h->recoveries.load(std::memory_order_relaxed);
+    d["mutex_abi"] = h->mutex_abi;
+    return d;
+  }
+
  private:
   static std::vector<std::uint64_t> parse_shape(const py::object& shape) {
     std::vector<std::uint64_t> out;
@@ -553,6 +583,9 @@ PYBIND11_MODULE(_core, mod, py::mod_gil_not_used()) {
       .def_property_readonly("values", &Manager::values,
                              "Zero-copy, read-only numpy view of the live values. It may show a publish in\n"
                              "progress (use read() for a consistent copy) and stays valid after close().")
+      .def("header", &Manager::header,
+           "The header's fields as a dict (layout, creation id and time, seq, epoch, waiters,\n"
+           "owner_pid, recoveries), read without taking any lock. For tools such as xshm inspect.")
       .def("read", &Manager::read, "A consistent snapshot (copy) of the record. Never waits for a writer.")
       .def("read_into", &Manager::read_into, py::arg("out"),
            "Copy a consistent record's values into `out` (same dtype and shape, C-contiguous,\n"

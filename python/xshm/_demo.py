@@ -11,7 +11,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -84,8 +84,14 @@ def _cpp_consumer() -> str | None:
     return None
 
 
-def run(seconds: float = 3.0, consumers: int = 2, rate: float = 1000.0) -> dict[str, Any]:
-    """Runs the demo and returns its figures (also printed by ``xshm demo``)."""
+def run(
+    seconds: float = 3.0,
+    consumers: int = 2,
+    rate: float = 1000.0,
+    progress: Optional[Callable[[int, float], None]] = None,
+) -> dict[str, Any]:
+    """Runs the demo and returns its figures (also printed by ``xshm demo``). ``progress`` is
+    called about twice a second with the current sequence and the seconds elapsed."""
     name = f"xshm-demo-{os.getpid()}"
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
@@ -105,6 +111,11 @@ def run(seconds: float = 3.0, consumers: int = 2, rate: float = 1000.0) -> dict[
         time.sleep(0.3)  # let the consumers attach
         producer = ctx.Process(target=_producer, args=(name, seconds, rate))
         producer.start()
+        t0 = time.monotonic()
+        while producer.is_alive():
+            producer.join(timeout=0.5)
+            if progress is not None:
+                progress(m.seq, time.monotonic() - t0)
         figures = [results.get(timeout=seconds + 30) for _ in procs]
         producer.join(timeout=30)
         for p in procs:

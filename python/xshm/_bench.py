@@ -1,0 +1,171 @@
+"""``xshm bench``: a quick side-by-side of xshm and what users would otherwise use, in one run.
+The full benchmark suite lives in benchmarks/ of the source tree; this is the smoke-sized,
+installed-package version of it."""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing as mp
+import os
+import statistics
+import struct
+import time
+from multiprocessing import shared_memory
+from typing import Any, Callable
+
+import numpy as np
+
+from ._core import SharedMemoryManager
+
+N = 100
+
+
+def _per_call_us(fn: Callable[[], Any], calls: int, repeats: int = 5) -> float:
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(runs)
+
+
+class _ShmLock:
+    """multiprocessing.shared_memory + multiprocessing.Lock holding the same record."""
+
+    def __init__(self) -> None:
+        self.shm = shared_memory.SharedMemory(create=True, size=16 + N * 8 + 256)
+        assert self.shm.buf is not None
+        self.buf: memoryview = self.shm.buf
+        self.lock = mp.Lock()
+        self.values = np.ndarray((N,), dtype=np.float64, buffer=self.buf, offset=16)
+
+    def publish(self, values: Any, message: str, counter: int) -> None:
+        data = message.encode()
+        with self.lock:
+            self.values[:] = values
+            struct.pack_into("<QI", self.buf, 0, counter, len(data))
+            self.buf[16 + N * 8 : 16 + N * 8 + len(data)] = data
+
+    def read(self) -> tuple[int, Any, str]:
+        with self.lock:
+            counter, n = struct.unpack_from("<QI", self.buf, 0)
+            return (
+                counter,
+                self.values.copy(),
+                bytes(self.buf[16 + N * 8 : 16 + N * 8 + n]).decode(),
+            )
+
+    def close(self) -> None:
+        del self.values
+        del self.buf
+        self.shm.close()
+        self.shm.unlink()
+
+
+def _xshm_echo(ping: str, pong: str, rounds: int) -> None:
+    with SharedMemoryManager.open(ping, timeout=10) as a, SharedMemoryManager.open(pong) as b:
+        seq = 0
+        for i in range(rounds):
+            seq = a.wait(seq, timeout=10)
+            b.publish(counter=i)
+
+
+def _pipe_echo(conn: Any, rounds: int) -> None:
+    for _ in range(rounds):
+        conn.send_bytes(conn.recv_bytes())
+
+
+def _pingpong_xshm(rounds: int) -> float:
+    tag = f"xshm-bench-{os.getpid()}"
+    a = SharedMemoryManager.create(tag + "-ping")
+    b = SharedMemoryManager.create(tag + "-pong")
+    ctx = mp.get_context("spawn")
+    p = ctx.Process(target=_xshm_echo, args=(a.name, b.name, rounds))
+    p.start()
+    try:
+        time.sleep(0.2)
+        seq = 0
+        times = []
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            a.publish(counter=i)
+            seq = b.wait(seq, timeout=10)
+            times.append(time.perf_counter() - t0)
+        p.join(timeout=10)
+    finally:
+        if p.is_alive():
+            p.kill()
+        for m in (a, b):
+            m.unlink()
+            m.close()
+    return statistics.median(times) / 2 * 1e6
+
+
+def _pingpong_pipe(rounds: int) -> float:
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe()
+    p = ctx.Process(target=_pipe_echo, args=(there, rounds))
+    p.start()
+    times = []
+    payload = bytes(N * 8 + 64)
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        here.send_bytes(payload)
+        here.recv_bytes()
+        times.append(time.perf_counter() - t0)
+    p.join(timeout=10)
+    return statistics.median(times) / 2 * 1e6
+
+
+def run(quick: bool = True) -> list[dict[str, Any]]:
+    """Measures and returns rows: what, xshm time, peer, peer time (microseconds)."""
+    calls = 20_000 if quick else 200_000
+    rounds = 2_000 if quick else 20_000
+    rows: list[dict[str, Any]] = []
+    name = f"xshm-bench-{os.getpid()}"
+    values = np.arange(N, dtype=np.float64)
+    m = SharedMemoryManager.create(name)
+    peer = _ShmLock()
+    try:
+        m.publish(values=values, message="bench", counter=1)
+        peer.publish(values, "bench", 1)
+        rows.append(
+            {
+                "what": "read snapshot",
+                "xshm_us": _per_call_us(m.read, calls),
+                "peer": "shared_memory+Lock",
+                "peer_us": _per_call_us(peer.read, calls),
+            }
+        )
+        rows.append(
+            {
+                "what": "publish",
+                "xshm_us": _per_call_us(lambda: m.publish(values, "bench", 2), calls),
+                "peer": "shared_memory+Lock",
+                "peer_us": _per_call_us(lambda: peer.publish(values, "bench", 2), calls),
+            }
+        )
+    finally:
+        m.unlink()
+        m.close()
+        peer.close()
+    x_lat = _pingpong_xshm(rounds)
+    rows.append(
+        {
+            "what": "one-way latency",
+            "xshm_us": x_lat,
+            "peer": "multiprocessing.Pipe",
+            "peer_us": _pingpong_pipe(rounds),
+        }
+    )
+    for mod, label in (("faster_fifo", "faster-fifo"), ("zmq", "pyzmq"), ("iceoryx2", "iceoryx2")):
+        if importlib.util.find_spec(mod) is None:
+            rows.append(
+                {
+                    "what": "one-way latency",
+                    "peer": label,
+                    "skipped": "not installed",
+                }
+            )
+    return rows

@@ -1,0 +1,635 @@
+"""The ``xshm`` command (also ``python -m xshm``): see what shared memory holds and how it moves.
+
+Exit codes, for scripts: 0 success; 1 a named segment is missing, foreign, not accessible or
+could not be removed; 2 usage error; 130 interrupted (Ctrl-C) where that is not the normal way
+out. Output is a table (with colour) in a terminal, plain text when piped, JSON with ``--json``.
+Inspecting never writes to a segment and never takes its writer mutex.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import __version__, get_cmake_dir, get_include
+from ._core import SharedMemoryManager
+from ._core import unlink as _unlink
+from .errors import LayoutError, XshmError
+
+SHM_DIR = "/dev/shm"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+class CliError(Exception):
+    """A one-line error for the user; the command exits with EXIT_FAILED."""
+
+
+def _console(args: argparse.Namespace) -> Any:
+    from rich.console import Console
+
+    return Console(no_color=args.no_color or None, highlight=False)
+
+
+def _open(name: str) -> SharedMemoryManager:
+    """Opens read-only for inspection; turns the usual failures into one-line errors."""
+    try:
+        return SharedMemoryManager.open(name, readonly=True)
+    except FileNotFoundError:
+        raise CliError(f"no segment named '{_canon(name)}'") from None
+    except PermissionError:
+        raise CliError(f"permission denied: '{_canon(name)}' belongs to another user") from None
+    except LayoutError as e:
+        raise CliError(f"'{_canon(name)}' is not a usable xshm segment: {e}") from None
+
+
+def _canon(name: str) -> str:
+    return name if name.startswith("/") else "/" + name
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _alive(pid: int) -> Optional[bool]:
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ago(ns: int) -> str:
+    if ns <= 0:
+        return "never"
+    s = max(0.0, time.time() - ns / 1e9)
+    if s < 1:
+        return f"{s * 1000:.0f} ms ago"
+    if s < 120:
+        return f"{s:.1f} s ago"
+    if s < 7200:
+        return f"{s / 60:.0f} min ago"
+    return f"{s / 3600:.1f} h ago"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def sparkline(values: np.ndarray[Any, Any], width: int = 40) -> str:
+    """A row of block characters showing the values' shape (downsampled to ``width``)."""
+    flat = np.asarray(values).ravel()
+    if flat.size == 0:
+        return ""
+    if np.iscomplexobj(flat):
+        flat = np.abs(flat)
+    flat = flat.astype(np.float64)
+    chunks = np.array_split(flat, min(width, flat.size))
+    means = np.array([c.mean() for c in chunks])
+    lo, hi = float(np.nanmin(means)), float(np.nanmax(means))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi == lo:
+        return SPARK[0] * len(means)
+    idx = ((means - lo) / (hi - lo) * (len(SPARK) - 1)).round().astype(int)
+    return "".join(SPARK[i] for i in idx)
+
+
+def _summary(values: np.ndarray[Any, Any], first: int = 5) -> dict[str, Any]:
+    flat = np.asarray(values).ravel()
+    if flat.size == 0:
+        return {"min": None, "max": None, "mean": None, "first": []}
+    num = np.abs(flat) if np.iscomplexobj(flat) else flat.astype(np.float64)
+    return {
+        "min": float(num.min()),
+        "max": float(num.max()),
+        "mean": float(num.mean()),
+        "first": [v.item() if not np.iscomplexobj(flat) else str(v) for v in flat[:first]],
+    }
+
+
+# ---- ls ----
+
+
+def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
+    for entry in sorted(os.listdir(SHM_DIR)):
+        path = os.path.join(SHM_DIR, entry)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        row: dict[str, Any] = {
+            "name": "/" + entry,
+            "size": st.st_size,
+            "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+            "owner": _owner(st.st_uid),
+            "xshm": False,
+        }
+        try:
+            with SharedMemoryManager.open(entry, readonly=True) as m:
+                snap = m.read()
+                row.update(
+                    xshm=True,
+                    shape=list(m.shape),
+                    dtype=str(m.dtype),
+                    message_capacity=m.message_capacity,
+                    seq=m.seq,
+                    counter=snap.counter,
+                    last_publish_ns=snap.timestamp_ns if snap.seq else 0,
+                )
+        except PermissionError:
+            row["note"] = "no access"
+        except (LayoutError, XshmError, ValueError, OSError):
+            row["note"] = "foreign"
+        if row["xshm"] or show_all:
+            yield row
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    rows = list(_entries(args.all))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    console = _console(args)
+    if not rows:
+        console.print("no xshm segments" + ("" if args.all else " (--all shows every segment)"))
+        return EXIT_OK
+    from rich import box
+
+    table = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, header_style="bold")
+    for col in ("name", "shape", "dtype", "msg", "size", "mode", "owner", "seq", "counter"):
+        table.add_column(
+            col, justify="right" if col in ("msg", "size", "seq", "counter") else "left"
+        )
+    for r in rows:
+        if r["xshm"]:
+            table.add_row(
+                r["name"],
+                "x".join(map(str, r["shape"])) or "()",
+                r["dtype"],
+                str(r["message_capacity"]),
+                _size(r["size"]),
+                r["mode"],
+                r["owner"],
+                str(r["seq"]),
+                str(r["counter"]),
+            )
+        else:
+            table.add_row(
+                f"[dim]{r['name']}[/dim]",
+                f"[yellow]{r.get('note', 'foreign')}[/yellow]",
+                "",
+                "",
+                _size(r["size"]),
+                r["mode"],
+                r["owner"],
+                "",
+                "",
+            )
+    console.print(table)
+    return EXIT_OK
+
+
+# ---- inspect ----
+
+
+def _inspect_data(name: str) -> dict[str, Any]:
+    with _open(name) as m:
+        hdr = m.header()
+        snap = m.read()
+        st = os.stat(os.path.join(SHM_DIR, m.name[1:]))
+        writer = snap.writer_pid if snap.seq else 0
+        return {
+            "name": m.name,
+            "layout_version": hdr["layout_version"],
+            "shape": list(m.shape),
+            "dtype": str(m.dtype),
+            "message_capacity": m.message_capacity,
+            "backup": m.backup,
+            "size": hdr["total_size"],
+            "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+            "owner": _owner(st.st_uid),
+            "creation_id": hdr["creation_id"],
+            "created_ns": hdr["created_ns"],
+            "creator_pid": hdr["creator_pid"],
+            "seq": snap.seq,
+            "counter": snap.counter,
+            "message": snap.message,
+            "values": _summary(snap.values),
+            "last_publish_ns": snap.timestamp_ns if snap.seq else 0,
+            "writer_pid": writer,
+            "writer_alive": _alive(writer),
+            "writer_mutex_owner": hdr["owner_pid"],
+            "recoveries": hdr["recoveries"],
+            "waiters": hdr["waiters"],
+            "layout": {
+                "record_size": hdr["record_size"],
+                "record_offsets": list(hdr["record_offsets"]),
+                "values_offset": hdr["values_offset"],
+                "values_size": hdr["values_size"],
+                "message_offset": hdr["message_offset"],
+            },
+        }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = _inspect_data(args.name)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    console = _console(args)
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    alive = {True: "[green]alive[/green]", False: "[red]exited[/red]", None: "-"}
+    v = info["values"]
+    rows = [
+        ("segment", info["name"]),
+        (
+            "layout",
+            f"version {info['layout_version']}, {_size(info['size'])}, "
+            f"backup {'on' if info['backup'] else 'off'}",
+        ),
+        ("values", f"{info['dtype']}[{', '.join(map(str, info['shape']))}]"),
+        ("message slot", f"{info['message_capacity']} bytes"),
+        ("permissions", f"{info['mode']} {info['owner']}"),
+        ("created", f"{_ago(info['created_ns'])} by pid {info['creator_pid']}"),
+        ("seq", str(info["seq"])),
+        ("counter", str(info["counter"])),
+        ("message", repr(info["message"])),
+        (
+            "values summary",
+            f"min {v['min']:.6g}  max {v['max']:.6g}  mean {v['mean']:.6g}"
+            if v["min"] is not None
+            else "(empty)",
+        ),
+        (
+            "first values",
+            ", ".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v["first"]),
+        ),
+        (
+            "last publish",
+            f"{_ago(info['last_publish_ns'])}"
+            + (
+                f" by pid {info['writer_pid']} ({alive[info['writer_alive']]})"
+                if info["writer_pid"]
+                else ""
+            ),
+        ),
+        (
+            "writer mutex",
+            f"held by pid {info['writer_mutex_owner']}" if info["writer_mutex_owner"] else "free",
+        ),
+        ("recoveries", str(info["recoveries"])),
+        ("sleeping readers", str(info["waiters"])),
+        (
+            "record",
+            f"{info['layout']['record_size']} bytes at "
+            f"{', '.join(map(str, info['layout']['record_offsets']))}; values at "
+            f"+{info['layout']['values_offset']}, message at "
+            f"+{info['layout']['message_offset']}",
+        ),
+    ]
+    for k, val in rows:
+        t.add_row(k, val)
+    console.print(t)
+    return EXIT_OK
+
+
+# ---- watch ----
+
+
+def _watch_frames(m: SharedMemoryManager, interval: float) -> Iterator[dict[str, Any]]:
+    last_seq = m.seq
+    last_t = time.monotonic()
+    while True:
+        time.sleep(interval)
+        snap = m.read()
+        now = time.monotonic()
+        rate = (snap.seq - last_seq) / (now - last_t) if now > last_t else 0.0
+        last_seq, last_t = snap.seq, now
+        yield {
+            "seq": snap.seq,
+            "updates_per_s": rate,
+            "since_last_publish": _ago(snap.timestamp_ns if snap.seq else 0),
+            "counter": snap.counter,
+            "message": snap.message,
+            "spark": sparkline(snap.values),
+        }
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    m = _open(args.name)
+    frames = _watch_frames(m, args.interval)
+    console = _console(args)
+    try:
+        if console.is_terminal and not args.json:
+            from rich.live import Live
+            from rich.table import Table
+
+            def render(f: dict[str, Any]) -> Table:
+                t = Table(title=f"xshm watch {m.name}  (Ctrl-C to quit)", show_header=False)
+                t.add_column(style="bold")
+                t.add_column()
+                t.add_row("updates/s", f"{f['updates_per_s']:.1f}")
+                t.add_row("last publish", f["since_last_publish"])
+                t.add_row("seq", str(f["seq"]))
+                t.add_row("counter", str(f["counter"]))
+                t.add_row("message", repr(f["message"]))
+                t.add_row("values", f["spark"])
+                return t
+
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                for i, f in enumerate(frames, 1):
+                    live.update(render(f), refresh=True)
+                    if args.count and i >= args.count:
+                        break
+        else:
+            for i, f in enumerate(frames, 1):
+                if args.json:
+                    print(json.dumps({k: v for k, v in f.items() if k != "spark"}), flush=True)
+                else:
+                    print(
+                        f"seq={f['seq']} updates/s={f['updates_per_s']:.1f} "
+                        f"last={f['since_last_publish']!r} counter={f['counter']} "
+                        f"message={f['message']!r} values={f['spark']}",
+                        flush=True,
+                    )
+                if args.count and i >= args.count:
+                    break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the normal way out of watch
+    finally:
+        m.close()
+    return EXIT_OK
+
+
+# ---- rm ----
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    failed = 0
+    console = _console(args)
+    for name in args.names:
+        try:
+            _unlink(name, args.force)
+            if not args.quiet:
+                console.print(f"removed {_canon(name)}")
+        except FileNotFoundError:
+            print(f"xshm: error: no segment named '{_canon(name)}'", file=sys.stderr)
+            failed += 1
+        except LayoutError:
+            print(
+                f"xshm: error: '{_canon(name)}' is not an xshm segment; "
+                "use --force to remove it anyway",
+                file=sys.stderr,
+            )
+            failed += 1
+        except PermissionError:
+            print(f"xshm: error: permission denied removing '{_canon(name)}'", file=sys.stderr)
+            failed += 1
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# ---- demo / bench / paths ----
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import _demo
+
+    console = _console(args)
+    if not args.json:
+        console.print(
+            f"xshm demo: 1 producer, {args.consumers} Python consumers (+ the C++ "
+            f"consumer when built), {args.seconds:g} s at {args.rate:g} Hz"
+        )
+    progress_cb: Optional[Callable[[int, float], None]] = None
+    progress: Any = None
+    if console.is_terminal and not args.json:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("publishing"),
+            BarColumn(),
+            TextColumn("{task.fields[seq]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        task = progress.add_task("demo", total=args.seconds, seq="")
+        progress.start()
+
+        def progress_cb(seq: int, elapsed: float) -> None:
+            progress.update(task, completed=min(elapsed, args.seconds), seq=f"seq {seq}")
+    elif not args.json:
+
+        def progress_cb(seq: int, elapsed: float) -> None:
+            print(f"  {elapsed:4.1f} s  seq {seq}", flush=True)
+
+    try:
+        fig = _demo.run(
+            seconds=args.seconds, consumers=args.consumers, rate=args.rate, progress=progress_cb
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+    if args.json:
+        print(json.dumps(fig, indent=2))
+    else:
+        from rich.table import Table
+
+        console.print(f"published {fig['published']} records to {fig['segment']}")
+        from rich import box
+
+        t = Table(header_style="bold", box=box.SIMPLE_HEAD if console.is_terminal else None)
+        for col in ("consumer", "updates", "latency p50 (us)", "latency p99 (us)", "torn"):
+            t.add_column(col, justify="left" if col == "consumer" else "right")
+        for c in fig["consumers"]:
+            t.add_row(
+                c["consumer"],
+                str(c["updates"]),
+                f"{c['latency_us_p50']:.1f}",
+                f"{c['latency_us_p99']:.1f}",
+                str(c["torn"]),
+            )
+        console.print(t)
+        if not fig["cpp_consumer"]:
+            console.print(
+                "(C++ consumer not built: cmake -S . -B build/cpp && cmake --build build/cpp)"
+            )
+        console.print(f"torn snapshots: {fig['torn']}")
+    return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    rows = _bench.run(quick=not args.long)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    console = _console(args)
+    from rich import box
+
+    t = Table(
+        title="xshm bench: medians from one run (the full suite: benchmarks/)",
+        header_style="bold",
+        box=box.SIMPLE_HEAD if console.is_terminal else None,
+    )
+    for col in ("what", "xshm", "peer", "peer time", "speed-up"):
+        t.add_column(col, justify="left" if col in ("what", "peer") else "right", no_wrap=True)
+    for r in rows:
+        if r.get("skipped"):
+            t.add_row(r["what"], "", r["peer"], f"[dim]{r['skipped']}[/dim]", "")
+            continue
+        t.add_row(
+            r["what"],
+            f"{r['xshm_us']:.2f} us",
+            r["peer"],
+            f"{r['peer_us']:.2f} us",
+            f"{r['peer_us'] / r['xshm_us']:.1f}x",
+        )
+    console.print(t)
+    return EXIT_OK
+
+
+EPILOG = """\
+examples:
+  xshm ls                       xshm segments on this machine (--all: every segment)
+  xshm inspect sensors          header, layout and the current record of /sensors
+  xshm watch sensors            live view; Ctrl-C to leave
+  xshm rm sensors old-feed      remove segments (--force for non-xshm ones)
+  xshm demo                     a producer and consumers for a few seconds
+  xshm bench                    xshm beside multiprocessing and the installed peers
+  xshm --include                where <xshm/xshm.hpp> is, for a C++ compiler
+
+exit codes: 0 success, 1 missing/foreign/inaccessible segment or failed removal, 2 usage error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xshm",
+        description="Shared-memory records for Python and "
+        "C++: inspect, watch and manage xshm segments.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"xshm {__version__}")
+    p.add_argument("--include", action="store_true", help="print the C++ include directory")
+    p.add_argument("--cmake-dir", action="store_true", help="print the CMake package directory")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str, example: str
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.add_argument("--no-color", action="store_true", help="no colour even in a terminal")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("ls", cmd_ls, "list the xshm segments on this machine", "xshm ls --all")
+    sp.add_argument("--all", action="store_true", help="also list foreign segments (marked)")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+
+    sp = add(
+        "inspect",
+        cmd_inspect,
+        "show a segment's header, layout and current record",
+        "xshm inspect sensors --json",
+    )
+    sp.add_argument("name")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+
+    sp = add(
+        "watch",
+        cmd_watch,
+        "live view of a segment (Ctrl-C to quit)",
+        "xshm watch sensors --interval 0.2",
+    )
+    sp.add_argument("name")
+    sp.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
+    sp.add_argument("--count", type=int, default=0, help="stop after N refreshes (0: never)")
+    sp.add_argument("--json", action="store_true", help="one JSON object per refresh")
+
+    sp = add("rm", cmd_rm, "remove xshm segments", "xshm rm sensors old-feed")
+    sp.add_argument("names", nargs="+", metavar="NAME")
+    sp.add_argument("--force", action="store_true", help="also remove segments that are not xshm's")
+    sp.add_argument("-q", "--quiet", action="store_true")
+
+    sp = add(
+        "demo",
+        cmd_demo,
+        "run a live producer/consumers demo and print what it measured",
+        "xshm demo --seconds 3 --consumers 2",
+    )
+    sp.add_argument("--seconds", type=float, default=3.0)
+    sp.add_argument("--consumers", type=int, default=2)
+    sp.add_argument("--rate", type=float, default=1000.0, help="publishes per second")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+
+    sp = add(
+        "bench",
+        cmd_bench,
+        "a quick side-by-side of xshm and multiprocessing (and peers)",
+        "xshm bench --json",
+    )
+    sp.add_argument("--long", action="store_true", help="more rounds (slower, steadier)")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.include:
+        print(get_include())
+        return EXIT_OK
+    if args.cmake_dir:
+        print(get_cmake_dir())
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CliError as e:
+        print(f"xshm: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as e:  # bad names and arguments: one line, no traceback
+        print(f"xshm: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

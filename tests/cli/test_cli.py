@@ -1,0 +1,184 @@
+"""The xshm command, run as a subprocess against real segments (xshm, foreign, missing), and
+`xshm watch` driven in a real terminal through tmux."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import xshm
+
+XSHM = [sys.executable, "-m", "xshm"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*XSHM, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def live(seg_name: str) -> Iterator[xshm.SharedMemoryManager]:
+    with xshm.SharedMemoryManager.create(seg_name, shape=(50,), message_capacity=32) as m:
+        m.publish(values=np.linspace(0, 1, 50), message="hello cli", counter=42)
+        yield m
+
+
+@pytest.fixture
+def foreign(seg_name: str) -> str:
+    with open(f"/dev/shm/{seg_name}", "wb") as f:
+        f.write(b"not an xshm segment" * 500)
+    return seg_name
+
+
+def test_help_has_examples_and_exit_codes() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    assert "examples:" in r.stdout
+    assert "exit codes" in r.stdout
+    for cmd in ("ls", "inspect", "watch", "rm", "demo", "bench"):
+        sub = run(cmd, "--help")
+        assert sub.returncode == 0, cmd
+        assert "example:" in sub.stdout, cmd
+    assert run().returncode == 2, "no command is a usage error"
+    assert run("nonsense").returncode == 2
+
+
+def test_version_include_and_cmake_dir() -> None:
+    assert run("--version").stdout.strip() == f"xshm {xshm.__version__}"
+    inc = run("--include").stdout.strip()
+    assert os.path.isfile(os.path.join(inc, "xshm", "xshm.hpp"))
+    assert run("--cmake-dir").stdout.strip() == xshm.get_cmake_dir()
+
+
+def test_ls_lists_xshm_and_marks_foreign(live: xshm.SharedMemoryManager) -> None:
+    r = run("ls")
+    assert r.returncode == 0
+    line = next(ln for ln in r.stdout.splitlines() if live.name in ln)
+    assert "float64" in line and "50" in line and "0600" in line and "42" in line
+    rows = json.loads(run("ls", "--json").stdout)
+    row = next(x for x in rows if x["name"] == live.name)
+    assert row["xshm"] and row["shape"] == [50] and row["seq"] == 1 and row["counter"] == 42
+    assert row["message_capacity"] == 32 and row["mode"] == "0600"
+
+
+def test_ls_hides_foreign_unless_all(foreign: str) -> None:
+    assert f"/{foreign}" not in run("ls").stdout
+    rows = json.loads(run("ls", "--all", "--json").stdout)
+    row = next(x for x in rows if x["name"] == f"/{foreign}")
+    assert row["xshm"] is False and row["note"] == "foreign"
+    assert "foreign" in next(ln for ln in run("ls", "--all").stdout.splitlines() if foreign in ln)
+
+
+def test_inspect_text_and_json(live: xshm.SharedMemoryManager) -> None:
+    r = run("inspect", live.name)
+    assert r.returncode == 0
+    assert "hello cli" in r.stdout and "float64[50]" in r.stdout and "free" in r.stdout
+    info = json.loads(run("inspect", live.name, "--json").stdout)
+    assert info["counter"] == 42 and info["seq"] == 1 and info["message"] == "hello cli"
+    assert info["values"]["min"] == 0.0 and info["values"]["max"] == 1.0
+    assert info["writer_pid"] == os.getpid() and info["writer_alive"] is True
+    assert info["writer_mutex_owner"] == 0 and info["layout_version"] == 1
+    assert live.seq == 1, "inspecting never writes"
+
+
+@pytest.mark.parametrize("cmd", ["inspect", "watch"])
+def test_missing_and_foreign_are_one_line_errors(cmd: str, foreign: str) -> None:
+    for name, words in ((foreign, "not a usable xshm segment"), ("no-such-seg-xyz", "no segment")):
+        r = run(cmd, name, "--count", "1") if cmd == "watch" else run(cmd, name)
+        assert r.returncode == 1
+        assert words in r.stderr
+        assert "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_name_is_a_usage_error() -> None:
+    r = run("inspect", "a/b")
+    assert r.returncode == 2
+    assert "name" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rm_removes_xshm_refuses_foreign_unless_forced(seg_name: str, foreign: str) -> None:
+    xshm.SharedMemoryManager.create(seg_name + "-rm").close()
+    r = run("rm", seg_name + "-rm")
+    assert r.returncode == 0 and "removed" in r.stdout
+    assert not os.path.exists(f"/dev/shm/{seg_name}-rm")
+    r = run("rm", foreign)
+    assert r.returncode == 1 and "--force" in r.stderr
+    assert os.path.exists(f"/dev/shm/{foreign}")
+    assert run("rm", "--force", foreign).returncode == 0
+    assert not os.path.exists(f"/dev/shm/{foreign}")
+    r = run("rm", foreign)
+    assert r.returncode == 1 and "no segment" in r.stderr
+
+
+def test_watch_plain_output_when_piped(live: xshm.SharedMemoryManager) -> None:
+    r = run("watch", live.name, "--interval", "0.05", "--count", "3")
+    assert r.returncode == 0
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert all("counter=42" in ln and "\x1b[" not in ln for ln in lines)
+    frames = [
+        json.loads(x)
+        for x in run("watch", live.name, "--json", "--count", "2").stdout.split("\n")
+        if x
+    ]
+    assert frames[-1]["counter"] == 42
+
+
+def test_demo_json_reports_no_torn_snapshots() -> None:
+    r = run("demo", "--seconds", "1", "--consumers", "1", "--json", timeout=120)
+    assert r.returncode == 0, r.stderr
+    fig = json.loads(r.stdout)
+    assert fig["torn"] == 0 and fig["published"] > 100
+    assert all(c["updates"] > 0 for c in fig["consumers"])
+
+
+def test_bench_json_has_xshm_and_multiprocessing() -> None:
+    r = run("bench", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    measured = [x for x in rows if "xshm_us" in x]
+    assert {x["peer"] for x in measured} >= {"shared_memory+Lock", "multiprocessing.Pipe"}
+    assert all(x["xshm_us"] > 0 and x["peer_us"] > 0 for x in measured)
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_watch_in_a_real_terminal(live: xshm.SharedMemoryManager) -> None:
+    assert shutil.which("tmux"), "tmux is needed (make test installs it)"
+    session = f"xshm-watch-{os.getpid()}"
+    cmd = " ".join([*XSHM, "watch", live.name, "--interval", "0.1"])
+    _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
+    try:
+        screen = ""
+        for k in range(50, 80):
+            live.publish(counter=k, message=f"tick {k}")
+            time.sleep(0.1)
+            screen = _tmux("capture-pane", "-p", "-t", session)
+            if "tick 7" in screen:
+                break
+        assert "updates/s" in screen and "tick 7" in screen, screen
+        assert "Ctrl-C" in screen
+        _tmux("send-keys", "-t", session, "C-c")
+        for _ in range(50):
+            time.sleep(0.1)
+            alive = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True)
+            panes = (
+                _tmux("list-panes", "-t", session, "-F", "#{pane_dead} #{pane_current_command}")
+                if alive.returncode == 0
+                else ""
+            )
+            if alive.returncode != 0 or "python" not in panes:
+                break
+        else:
+            pytest.fail("watch did not leave on Ctrl-C")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
