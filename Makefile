@@ -10,7 +10,7 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-python lint bench clean
+.PHONY: help setup demo test test-cpp test-rust test-python lint wheel-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,10 +61,13 @@ test-python: setup  ## pytest against the installed packages (run outside the so
 lint: setup  ## ruff, and the stubs checked against the compiled modules
 	$(VENV)/bin/ruff check python tests benchmarks rust/python
 	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
-	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/xshm/stubtest-allowlist.txt
+	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/stubtest-allowlist.txt
 	cd build && ../$(VENV)/bin/mypy --strict -p xshm -p xshm_text
 
-test: test-cpp test-rust test-python lint  ## every test: C++ (three builds), Rust, Python, lint
+wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh venv; sdist
+	bash .ci/wheel-check
+
+test: test-cpp test-rust test-python lint wheel-check  ## every test: C++ (3 builds), Rust, Python, lint, wheels
 	@echo "make test: all passed"
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock

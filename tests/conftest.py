@@ -28,6 +28,18 @@ def seg_name() -> Iterator[str]:
         xshm.unlink(name, force=True)
 
 
+def pytest_report_header() -> str:
+    return f"xshm {xshm.__version__} from {os.path.dirname(xshm.__file__)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _installed_package_under_test() -> None:
+    """With XSHM_EXPECT_INSTALLED=1 (the wheel checks), the package must come from an
+    installed wheel, never from the source tree."""
+    if os.environ.get("XSHM_EXPECT_INSTALLED"):
+        assert "site-packages" in xshm.__file__, xshm.__file__
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_segment_left_behind() -> Iterator[None]:
     yield
