@@ -19,7 +19,7 @@ $(VENV)/.deps: pyproject.toml rust/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "maturin>=1.7,<2" numpy \
-	  pytest pytest-benchmark ruff mypy rich typing_extensions
+	  pytest pytest-benchmark ruff mypy rich typing_extensions cibuildwheel
 	touch $@
 
 setup: $(VENV)/.deps  ## system packages (apt), Python environment, Rust crate, xshm, C++ build
@@ -58,11 +58,16 @@ test-python: setup  ## pytest against the installed packages (run outside the so
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
 	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider
 
-lint: setup  ## ruff, and the stubs checked against the compiled modules
+lint: setup  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
 	$(VENV)/bin/ruff check python tests benchmarks rust/python
 	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
 	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/stubtest-allowlist.txt
 	cd build && ../$(VENV)/bin/mypy --strict -p xshm -p xshm_text
+	test -x build/bin/actionlint || GOBIN=$(CURDIR)/build/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+	build/bin/actionlint
+	cd build && ../$(VENV)/bin/cibuildwheel --print-build-identifiers .. && \
+	  ../$(VENV)/bin/cibuildwheel --print-build-identifiers ../rust && \
+	  CIBW_PLATFORM=macos ../$(VENV)/bin/cibuildwheel --print-build-identifiers ../rust
 
 wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh venv; sdist
 	bash .ci/wheel-check
