@@ -5,12 +5,22 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 JOBS ?= 2
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux clang libclang-rt-14-dev
+
+# XSHM_LONG=1 make test: the long reliability campaign (about an hour) instead of the CI scale.
+ifeq ($(XSHM_LONG),1)
+export XSHM_CRASH_ROUNDS ?= 20000
+export XSHM_FUZZ_SECONDS ?= 900
+export XSHM_STRESS_ROUNDS ?= 1000000
+export XSHM_MANY_WRITERS_PUBLISHES ?= 50000
+export XSHM_LEAK_ITERATIONS ?= 1000000
+export XSHM_PY_CRASH_ROUNDS ?= 2000
+endif
 TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-python lint wheel-check bench clean
+.PHONY: help setup demo test test-cpp test-rust test-python lint wheel-check fuzz bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,8 +51,9 @@ setup: $(VENV)/.deps  ## system packages (apt), Python environment, Rust crate, 
 demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
 	cd build && XSHM_CPP_CONSUMER=$(CURDIR)/build/cpp/xshm_consumer ../$(VENV)/bin/xshm demo
 
-test-cpp: setup  ## C++ tests: plain (+ valgrind), ASan+UBSan and TSan builds under ctest
-	cd build/cpp && ctest --output-on-failure -j $(JOBS)
+test-cpp: setup  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan and TSan builds
+	cd build/cpp && ctest --output-on-failure -j $(JOBS) -E CrashCampaign
+	set -o pipefail; cd build/cpp && ctest --output-on-failure -V -R CrashCampaign | grep -E "crash campaign|tests passed|Failed"
 	for s in address thread; do \
 	  cmake -S . -B build/cpp-$$s -G Ninja -DCMAKE_BUILD_TYPE=Debug -DXSHM_SANITIZE=$$s $(CMAKE_TEXT) >/dev/null && \
 	  cmake --build build/cpp-$$s -j $(JOBS) && \
@@ -56,7 +67,7 @@ test-rust: setup  ## cargo test (unit, vectors, properties, header drift), clipp
 
 test-python: setup  ## pytest against the installed packages (run outside the source tree)
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
-	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider
+	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider -rP
 
 lint: setup  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
 	$(VENV)/bin/ruff check python tests benchmarks rust/python
@@ -69,10 +80,13 @@ lint: setup  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwh
 	  ../$(VENV)/bin/cibuildwheel --print-build-identifiers ../rust && \
 	  CIBW_PLATFORM=macos ../$(VENV)/bin/cibuildwheel --print-build-identifiers ../rust
 
+fuzz: setup  ## libFuzzer and atheris targets, XSHM_FUZZ_SECONDS (60) each
+	bash .ci/fuzz
+
 wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh venv; sdist
 	bash .ci/wheel-check
 
-test: test-cpp test-rust test-python lint wheel-check  ## every test: C++ (3 builds), Rust, Python, lint, wheels
+test: test-cpp test-rust test-python lint fuzz wheel-check  ## every test: C++ (3 builds), Rust, Python, lint, fuzz, wheels
 	@echo "make test: all passed"
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock

@@ -190,11 +190,15 @@ class Manager {
   }
 
   static std::unique_ptr<Manager> open(const std::string& name, bool readonly, double timeout,
-                                       const std::string& errors) {
+                                       const std::string& errors, std::optional<double> stall_timeout) {
     const DecodePolicy policy = parse_policy(errors);
     if (!(timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0");
+    if (stall_timeout && !(*stall_timeout > 0)) throw xshm::ArgumentError("stall_timeout must be > 0 or None");
     xshm::OpenOptions o;
     o.readonly = readonly;
+    if (stall_timeout)
+      o.stall_timeout =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(*stall_timeout));
     o.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout));
     xshm::SharedMemoryManager m;
     {
@@ -557,10 +561,12 @@ PYBIND11_MODULE(_core, mod, py::mod_gil_not_used()) {
                   "errors: how read() decodes a message that is not valid UTF-8: 'replace' (U+FFFD)\n"
                   "or 'strict' (MessageDecodeError with the offset of the first invalid byte).")
       .def_static("open", &Manager::open, py::arg("name"), py::arg("readonly") = false, py::arg("timeout") = 0.0,
-                  py::arg("errors") = "replace",
+                  py::arg("errors") = "replace", py::arg("stall_timeout") = py::none(),
                   "Open an existing segment, validating every header field against the mapping.\n"
                   "timeout: seconds to wait for a producer that has not created it yet.\n"
-                  "errors: 'replace' or 'strict', the decode policy for invalid UTF-8 messages.")
+                  "errors: 'replace' or 'strict', the decode policy for invalid UTF-8 messages.\n"
+                  "stall_timeout: only for segments created with backup=False: seconds a read waits\n"
+                  "for a writer stuck mid-write before TornRecordError (None: 2 s + 4 ns per byte).")
       .def("close", &Manager::close, "Unmap this handle (views of it stay valid). Never unlinks.")
       .def("unlink", &Manager::unlink, "Remove the segment's name, if it still names this segment.")
       .def("__enter__", [](py::object self) { return self; })

@@ -329,3 +329,39 @@ TEST(CrossProcess, ReaderNeverSeesATornRecord) {
   ::waitpid(writer, nullptr, 0);
   EXPECT_GT(distinct, 1);
 }
+
+// ---- segments that would hang a naive reader ----
+
+namespace {
+
+RecordMeta* slot_meta(const SharedMemoryManager& m, int i) {
+  auto* base = static_cast<unsigned char*>(const_cast<void*>(m.base()));
+  return reinterpret_cast<RecordMeta*>(base + m.geometry().record_offset[i]);
+}
+
+}  // namespace
+
+TEST(Corrupt, BothSlotsMarkedInProgressIsALayoutErrorNotAHang) {
+  ScopedName name;
+  auto w = SharedMemoryManager::create(name.str());
+  slot_meta(w, 0)->lock.store(7);
+  slot_meta(w, 1)->lock.store(9);
+  auto r = SharedMemoryManager::open(name.str(), {true, {}});
+  EXPECT_THROW(r.read(), LayoutError);
+}
+
+TEST(Corrupt, StalledWriterWithoutBackupTimesOut) {
+  ScopedName name;
+  CreateOptions o;
+  o.backup = false;
+  auto w = SharedMemoryManager::create(name.str(), o);
+  LockGuard g = w.lock();  // a live owner (this process) ...
+  slot_meta(w, 0)->lock.store(3);  // ... that never finishes its write
+  OpenOptions ro{true, {}};
+  ro.stall_timeout = 50ms;
+  auto r = SharedMemoryManager::open(name.str(), ro);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(r.read(), TornRecordError);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+  slot_meta(w, 0)->lock.store(4);
+}

@@ -64,6 +64,10 @@ struct OpenOptions {
   bool readonly = false;
   /// How long to wait for a segment that does not exist yet.
   std::chrono::nanoseconds timeout{0};
+  /// Only for segments without backup: how long a read tolerates the live record staying
+  /// mid-write (same odd lock word) while its writer seems alive, before it raises
+  /// TornRecordError. Zero: 2 s plus 4 ns per byte of values (a 256 MiB/s writer).
+  std::chrono::nanoseconds stall_timeout{0};
 };
 
 /// The metadata of one consistent record.
@@ -125,6 +129,7 @@ struct Segment {
   std::string name;
   Geometry geo;
   bool readonly = false;
+  std::chrono::nanoseconds stall_timeout{0};
   Mapping map;
   Mapping header_alias;  // writable page 0 for a read-only handle, when the OS allows it
   dev_t dev = 0;
@@ -296,6 +301,7 @@ class SharedMemoryManager {
       }
       SharedMemoryManager m;
       m.seg_ = map_and_validate(canon, fd.get(), size, opt.readonly);
+      m.seg_->stall_timeout = opt.stall_timeout;
       ::flock(fd.get(), LOCK_UN);
       return m;
     }
@@ -660,7 +666,7 @@ class SharedMemoryManager {
                              std::uint32_t* message_len) {
     detail::MetaImage img{};
     const std::uint32_t cap = s.geo.message_capacity;
-    std::uint64_t torn_lock = 0;
+    Stuck stuck;
     for (unsigned attempt = 0;; ++attempt) {
       for (int i = 0; i < s.slots(); ++i) {
         const RecordMeta* m = s.meta(i);
@@ -677,20 +683,49 @@ class SharedMemoryManager {
           return RecordInfo{img.seq, img.counter, img.timestamp_ns, img.writer_pid};
         }
       }
-      if (!s.geo.backup && (attempt & 1023) == 1023) {
-        // No backup: the live slot is odd. If it stays odd at the same value while no live
-        // process holds the writer mutex, its writer died mid-write.
-        const std::uint64_t l = s.meta(0)->lock.load(std::memory_order_relaxed);
-        const std::uint32_t owner = s.header()->owner_pid.load(std::memory_order_seq_cst);
-        if ((l & 1) && l == torn_lock && !detail::process_alive(owner))
-          throw TornRecordError("the record of " + s.name +
-                                " was torn by a writer that died mid-write; it stays unreadable "
-                                "until the next complete publish");
-        torn_lock = l;
-      }
+      if ((attempt & 1023) == 1023) check_stuck(s, stuck);
       if (attempt < 64) seqlock::cpu_relax();
       else sched_yield();
     }
+  }
+
+  /// What the reader saw at its last look at the slot locks, to tell a live writer from a
+  /// state that will never change by itself.
+  struct Stuck {
+    std::uint64_t lock[2] = {0, 0};
+    std::chrono::steady_clock::time_point since{};
+  };
+
+  /// Called every 1024 failed read attempts. With a backup, both slots odd and unchanged is
+  /// impossible for a working writer (it writes one slot at a time): the segment is corrupt.
+  /// Without one, the live slot odd and unchanged means its writer died (TornRecordError at
+  /// once) or stalls (TornRecordError after stall_timeout).
+  static void check_stuck(const detail::Segment& s, Stuck& st) {
+    const std::uint64_t l0 = s.meta(0)->lock.load(std::memory_order_relaxed);
+    const std::uint64_t l1 = s.geo.backup ? s.meta(1)->lock.load(std::memory_order_relaxed) : 0;
+    const bool same = l0 == st.lock[0] && l1 == st.lock[1];
+    const auto now = std::chrono::steady_clock::now();
+    if (!same || !(l0 & 1)) {
+      st = Stuck{{l0, l1}, now};
+      return;
+    }
+    if (s.geo.backup) {
+      if (l1 & 1)
+        throw LayoutError("corrupt segment " + s.name + ": both record slots are marked as being written");
+      return;
+    }
+    const std::uint32_t owner = s.header()->owner_pid.load(std::memory_order_seq_cst);
+    if (!detail::process_alive(owner))
+      throw TornRecordError("the record of " + s.name +
+                            " was torn by a writer that died mid-write; it stays unreadable until the "
+                            "next complete publish");
+    auto limit = s.stall_timeout;
+    if (limit.count() == 0)
+      limit = std::chrono::seconds(2) + std::chrono::nanoseconds(4 * static_cast<std::int64_t>(s.geo.values_size));
+    if (now - st.since > limit)
+      throw TornRecordError("no complete record of " + s.name + " for " +
+                            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()) +
+                            " ms: its writer (pid " + std::to_string(owner) + ") is stalled mid-write");
   }
 
   static SharedMemoryManager attach_existing(const std::string& canon, const Geometry& want) {

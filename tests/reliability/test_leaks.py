@@ -1,0 +1,52 @@
+"""create/open/close/unlink in a loop returns file descriptors, mappings and memory to their
+baseline. 100k iterations by default (XSHM_LEAK_ITERATIONS)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import xshm
+
+ITERATIONS = int(os.environ.get("XSHM_LEAK_ITERATIONS", "100000"))
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _maps() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _cycle(name: str) -> None:
+    m = xshm.SharedMemoryManager.create(name, shape=(16,))
+    r = xshm.SharedMemoryManager.open(name, readonly=True)
+    m.publish(values=np.ones(16), message="x", counter=1)
+    _ = r.read().values, r.values
+    r.close()
+    m.unlink()
+    m.close()
+
+
+def test_create_open_close_unlink_loop_returns_to_baseline(seg_name: str) -> None:
+    for _ in range(2000):  # warm-up: allocator pools, numpy caches
+        _cycle(seg_name)
+    fds, maps, rss = _fds(), _maps(), _rss_kib()
+    for _ in range(ITERATIONS):
+        _cycle(seg_name)
+    fds2, maps2, rss2 = _fds(), _maps(), _rss_kib()
+    print(f"iterations={ITERATIONS} fds {fds}->{fds2} maps {maps}->{maps2} rss_kib {rss}->{rss2}")
+    assert fds2 == fds
+    assert maps2 == maps
+    assert rss2 - rss < 4096, "more than 4 MiB of memory did not come back"
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
