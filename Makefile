@@ -60,8 +60,9 @@ test-cpp: setup  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan an
 	  (cd build/cpp-$$s && ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	done
 
-test-rust: setup  ## cargo test (unit, vectors, properties, header drift), clippy, fmt
-	cd rust && cargo test -q --workspace --exclude xshm-text-py
+test-rust: setup  ## cargo test (unit, vectors, properties, header drift, loom model), clippy, fmt
+	cd rust && cargo test -q --workspace --exclude xshm-text-py --exclude xshm-protocol-model
+	cd rust && LOOM_MAX_PREEMPTIONS=3 cargo test -q --release -p xshm-protocol-model
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo fmt --check
 

@@ -50,6 +50,11 @@ int in_child(Fn fn) {
 
 std::vector<double> filled(double v, std::size_t n = 100) { return std::vector<double>(n, v); }
 
+RecordMeta* slot_meta(const SharedMemoryManager& m, int i) {
+  auto* base = static_cast<unsigned char*>(const_cast<void*>(m.base()));
+  return reinterpret_cast<RecordMeta*>(base + m.geometry().record_offset[i]);
+}
+
 }  // namespace
 
 TEST(Manager, PublishThenReadFromAnotherHandle) {
@@ -332,15 +337,6 @@ TEST(CrossProcess, ReaderNeverSeesATornRecord) {
 
 // ---- segments that would hang a naive reader ----
 
-namespace {
-
-RecordMeta* slot_meta(const SharedMemoryManager& m, int i) {
-  auto* base = static_cast<unsigned char*>(const_cast<void*>(m.base()));
-  return reinterpret_cast<RecordMeta*>(base + m.geometry().record_offset[i]);
-}
-
-}  // namespace
-
 TEST(Corrupt, BothSlotsMarkedInProgressIsALayoutErrorNotAHang) {
   ScopedName name;
   auto w = SharedMemoryManager::create(name.str());
@@ -364,4 +360,31 @@ TEST(Corrupt, StalledWriterWithoutBackupTimesOut) {
   EXPECT_THROW(r.read(), TornRecordError);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
   slot_meta(w, 0)->lock.store(4);
+}
+
+// Regression (found by the loom model, rust/protocol-model, and seen as seq regressions in the
+// crash campaign): a writer that dies after completing the live slot but before refreshing the
+// backup leaves both slots even, the backup stale. Recovery must refresh it, or the next
+// publish sends readers back to the older record.
+TEST(Crash, DeathBetweenLiveAndBackupRefreshesTheBackup) {
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  m.publish(filled(1.0), "one", 1);
+  in_child([&] {
+    auto c = SharedMemoryManager::open(name.str());
+    LockGuard g = c.lock();
+    RecordMeta* live = slot_meta(c, 0);
+    const std::uint64_t odd = seqlock::begin_write(live->lock);
+    detail::MetaImage img = detail::load_meta(live);
+    img.seq = 2;
+    img.counter = 2;
+    detail::store_meta(live, img);
+    seqlock::end_write(live->lock, odd);  // live complete, backup untouched: then killed
+    ::raise(SIGKILL);
+  });
+  EXPECT_EQ(detail::load_meta(slot_meta(m, 1)).seq, 1u) << "precondition: the backup is stale";
+  { LockGuard g = m.lock(); }  // the next writer recovers
+  EXPECT_EQ(detail::load_meta(slot_meta(m, 1)).seq, 2u) << "recovery refreshed the stale backup";
+  EXPECT_EQ(m.seq(), 2u) << "and published the live slot's sequence";
+  EXPECT_EQ(m.read().counter, 2u);
 }

@@ -605,7 +605,11 @@ class SharedMemoryManager {
         seqlock::begin_write(live->lock);
         seqlock::copy_shared(&live->seq, &backup->seq, body);
         seqlock::end_write(live->lock, l0);
-      } else if (l1 & 1) {  // died refreshing the backup: the live slot is complete
+      } else if ((l1 & 1) || detail::load_meta(backup).seq != detail::load_meta(live).seq) {
+        // Died refreshing the backup, or between completing the live slot and starting the
+        // refresh (backup even but stale): the live slot is complete. A stale backup left in
+        // place would send readers of the next publish back to an older record (found by the
+        // loom model in rust/protocol-model).
         seqlock::begin_write(backup->lock);
         seqlock::copy_shared(&backup->seq, &live->seq, body);
         seqlock::end_write(backup->lock, l1);
