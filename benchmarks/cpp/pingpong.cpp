@@ -1,0 +1,157 @@
+// Cross-process ping-pong latency in C++: the physical floors (a busy-spun atomic and a raw
+// futex wait/wake over shared memory) and xshm itself (publish + wait + consistent read per
+// hop), plus an xshm echo server for the C++<->Python rows. One-way latency = round trip / 2.
+// Prints one JSON object per round: {"case", "round", "n", "p50_ns", "p99_ns", "p999_ns"}.
+//
+//   pingpong atomic ROUNDS N          raw floor: busy-spin on one shared atomic (one cache line)
+//   pingpong futex ROUNDS N           raw floor: futex wait/wake on one shared word
+//   pingpong xshm spin|block ROUNDS N xshm C++ -> C++
+//   pingpong echo PING PONG spin|block N   echo for a Python initiator (C++ side of C++<->Python)
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "xshm/xshm.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kSpin = std::chrono::milliseconds(100);  // spin budget per wait in spin mode
+
+void report(const char* name, int round, std::vector<std::int64_t>& one_way) {
+  std::sort(one_way.begin(), one_way.end());
+  auto pct = [&](double p) { return one_way[static_cast<std::size_t>(p * (one_way.size() - 1))]; };
+  std::printf("{\"case\": \"%s\", \"round\": %d, \"n\": %zu, \"p50_ns\": %lld, \"p99_ns\": %lld, \"p999_ns\": %lld}\n",
+              name, round, one_way.size(), static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
+              static_cast<long long>(pct(0.999)));
+  std::fflush(stdout);
+}
+
+struct alignas(64) Line {
+  std::atomic<std::uint32_t> v{0};
+};
+
+void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t val) {
+  ::syscall(SYS_futex, w, FUTEX_WAIT, val, nullptr, nullptr, 0);
+}
+void futex_wake(std::atomic<std::uint32_t>* w) { ::syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
+
+/// Raw floors: ping and pong words on separate cache lines of an anonymous shared mapping.
+void raw_floor(bool futex, int rounds, int n) {
+  auto* lines = static_cast<Line*>(::mmap(nullptr, 2 * sizeof(Line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (lines) Line[2];
+  const long total = static_cast<long>(rounds) * (n + 100);
+  pid_t child = ::fork();
+  if (child == 0) {
+    for (long i = 1; i <= total; ++i) {
+      const auto want = static_cast<std::uint32_t>(i);
+      if (futex) {
+        while (lines[0].v.load(std::memory_order_acquire) != want) futex_wait(&lines[0].v, want - 1);
+        lines[1].v.store(want, std::memory_order_release);
+        futex_wake(&lines[1].v);
+      } else {
+        while (lines[0].v.load(std::memory_order_acquire) != want) xshm::seqlock::cpu_relax();
+        lines[1].v.store(want, std::memory_order_release);
+      }
+    }
+    std::_Exit(0);
+  }
+  std::uint32_t i = 0;
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<std::int64_t> one_way;
+    for (int k = 0; k < n + 100; ++k) {
+      ++i;
+      const auto t0 = Clock::now();
+      lines[0].v.store(i, std::memory_order_release);
+      if (futex) {
+        futex_wake(&lines[0].v);
+        while (lines[1].v.load(std::memory_order_acquire) != i) futex_wait(&lines[1].v, i - 1);
+      } else {
+        while (lines[1].v.load(std::memory_order_acquire) != i) xshm::seqlock::cpu_relax();
+      }
+      if (k >= 100) one_way.push_back((Clock::now() - t0).count() / 2);  // first 100: warm-up
+    }
+    report(futex ? "cpp-futex-floor" : "cpp-atomic-floor", r, one_way);
+  }
+  ::waitpid(child, nullptr, 0);
+}
+
+/// One hop of xshm: wait for the peer's publish, take a consistent snapshot.
+std::uint64_t hop_in(xshm::SharedMemoryManager& in, std::uint64_t seq, bool spin, std::vector<double>& buf) {
+  seq = in.wait(seq, std::nullopt, spin ? std::chrono::duration_cast<std::chrono::nanoseconds>(kSpin) : std::chrono::nanoseconds{0});
+  in.read_into(buf.data(), buf.size() * sizeof(double));
+  return seq;
+}
+
+void xshm_echo(const std::string& ping, const std::string& pong, bool spin, long total) {
+  xshm::OpenOptions o;
+  o.timeout = std::chrono::seconds(30);
+  auto in = xshm::SharedMemoryManager::open(ping, o);
+  auto out = xshm::SharedMemoryManager::open(pong, o);
+  std::vector<double> buf(in.geometry().count());
+  std::uint64_t seq = in.seq();
+  for (long i = 0; i < total; ++i) {
+    seq = hop_in(in, seq, spin, buf);
+    out.publish(buf.data(), buf.size() * sizeof(double), std::nullopt, static_cast<std::uint64_t>(i));
+  }
+}
+
+void xshm_pingpong(bool spin, int rounds, int n) {
+  const std::string base = "/xshm-bench-pp-" + std::to_string(::getpid());
+  auto ping = xshm::SharedMemoryManager::create(base + "-ping");
+  auto pong = xshm::SharedMemoryManager::create(base + "-pong");
+  const long total = static_cast<long>(rounds) * (n + 100);
+  pid_t child = ::fork();
+  if (child == 0) {
+    xshm_echo(base + "-ping", base + "-pong", spin, total);
+    std::_Exit(0);
+  }
+  std::vector<double> buf(ping.geometry().count(), 1.0);
+  std::uint64_t seq = 0;
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<std::int64_t> one_way;
+    for (int k = 0; k < n + 100; ++k) {
+      const auto t0 = Clock::now();
+      ping.publish(buf.data(), buf.size() * sizeof(double), std::nullopt, static_cast<std::uint64_t>(k));
+      seq = hop_in(pong, seq, spin, buf);
+      if (k >= 100) one_way.push_back((Clock::now() - t0).count() / 2);
+    }
+    report(spin ? "cpp-xshm-spin" : "cpp-xshm-block", r, one_way);
+  }
+  ::waitpid(child, nullptr, 0);
+  ping.unlink();
+  pong.unlink();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return 2;
+  const std::string mode = argv[1];
+  try {
+    if (mode == "atomic" || mode == "futex") {
+      raw_floor(mode == "futex", std::atoi(argv[2]), std::atoi(argv[3]));
+    } else if (mode == "xshm") {
+      xshm_pingpong(std::string(argv[2]) == "spin", std::atoi(argv[3]), std::atoi(argv[4]));
+    } else if (mode == "echo") {
+      xshm_echo(argv[2], argv[3], std::string(argv[4]) == "spin", std::atol(argv[5]));
+    } else {
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pingpong: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
