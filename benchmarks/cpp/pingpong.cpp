@@ -100,7 +100,7 @@ void xshm_echo(const std::string& ping, const std::string& pong, bool spin, long
   auto in = xshm::SharedMemoryManager::open(ping, o);
   auto out = xshm::SharedMemoryManager::open(pong, o);
   std::vector<double> buf(in.geometry().count());
-  std::uint64_t seq = in.seq();
+  std::uint64_t seq = 0;  // the segments are fresh: the initiator's first ping is seq 1
   for (long i = 0; i < total; ++i) {
     seq = hop_in(in, seq, spin, buf);
     out.publish(buf.data(), buf.size() * sizeof(double), std::nullopt, static_cast<std::uint64_t>(i));

@@ -37,7 +37,9 @@ class CliError(Exception):
 def _console(args: argparse.Namespace) -> Any:
     from rich.console import Console
 
-    return Console(no_color=args.no_color or None, highlight=False)
+    # Piped: never wrap or elide a line to fit an 80-column guess; scripts read whole rows.
+    width = None if sys.stdout.isatty() else 1000
+    return Console(no_color=args.no_color or None, highlight=False, width=width)
 
 
 def _open(name: str) -> SharedMemoryManager:
