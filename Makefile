@@ -20,7 +20,7 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-python lint wheel-check fuzz bench clean
+.PHONY: help setup demo test test-cpp test-rust test-python lint wheel-check fuzz bench benchmarks bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -87,7 +87,7 @@ fuzz: setup  ## libFuzzer and atheris targets, XSHM_FUZZ_SECONDS (60) each
 wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh venv; sdist
 	bash .ci/wheel-check
 
-test: test-cpp test-rust test-python lint fuzz wheel-check  ## every test: C++ (3 builds), Rust, Python, lint, fuzz, wheels
+test: test-cpp test-rust test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, Python, lint, benchmark smoke, fuzz, wheels
 	@echo "make test: all passed"
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
@@ -95,6 +95,12 @@ bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
 	  --benchmark-only --benchmark-columns=median,iqr,ops --benchmark-sort=name \
 	  --benchmark-json=micro-raw.json
 	$(VPY) benchmarks/summarize.py build/micro-raw.json benchmarks/results/micro.json
+
+benchmarks: setup  ## cross-process benchmarks vs the peers: results, plots, docs/BENCHMARKS.md tables
+	$(VPY) benchmarks/run.py --docs docs/BENCHMARKS.md
+
+bench-smoke: setup  ## the cross-process benchmarks at smoke-test size (no timing assertions)
+	$(VPY) benchmarks/run.py --quick --out build/bench-quick
 
 clean:  ## remove build products
 	rm -rf build dist wheelhouse rust/target
