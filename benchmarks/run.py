@@ -452,6 +452,12 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
                 pass
             _ = sample.payload().contents
             del sample
+
+        def close_iox() -> None:
+            nonlocal sub, pub, node
+            del sub, pub, node  # drops the node: iceoryx2 removes its files in /dev/shm
+
+        cleanup.append(close_iox)
     else:
         raise ValueError(kind)
     p.start()
