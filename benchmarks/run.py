@@ -500,6 +500,7 @@ def latency(quick: bool, cpp: Path, notes: dict[str, str]) -> dict[str, Any]:
     run_cpp(["futex", str(rounds), str(cpp_n)])
     run_cpp(["xshm", "spin", str(rounds), str(cpp_n)])
     run_cpp(["xshm", "block", str(rounds), str(cpp_n)])
+    run_cpp(["xshm-small", "spin", str(rounds), str(cpp_n)])
     cases["py-xshm-spin"] = pooled(_xshm_case(SPIN, rounds, n, None))
     cases["py-xshm-block"] = pooled(_xshm_case(0.0, rounds, n, None))
     cases["cpp<->py-xshm-spin"] = pooled(_xshm_case(SPIN, rounds, n, cpp))

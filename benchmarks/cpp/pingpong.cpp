@@ -5,7 +5,8 @@
 //
 //   pingpong atomic ROUNDS N          raw floor: busy-spin on one shared atomic (one cache line)
 //   pingpong futex ROUNDS N           raw floor: futex wait/wake on one shared word
-//   pingpong xshm spin|block ROUNDS N xshm C++ -> C++
+//   pingpong xshm spin|block ROUNDS N xshm C++ -> C++ (the default record)
+//   pingpong xshm-small spin ROUNDS N xshm C++ -> C++ with a one-value record, no message
 //   pingpong echo PING PONG spin|block N   echo for a Python initiator (C++ side of C++<->Python)
 #include <linux/futex.h>
 #include <sys/mman.h>
@@ -107,10 +108,15 @@ void xshm_echo(const std::string& ping, const std::string& pong, bool spin, long
   }
 }
 
-void xshm_pingpong(bool spin, int rounds, int n) {
+void xshm_pingpong(bool spin, bool small, int rounds, int n) {
   const std::string base = "/xshm-bench-pp-" + std::to_string(::getpid());
-  auto ping = xshm::SharedMemoryManager::create(base + "-ping");
-  auto pong = xshm::SharedMemoryManager::create(base + "-pong");
+  xshm::CreateOptions opt;  // default: the seed's record, 100 float64 + a 256-byte message
+  if (small) {              // one float64, no message: the protocol's own cost, not the data's
+    opt.shape = {1};
+    opt.message_capacity = 0;
+  }
+  auto ping = xshm::SharedMemoryManager::create(base + "-ping", opt);
+  auto pong = xshm::SharedMemoryManager::create(base + "-pong", opt);
   const long total = static_cast<long>(rounds) * (n + 100);
   pid_t child = ::fork();
   if (child == 0) {
@@ -127,7 +133,7 @@ void xshm_pingpong(bool spin, int rounds, int n) {
       seq = hop_in(pong, seq, spin, buf);
       if (k >= 100) one_way.push_back((Clock::now() - t0).count() / 2);
     }
-    report(spin ? "cpp-xshm-spin" : "cpp-xshm-block", r, one_way);
+    report(small ? "cpp-xshm-spin-1-value" : spin ? "cpp-xshm-spin" : "cpp-xshm-block", r, one_way);
   }
   ::waitpid(child, nullptr, 0);
   ping.unlink();
@@ -142,8 +148,8 @@ int main(int argc, char** argv) {
   try {
     if (mode == "atomic" || mode == "futex") {
       raw_floor(mode == "futex", std::atoi(argv[2]), std::atoi(argv[3]));
-    } else if (mode == "xshm") {
-      xshm_pingpong(std::string(argv[2]) == "spin", std::atoi(argv[3]), std::atoi(argv[4]));
+    } else if (mode == "xshm" || mode == "xshm-small") {
+      xshm_pingpong(std::string(argv[2]) == "spin", mode == "xshm-small", std::atoi(argv[3]), std::atoi(argv[4]));
     } else if (mode == "echo") {
       xshm_echo(argv[2], argv[3], std::string(argv[4]) == "spin", std::atol(argv[5]));
     } else {
