@@ -63,11 +63,11 @@ class _ShmLock:
         self.shm.unlink()
 
 
-def _xshm_echo(ping: str, pong: str, rounds: int) -> None:
+def _xshm_echo(ping: str, pong: str, rounds: int, spin: float) -> None:
     with SharedMemoryManager.open(ping, timeout=10) as a, SharedMemoryManager.open(pong) as b:
         seq = 0
         for i in range(rounds):
-            seq = a.wait(seq, timeout=10)
+            seq = a.wait(seq, timeout=10, spin=spin)
             b.publish(counter=i)
 
 
@@ -76,12 +76,12 @@ def _pipe_echo(conn: Any, rounds: int) -> None:
         conn.send_bytes(conn.recv_bytes())
 
 
-def _pingpong_xshm(rounds: int) -> float:
-    tag = f"xshm-bench-{os.getpid()}"
+def _pingpong_xshm(rounds: int, spin: float = 0.0) -> float:
+    tag = f"xshm-bench-{os.getpid()}-{int(spin > 0)}"
     a = SharedMemoryManager.create(tag + "-ping")
     b = SharedMemoryManager.create(tag + "-pong")
     ctx = mp.get_context("spawn")
-    p = ctx.Process(target=_xshm_echo, args=(a.name, b.name, rounds))
+    p = ctx.Process(target=_xshm_echo, args=(a.name, b.name, rounds, spin))
     p.start()
     try:
         time.sleep(0.2)
@@ -90,7 +90,7 @@ def _pingpong_xshm(rounds: int) -> float:
         for i in range(rounds):
             t0 = time.perf_counter()
             a.publish(counter=i)
-            seq = b.wait(seq, timeout=10)
+            seq = b.wait(seq, timeout=10, spin=spin)
             times.append(time.perf_counter() - t0)
         p.join(timeout=10)
     finally:
@@ -99,6 +99,75 @@ def _pingpong_xshm(rounds: int) -> float:
         for m in (a, b):
             m.unlink()
             m.close()
+    return statistics.median(times) / 2 * 1e6
+
+
+def _ffifo_echo(q_in: Any, q_out: Any, rounds: int) -> None:
+    for _ in range(rounds):
+        q_out.put(q_in.get(timeout=10), timeout=10)
+
+
+def _zmq_echo(addr_in: str, addr_out: str, rounds: int) -> None:
+    import zmq  # type: ignore[import-not-found,unused-ignore]
+
+    ctx = zmq.Context()
+    rx, tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    rx.connect(addr_in)
+    tx.connect(addr_out)
+    for _ in range(rounds):
+        tx.send(rx.recv())
+    rx.close(linger=0)
+    tx.close(linger=0)
+    ctx.term()
+
+
+def _pingpong_peer(label: str, rounds: int) -> float:
+    """faster-fifo or pyzmq (ipc) ping-pong of a record-sized payload."""
+    ctx = mp.get_context("spawn")
+    payload = bytes(N * 8 + 64)
+    cleanup: list[Callable[[], None]] = []
+    if label == "faster-fifo":
+        import faster_fifo  # type: ignore[import-not-found,unused-ignore]
+
+        q1, q2 = faster_fifo.Queue(), faster_fifo.Queue()
+        p = ctx.Process(target=_ffifo_echo, args=(q1, q2, rounds))
+
+        def hop() -> None:
+            q1.put(payload, timeout=10)
+            q2.get(timeout=10)
+    else:
+        import zmq  # type: ignore[import-not-found,unused-ignore]
+
+        zctx = zmq.Context()
+        tag = f"ipc:///tmp/xshm-bench-zmq-{os.getpid()}"
+        tx, rx = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
+        tx.bind(tag + "-a")
+        rx.bind(tag + "-b")
+        p = ctx.Process(target=_zmq_echo, args=(tag + "-a", tag + "-b", rounds))
+
+        def hop() -> None:
+            tx.send(payload)
+            rx.recv()
+
+        def close() -> None:
+            tx.close(linger=0)
+            rx.close(linger=0)
+            zctx.term()
+
+        cleanup.append(close)
+    p.start()
+    times = []
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            hop()
+            times.append(time.perf_counter() - t0)
+        p.join(timeout=10)
+    finally:
+        if p.is_alive():
+            p.kill()
+        for c in cleanup:
+            c()
     return statistics.median(times) / 2 * 1e6
 
 
@@ -151,21 +220,33 @@ def run(quick: bool = True) -> list[dict[str, Any]]:
         m.close()
         peer.close()
     x_lat = _pingpong_xshm(rounds)
+    pipe = _pingpong_pipe(rounds)
     rows.append(
         {
             "what": "one-way latency",
             "xshm_us": x_lat,
             "peer": "multiprocessing.Pipe",
-            "peer_us": _pingpong_pipe(rounds),
+            "peer_us": pipe,
         }
     )
-    for mod, label in (("faster_fifo", "faster-fifo"), ("zmq", "pyzmq"), ("iceoryx2", "iceoryx2")):
+    rows.append(
+        {
+            "what": "one-way, spinning",
+            "xshm_us": _pingpong_xshm(rounds, spin=0.1),
+            "peer": "multiprocessing.Pipe",
+            "peer_us": pipe,
+        }
+    )
+    for mod, label in (("faster_fifo", "faster-fifo"), ("zmq", "pyzmq (ipc)")):
         if importlib.util.find_spec(mod) is None:
+            rows.append({"what": "one-way latency", "peer": label, "skipped": "not installed"})
+        else:
             rows.append(
                 {
                     "what": "one-way latency",
+                    "xshm_us": x_lat,
                     "peer": label,
-                    "skipped": "not installed",
+                    "peer_us": _pingpong_peer(label, rounds),
                 }
             )
     return rows
