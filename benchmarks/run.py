@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import xshm
+from xshm._bench import _ffifo_echo, _pipe_echo, _zmq_echo  # the same echo loops
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 100  # the default record: 100 float64 + a message
@@ -118,7 +119,8 @@ def percentiles(one_way_ns: list[float]) -> dict[str, float]:
 # ---------------------------------------------------------------- snapshot under contention
 
 
-def _xshm_writer(name: str, stop: Any) -> None:
+def _xshm_writer(name: str, stop: Any, pause: float = 0.0) -> None:
+    """Publishes records (values all k, message "k") until stopped, pausing between them."""
     with xshm.SharedMemoryManager.open(name) as m:
         buf = np.empty(N)
         k = 0
@@ -126,6 +128,8 @@ def _xshm_writer(name: str, stop: Any) -> None:
             k += 1
             buf.fill(k)
             m.publish(values=buf, message=str(k), counter=k)
+            if pause:
+                time.sleep(pause)
 
 
 def _lock_writer(shm_name: str, lock: Any, stop: Any) -> None:
@@ -278,33 +282,9 @@ def _xshm_case(
     return res
 
 
-def _pipe_echo(conn: Any, total: int) -> None:
-    for _ in range(total):
-        conn.send_bytes(conn.recv_bytes())
-
-
 def _queue_echo(q_in: Any, q_out: Any, total: int) -> None:
     for _ in range(total):
         q_out.put(q_in.get())
-
-
-def _ffifo_echo(q_in: Any, q_out: Any, total: int) -> None:
-    for _ in range(total):
-        q_out.put(q_in.get(timeout=30), timeout=30)
-
-
-def _zmq_echo(addr_in: str, addr_out: str, total: int) -> None:
-    import zmq
-
-    ctx = zmq.Context()
-    rx, tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-    rx.connect(addr_in)
-    tx.connect(addr_out)
-    for _ in range(total):
-        tx.send(rx.recv())
-    rx.close(linger=0)
-    tx.close(linger=0)
-    ctx.term()
 
 
 def _posix_echo(tag: str, total: int) -> None:
@@ -620,23 +600,12 @@ def _rate_reader(name: str, seconds: float, out: Any) -> None:
         out.put(n / seconds)
 
 
-def _slow_writer(name: str, stop: Any) -> None:
-    with xshm.SharedMemoryManager.open(name) as m:
-        buf = np.empty(N)
-        k = 0
-        while not stop.is_set():
-            k += 1
-            buf.fill(k)
-            m.publish(values=buf, message=str(k), counter=k)
-            time.sleep(0.001)
-
-
 def readers(quick: bool) -> dict[str, Any]:
     seconds = 0.5 if quick else 2.0
     name = f"xshm-bench-readers-{os.getpid()}"
     m = xshm.SharedMemoryManager.create(name)
     stop = CTX.Event()
-    w = CTX.Process(target=_slow_writer, args=(name, stop))
+    w = CTX.Process(target=_xshm_writer, args=(name, stop, 0.001))
     w.start()
     out: dict[str, Any] = {}
     try:
@@ -768,6 +737,7 @@ def main() -> int:
     if not args.no_install:
         ensure_peers(notes)
     cpp = build_cpp(out)
+    shm_before = set(os.listdir("/dev/shm"))
     t0 = time.time()
     res: dict[str, Any] = {
         "machine": machine(),
@@ -784,6 +754,11 @@ def main() -> int:
         print(f"== {section}", flush=True)
         res[section] = fn()
     res["seconds"] = round(time.time() - t0, 1)
+    # iceoryx2 keeps a global management file in /dev/shm after its last node is gone; remove
+    # the ones this run created, so the benchmark leaves the machine as it found it.
+    for f in set(os.listdir("/dev/shm")) - shm_before:
+        if f.startswith("iox2_"):
+            os.unlink(os.path.join("/dev/shm", f))
     cpp.unlink()
     res["plots"] = plots(res, out)
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace xshm_test {
 
@@ -22,5 +25,32 @@ class ScopedName {
  private:
   std::string name_;
 };
+
+/// One row of tests/vectors/utf8.tsv, input decoded from hex.
+struct Utf8Vector {
+  std::string kind, input, n, expected, line;
+};
+
+/// Every row of the shared UTF-8 vectors (XSHM_VECTORS is set by CMake).
+inline std::vector<Utf8Vector> utf8_vectors() {
+  std::ifstream in(std::string(XSHM_VECTORS) + "/utf8.tsv");
+  std::vector<Utf8Vector> rows;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream row(line);
+    Utf8Vector v;
+    std::string hex;
+    std::getline(row, v.kind, '\t');
+    std::getline(row, hex, '\t');
+    std::getline(row, v.n, '\t');
+    std::getline(row, v.expected, '\t');
+    for (std::size_t i = 0; hex != "-" && i + 1 < hex.size(); i += 2)
+      v.input.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    v.line = line;
+    rows.push_back(v);
+  }
+  return rows;
+}
 
 }  // namespace xshm_test

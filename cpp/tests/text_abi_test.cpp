@@ -4,54 +4,37 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
+
+#include "test_util.hpp"
 
 #include "xshm/utf8.hpp"
 #include "xshm_text.h"
 
 namespace {
 
-std::string unhex(const std::string& h) {
-  if (h == "-") return {};
-  std::string out;
-  for (std::size_t i = 0; i + 1 < h.size(); i += 2) out.push_back(static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
 const std::uint8_t* bytes(const std::string& s) { return reinterpret_cast<const std::uint8_t*>(s.data()); }
 
 }  // namespace
 
 TEST(TextAbi, SharedVectorsAgreeWithTheHeader) {
-  std::ifstream in(std::string(XSHM_VECTORS) + "/utf8.tsv");
-  ASSERT_TRUE(in);
-  std::string line;
   int n = 0;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream row(line);
-    std::string kind, input, max, expected;
-    std::getline(row, kind, '\t');
-    std::getline(row, input, '\t');
-    std::getline(row, max, '\t');
-    std::getline(row, expected, '\t');
-    const std::string s = unhex(input);
-    if (kind == "cut") {
+  for (const auto& v : xshm_test::utf8_vectors()) {
+    const std::string& s = v.input;
+    if (v.kind == "cut") {
       std::size_t got = 0;
-      ASSERT_EQ(xshm_text_cut(bytes(s), s.size(), std::stoul(max), &got), XSHM_TEXT_STATUS_OK);
-      EXPECT_EQ(got, std::stoul(expected)) << line;
-      EXPECT_EQ(got, xshm::utf8::cut_length(s, std::stoul(max))) << "Rust and the C++ header disagree: " << line;
+      ASSERT_EQ(xshm_text_cut(bytes(s), s.size(), std::stoul(v.n), &got), XSHM_TEXT_STATUS_OK);
+      EXPECT_EQ(got, std::stoul(v.expected)) << v.line;
+      EXPECT_EQ(got, xshm::utf8::cut_length(s, std::stoul(v.n))) << "Rust and the C++ header disagree: " << v.line;
     } else {
       std::size_t off = 0;
       const XshmTextStatus st = xshm_text_validate(bytes(s), s.size(), &off);
-      const long want = std::stol(expected);
+      const long want = std::stol(v.expected);
       if (want < 0) {
-        EXPECT_EQ(st, XSHM_TEXT_STATUS_OK) << line;
+        EXPECT_EQ(st, XSHM_TEXT_STATUS_OK) << v.line;
       } else {
-        EXPECT_EQ(st, XSHM_TEXT_STATUS_INVALID_UTF8) << line;
-        EXPECT_EQ(off, static_cast<std::size_t>(want)) << line;
+        EXPECT_EQ(st, XSHM_TEXT_STATUS_INVALID_UTF8) << v.line;
+        EXPECT_EQ(off, static_cast<std::size_t>(want)) << v.line;
       }
     }
     ++n;

@@ -3,39 +3,18 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 
-namespace {
-
-std::string unhex(const std::string& h) {
-  if (h == "-") return {};
-  std::string out;
-  for (std::size_t i = 0; i + 1 < h.size(); i += 2) out.push_back(static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
-}  // namespace
+#include "test_util.hpp"
 
 TEST(Utf8, CutMatchesSharedVectors) {
-  std::ifstream in(std::string(XSHM_VECTORS) + "/utf8.tsv");
-  ASSERT_TRUE(in) << "missing tests/vectors/utf8.tsv";
-  std::string line;
   int checked = 0;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream row(line);
-    std::string kind, input, n, expected;
-    std::getline(row, kind, '\t');
-    std::getline(row, input, '\t');
-    std::getline(row, n, '\t');
-    std::getline(row, expected, '\t');
-    if (kind != "cut") continue;
-    EXPECT_EQ(xshm::utf8::cut_length(unhex(input), std::stoul(n)), std::stoul(expected)) << line;
+  for (const auto& v : xshm_test::utf8_vectors()) {
+    if (v.kind != "cut") continue;
+    EXPECT_EQ(xshm::utf8::cut_length(v.input, std::stoul(v.n)), std::stoul(v.expected)) << v.line;
     ++checked;
   }
-  EXPECT_GT(checked, 20);
+  EXPECT_GT(checked, 20) << "missing tests/vectors/utf8.tsv?";
 }
 
 TEST(Utf8, NeverSplitsACodePoint) {
