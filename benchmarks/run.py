@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import xshm
-from xshm._bench import _ffifo_echo, _pipe_echo, _zmq_echo  # the same echo loops
+from xshm._bench import _ffifo_echo, _pipe_echo, _ShmLock, _zmq_echo  # shared with xshm bench
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 100  # the default record: 100 float64 + a message
@@ -133,22 +133,15 @@ def _xshm_writer(name: str, stop: Any, pause: float = 0.0) -> None:
 
 
 def _lock_writer(shm_name: str, lock: Any, stop: Any) -> None:
-    from multiprocessing import shared_memory
-
-    shm = shared_memory.SharedMemory(shm_name)
-    assert shm.buf is not None
-    vals = np.ndarray((N,), dtype=np.float64, buffer=shm.buf, offset=16)
+    """The peer's writer: the same loop as _xshm_writer, under the peer's Lock."""
+    peer = _ShmLock(shm_name, lock)
+    buf = np.empty(N)
     k = 0
     while not stop.is_set():
         k += 1
-        msg = str(k).encode()
-        with lock:
-            vals.fill(k)
-            shm.buf[0:8] = k.to_bytes(8, "little")
-            shm.buf[8:12] = len(msg).to_bytes(4, "little")
-            shm.buf[16 + N * 8 : 16 + N * 8 + len(msg)] = msg
-    del vals
-    shm.close()
+        buf.fill(k)
+        peer.publish(buf, str(k), k)
+    peer.close()
 
 
 def _per_call_ns(fn: Callable[[], Any], calls: int) -> float:
@@ -160,32 +153,6 @@ def _per_call_ns(fn: Callable[[], Any], calls: int) -> float:
             fn()
         means.append((time.perf_counter_ns() - t0) / batch)
     return statistics.median(means)
-
-
-class _ShmLockPeer:
-    """The peer: the record laid out by hand in a SharedMemory block, one Lock for all of it."""
-
-    def __init__(self) -> None:
-        from multiprocessing import shared_memory
-
-        self.shm = shared_memory.SharedMemory(create=True, size=16 + N * 8 + 64)
-        assert self.shm.buf is not None
-        self.buf: memoryview = self.shm.buf
-        self.lock = CTX.Lock()
-        self.vals = np.ndarray((N,), dtype=np.float64, buffer=self.buf, offset=16)
-
-    def read(self) -> tuple[int, Any, str]:
-        with self.lock:
-            k = int.from_bytes(self.buf[0:8], "little")
-            n = int.from_bytes(self.buf[8:12], "little")
-            v = self.vals.copy()
-            msg = bytes(self.buf[16 + N * 8 : 16 + N * 8 + n]).decode()
-        return k, v, msg
-
-    def close(self) -> None:
-        del self.vals, self.buf
-        self.shm.close()
-        self.shm.unlink()
 
 
 def snapshot(quick: bool) -> dict[str, Any]:
@@ -214,7 +181,7 @@ def snapshot(quick: bool) -> dict[str, Any]:
         m.unlink()
         m.close()
 
-    peer = _ShmLockPeer()
+    peer = _ShmLock()
     stop = CTX.Event()
     w = CTX.Process(target=_lock_writer, args=(peer.shm.name, peer.lock, stop))
     w.start()

@@ -11,7 +11,7 @@ import statistics
 import struct
 import time
 from multiprocessing import shared_memory
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -31,13 +31,15 @@ def _per_call_us(fn: Callable[[], Any], calls: int, repeats: int = 5) -> float:
 
 
 class _ShmLock:
-    """multiprocessing.shared_memory + multiprocessing.Lock holding the same record."""
+    """The peer: multiprocessing.shared_memory + a Lock holding the same record, laid out by
+    hand. Created by one process; another attaches with the creator's name and lock."""
 
-    def __init__(self) -> None:
-        self.shm = shared_memory.SharedMemory(create=True, size=16 + N * 8 + 256)
+    def __init__(self, name: Optional[str] = None, lock: Any = None) -> None:
+        self.shm = shared_memory.SharedMemory(name, create=name is None, size=16 + N * 8 + 256)
+        self.owner = name is None
         assert self.shm.buf is not None
         self.buf: memoryview = self.shm.buf
-        self.lock = mp.Lock()
+        self.lock = lock if lock is not None else mp.get_context("spawn").Lock()
         self.values = np.ndarray((N,), dtype=np.float64, buffer=self.buf, offset=16)
 
     def publish(self, values: Any, message: str, counter: int) -> None:
@@ -60,7 +62,8 @@ class _ShmLock:
         del self.values
         del self.buf
         self.shm.close()
-        self.shm.unlink()
+        if self.owner:
+            self.shm.unlink()
 
 
 def _xshm_echo(ping: str, pong: str, rounds: int, spin: float) -> None:
