@@ -680,10 +680,11 @@ def plots(res: dict[str, Any], out: Path) -> list[str]:
     fig.savefig(out / "latency.png")
     plt.close(fig)
     s = res["snapshot"]
-    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=90)
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
     keys = ["xshm read_into", "xshm read", "shared_memory+Lock read"]
     ax.barh(keys, [s[k] for k in keys], color=["tab:blue", "tab:blue", "tab:orange"])
-    ax.set_xlabel("ns per consistent snapshot (writer publishing continuously)")
+    ax.set_xlabel("ns per consistent snapshot")
+    ax.set_title("Snapshot cost, another process publishing continuously", fontsize=10)
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(out / "snapshot.png")
