@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import xshm
-from xshm._bench import _ffifo_echo, _pipe_echo, _ShmLock, _zmq_echo  # shared with xshm bench
+from xshm._bench import PEER_LABELS, _peer_setup, _ShmLock  # shared with xshm bench
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 100  # the default record: 100 float64 + a message
@@ -314,13 +314,8 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
     payload = bytes(RECORD_BYTES)
     res = []
     cleanup: list[Callable[[], None]] = []
-    if kind == "multiprocessing.Pipe":
-        here, there = CTX.Pipe()
-        p = CTX.Process(target=_pipe_echo, args=(there, total))
-
-        def hop() -> None:
-            here.send_bytes(payload)
-            here.recv_bytes()
+    if kind in PEER_LABELS:  # the same set-up as `xshm bench`
+        p, hop, cleanup = _peer_setup(kind, total, payload)
     elif kind == "multiprocessing.Queue":
         q1, q2 = CTX.Queue(), CTX.Queue()
         p = CTX.Process(target=_queue_echo, args=(q1, q2, total))
@@ -328,35 +323,6 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
         def hop() -> None:
             q1.put(payload)
             q2.get()
-    elif kind == "faster-fifo":
-        import faster_fifo
-
-        f1, f2 = faster_fifo.Queue(), faster_fifo.Queue()
-        p = CTX.Process(target=_ffifo_echo, args=(f1, f2, total))
-
-        def hop() -> None:
-            f1.put(payload, timeout=30)
-            f2.get(timeout=30)
-    elif kind == "pyzmq (ipc)":
-        import zmq
-
-        ctx = zmq.Context()
-        tag = f"/tmp/xshm-bench-zmq-{os.getpid()}"
-        tx, rx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-        tx.bind(f"ipc://{tag}-a")
-        rx.bind(f"ipc://{tag}-b")
-        p = CTX.Process(target=_zmq_echo, args=(f"ipc://{tag}-a", f"ipc://{tag}-b", total))
-
-        def hop() -> None:
-            tx.send(payload)
-            rx.recv()
-
-        def close_zmq() -> None:
-            tx.close(linger=0)
-            rx.close(linger=0)
-            ctx.term()
-
-        cleanup.append(close_zmq)
     elif kind == "posix_ipc (semaphore + mmap)":
         import mmap
 

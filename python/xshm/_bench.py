@@ -124,21 +124,33 @@ def _zmq_echo(addr_in: str, addr_out: str, rounds: int) -> None:
     ctx.term()
 
 
-def _pingpong_peer(label: str, rounds: int) -> float:
-    """faster-fifo or pyzmq (ipc) ping-pong of a record-sized payload."""
+PEER_LABELS = ("multiprocessing.Pipe", "faster-fifo", "pyzmq (ipc)")
+
+
+def _peer_setup(
+    label: str, total: int, payload: bytes
+) -> tuple[Any, Callable[[], None], list[Callable[[], None]]]:
+    """An echo process (not started), one ping-pong hop, and the clean-ups, for a peer of
+    PEER_LABELS moving `payload` back and forth `total` times. Shared with benchmarks/run.py."""
     ctx = mp.get_context("spawn")
-    payload = bytes(N * 8 + 64)
     cleanup: list[Callable[[], None]] = []
-    if label == "faster-fifo":
+    if label == "multiprocessing.Pipe":
+        here, there = ctx.Pipe()
+        p = ctx.Process(target=_pipe_echo, args=(there, total))
+
+        def hop() -> None:
+            here.send_bytes(payload)
+            here.recv_bytes()
+    elif label == "faster-fifo":
         import faster_fifo  # type: ignore[import-not-found,unused-ignore]
 
         q1, q2 = faster_fifo.Queue(), faster_fifo.Queue()
-        p = ctx.Process(target=_ffifo_echo, args=(q1, q2, rounds))
+        p = ctx.Process(target=_ffifo_echo, args=(q1, q2, total))
 
         def hop() -> None:
-            q1.put(payload, timeout=10)
-            q2.get(timeout=10)
-    else:
+            q1.put(payload, timeout=30)
+            q2.get(timeout=30)
+    elif label == "pyzmq (ipc)":
         import zmq  # type: ignore[import-not-found,unused-ignore]
 
         zctx = zmq.Context()
@@ -146,7 +158,7 @@ def _pingpong_peer(label: str, rounds: int) -> float:
         tx, rx = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
         tx.bind(tag + "-a")
         rx.bind(tag + "-b")
-        p = ctx.Process(target=_zmq_echo, args=(tag + "-a", tag + "-b", rounds))
+        p = ctx.Process(target=_zmq_echo, args=(tag + "-a", tag + "-b", total))
 
         def hop() -> None:
             tx.send(payload)
@@ -158,6 +170,14 @@ def _pingpong_peer(label: str, rounds: int) -> float:
             zctx.term()
 
         cleanup.append(close)
+    else:
+        raise ValueError(label)
+    return p, hop, cleanup
+
+
+def _pingpong_peer(label: str, rounds: int) -> float:
+    """Median one-way latency (us) of a record-sized ping-pong through a peer of PEER_LABELS."""
+    p, hop, cleanup = _peer_setup(label, rounds, bytes(N * 8 + 64))
     p.start()
     times = []
     try:
@@ -171,22 +191,6 @@ def _pingpong_peer(label: str, rounds: int) -> float:
             p.kill()
         for c in cleanup:
             c()
-    return statistics.median(times) / 2 * 1e6
-
-
-def _pingpong_pipe(rounds: int) -> float:
-    ctx = mp.get_context("spawn")
-    here, there = ctx.Pipe()
-    p = ctx.Process(target=_pipe_echo, args=(there, rounds))
-    p.start()
-    times = []
-    payload = bytes(N * 8 + 64)
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        here.send_bytes(payload)
-        here.recv_bytes()
-        times.append(time.perf_counter() - t0)
-    p.join(timeout=10)
     return statistics.median(times) / 2 * 1e6
 
 
@@ -223,7 +227,7 @@ def run(quick: bool = True) -> list[dict[str, Any]]:
         m.close()
         peer.close()
     x_lat = _pingpong_xshm(rounds)
-    pipe = _pingpong_pipe(rounds)
+    pipe = _pingpong_peer("multiprocessing.Pipe", rounds)
     rows.append(
         {
             "what": "one-way latency",
