@@ -387,4 +387,8 @@ TEST(Crash, DeathBetweenLiveAndBackupRefreshesTheBackup) {
   EXPECT_EQ(detail::load_meta(slot_meta(m, 1)).seq, 2u) << "recovery refreshed the stale backup";
   EXPECT_EQ(m.seq(), 2u) << "and published the live slot's sequence";
   EXPECT_EQ(m.read().counter, 2u);
+  // publish() numbers itself from the live slot, not the header: the two must agree here.
+  EXPECT_EQ(m.publish(filled(3.0), "three", 3), 3u);
+  EXPECT_EQ(m.seq(), 3u);
+  EXPECT_EQ(m.read().seq, 3u);
 }

@@ -409,6 +409,7 @@ class SharedMemoryManager {
                           " bytes, the segment's array has " + std::to_string(s.geo.values_size));
     std::string_view msg;
     if (message) msg = fit_message(s, *message, truncate);
+    prefetch_live(s, values != nullptr, message ? msg.size() : 0);  // overlaps the mutex and the clock
     Locked locked(*this, nullptr);
     if (locked.torn && (values == nullptr || !message || !counter))
       throw TornRecordError("the record was torn by a writer that died mid-write and has no "
@@ -492,8 +493,8 @@ class SharedMemoryManager {
         if (cur > last) return cur;
         if ((i & 63) == 63) {
           const timespec t = futex::monotonic_now();
-          if (!futex::before(t, spin_end)) break;
           if (timeout && !futex::before(t, deadline)) return std::nullopt;
+          if (!futex::before(t, spin_end)) break;
         }
       }
     }
@@ -631,14 +632,30 @@ class SharedMemoryManager {
     if (h->waiters.load(std::memory_order_seq_cst) != 0) futex::wake_all(&h->epoch);
   }
 
+  /// Starts the transfers a publish will wait for, before it takes the mutex and the clock:
+  /// ownership of the live slot's lines it is about to write (the readers hold them since
+  /// their last copy) and a copy of the header's publish line (the spinning readers keep
+  /// pulling it away). Measured by the ladder in benchmarks/cpp/pingpong.cpp.
+  static void prefetch_live(const detail::Segment& s, bool values, std::size_t message_bytes) noexcept {
+    seqlock::prefetch_for_write(s.meta(0), sizeof(RecordMeta));
+    if (values) seqlock::prefetch_for_write(s.values(0), s.geo.values_size);
+    if (message_bytes != 0) seqlock::prefetch_for_write(s.message(0), message_bytes);
+    seqlock::prefetch_for_read(&s.header()->seq);
+  }
+
   /// Steps 1-3 of the protocol; the writer mutex is held. `values`/`message`/`counter` that
   /// are null keep the current ones.
   static std::uint64_t publish_locked(const detail::Segment& s, const void* values,
                                       const std::string_view* message, std::optional<std::uint64_t> counter) {
+    prefetch_live(s, values != nullptr, message ? message->size() : 0);  // overlaps the clock
     Header* h = s.header();
     RecordMeta* live = s.meta(0);
     detail::MetaImage img = detail::load_meta(live);
-    const std::uint64_t next = h->seq.load(std::memory_order_relaxed) + 1;
+    // With a backup the live slot is whole under the mutex (recovery saw to it) and its seq is
+    // the header's. Taking it from there spares a load of the header's publish line, which the
+    // spinning readers keep pulling away from this core (+25 ns a hop: the ladder in
+    // benchmarks/cpp/pingpong.cpp). Without a backup a torn slot's seq is not to be trusted.
+    const std::uint64_t next = (s.geo.backup ? img.seq : h->seq.load(std::memory_order_relaxed)) + 1;
     img.seq = next;
     if (counter) img.counter = *counter;
     img.timestamp_ns = detail::realtime_ns();
@@ -719,6 +736,14 @@ class SharedMemoryManager {
       return;
     }
     const std::uint32_t owner = s.header()->owner_pid.load(std::memory_order_seq_cst);
+    // A writer that finished the slot since l0 was loaded has cleared owner_pid after its
+    // end_write: reading that 0 (or the next writer's pid) and the old odd l0 is no verdict.
+    // SYNC POINT: the seq_cst load of owner_pid acquires the writer's seq_cst clear, which
+    // follows its release of the slot, so this re-load sees the slot's newer value.
+    if (s.meta(0)->lock.load(std::memory_order_seq_cst) != l0) {
+      st = Stuck{{s.meta(0)->lock.load(std::memory_order_relaxed), l1}, now};
+      return;
+    }
     if (!detail::process_alive(owner))
       throw TornRecordError("the record of " + s.name +
                             " was torn by a writer that died mid-write; it stays unreadable until the "

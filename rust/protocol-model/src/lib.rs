@@ -174,6 +174,13 @@ impl Segment {
     pub fn seq(&self) -> u64 {
         self.seq.load(Acquire)
     }
+
+    /// The number the next publish gives itself (writer mutex held, after any recovery): the
+    /// live slot's seq + 1, as `publish_locked()` does for segments with a backup, which never
+    /// loads the header's seq. Correct only if the live slot then always holds the published seq.
+    pub fn next_seq(&self) -> u64 {
+        self.slots[0].data[0].load(Relaxed) + 1
+    }
 }
 
 /// Stores made by one complete publish (the crash points to try are 0..=this).

@@ -69,10 +69,16 @@ fn crash_at_every_point_then_recovery() {
             };
             seg.recover();
             assert!(seg.seq() >= 1);
-            seg.publish(3, &mut Crash::after(usize::MAX)).unwrap();
+            let n = seg.next_seq();
+            assert_eq!(
+                n,
+                seg.seq() + 1,
+                "the live slot disagrees with the published seq (crash after {crash_point})"
+            );
+            seg.publish(n, &mut Crash::after(usize::MAX)).unwrap();
             reader.join().unwrap();
-            assert_eq!(seg.read(1), Some([3, 30]));
-            assert_eq!(seg.seq(), 3);
+            assert_eq!(seg.read(1), Some([n, n * 10]));
+            assert_eq!(seg.seq(), n);
         });
     }
 }
