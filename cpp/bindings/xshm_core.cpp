@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 #include <structmember.h>
 
+#include <array>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -73,6 +74,9 @@ py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape
 
 /// Runs `step(deadline)` with the GIL released in slices, checking for signals between
 /// slices, until it returns a value or `timeout` (seconds, None: forever) passes.
+/// How long a spinning wait() polls before it releases the GIL.
+constexpr std::chrono::nanoseconds kGilSpin{10'000};
+
 template <class Step>
 auto sliced(std::optional<double> timeout, Step step) -> decltype(step(std::chrono::nanoseconds{})) {
   const auto start = std::chrono::steady_clock::now();
@@ -372,10 +376,22 @@ class Manager {
     if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
     const std::uint64_t now = m().seq();
     if (now > last) return now;  // already past: no GIL round trip
+    auto spin_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
+    std::optional<double> left = timeout;
+    if (spin_ns.count() > 0) {
+      // The first few microseconds of a spinning wait poll with the GIL held: releasing and
+      // re-taking it costs more than a cross-process hop, and a Python thread of this
+      // process is held up for at most kGilSpin.
+      auto held = std::min(spin_ns, kGilSpin);
+      if (timeout) held = std::min(held, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::duration<double>(*timeout)));
+      if (auto r = m().wait_for(last, held, held)) return *r;
+      spin_ns -= held;
+      if (left) left = *left - std::chrono::duration<double>(held).count();
+    }
     xshm::SharedMemoryManager local = m();
-    const auto spin_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
     bool first = true;
-    auto r = sliced(timeout, [&](std::chrono::nanoseconds slice) {
+    auto r = sliced(left, [&](std::chrono::nanoseconds slice) {
       auto s = first ? spin_ns : 0ns;
       first = false;
       return local.wait_for(last, slice, s);
@@ -620,28 +636,52 @@ PyObject* guarded(F&& f) noexcept {
   return nullptr;
 }
 
-/// Positional then keyword arguments into `out` (borrowed; nullptr when not given).
-void parse_args(const char* fname, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
-                const std::vector<const char*>& names, std::size_t required, PyObject** out) {
-  const auto n = static_cast<Py_ssize_t>(names.size());
-  if (nargs > n) throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(n) + " arguments");
-  for (Py_ssize_t i = 0; i < n; ++i) out[i] = i < nargs ? args[i] : nullptr;
-  const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
-  for (Py_ssize_t k = 0; k < nkw; ++k) {
-    PyObject* key = PyTuple_GET_ITEM(kwnames, k);
-    Py_ssize_t idx = 0;
-    while (idx < n && PyUnicode_CompareWithASCIIString(key, names[static_cast<std::size_t>(idx)]) != 0) ++idx;
-    if (idx == n)
-      throw py::type_error(std::string(fname) + "() got an unexpected keyword argument '" +
-                           std::string(py::str(key)) + "'");
-    if (out[idx] != nullptr)
-      throw py::type_error(std::string(fname) + "() got multiple values for argument '" + names[idx] + "'");
-    out[idx] = args[nargs + k];
+/// The parameter names of one fast method, interned once: keyword names arrive interned, so
+/// matching them is a pointer comparison (a string comparison only for unusual callers).
+template <std::size_t N>
+struct ArgSpec {
+  const char* fname;
+  std::array<const char*, N> names;
+  std::size_t required;
+  std::array<PyObject*, N> interned{};  // immortal for the life of the module
+
+  ArgSpec(const char* f, std::array<const char*, N> n, std::size_t req) : fname(f), names(n), required(req) {
+    for (std::size_t i = 0; i < N; ++i) {
+      interned[i] = PyUnicode_InternFromString(names[i]);
+      if (interned[i] == nullptr) throw py::error_already_set();
+    }
   }
-  for (std::size_t i = 0; i < required; ++i)
-    if (out[i] == nullptr)
-      throw py::type_error(std::string(fname) + "() missing required argument '" + names[i] + "'");
-}
+
+  Py_ssize_t index_of(PyObject* key) const {
+    for (std::size_t i = 0; i < N; ++i)
+      if (key == interned[i]) return static_cast<Py_ssize_t>(i);
+    for (std::size_t i = 0; i < N; ++i)
+      if (PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+        return static_cast<Py_ssize_t>(i);
+    return -1;
+  }
+
+  /// Positional then keyword arguments into `out` (borrowed; nullptr when not given).
+  void parse(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** out) const {
+    constexpr auto n = static_cast<Py_ssize_t>(N);
+    if (nargs > n) throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(n) + " arguments");
+    for (Py_ssize_t i = 0; i < n; ++i) out[i] = i < nargs ? args[i] : nullptr;
+    const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; ++k) {
+      PyObject* key = PyTuple_GET_ITEM(kwnames, k);
+      const Py_ssize_t idx = index_of(key);
+      if (idx < 0)
+        throw py::type_error(std::string(fname) + "() got an unexpected keyword argument '" +
+                             std::string(py::str(key)) + "'");
+      if (out[idx] != nullptr)
+        throw py::type_error(std::string(fname) + "() got multiple values for argument '" + names[idx] + "'");
+      out[idx] = args[nargs + k];
+    }
+    for (std::size_t i = 0; i < required; ++i)
+      if (out[i] == nullptr)
+        throw py::type_error(std::string(fname) + "() missing required argument '" + names[i] + "'");
+  }
+};
 
 std::uint64_t as_u64(PyObject* o, const char* what) {
   if (!PyLong_Check(o)) throw py::type_error(std::string(what) + " must be an int");
@@ -662,24 +702,26 @@ std::optional<double> as_opt_seconds(PyObject* o, const char* what) {
 
 PyObject* fast_read(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&] {
-    PyObject* none[1];
-    parse_args("read", args, nargs, kwnames, {}, 0, none);
+    static const ArgSpec<0> spec("read", {}, 0);
+    spec.parse(args, nargs, kwnames, nullptr);
     return self_of(self)->read();
   });
 }
 
 PyObject* fast_read_into(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&] {
+    static const ArgSpec<1> spec("read_into", {"out"}, 1);
     PyObject* a[1];
-    parse_args("read_into", args, nargs, kwnames, {"out"}, 1, a);
+    spec.parse(args, nargs, kwnames, a);
     return self_of(self)->read_into(py::reinterpret_borrow<py::object>(a[0]));
   });
 }
 
 PyObject* fast_publish(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&]() -> py::object {
+    static const ArgSpec<4> spec("publish", {"values", "message", "counter", "truncate"}, 0);
     PyObject* a[4];
-    parse_args("publish", args, nargs, kwnames, {"values", "message", "counter", "truncate"}, 0, a);
+    spec.parse(args, nargs, kwnames, a);
     std::optional<std::string_view> msg;
     if (a[1] != nullptr && a[1] != Py_None) {
       if (!PyUnicode_Check(a[1])) throw py::type_error("message must be a str or None");
@@ -703,8 +745,9 @@ PyObject* fast_publish(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
 
 PyObject* fast_wait(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&]() -> py::object {
+    static const ArgSpec<3> spec("wait", {"seq", "timeout", "spin"}, 1);
     PyObject* a[3];
-    parse_args("wait", args, nargs, kwnames, {"seq", "timeout", "spin"}, 1, a);
+    spec.parse(args, nargs, kwnames, a);
     const std::uint64_t last = as_u64(a[0], "seq");
     const std::optional<double> timeout = as_opt_seconds(a[1], "timeout");
     const double spin = as_opt_seconds(a[2], "spin").value_or(0.0);
@@ -733,7 +776,8 @@ PyMethodDef g_fast_methods[] = {
      "wait($self, /, seq, timeout=None, spin=0.0)\n--\n\n"
      "Block (GIL released, Ctrl-C honoured) until the sequence moves past `seq`; return the new\n"
      "one. Raises WaitTimeoutError (a TimeoutError) after `timeout` seconds. `spin`: seconds to\n"
-     "poll with the CPU's pause instruction before sleeping on the futex (lower latency)."},
+     "poll with the CPU's pause instruction before sleeping on the futex (lower latency); the\n"
+     "first 10 microseconds of it poll with the GIL held, the rest with the GIL released."},
     {nullptr, nullptr, 0, nullptr},
 };
 

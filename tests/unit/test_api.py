@@ -173,6 +173,43 @@ def test_wait_returns_new_seq_and_times_out(seg_name: str) -> None:
             m.wait(0, timeout=-1)
 
 
+def test_spinning_wait_leaves_the_gil_to_a_producer_thread(seg_name: str) -> None:
+    # wait(spin=...) polls with the GIL held only for its first microseconds: a producer
+    # thread of the same process must still get to publish while the waiter spins on.
+    with xshm.SharedMemoryManager.create(seg_name) as m:
+        for k in range(1, 21):
+            t = threading.Thread(target=lambda k=k: (time.sleep(0.001), m.publish(counter=k)))
+            t.start()
+            assert m.wait(k - 1, timeout=5, spin=10.0) == k
+            t.join()
+        t0 = time.monotonic()
+        with pytest.raises(xshm.WaitTimeoutError):
+            m.wait(m.seq, timeout=0.02, spin=10.0)  # the timeout bounds the spin
+        assert time.monotonic() - t0 < 2.0
+        assert m.header()["waiters"] == 0
+
+
+def test_fast_methods_parse_arguments_like_python(seg_name: str) -> None:
+    with xshm.SharedMemoryManager.create(seg_name) as m:
+        m.publish(counter=1)
+        spin = "".join(["sp", "in"])  # built at run time: not the interned name
+        assert m.wait(**{"seq": 0, spin: 0.0}) == 1
+        assert m.wait(0, None, 0.0) == 1
+        with pytest.raises(TypeError, match="unexpected keyword argument 'spinn'"):
+            m.wait(0, spinn=0.0)
+        with pytest.raises(TypeError, match="multiple values for argument 'seq'"):
+            m.wait(0, seq=0)
+        with pytest.raises(TypeError, match="missing required argument 'seq'"):
+            m.wait(timeout=1)
+        with pytest.raises(TypeError, match="at most 3 arguments"):
+            m.wait(0, 1, 0.0, 4)
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            m.read(out=None)
+        buf = np.empty(100)
+        assert m.read_into(out=buf).counter == 1
+        assert m.publish(counter=2, message="two") == 2
+
+
 def test_message_too_long_and_truncation(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, message_capacity=4) as m:
         with pytest.raises(xshm.MessageTooLongError, match="5 bytes"):
