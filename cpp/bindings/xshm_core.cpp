@@ -72,11 +72,11 @@ py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape
   return arr;
 }
 
-/// Runs `step(deadline)` with the GIL released in slices, checking for signals between
-/// slices, until it returns a value or `timeout` (seconds, None: forever) passes.
 /// How long a spinning wait() polls before it releases the GIL.
 constexpr std::chrono::nanoseconds kGilSpin{10'000};
 
+/// Runs `step(deadline)` with the GIL released in slices, checking for signals between
+/// slices, until it returns a value or `timeout` (seconds, None: forever) passes.
 template <class Step>
 auto sliced(std::optional<double> timeout, Step step) -> decltype(step(std::chrono::nanoseconds{})) {
   const auto start = std::chrono::steady_clock::now();

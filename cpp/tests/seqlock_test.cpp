@@ -6,9 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -90,4 +92,32 @@ TEST(Seqlock, OddWordStaysOddForTheNextWriter) {
   EXPECT_EQ(odd, 5u);
   xshm::seqlock::end_write(lock, odd);
   EXPECT_EQ(lock.load(), 6u);
+}
+
+// Copies of kStreamBytes and more take the streaming path on x86-64 (single words up to the
+// destination's next cache line, whole lines, then the tail): every byte must arrive, for
+// every alignment of the destination and lengths that leave a word and a byte tail.
+TEST(Seqlock, LargeCopiesArriveWholeAtEveryAlignment) {
+  namespace sl = xshm::seqlock;
+  const std::size_t base = sl::kStreamBytes;
+  std::vector<std::uint64_t> src_words((base + 256) / 8 + 1), dst_words(src_words.size() + 16);
+  auto* src = reinterpret_cast<unsigned char*>(src_words.data());
+  for (std::size_t i = 0; i < src_words.size() * 8; ++i) src[i] = static_cast<unsigned char>(i * 131 + 7);
+  for (std::size_t len : {base, base + 8, base + 61, base + 200}) {
+    for (std::size_t off = 0; off < 64; off += 8) {
+      auto* dst = reinterpret_cast<unsigned char*>(dst_words.data()) + off;
+      std::fill(dst_words.begin(), dst_words.end(), 0);
+      sl::load_bytes(dst, src, len);
+      ASSERT_EQ(std::memcmp(dst, src, len), 0) << "load_bytes len " << len << " offset " << off;
+      ASSERT_EQ(dst[len], 0) << "load_bytes wrote past the end";
+      std::fill(dst_words.begin(), dst_words.end(), 0);
+      sl::store_bytes(dst, src, len);
+      ASSERT_EQ(std::memcmp(dst, src, len), 0) << "store_bytes len " << len << " offset " << off;
+      ASSERT_EQ(dst[len], 0) << "store_bytes wrote past the end";
+      std::fill(dst_words.begin(), dst_words.end(), 0);
+      sl::copy_shared(dst, src, len);
+      ASSERT_EQ(std::memcmp(dst, src, len), 0) << "copy_shared len " << len << " offset " << off;
+      ASSERT_EQ(dst[len], 0) << "copy_shared wrote past the end";
+    }
+  }
 }
