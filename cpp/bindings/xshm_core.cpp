@@ -350,25 +350,54 @@ class Manager {
 
   std::uint64_t publish(const py::object& values, std::optional<std::string_view> msg_view,
                         std::optional<std::uint64_t> c, bool truncate) {
-    xshm::SharedMemoryManager local = m();
-    if (values.is_none()) return local.publish(nullptr, 0, msg_view, c, truncate);
+    // Until as_values() no Python code runs and the GIL stays held, so no other thread can
+    // close this handle: the fast path uses it in place (no shared_ptr copy, two atomics).
+    xshm::SharedMemoryManager& held = m();
+    if (values.is_none()) return publish_gil(held, nullptr, 0, msg_view, c, truncate);
     auto& api = py::detail::npy_api::get();
     if (api.PyArray_Check_(values.ptr())) {  // the common case: the segment's dtype and shape, C order
       auto* a = py::detail::array_proxy(values.ptr());
       bool exact = a->descr == dtype_.ptr() && (a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
                    a->nd == static_cast<int>(dims_.size());
       for (std::size_t i = 0; exact && i < dims_.size(); ++i) exact = a->dimensions[i] == dims_[i];
-      if (exact && local.geometry().values_size < kReleaseGilBytes)
-        return local.publish(a->data, local.geometry().values_size, msg_view, c, truncate);
+      if (exact && held.geometry().values_size < kReleaseGilBytes)
+        return publish_gil(held, a->data, held.geometry().values_size, msg_view, c, truncate);
     }
+    xshm::SharedMemoryManager local = held;  // as_values may run Python code, and the GIL may go
     py::array arr = as_values(values, local);
     const void* data = arr.data();
     const auto bytes = static_cast<std::size_t>(arr.nbytes());
-    if (bytes >= kReleaseGilBytes) {
-      py::gil_scoped_release nogil;
-      return local.publish(data, bytes, msg_view, c, truncate);
+    if (bytes >= kReleaseGilBytes) return publish_nogil(local, data, bytes, msg_view, c, truncate);
+    return publish_gil(local, data, bytes, msg_view, c, truncate);
+  }
+
+  /// A small publish with the GIL held, when the writer mutex is free; when another writer
+  /// holds it (a long write() or lock() block in another process, say), the wait goes on with
+  /// the GIL released and Ctrl-C honoured, as in write() and lock().
+  static std::uint64_t publish_gil(xshm::SharedMemoryManager& h, const void* data, std::size_t bytes,
+                                   std::optional<std::string_view> msg, std::optional<std::uint64_t> c,
+                                   bool truncate) {
+    static constexpr timespec kIfFree{0, 0};  // a deadline long past: take the mutex only if free
+    try {
+      return h.publish(data, bytes, msg, c, truncate, &kIfFree);
+    } catch (const xshm::TimeoutError&) {
     }
-    return local.publish(data, bytes, msg_view, c, truncate);
+    return publish_nogil(h, data, bytes, msg, c, truncate);
+  }
+
+  static std::uint64_t publish_nogil(const xshm::SharedMemoryManager& h, const void* data, std::size_t bytes,
+                                     std::optional<std::string_view> msg, std::optional<std::uint64_t> c,
+                                     bool truncate) {
+    xshm::SharedMemoryManager local = h;  // the GIL goes: another thread may close `h`
+    auto r = sliced(std::nullopt, [&](std::chrono::nanoseconds slice) -> std::optional<std::uint64_t> {
+      const timespec deadline = realtime_in(slice);
+      try {
+        return local.publish(data, bytes, msg, c, truncate, &deadline);
+      } catch (const xshm::TimeoutError&) {
+        return std::nullopt;
+      }
+    });
+    return *r;  // no overall timeout: sliced() returns only with a value or an exception
   }
 
   std::uint64_t wait(std::uint64_t last, std::optional<double> timeout, double spin) const {
@@ -771,7 +800,8 @@ PyMethodDef g_fast_methods[] = {
      "publish($self, /, values=None, message=None, counter=None, truncate=False)\n--\n\n"
      "Write and publish in one call; a field given as None keeps its value. Returns the new\n"
      "sequence. A message longer than the slot raises MessageTooLongError unless truncate=True,\n"
-     "which cuts it on a code-point boundary."},
+     "which cuts it on a code-point boundary. While another writer holds the lock, it waits\n"
+     "with the GIL released and Ctrl-C honoured."},
     {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_wait)), METH_FASTCALL | METH_KEYWORDS,
      "wait($self, /, seq, timeout=None, spin=0.0)\n--\n\n"
      "Block (GIL released, Ctrl-C honoured) until the sequence moves past `seq`; return the new\n"

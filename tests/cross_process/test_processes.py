@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +117,56 @@ def test_writer_killed_at_random_points(seg_name: str, backup: bool) -> None:
             assert snap.seq >= start
             m.publish(counter=snap.counter)  # the next writer recovers and goes on
     print(f"backup={backup}: 8 kills, torn records reported (no backup only): {recovered_torn}")
+
+
+def _hold_lock(name: str, held: Any, release: Any) -> None:
+    with xshm.SharedMemoryManager.open(name) as m, m.lock():
+        held.set()
+        release.wait(30)
+
+
+def test_publish_waits_for_another_writer_with_the_gil_released_and_interruptibly(
+    seg_name: str,
+) -> None:
+    m = xshm.SharedMemoryManager.create(seg_name)
+    held, release = CTX.Event(), CTX.Event()
+    holder = CTX.Process(target=_hold_lock, args=(seg_name, held, release))
+    holder.start()
+    try:
+        assert held.wait(30)
+        ticks: list[float] = []
+        stop = threading.Event()
+
+        def tick() -> None:  # runs only while the main thread has let go of the GIL
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                time.sleep(0.005)
+
+        ticker = threading.Thread(target=tick)
+        ticker.start()
+        threading.Timer(0.3, release.set).start()
+        t0 = time.monotonic()
+        assert m.publish(counter=7) == 1  # waits until the other process leaves its lock() block
+        waited = time.monotonic() - t0
+        stop.set()
+        ticker.join()
+        assert waited >= 0.25
+        assert len(ticks) >= 10, "the wait for the writer lock held the GIL"
+        assert m.read().counter == 7
+        holder.join(30)
+
+        # The same wait is interrupted by Ctrl-C (SIGINT), having published nothing.
+        held.clear()
+        release.clear()
+        holder = CTX.Process(target=_hold_lock, args=(seg_name, held, release))
+        holder.start()
+        assert held.wait(30)
+        threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            m.publish(counter=8)
+        assert m.seq == 1
+    finally:
+        release.set()
+        holder.join(30)
+        m.unlink()
+        m.close()

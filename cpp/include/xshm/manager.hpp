@@ -398,10 +398,13 @@ class SharedMemoryManager {
   // ---- writing ----
 
   /// Writes and publishes in one call; a null field keeps its current value. Returns the new
-  /// sequence. `values` must be values_size bytes.
+  /// sequence. `values` must be values_size bytes. The writer mutex is waited for until the
+  /// absolute CLOCK_REALTIME `lock_deadline` (nullptr: forever; one already past: only if it
+  /// is free), then TimeoutError, having published nothing.
   std::uint64_t publish(const void* values, std::size_t values_bytes,
                         std::optional<std::string_view> message = std::nullopt,
-                        std::optional<std::uint64_t> counter = std::nullopt, bool truncate = false) {
+                        std::optional<std::uint64_t> counter = std::nullopt, bool truncate = false,
+                        const timespec* lock_deadline = nullptr) {
     const detail::Segment& s = seg();
     require_writable(s);
     if (values != nullptr && values_bytes != s.geo.values_size)
@@ -410,7 +413,7 @@ class SharedMemoryManager {
     std::string_view msg;
     if (message) msg = fit_message(s, *message, truncate);
     prefetch_live(s, values != nullptr, message ? msg.size() : 0);  // overlaps the mutex and the clock
-    Locked locked(*this, nullptr);
+    Locked locked(*this, lock_deadline);
     if (locked.torn && (values == nullptr || !message || !counter))
       throw TornRecordError("the record was torn by a writer that died mid-write and has no "
                             "backup: the next publish must give values, message and counter");
