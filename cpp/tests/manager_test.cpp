@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -102,6 +103,36 @@ TEST(Manager, WriteTransactionPublishesOnCommitOnly) {
   EXPECT_EQ(s.counter, 9u);
   EXPECT_EQ(s.values<std::int32_t>(), (std::vector<std::int32_t>{0, 0, 7}));
   EXPECT_EQ(m.seq(), 1u);
+}
+
+TEST(Manager, PublishGivesUpAtItsLockDeadline) {
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  m.publish(filled(1.0), "one", 1);
+  std::atomic<bool> held{false}, release{false};
+  std::thread holder([&] {
+    LockGuard g = m.lock();
+    held = true;
+    while (!release) std::this_thread::sleep_for(1ms);
+  });
+  while (!held) std::this_thread::sleep_for(1ms);
+  const timespec past{0, 0};
+  const std::vector<double> v = filled(2.0);
+  const std::size_t bytes = v.size() * sizeof(double);
+  EXPECT_THROW(m.publish(v.data(), bytes, "two", 2, false, &past), TimeoutError);
+  timespec soon{};
+  clock_gettime(CLOCK_REALTIME, &soon);
+  soon.tv_nsec += 20'000'000;
+  if (soon.tv_nsec >= 1'000'000'000) {
+    soon.tv_sec += 1;
+    soon.tv_nsec -= 1'000'000'000;
+  }
+  EXPECT_THROW(m.publish(v.data(), bytes, "two", 2, false, &soon), TimeoutError);
+  EXPECT_EQ(m.seq(), 1u) << "a publish that timed out published nothing";
+  EXPECT_EQ(m.read().counter, 1u);
+  release = true;
+  holder.join();
+  EXPECT_EQ(m.publish(v.data(), bytes, "three", 3, false, &past), 2u) << "a free mutex is taken at once";
 }
 
 TEST(Manager, CreationIsExclusiveAndOwnerOnly) {
