@@ -650,7 +650,6 @@ class SharedMemoryManager {
   /// are null keep the current ones.
   static std::uint64_t publish_locked(const detail::Segment& s, const void* values,
                                       const std::string_view* message, std::optional<std::uint64_t> counter) {
-    prefetch_live(s, values != nullptr, message ? message->size() : 0);  // overlaps the clock
     Header* h = s.header();
     RecordMeta* live = s.meta(0);
     detail::MetaImage img = detail::load_meta(live);
@@ -868,6 +867,7 @@ inline void WriteTransaction::set_message(std::string_view text, bool truncate) 
 inline std::uint64_t WriteTransaction::commit() {
   if (!active_) throw ArgumentError("the write transaction is no longer active");
   const std::string_view msg = message_;
+  SharedMemoryManager::prefetch_live(*seg_, true, msg.size());  // overlaps the clock
   std::uint64_t seq = SharedMemoryManager::publish_locked(*seg_, values_.data(), &msg, counter);
   abort();  // releases the mutex
   return seq;
