@@ -52,24 +52,6 @@ inline void stream_word(std::uint64_t* dst, std::uint64_t v) noexcept {
   asm volatile("movnti %1, %0" : "=m"(*dst) : "r"(v));
 }
 inline void stream_fence() noexcept { asm volatile("sfence" ::: "memory"); }
-
-/// Streams `words` words to `d` (8-byte aligned), `load(i)` giving word i: single words up to
-/// d's next cache line, then whole lines (eight loads, eight stores: each write-combining
-/// buffer fills and leaves at once), then the tail; SFENCE at the end. Written per line, the
-/// copy's speed no longer depends on how the compiler happens to lay out the loop (a
-/// word-at-a-time loop ran at half speed in one build of the Python module).
-template <class Load>
-inline void stream_words(std::uint64_t* d, std::size_t words, Load&& load) noexcept {
-  std::size_t i = 0;
-  for (; i < words && reinterpret_cast<std::uintptr_t>(d + i) % 64 != 0; ++i) stream_word(d + i, load(i));
-  for (; i + 8 <= words; i += 8) {
-    std::uint64_t v[8];
-    for (std::size_t k = 0; k < 8; ++k) v[k] = load(i + k);
-    for (std::size_t k = 0; k < 8; ++k) stream_word(d + i + k, v[k]);
-  }
-  for (; i < words; ++i) stream_word(d + i, load(i));
-  stream_fence();
-}
 #else
 #define XSHM_STREAM_STORES 0
 #endif
@@ -82,7 +64,8 @@ inline void load_bytes(void* dst, const void* src, std::size_t n) noexcept {
 #if XSHM_STREAM_STORES
   if (n >= kStreamBytes && reinterpret_cast<std::uintptr_t>(d) % 8 == 0) {
     auto* dw = reinterpret_cast<std::uint64_t*>(d);  // private memory: streaming is just faster
-    stream_words(dw, words, [w](std::size_t i) { return __atomic_load_n(w + i, kDataLoad); });
+    for (std::size_t i = 0; i < words; ++i) stream_word(dw + i, __atomic_load_n(w + i, kDataLoad));
+    stream_fence();
   } else
 #endif
     for (std::size_t i = 0; i < words; ++i) {
@@ -100,13 +83,12 @@ inline void store_bytes(void* dst, const void* src, std::size_t n) noexcept {
   const std::size_t words = n / 8;
 #if XSHM_STREAM_STORES
   if (n >= kStreamBytes) {
-    // stream_words ends with SFENCE: the streamed words are visible before anything stored
-    // after this copy.
-    stream_words(w, words, [s](std::size_t i) {
+    for (std::size_t i = 0; i < words; ++i) {
       std::uint64_t v;
       std::memcpy(&v, s + 8 * i, 8);
-      return v;
-    });
+      stream_word(w + i, v);
+    }
+    stream_fence();  // the streamed words are visible before anything stored after this copy
   } else
 #endif
     for (std::size_t i = 0; i < words; ++i) {
@@ -124,7 +106,8 @@ inline void copy_shared(void* dst, const void* src, std::size_t n) noexcept {
   const auto* s = static_cast<const std::uint64_t*>(src);
 #if XSHM_STREAM_STORES
   if (n >= kStreamBytes) {
-    stream_words(d, n / 8, [s](std::size_t i) { return __atomic_load_n(s + i, kDataLoad); });
+    for (std::size_t i = 0; i < n / 8; ++i) stream_word(d + i, __atomic_load_n(s + i, kDataLoad));
+    stream_fence();
   } else
 #endif
     for (std::size_t i = 0; i < n / 8; ++i)
