@@ -193,7 +193,43 @@ def snapshot(quick: bool) -> dict[str, Any]:
         w.join(timeout=30)
         peer.close()
     out["speed-up read"] = out["shared_memory+Lock read"] / out["xshm read"]
+    if importlib.util.find_spec("iceoryx2") is not None:
+        try:
+            out.update(_blackboard_snapshot(calls // 10, checks // 10))
+            out["speed-up read vs iceoryx2 blackboard"] = (
+                out["iceoryx2 blackboard get"] / out["xshm read"]
+            )
+        except Exception as e:  # a peer that breaks is reported, not fatal
+            out["iceoryx2 blackboard"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
     return out
+
+
+def _blackboard_snapshot(calls: int, checks: int) -> dict[str, Any]:
+    """iceoryx2's latest-value store: get() of the same record while a writer updates it."""
+    name = f"xshm-bench-bb-{os.getpid()}"
+    node = _iox_node()
+    service = _blackboard(node, name, create=True)
+    entry = _bb_reader_entry(service)
+    stop, ready = CTX.Event(), CTX.Event()
+    w = CTX.Process(target=_bb_writer, args=(name, stop, ready))
+    w.start()
+    out: dict[str, Any] = {}
+    try:
+        ready.wait(30)
+        while _bb_get(entry).counter == 0:
+            time.sleep(0.001)
+        out["iceoryx2 blackboard get"] = _per_call_ns(lambda: _bb_get(entry), calls)
+        torn = 0
+        for _ in range(checks):
+            r = _bb_get(entry)
+            whole = all(v == r.counter for v in r.values)
+            torn += not (whole and r.message == str(r.counter).encode())
+        out["iceoryx2 blackboard torn"] = torn
+        out["iceoryx2 blackboard checked"] = checks
+    finally:
+        stop.set()
+        w.join(timeout=30)
+    return out  # entry, service and node go with this frame: iceoryx2 removes its files
 
 
 # ---------------------------------------------------------------- latency (ping-pong)
@@ -278,6 +314,68 @@ class _IoxRecord(ctypes.Structure):
         ("message", ctypes.c_char * 56),
     ]
 
+    @staticmethod
+    def type_name() -> str:  # how iceoryx2 tells both ends they mean the same type
+        return "XshmBenchRecord"
+
+
+def _iox_node() -> Any:
+    import iceoryx2 as iox2
+
+    return iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+
+
+def _blackboard(node: Any, name: str, create: bool) -> Any:
+    """An iceoryx2 blackboard holding one _IoxRecord under key 0."""
+    import iceoryx2 as iox2
+
+    b = node.service_builder(iox2.ServiceName.new(name))
+    if create:
+        return b.blackboard_creator(ctypes.c_uint64).add(ctypes.c_uint64(0), _IoxRecord()).create()
+    return b.blackboard_opener(ctypes.c_uint64).open()
+
+
+def _bb_writer_entry(service: Any) -> Any:
+    return service.writer_builder().create().entry(ctypes.c_uint64(0), _IoxRecord)
+
+
+def _bb_reader_entry(service: Any) -> Any:
+    return service.reader_builder().create().entry(ctypes.c_uint64(0), _IoxRecord)
+
+
+def _bb_get(entry: Any) -> Any:
+    return entry.get().decode_as(_IoxRecord)
+
+
+def _bb_writer(name: str, stop: Any, ready: Any) -> None:
+    """The blackboard's writer: the same loop as _xshm_writer (values all k, message "k")."""
+    node = _iox_node()
+    service = _blackboard(node, name, create=False)
+    entry = _bb_writer_entry(service)
+    rec = _IoxRecord()
+    ready.set()
+    k = 0
+    while not stop.is_set():
+        k += 1
+        rec.counter = k
+        for i in range(N):
+            rec.values[i] = k
+        rec.message = str(k).encode()
+        entry.update_with_copy(rec)
+    del entry, service, node
+
+
+def _bb_echo(ping: str, pong: str, total: int, ready: Any) -> None:
+    node = _iox_node()
+    rx = _bb_reader_entry(_blackboard(node, ping, create=False))
+    tx = _bb_writer_entry(_blackboard(node, pong, create=False))
+    ready.set()
+    for k in range(1, total + 1):
+        while (rec := _bb_get(rx)).counter != k:
+            pass
+        tx.update_with_copy(rec)
+    del rx, tx, node
+
 
 def _iox_endpoints(node: Any, rx_name: str, tx_name: str) -> tuple[Any, Any]:
     import iceoryx2 as iox2
@@ -295,9 +393,7 @@ def _iox_endpoints(node: Any, rx_name: str, tx_name: str) -> tuple[Any, Any]:
 
 
 def _iox_echo(ping: str, pong: str, total: int, ready: Any) -> None:
-    import iceoryx2 as iox2
-
-    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    node = _iox_node()
     sub, pub = _iox_endpoints(node, ping, pong)
     ready.set()
     for _ in range(total):
@@ -350,10 +446,8 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
 
         cleanup.append(close_posix)
     elif kind == "iceoryx2 (publish-subscribe, spinning)":
-        import iceoryx2 as iox2
-
         tag = f"xshm-bench-iox-{os.getpid()}"
-        node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+        node = _iox_node()
         sub, pub = _iox_endpoints(node, tag + "/pong", tag + "/ping")
         ready = CTX.Event()
         p = CTX.Process(target=_iox_echo, args=(tag + "/ping", tag + "/pong", total, ready))
@@ -371,6 +465,26 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
             del sub, pub, node  # drops the node: iceoryx2 removes its files in /dev/shm
 
         cleanup.append(close_iox)
+    elif kind == "iceoryx2 (blackboard, spinning get)":
+        tag = f"xshm-bench-bbpp-{os.getpid()}"
+        node = _iox_node()
+        services = [_blackboard(node, tag + "/ping", True), _blackboard(node, tag + "/pong", True)]
+        tx, rx = _bb_writer_entry(services[0]), _bb_reader_entry(services[1])
+        ready = CTX.Event()
+        p = CTX.Process(target=_bb_echo, args=(tag + "/ping", tag + "/pong", total, ready))
+        rec = _IoxRecord()
+
+        def hop() -> None:
+            rec.counter += 1
+            tx.update_with_copy(rec)
+            while _bb_get(rx).counter != rec.counter:
+                pass
+
+        def close_bb() -> None:
+            nonlocal tx, rx, services, node
+            del tx, rx, services, node
+
+        cleanup.append(close_bb)
     else:
         raise ValueError(kind)
     p.start()
@@ -395,7 +509,10 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
     return res
 
 
-def latency(quick: bool, cpp: Path, notes: dict[str, str]) -> dict[str, Any]:
+def latency(
+    quick: bool, cpp: Path, notes: dict[str, str], ladder: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """The ping-pong rows; the rungs of the C++ ladder (pingpong.cpp) go into `ladder`."""
     rounds, n = (2, 300) if quick else (5, 3000)
     cpp_n = 2000 if quick else 50_000
     cases: dict[str, Any] = {}
@@ -418,6 +535,8 @@ def latency(quick: bool, cpp: Path, notes: dict[str, str]) -> dict[str, Any]:
         ("cpp<->py-xshm-block", 0.0, cpp),
     ]
     for _ in range(rounds):
+        run_cpp(["ladder", "1", "4", str(cpp_n // 8)])
+        run_cpp(["ladder", "100", "4", str(cpp_n // 8)])
         run_cpp(["atomic", "1", str(cpp_n)])
         run_cpp(["xshm-small", "spin", "1", str(cpp_n)])
         run_cpp(["xshm", "spin", "1", str(cpp_n)])
@@ -426,12 +545,18 @@ def latency(quick: bool, cpp: Path, notes: dict[str, str]) -> dict[str, Any]:
         for case, spin, echo in py_cases:
             per_round.setdefault(case, []).extend(_xshm_case(spin, 1, n, echo))
     for case, rows in per_round.items():
-        cases[case] = pooled(rows)
+        if case.startswith("cpp-ladder-"):
+            _, _, count, rung = case.split(" ", 1)[0].split("-")
+            step = case.split(" ", 1)[1]
+            ladder.setdefault(f"{rung}. {step}", {})[count] = pooled(rows)["p50_ns"]
+        else:
+            cases[case] = pooled(rows)
     needs = {
         "faster-fifo": "faster_fifo",
         "pyzmq (ipc)": "zmq",
         "posix_ipc (semaphore + mmap)": "posix_ipc",
         "iceoryx2 (publish-subscribe, spinning)": "iceoryx2",
+        "iceoryx2 (blackboard, spinning get)": "iceoryx2",
     }
     for kind in ["multiprocessing.Pipe", "multiprocessing.Queue", *needs]:
         mod = needs.get(kind)
@@ -476,12 +601,7 @@ def bulk(quick: bool) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         np.copyto(dst, src)
         copies.append(time.perf_counter_ns() - t0)
-    memcpy_ns = statistics.median(copies)
-    out: dict[str, Any] = {
-        "bytes": size,
-        "in-process copy ms": memcpy_ns / 1e6,
-        "in-process copy GB/s": size / memcpy_ns,
-    }
+    out: dict[str, Any] = {}
     for backup in (False, True):
         name = f"xshm-bench-bulk-{os.getpid()}-{int(backup)}"
         m = xshm.SharedMemoryManager.create(name, shape=src.shape, backup=backup)
@@ -491,8 +611,15 @@ def bulk(quick: bool) -> dict[str, Any]:
                 r = CTX.Process(target=_bulk_reader, args=(name, rounds, mode, q))
                 r.start()
                 time.sleep(1.0)
+                round_copy: list[int] = []
                 starts, publish_ns = [], []
                 for _ in range(rounds):
+                    # One in-process copy right before each publish: this VM's memory bandwidth
+                    # moves by a third between minutes, so each round is compared with its own.
+                    c0 = time.perf_counter_ns()
+                    np.copyto(dst, src)
+                    copies.append(time.perf_counter_ns() - c0)
+                    round_copy.append(copies[-1])
                     t0 = time.monotonic_ns()
                     p0 = time.perf_counter_ns()
                     m.publish(src)
@@ -502,20 +629,30 @@ def bulk(quick: bool) -> dict[str, Any]:
                 seen = q.get(timeout=120)
                 r.join(timeout=60)
                 tag = f"backup={'on' if backup else 'off'}"
-                deliver = statistics.median(s[0] - t for s, t in zip(seen, starts))
+                delivers = [s[0] - t for s, t in zip(seen, starts)]
                 out[f"publish ms ({tag})"] = statistics.median(publish_ns) / 1e6
                 if mode == "view":
-                    out[f"view delivery ms ({tag})"] = deliver / 1e6
-                    out[f"view delivery / copy ({tag})"] = deliver / memcpy_ns
+                    out[f"view delivery ms ({tag})"] = statistics.median(delivers) / 1e6
+                    out[f"view delivery / copy ({tag})"] = statistics.median(
+                        d / c for d, c in zip(delivers, round_copy)
+                    )
                 else:
-                    rin = statistics.median(s[1] for s in seen)
-                    out[f"read_into ms ({tag})"] = rin / 1e6
-                    out[f"read_into GB/s ({tag})"] = size / rin
-                    out[f"read_into / copy bandwidth ({tag})"] = memcpy_ns / rin
+                    rins = [s[1] for s in seen]
+                    out[f"read_into ms ({tag})"] = statistics.median(rins) / 1e6
+                    out[f"read_into GB/s ({tag})"] = size / statistics.median(rins)
+                    out[f"read_into / copy bandwidth ({tag})"] = statistics.median(
+                        c / r for r, c in zip(rins, round_copy)
+                    )
         finally:
             m.unlink()
             m.close()
-    return out
+    memcpy_ns = statistics.median(copies)
+    return {
+        "bytes": size,
+        "in-process copy ms": memcpy_ns / 1e6,
+        "in-process copy GB/s": size / memcpy_ns,
+        **out,
+    }
 
 
 # ---------------------------------------------------------------- readers
@@ -577,6 +714,25 @@ def tables(res: dict[str, Any]) -> str:
             f"| {case} | {v['p50_ns'] / 1e3:.2f} | {v['p99_ns'] / 1e3:.2f} | "
             f"{v['p999_ns'] / 1e3:.2f} | {ratio} |"
         )
+    floor = lat.get("cpp-atomic-floor", {}).get("p50_ns")
+    if res.get("ladder") and floor:
+        lines += [
+            "",
+            "### Profile of a spinning C++ hop: xshm's publish rebuilt one step at a time",
+            "",
+            "One-way p50 (ns) of a C++ ping-pong over two real segments, each rung adding one step "
+            "of the protocol (`pingpong ladder`, benchmarks/README.md); x = times the atomic floor "
+            f"({floor:.0f} ns).",
+            "",
+            "| rung | 1 value | x | 100 values | x |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for rung, v in sorted(res["ladder"].items(), key=lambda kv: int(kv[0].split(".")[0])):
+            one, hundred = v.get("1", float("nan")), v.get("100", float("nan"))
+            lines.append(
+                f"| {rung} | {one:.0f} | {one / floor:.1f} "
+                f"| {hundred:.0f} | {hundred / floor:.1f} |"
+            )
     s = res["snapshot"]
     lines += [
         "",
@@ -585,13 +741,27 @@ def tables(res: dict[str, Any]) -> str:
         "| operation | median (ns) |",
         "|---|---:|",
     ]
-    for k in ("xshm read", "xshm read_into", "shared_memory+Lock read"):
-        lines.append(f"| {k} | {s[k]:.0f} |")
+    for k in (
+        "xshm read",
+        "xshm read_into",
+        "shared_memory+Lock read",
+        "iceoryx2 blackboard get",
+    ):
+        if isinstance(s.get(k), float):
+            lines.append(f"| {k} | {s[k]:.0f} |")
     lines += [
         "",
         f"xshm read is {s['speed-up read']:.1f}x faster than shared_memory + Lock; "
         f"torn snapshots: {s['xshm torn']} of {s['xshm checked']} checked.",
     ]
+    if "speed-up read vs iceoryx2 blackboard" in s:
+        lines.append(
+            f"Against iceoryx2's blackboard (get() and decode of the same record): "
+            f"{s['speed-up read vs iceoryx2 blackboard']:.1f}x; its torn snapshots: "
+            f"{s['iceoryx2 blackboard torn']} of {s['iceoryx2 blackboard checked']} checked."
+        )
+    elif "iceoryx2 blackboard" in s:
+        lines.append(f"iceoryx2 blackboard: {s['iceoryx2 blackboard']}")
     b = res["bulk"]
     lines += [
         "",
@@ -678,10 +848,11 @@ def main() -> int:
         "quick": args.quick,
         "notes": notes,
         "command": "python benchmarks/run.py" + (" --quick" if args.quick else ""),
+        "ladder": {},
     }
     for section, fn in (
         ("snapshot", lambda: snapshot(args.quick)),
-        ("latency", lambda: latency(args.quick, cpp, notes)),
+        ("latency", lambda: latency(args.quick, cpp, notes, res["ladder"])),
         ("bulk", lambda: bulk(args.quick)),
         ("readers", lambda: readers(args.quick)),
     ):

@@ -8,6 +8,9 @@
 //   pingpong xshm spin|block ROUNDS N xshm C++ -> C++ (the default record)
 //   pingpong xshm-small spin ROUNDS N xshm C++ -> C++ with a one-value record, no message
 //   pingpong echo PING PONG spin|block N   echo for a Python initiator (C++ side of C++<->Python)
+//   pingpong ladder 1|100 PASSES N    the profile of a spinning hop: xshm's publish rebuilt from
+//                                     its parts on a real segment, one step added per rung
+//                                     (no PMU on the benchmark VM, so cost by construction)
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -140,6 +143,155 @@ void xshm_pingpong(bool spin, bool small, int rounds, int n) {
   pong.unlink();
 }
 
+// ---- the ladder: where the time of one spinning hop goes ----
+// Each rung is a ping-pong over two real xshm segments (their layout, their robust mutex),
+// driven by a replica of publish_locked() built from the same parts (seqlock.hpp,
+// robust_mutex.hpp, the futex epoch), with the steps of the protocol switched on one rung at
+// a time. The reader side is the same on every rung: poll the header seq, then a seqlocked
+// copy of the live slot. The last rung is the protocol as shipped; the real cpp-xshm rows
+// should land on it, and the differences between rungs are what each step costs on the path.
+enum Rung : int {
+  kOneLine = 0,  // reference: a one-line seqlock record polled in place (no header, no slot)
+  kLines,        // header seq + live slot (meta line + values): the lines a hop moves
+  kMutex,        // + the robust writer mutex and owner_pid
+  kClock,        // + the CLOCK_REALTIME timestamp
+  kNotify,       // + the futex epoch bump and waiters check
+  kBackup,       // + the backup slot refresh
+  kPrefetch,     // + prefetching the slot (for writing) and the header line before the mutex
+  kApiPublish,   // the real publish() (argument checks, the torn check, the meta it keeps)
+  kApiRead,      // + the real wait(spin) and read_into(): the cpp-xshm rows
+  kRungs
+};
+constexpr const char* kRungNames[kRungs] = {"one-line seqlock", "+ header and slot lines", "+ robust mutex",
+                                            "+ timestamp", "+ futex notify", "+ backup slot", "+ prefetch",
+                                            "+ publish() API", "+ wait() and read_into() API"};
+
+struct LadderEnd {
+  xshm::Header* h;
+  xshm::RecordMeta* slot[2];
+  unsigned char* values[2];
+  std::size_t bytes;
+  pthread_mutex_t* mutex() const { return reinterpret_cast<pthread_mutex_t*>(h->mutex); }
+};
+
+LadderEnd ladder_end(const xshm::SharedMemoryManager& m) {
+  auto* base = static_cast<unsigned char*>(const_cast<void*>(m.base()));  // a private benchmark segment
+  const auto& g = m.geometry();
+  LadderEnd e{reinterpret_cast<xshm::Header*>(base), {}, {}, g.values_size};
+  for (int i = 0; i < 2; ++i) {
+    e.slot[i] = reinterpret_cast<xshm::RecordMeta*>(base + g.record_offset[i]);
+    e.values[i] = base + g.record_offset[i] + g.values_offset;
+  }
+  return e;
+}
+
+void ladder_publish(xshm::SharedMemoryManager& m, const LadderEnd& e, int rung, const double* src,
+                    std::uint64_t n) {
+  namespace sl = xshm::seqlock;
+  if (rung >= kApiPublish) {
+    m.publish(src, e.bytes, std::nullopt, n);
+    return;
+  }
+  if (rung == kOneLine) {  // lock, seq and the value share the slot's first line
+    const std::uint64_t odd = sl::begin_write(e.slot[0]->lock);
+    sl::store_bytes(&e.slot[0]->seq, &n, 8);
+    sl::store_bytes(&e.slot[0]->counter, src, 8);
+    sl::end_write(e.slot[0]->lock, odd);
+    return;
+  }
+  if (rung >= kPrefetch) {
+    sl::prefetch_for_write(e.slot[0], 64);
+    sl::prefetch_for_write(e.values[0], e.bytes);
+    sl::prefetch_for_read(&e.h->seq);
+  }
+  if (rung >= kMutex) {
+    (void)xshm::robust_mutex::lock(e.mutex(), nullptr);
+    e.h->owner_pid.store(static_cast<std::uint32_t>(xshm::detail::current_pid()), std::memory_order_seq_cst);
+  }
+  xshm::detail::MetaImage img{n, n, 0, 1, 0};
+  if (rung >= kClock) img.timestamp_ns = xshm::detail::realtime_ns();
+  const std::uint64_t odd = sl::begin_write(e.slot[0]->lock);
+  xshm::detail::store_meta(e.slot[0], img);
+  sl::store_bytes(e.values[0], src, e.bytes);
+  sl::end_write(e.slot[0]->lock, odd);
+  e.h->seq.store(n, std::memory_order_release);
+  if (rung >= kNotify) {
+    e.h->epoch.fetch_add(1, std::memory_order_seq_cst);
+    if (e.h->waiters.load(std::memory_order_seq_cst) != 0) xshm::futex::wake_all(&e.h->epoch);
+  }
+  if (rung >= kBackup) {
+    const std::uint64_t odd1 = sl::begin_write(e.slot[1]->lock);
+    sl::copy_shared(&e.slot[1]->seq, &e.slot[0]->seq, sizeof img);
+    sl::copy_shared(e.values[1], e.values[0], e.bytes);
+    sl::end_write(e.slot[1]->lock, odd1);
+  }
+  if (rung >= kMutex) {
+    e.h->owner_pid.store(0, std::memory_order_seq_cst);
+    xshm::robust_mutex::unlock(e.mutex());
+  }
+}
+
+void ladder_read(const xshm::SharedMemoryManager& m, const LadderEnd& e, int rung, double* dst, std::uint64_t n) {
+  namespace sl = xshm::seqlock;
+  if (rung >= kApiRead) {
+    m.wait(n - 1, std::nullopt, std::chrono::duration_cast<std::chrono::nanoseconds>(kSpin));
+    m.read_into(dst, e.bytes);
+    return;
+  }
+  if (rung != kOneLine)
+    while (e.h->seq.load(std::memory_order_acquire) < n) sl::cpu_relax();
+  for (;;) {
+    std::uint64_t seq = 0;
+    const bool ok = sl::try_read(e.slot[0]->lock, [&] {
+      sl::load_bytes(&seq, &e.slot[0]->seq, 8);
+      sl::load_bytes(dst, rung == kOneLine ? static_cast<const void*>(&e.slot[0]->counter) : e.values[0],
+                     rung == kOneLine ? 8 : e.bytes);
+    });
+    if (ok && seq >= n) return;
+    sl::cpu_relax();
+  }
+}
+
+/// `passes` times over all rungs, n hops per rung and pass: the rungs of one pass run
+/// seconds apart at most, so a change in the VM's state hits them alike; a row per pass.
+void ladder(std::uint64_t count, int passes, int n) {
+  const std::string base = "/xshm-bench-ladder-" + std::to_string(::getpid());
+  xshm::CreateOptions opt;
+  opt.shape = {count};
+  opt.message_capacity = 0;
+  for (int pass = 0; pass < passes; ++pass) {
+    for (int rung = 0; rung < kRungs; ++rung) {
+      auto ping = xshm::SharedMemoryManager::create(base + "-ping", opt);
+      auto pong = xshm::SharedMemoryManager::create(base + "-pong", opt);
+      const LadderEnd a = ladder_end(ping), b = ladder_end(pong);
+      const long total = n + 100;
+      std::vector<double> buf(count, 1.0);
+      pid_t child = ::fork();
+      if (child == 0) {
+        std::vector<double> echo(count);
+        for (long i = 1; i <= total; ++i) {
+          ladder_read(ping, a, rung, echo.data(), static_cast<std::uint64_t>(i));
+          ladder_publish(pong, b, rung, echo.data(), static_cast<std::uint64_t>(i));
+        }
+        std::_Exit(0);
+      }
+      std::vector<std::int64_t> one_way;
+      for (long i = 1; i <= total; ++i) {
+        const auto t0 = Clock::now();
+        ladder_publish(ping, a, rung, buf.data(), static_cast<std::uint64_t>(i));
+        ladder_read(pong, b, rung, buf.data(), static_cast<std::uint64_t>(i));
+        if (i > 100) one_way.push_back((Clock::now() - t0).count() / 2);
+      }
+      ::waitpid(child, nullptr, 0);
+      ping.unlink();
+      pong.unlink();
+      const std::string name =
+          "cpp-ladder-" + std::to_string(count) + "-" + std::to_string(rung) + " " + kRungNames[rung];
+      report(name.c_str(), pass, one_way);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,6 +302,8 @@ int main(int argc, char** argv) {
       raw_floor(mode == "futex", std::atoi(argv[2]), std::atoi(argv[3]));
     } else if (mode == "xshm" || mode == "xshm-small") {
       xshm_pingpong(std::string(argv[2]) == "spin", mode == "xshm-small", std::atoi(argv[3]), std::atoi(argv[4]));
+    } else if (mode == "ladder") {
+      ladder(std::strtoull(argv[2], nullptr, 10), std::atoi(argv[3]), std::atoi(argv[4]));
     } else if (mode == "echo") {
       xshm_echo(argv[2], argv[3], std::string(argv[4]) == "spin", std::atol(argv[5]));
     } else {
