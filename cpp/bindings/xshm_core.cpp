@@ -414,7 +414,8 @@ class Manager {
       auto held = std::min(spin_ns, kGilSpin);
       if (timeout) held = std::min(held, std::chrono::duration_cast<std::chrono::nanoseconds>(
                                              std::chrono::duration<double>(*timeout)));
-      if (auto r = m().wait_for(last, held, held)) return *r;
+      if (held.count() > 0)
+        if (auto r = m().wait_for(last, held, held)) return *r;
       spin_ns -= held;
       if (left) left = *left - std::chrono::duration<double>(held).count();
     }
