@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import xshm
-from xshm._bench import PEER_LABELS, _peer_setup, _ShmLock  # shared with xshm bench
+from xshm._bench import PEER_LABELS, _echo_running, _peer_setup, _ShmLock  # shared with xshm bench
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 100  # the default record: 100 float64 + a message
@@ -493,8 +493,7 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
         cleanup.append(close_bb)
     else:
         raise ValueError(kind)
-    p.start()
-    try:
+    with _echo_running(p, cleanup, join_timeout=60):
         if kind.startswith("iceoryx2"):
             ready.wait(30)
             time.sleep(0.5)  # let the endpoints connect
@@ -506,12 +505,6 @@ def _peer_case(kind: str, rounds: int, n: int) -> list[dict[str, float]]:
                 if k >= 100:
                     one_way.append((time.perf_counter_ns() - t0) / 2)
             res.append(percentiles(one_way))
-        p.join(timeout=60)
-    finally:
-        if p.is_alive():
-            p.kill()
-        for c in cleanup:
-            c()
     return res
 
 

@@ -4,12 +4,14 @@ installed-package version of it."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import multiprocessing as mp
 import os
 import statistics
 import struct
 import time
+from collections.abc import Iterator
 from multiprocessing import shared_memory
 from typing import Any, Callable, Optional
 
@@ -79,29 +81,38 @@ def _pipe_echo(conn: Any, rounds: int) -> None:
         conn.send_bytes(conn.recv_bytes())
 
 
+@contextlib.contextmanager
+def _echo_running(
+    p: Any, cleanup: list[Callable[[], None]], join_timeout: float = 10
+) -> Iterator[None]:
+    """Runs the echo process `p` for the ping-pong in the block: started on entry, joined when
+    the block ends normally, killed if still alive either way, then `cleanup` in order."""
+    p.start()
+    try:
+        yield
+        p.join(timeout=join_timeout)
+    finally:
+        if p.is_alive():
+            p.kill()
+        for c in cleanup:
+            c()
+
+
 def _pingpong_xshm(rounds: int, spin: float = 0.0) -> float:
     tag = f"xshm-bench-{os.getpid()}-{int(spin > 0)}"
     a = SharedMemoryManager.create(tag + "-ping")
     b = SharedMemoryManager.create(tag + "-pong")
     ctx = mp.get_context("spawn")
     p = ctx.Process(target=_xshm_echo, args=(a.name, b.name, rounds, spin))
-    p.start()
-    try:
+    times = []
+    with _echo_running(p, [a.unlink, a.close, b.unlink, b.close]):
         time.sleep(0.2)
         seq = 0
-        times = []
         for i in range(rounds):
             t0 = time.perf_counter()
             a.publish(counter=i)
             seq = b.wait(seq, timeout=10, spin=spin)
             times.append(time.perf_counter() - t0)
-        p.join(timeout=10)
-    finally:
-        if p.is_alive():
-            p.kill()
-        for m in (a, b):
-            m.unlink()
-            m.close()
     return statistics.median(times) / 2 * 1e6
 
 
@@ -178,19 +189,12 @@ def _peer_setup(
 def _pingpong_peer(label: str, rounds: int) -> float:
     """Median one-way latency (us) of a record-sized ping-pong through a peer of PEER_LABELS."""
     p, hop, cleanup = _peer_setup(label, rounds, bytes(N * 8 + 64))
-    p.start()
     times = []
-    try:
+    with _echo_running(p, cleanup):
         for _ in range(rounds):
             t0 = time.perf_counter()
             hop()
             times.append(time.perf_counter() - t0)
-        p.join(timeout=10)
-    finally:
-        if p.is_alive():
-            p.kill()
-        for c in cleanup:
-            c()
     return statistics.median(times) / 2 * 1e6
 
 
