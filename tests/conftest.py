@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import xshm
@@ -26,6 +26,20 @@ def seg_name() -> Iterator[str]:
     yield name
     with contextlib.suppress(FileNotFoundError):
         xshm.unlink(name, force=True)
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("XSHM_REQUIRE_ALL") == "1":
+        pytest.fail(f"XSHM_REQUIRE_ALL=1 but this test cannot run: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def skip_or_fail() -> Callable[[str], None]:
+    """Skips a test whose environment is missing (root, a namespace, a built library), except
+    where every test must run: with XSHM_REQUIRE_ALL=1 (make test sets it in CI, which runs as
+    root with everything installed) a skip would hide a test that never ran, so it fails."""
+    return _skip_or_fail
 
 
 def pytest_report_header() -> str:

@@ -62,9 +62,8 @@ def _writer(name: str, wid: int, acks: Any, slow: bool) -> None:
 
 
 def test_python_writers_killed_at_random_points(seg_name: str) -> None:
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
+    seed = int(os.environ.get("XSHM_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
     fork = mp.get_context("fork")
     spawn = mp.get_context("spawn")
     acks = fork.Array("Q", 2, lock=False)

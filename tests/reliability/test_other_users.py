@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,12 @@ import xshm
 
 NOBODY = 65534
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another user")
+
+
+@pytest.fixture(autouse=True)
+def _needs_root(skip_or_fail: Callable[[str], None]) -> None:
+    if os.geteuid() != 0:
+        skip_or_fail("needs root to switch to another user")
 
 
 def _probe(name: str) -> dict[str, Any]:
