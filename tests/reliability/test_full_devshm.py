@@ -9,8 +9,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import pytest
-
 CHILD = r"""
 import errno, os, xshm
 try:

@@ -16,7 +16,6 @@ import xshm
 NOBODY = 65534
 
 
-
 @pytest.fixture(autouse=True)
 def _needs_root(skip_or_fail: Callable[[str], None]) -> None:
     if os.geteuid() != 0:
