@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 JOBS ?= 2
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux clang libclang-rt-14-dev
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux clang libclang-rt-14-dev clang-format
 
 # XSHM_LONG=1 make test: the long reliability campaign (about an hour) instead of the CI scale.
 ifeq ($(XSHM_LONG),1)
@@ -20,7 +20,7 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-python lint wheel-check fuzz bench benchmarks bench-smoke clean
+.PHONY: help setup demo test test-cpp test-rust test-python lint format wheel-check fuzz bench benchmarks bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,7 +32,15 @@ $(VENV)/.deps: pyproject.toml rust/pyproject.toml
 	  pytest pytest-benchmark ruff mypy rich typing_extensions cibuildwheel
 	touch $@
 
-setup: $(VENV)/.deps  ## system packages (apt), Python environment, Rust crate, xshm, C++ build
+# Each piece of the set-up is a stamp that depends on its sources, so a narrow target
+# (test-python, lint, ...) rebuilds only what changed since the last run.
+STAMPS := build/stamps
+RUST_SOURCES := $(shell find rust -path rust/target -prune -o -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.py' -o -name '*.pyi' -o -name '*.h' -o -name Cargo.lock \) -print)
+CPP_SOURCES := $(shell find cpp cmake -type f) CMakeLists.txt
+PY_SOURCES := $(shell find python -type f -not -name '_version.py' -not -path '*/__pycache__/*') pyproject.toml
+
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -40,18 +48,30 @@ setup: $(VENV)/.deps  ## system packages (apt), Python environment, Rust crate, 
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo (Rust) is needed: https://rustup.rs"; exit 1; }
+	touch $@
+
+$(STAMPS)/text: $(STAMPS)/apt $(VENV)/.deps $(RUST_SOURCES)
 	cd rust && cargo build -q --release -p xshm-text
 	rm -rf build/wheels-text
 	cd rust && ../$(VENV)/bin/maturin build -q --release -o ../build/wheels-text
 	$(PIP) install -q --force-reinstall --no-deps build/wheels-text/*.whl
+	touch $@
+
+$(STAMPS)/xshm: $(STAMPS)/text $(CPP_SOURCES) $(PY_SOURCES)
 	$(PIP) install -q --no-build-isolation .
+	touch $@
+
+$(STAMPS)/cpp: $(STAMPS)/text $(CPP_SOURCES) $(shell find benchmarks/cpp tests/cross_language -type f)
 	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_TEXT) >/dev/null
 	cmake --build build/cpp -j $(JOBS)
+	touch $@
+
+setup: $(STAMPS)/xshm $(STAMPS)/cpp  ## system packages (apt), Python environment, Rust crate, xshm, C++ build
 
 demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
 	cd build && XSHM_CPP_CONSUMER=$(CURDIR)/build/cpp/xshm_consumer ../$(VENV)/bin/xshm demo
 
-test-cpp: setup  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan and TSan builds
+test-cpp: $(STAMPS)/cpp  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan and TSan builds
 	cd build/cpp && ctest --output-on-failure -j $(JOBS) -E CrashCampaign
 	set -o pipefail; cd build/cpp && ctest --output-on-failure -V -R CrashCampaign | grep -E "crash campaign|tests passed|Failed"
 	for s in address thread; do \
@@ -60,17 +80,17 @@ test-cpp: setup  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan an
 	  (cd build/cpp-$$s && ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	done
 
-test-rust: setup  ## cargo test (unit, vectors, properties, header drift, loom model), clippy, fmt
+test-rust: $(STAMPS)/apt  ## cargo test (unit, vectors, properties, header drift, loom model), clippy, fmt
 	cd rust && cargo test -q --workspace --exclude xshm-text-py --exclude xshm-protocol-model
 	cd rust && LOOM_MAX_PREEMPTIONS=3 cargo test -q --release -p xshm-protocol-model
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo fmt --check
 
-test-python: setup  ## pytest against the installed packages (run outside the source tree)
+test-python: $(STAMPS)/xshm  ## pytest against the installed packages (run outside the source tree)
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
 	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider -rP
 
-lint: setup  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
+lint: $(STAMPS)/xshm  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
 	$(VENV)/bin/ruff check python tests benchmarks rust/python
 	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
 	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/stubtest-allowlist.txt
@@ -80,6 +100,14 @@ lint: setup  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwh
 	cd build && ../$(VENV)/bin/cibuildwheel --print-build-identifiers .. && \
 	  ../$(VENV)/bin/cibuildwheel --print-build-identifiers ../rust && \
 	  CIBW_PLATFORM=macos ../$(VENV)/bin/cibuildwheel --print-build-identifiers ../rust
+
+CPP_FORMAT_FILES = $(shell git ls-files 'cpp/*.hpp' 'cpp/*.cpp' 'benchmarks/cpp/*.cpp' 'tests/*.cpp' 'tests/**/*.cpp')
+
+format: $(STAMPS)/apt $(VENV)/.deps  ## rewrite in the house style: ruff format, cargo fmt, clang-format (.clang-format)
+	$(VENV)/bin/ruff format -q python tests benchmarks rust/python
+	$(VENV)/bin/ruff check -q --fix python tests benchmarks rust/python
+	cd rust && cargo fmt
+	clang-format -i $(CPP_FORMAT_FILES)
 
 fuzz: setup  ## libFuzzer and atheris targets, XSHM_FUZZ_SECONDS (60) each
 	bash .ci/fuzz
