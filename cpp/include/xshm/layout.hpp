@@ -235,17 +235,26 @@ inline Geometry compute_geometry(Dtype dtype, const std::vector<std::uint64_t>& 
   return g;
 }
 
-/// Reads the identity fields of a header mapped with `mapped` bytes, checks every one of
-/// them against the canonical geometry and the mapping, and returns the geometry. Nothing
-/// is dereferenced beyond `mapped`. Throws LayoutError naming the first bad field.
+/// Checks the header of a segment mapped with `mapped` bytes, exactly as docs/LAYOUT.md
+/// ("What an opener must refuse") lists it, in that order, and returns the geometry. Nothing
+/// is dereferenced beyond `mapped`. Throws LayoutError naming the first bad field. Not checked
+/// here: the mutex ABI (only writers need it; the opener checks it) and the record contents
+/// (the reader checks them at every read).
 inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   if (mapped < kHeaderSize)
     throw LayoutError("segment is " + std::to_string(mapped) +
                       " bytes, smaller than the xshm header (" + std::to_string(kHeaderSize) +
                       "): not an xshm segment, or truncated");
   const auto* h = static_cast<const Header*>(base);
+  // SYNC POINT: pairs with the creator's release store of READY: every identity field read
+  // below was written before it.
+  const std::uint32_t state = h->state.load(std::memory_order_acquire);
   if (std::memcmp(h->magic, kMagic, sizeof kMagic) != 0)
     throw LayoutError("bad magic: not an xshm segment");
+  if (state != kStateReady)
+    throw LayoutError("state is " + std::to_string(state) +
+                      ", not READY: the segment was never made ready (its creator died while "
+                      "creating it)");
   if (h->layout_version != kLayoutVersion)
     throw LayoutError("layout version " + std::to_string(h->layout_version) +
                       " is not supported (this build reads version " +
@@ -254,7 +263,7 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
     throw LayoutError("header_size " + std::to_string(h->header_size) + " is not " +
                       std::to_string(kHeaderSize));
   if ((h->flags & ~kKnownFlags) != 0)
-    throw LayoutError("unknown flags 0x" + std::to_string(h->flags));
+    throw LayoutError("unknown flags " + std::to_string(h->flags));
   const DtypeInfo* info = find_dtype(h->dtype);
   if (info == nullptr) throw LayoutError("unknown dtype code " + std::to_string(h->dtype));
   if (h->itemsize != info->itemsize)
@@ -263,6 +272,19 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   if (h->ndim > kMaxDims) throw LayoutError("ndim " + std::to_string(h->ndim) + " exceeds 8");
   for (std::uint32_t i = h->ndim; i < kMaxDims; ++i)
     if (h->shape[i] != 0) throw LayoutError("unused shape entries are not zero");
+  if (h->mutex_size == 0 || h->mutex_size > sizeof(Header::mutex))
+    throw LayoutError("mutex_size " + std::to_string(h->mutex_size) +
+                      " does not fit the 64-byte mutex slot");
+  // The header bytes no field of version 1 uses: zero, so that a later layout can give them a
+  // meaning only together with a new layout_version. The mutex slot [384, 448) is not among
+  // them: it belongs to the creator's pthread_mutex_t.
+  static constexpr std::size_t kReserved[][2] = {{188, 256}, {272, 320}, {328, 384}, {448, kHeaderSize}};
+  const auto* bytes = static_cast<const unsigned char*>(base);
+  for (const auto& range : kReserved)
+    for (std::size_t i = range[0]; i < range[1]; ++i)
+      if (bytes[i] != 0)
+        throw LayoutError("reserved header byte " + std::to_string(i) +
+                          " is not zero (a newer layout, or corrupt)");
   std::vector<std::uint64_t> shape(h->shape, h->shape + h->ndim);
   Geometry g;
   try {
