@@ -91,6 +91,15 @@ std::vector<unsigned char> valid_image(Geometry* geo) {
   return img;
 }
 
+void expect_layout_error(const std::vector<unsigned char>& img, const std::string& text) {
+  try {
+    validate_header(img.data(), img.size());
+    ADD_FAILURE() << "accepted; expected '" << text << "'";
+  } catch (const LayoutError& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 
 TEST(Validate, AcceptsWhatCreateWrote) {
@@ -136,7 +145,14 @@ TEST(Validate, RefusesStateNotReadyAndImpossibleMutexSize) {
   const auto good = valid_image(&geo);
   auto img = good;
   std::memset(img.data() + 12, 0, 4);  // state 0: the creator never finished
-  EXPECT_THROW(validate_header(img.data(), img.size()), LayoutError);
+  expect_layout_error(img, "never made ready");
+  std::vector<unsigned char> zero(img.size(), 0);  // it died before writing the header
+  expect_layout_error(zero, "never made ready");
+  img[0] = 'Y';  // not ready, and foreign
+  expect_layout_error(img, "bad magic");
+  img = good;
+  img[0] = 'Y';
+  expect_layout_error(img, "bad magic");
   for (std::uint32_t size : {0u, 65u, 0xFFFFFFFFu}) {
     img = good;
     std::memcpy(img.data() + 152, &size, 4);

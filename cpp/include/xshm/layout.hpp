@@ -249,12 +249,14 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   // SYNC POINT: pairs with the creator's release store of READY: every identity field read
   // below was written before it.
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
-  if (std::memcmp(h->magic, kMagic, sizeof kMagic) != 0)
-    throw LayoutError("bad magic: not an xshm segment");
-  if (state != kStateReady)
+  const bool magic_ok = std::memcmp(h->magic, kMagic, sizeof kMagic) == 0;
+  // A creator that died before writing the header leaves a zero page: "never made ready",
+  // not "bad magic".
+  if (state != kStateReady && (magic_ok || h->magic[0] == '\0'))
     throw LayoutError("state is " + std::to_string(state) +
                       ", not READY: the segment was never made ready (its creator died while "
                       "creating it)");
+  if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
   if (h->layout_version != kLayoutVersion)
     throw LayoutError("layout version " + std::to_string(h->layout_version) +
                       " is not supported (this build reads version " +
