@@ -115,7 +115,7 @@ TEST(Validate, RefusesEveryMutatedIdentityField) {
   Geometry geo;
   const auto good = valid_image(&geo);
   // Each identity byte that is not padding: flipping it must be refused.
-  const std::size_t fields[] = {0,  7,  8,  12, 16,  24,  28,  32,  36,  40,  44,
+  const std::size_t fields[] = {0,  7,  8,  12,  16,  24,  28,  32,  36,  40,  44,
                                 48, 56, 64, 112, 120, 128, 136, 144, 148, 152, 188};
   for (std::size_t off : fields) {
     auto img = good;

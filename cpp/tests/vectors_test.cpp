@@ -154,14 +154,16 @@ TEST(Vectors, Reader) {
     xshm_test::ScopedName name;
     install(r, name);
     if (r.at("stage") == "open") {
-      expect_named_error(r.at("error"), [&] { open_seg(name, true); }, r.at("error_text"));
+      expect_named_error(
+          r.at("error"), [&] { open_seg(name, true); }, r.at("error_text"));
       continue;
     }
     auto m = open_seg(name, true);
     check_header(m, r);
     EXPECT_EQ(m.seq(), num(r, "seq"));
     if (r.at("stage") == "read")
-      expect_named_error(r.at("error"), [&] { m.read(); }, r.at("error_text"));
+      expect_named_error(
+          r.at("error"), [&] { m.read(); }, r.at("error_text"));
     else
       check_record(m, r);
   }

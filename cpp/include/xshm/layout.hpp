@@ -242,9 +242,8 @@ inline Geometry compute_geometry(Dtype dtype, const std::vector<std::uint64_t>& 
 /// (the reader checks them at every read).
 inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   if (mapped < kHeaderSize)
-    throw LayoutError("segment is " + std::to_string(mapped) +
-                      " bytes, smaller than the xshm header (" + std::to_string(kHeaderSize) +
-                      "): not an xshm segment, or truncated");
+    throw LayoutError("segment is " + std::to_string(mapped) + " bytes, smaller than the xshm header (" +
+                      std::to_string(kHeaderSize) + "): not an xshm segment, or truncated");
   const auto* h = static_cast<const Header*>(base);
   // SYNC POINT: pairs with the creator's release store of READY: every identity field read
   // below was written before it.
@@ -259,24 +258,20 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
   if (h->layout_version != kLayoutVersion)
     throw LayoutError("layout version " + std::to_string(h->layout_version) +
-                      " is not supported (this build reads version " +
-                      std::to_string(kLayoutVersion) + ")");
+                      " is not supported (this build reads version " + std::to_string(kLayoutVersion) + ")");
   if (h->header_size != kHeaderSize)
     throw LayoutError("header_size " + std::to_string(h->header_size) + " is not " +
                       std::to_string(kHeaderSize));
-  if ((h->flags & ~kKnownFlags) != 0)
-    throw LayoutError("unknown flags " + std::to_string(h->flags));
+  if ((h->flags & ~kKnownFlags) != 0) throw LayoutError("unknown flags " + std::to_string(h->flags));
   const DtypeInfo* info = find_dtype(h->dtype);
   if (info == nullptr) throw LayoutError("unknown dtype code " + std::to_string(h->dtype));
   if (h->itemsize != info->itemsize)
-    throw LayoutError("itemsize " + std::to_string(h->itemsize) + " does not match dtype " +
-                      info->name);
+    throw LayoutError("itemsize " + std::to_string(h->itemsize) + " does not match dtype " + info->name);
   if (h->ndim > kMaxDims) throw LayoutError("ndim " + std::to_string(h->ndim) + " exceeds 8");
   for (std::uint32_t i = h->ndim; i < kMaxDims; ++i)
     if (h->shape[i] != 0) throw LayoutError("unused shape entries are not zero");
   if (h->mutex_size == 0 || h->mutex_size > sizeof(Header::mutex))
-    throw LayoutError("mutex_size " + std::to_string(h->mutex_size) +
-                      " does not fit the 64-byte mutex slot");
+    throw LayoutError("mutex_size " + std::to_string(h->mutex_size) + " does not fit the 64-byte mutex slot");
   // The header bytes no field of version 1 uses: zero, so that a later layout can give them a
   // meaning only together with a new layout_version. The mutex slot [384, 448) is not among
   // them: it belongs to the creator's pthread_mutex_t.
@@ -302,8 +297,8 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
     throw LayoutError("total_size " + std::to_string(h->total_size) + " does not match the layout (" +
                       std::to_string(g.total_size) + ")");
   if (g.total_size > mapped)
-    throw LayoutError("segment is truncated: header says " + std::to_string(g.total_size) +
-                      " bytes, only " + std::to_string(mapped) + " exist");
+    throw LayoutError("segment is truncated: header says " + std::to_string(g.total_size) + " bytes, only " +
+                      std::to_string(mapped) + " exist");
   return g;
 }
 
