@@ -1,0 +1,103 @@
+"""Latency: how long from the start of a publish in one process until the reader in another holds
+the record? A ping-pong between two processes, one-way = round trip / 2, for every latency peer
+of the registry. Rounds are interleaved (round r runs one round of every row, in an order
+rotated by r), so a change in the machine's state (this VM wakes an idle vCPU in ~2 us or in
+~25 us depending on what ran just before) hits every row alike; each row keeps its per-round
+figures, and ratios are medians of per-round ratios. Also the profile of a spinning C++ hop
+(`pingpong ladder`: xshm's publish rebuilt one protocol step at a time)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from xshm._bench import _echo_running
+
+from benchmarks.common import CPUS, ONE_CPU_NOTE, percentiles, pooled
+from benchmarks.peers import Peer, peers
+
+WARMUP = 100  # hops dropped at the start of each round
+
+
+def _cpp_rows(cpp: Path, args: list[str]) -> list[dict[str, Any]]:
+    r = subprocess.run([str(cpp), *args], capture_output=True, text=True, check=True, timeout=300)
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def _one_round(p: Peer, n: int, cpp: Optional[Path], cpp_n: int) -> dict[str, float]:
+    if p.cpp:
+        assert cpp is not None
+        row = _cpp_rows(cpp, [*p.cpp, "1", str(cpp_n)])[-1]
+        return {k: float(row[k]) for k in ("p50_ns", "p99_ns", "p999_ns")}
+    assert p.setup is not None
+    proc, hop, cleanup, ready = p.setup(n + WARMUP, cpp)
+    one_way = []
+    with _echo_running(proc, cleanup, join_timeout=60):
+        if ready is not None:
+            ready.wait(30)
+            time.sleep(0.5)  # let the endpoints connect
+        for k in range(n + WARMUP):
+            t0 = time.perf_counter_ns()
+            hop()
+            if k >= WARMUP:
+                one_way.append((time.perf_counter_ns() - t0) / 2)
+    return percentiles(one_way)
+
+
+def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any) -> dict[str, Any]:
+    rounds, n = (2, 200) if quick else (8, 2000)
+    cpp_n = 2000 if quick else 20_000
+    spinning = CPUS >= 2
+    todo = []
+    for p in peers("latency"):
+        why = p.missing()
+        if why is None and p.spinning and not spinning:
+            why = ONE_CPU_NOTE
+        if why is None and (p.cpp or not p.python_echo) and cpp is None:
+            why = "skipped: benchmarks/cpp/pingpong did not build (see the note on it)"
+        if why:
+            notes[f"latency: {p.label}"] = why
+        else:
+            todo.append(p)
+    if not spinning:
+        notes["latency: the C++ ladder"] = ONE_CPU_NOTE
+    per_round: dict[str, list[dict[str, float]]] = {p.label: [] for p in todo}
+    ladder_rounds: dict[str, dict[str, list[float]]] = {}
+    for r in range(rounds):
+        order = todo[r % len(todo) :] + todo[: r % len(todo)] if todo else []
+        for p in order:
+            try:
+                per_round[p.label].append(_one_round(p, n, cpp, cpp_n))
+            except Exception as e:  # a peer that breaks is reported, not fatal
+                notes[f"latency: {p.label}"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
+                todo.remove(p)
+                del per_round[p.label]
+        if spinning and cpp is not None:
+            try:
+                for count in ("1", "100"):
+                    for row in _cpp_rows(cpp, ["ladder", count, "4", str(cpp_n // 8)]):
+                        _, _, c, rung = row["case"].split(" ", 1)[0].split("-")
+                        step = row["case"].split(" ", 1)[1]
+                        ladder_rounds.setdefault(f"{rung}. {step}", {}).setdefault(c, [])
+                        ladder_rounds[f"{rung}. {step}"][c].append(row["p50_ns"])
+            except Exception as e:
+                notes["latency: the C++ ladder"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
+    by_label = {p.label: p for p in todo}
+    rows = {}
+    for label, rs in per_round.items():
+        p = by_label[label]
+        rows[label] = {
+            "api": p.api,
+            "wakeups": p.wakeups,
+            **pooled(rs),
+            "p50_per_round": [x["p50_ns"] for x in rs],
+        }
+    ladder = {
+        rung: {c: statistics.median(v) for c, v in counts.items()}
+        for rung, counts in ladder_rounds.items()
+    }
+    return {"rounds": rounds, "hops_per_round": n, "rows": rows, "ladder": ladder}

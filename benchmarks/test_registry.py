@@ -1,0 +1,118 @@
+"""The benchmarks' registry and report, without measuring: every peer's package is pinned in
+requirements.txt, labels are unique, and the report turns a results.json holding every row of
+the registry into tables, README figures and targets that are all judged (so a renamed row
+cannot silently leave a target "not measured")."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import peers, report
+from benchmarks.questions import NAMES
+
+HERE = Path(__file__).parent
+
+
+def test_labels_are_unique_and_packages_pinned() -> None:
+    labels = [p.label for p in peers.PEERS]
+    assert len(labels) == len(set(labels))
+    pinned = {
+        line.split("==")[0]
+        for line in (HERE / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert set(peers.packages()) <= pinned
+    assert "matplotlib" in pinned
+
+
+def test_every_question_has_a_module() -> None:
+    for name in NAMES:
+        assert callable(importlib.import_module(f"benchmarks.questions.{name}").run)
+
+
+def _results() -> dict[str, Any]:
+    """A results.json with every registry row, as the questions write it (figures made up)."""
+    phase = {"ns": 500.0, "writer_per_s": 1e5, "ns_per_round": [500.0, 510.0, 490.0]}
+    snapshot = {
+        p.label: {"api": p.api, "profile": p.profile, "flat out": phase, "common rate": phase}
+        for p in peers.peers("snapshot")
+    }
+    latency = {
+        p.label: {
+            "api": p.api,
+            "wakeups": p.wakeups,
+            "p50_ns": 1000.0,
+            "p99_ns": 2000.0,
+            "p999_ns": 3000.0,
+            "rounds": 8,
+            "p50_per_round": [1000.0] * 8,
+            **({} if p.cpp else {"fast_share": 0.5}),
+        }
+        for p in peers.peers("latency")
+    }
+    bulk = {
+        "bytes": 64 << 20,
+        "write": {
+            "rounds": 9,
+            "in-process copy ms": 8.0,
+            "publish(values=src) ms": 25.0,
+            "empty write block ms": 70.0,
+            "write block np.copyto(rec.values, src) ms": 90.0,
+            "empty write block / copy": 8.7,
+            "np.copyto write block / publish": 3.6,
+        },
+        "default record": {
+            "write block ns": 2000.0,
+            "publish ns": 200.0,
+            "write block / publish": 10.0,
+        },
+        "delivery": {
+            "view delivery / copy (backup=off)": 1.0,
+            "read_into / copy bandwidth (backup=off)": 1.2,
+        },
+    }
+    return {
+        "machine": {
+            "cpu": "test",
+            "cores": 2,
+            "kernel": "k",
+            "python": "3",
+            "numpy": "2",
+            "xshm": "0",
+        },
+        "date": "today",
+        "command": "python benchmarks/run.py",
+        "seconds": 1.0,
+        "notes": {},
+        "snapshot": {"common rate": 1e5, "rounds": 3, "rows": snapshot},
+        "latency": {"rounds": 8, "hops_per_round": 2000, "rows": latency, "ladder": {}},
+        "bulk": bulk,
+        "readers": {"writer": "1 kHz", "rows": {"read() + fields": {"1": 1e6}}},
+        "baseline": {"from": "earlier", "write block ns": 2000.0, "write block / publish": 10.0},
+    }
+
+
+def test_every_target_is_judged_from_a_full_results_json() -> None:
+    res = _results()
+    res["targets"] = report.targets(res)
+    assert [t["target"] for t in res["targets"] if t["met"] is None] == []
+    text = report.tables(res)
+    for p in peers.PEERS:
+        assert p.label in text
+    assert "n/a" not in report.readme(res)
+
+
+def test_docs_are_replaced_between_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{report.DOC_MARKERS[0]}\nold\n{report.DOC_MARKERS[1]}\nafter\n")
+    res = _results()
+    res["targets"] = report.targets(res)
+    report.replace_between(doc, report.DOC_MARKERS, report.tables(res))
+    body = doc.read_text()
+    assert body.startswith("before\n") and body.endswith("after\n") and "old" not in body
+    with pytest.raises(SystemExit):
+        report.replace_between(doc, report.README_MARKERS, "x")
