@@ -20,36 +20,34 @@ from xshm._bench import _echo_running
 from benchmarks.common import CPUS, ONE_CPU_NOTE, percentiles, pooled
 from benchmarks.peers import Peer, peers
 
-WARMUP = 100  # hops dropped at the start of each round
-
 
 def _cpp_rows(cpp: Path, args: list[str]) -> list[dict[str, Any]]:
     r = subprocess.run([str(cpp), *args], capture_output=True, text=True, check=True, timeout=300)
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
-def _one_round(p: Peer, n: int, cpp: Optional[Path], cpp_n: int) -> dict[str, float]:
+def _one_round(p: Peer, n: int, warmup: int, cpp: Optional[Path], cpp_n: int) -> dict[str, float]:
     if p.cpp:
         assert cpp is not None
         row = _cpp_rows(cpp, [*p.cpp, "1", str(cpp_n)])[-1]
         return {k: float(row[k]) for k in ("p50_ns", "p99_ns", "p999_ns")}
     assert p.setup is not None
-    proc, hop, cleanup, ready = p.setup(n + WARMUP, cpp)
+    proc, hop, cleanup, ready = p.setup(n + warmup, cpp)
     one_way = []
     with _echo_running(proc, cleanup, join_timeout=60):
         if ready is not None:
             ready.wait(30)
             time.sleep(0.5)  # let the endpoints connect
-        for k in range(n + WARMUP):
+        for k in range(n + warmup):
             t0 = time.perf_counter_ns()
             hop()
-            if k >= WARMUP:
+            if k >= warmup:
                 one_way.append((time.perf_counter_ns() - t0) / 2)
     return percentiles(one_way)
 
 
 def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any) -> dict[str, Any]:
-    rounds, n = (2, 200) if quick else (8, 2000)
+    rounds, n, warmup = (2, 150, 20) if quick else (8, 2000, 100)  # warmup: hops dropped per round
     cpp_n = 2000 if quick else 20_000
     spinning = CPUS >= 2
     todo = []
@@ -71,7 +69,7 @@ def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any
         order = todo[r % len(todo) :] + todo[: r % len(todo)] if todo else []
         for p in order:
             try:
-                per_round[p.label].append(_one_round(p, n, cpp, cpp_n))
+                per_round[p.label].append(_one_round(p, n, warmup, cpp, cpp_n))
             except Exception as e:  # a peer that breaks is reported, not fatal
                 notes[f"latency: {p.label}"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
                 todo.remove(p)

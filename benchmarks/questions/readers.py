@@ -12,7 +12,7 @@ import numpy as np
 import xshm
 
 from benchmarks.common import CPUS, CTX, N, read_touched, touch
-from benchmarks.peers import _xshm_writer
+from benchmarks.peers.snapshot import _xshm_writer
 
 APIS = ("read() + fields", "read_into() + fields")
 

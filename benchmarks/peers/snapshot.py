@@ -1,0 +1,117 @@
+"""Snapshot peers: the writer processes (the same loop for every peer: values all k, message "k",
+counter k, paced to a rate or flat out) and the reader sessions the snapshot question measures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import xshm
+from xshm._bench import _ShmLock
+
+from benchmarks.common import CTX, N, read_touched, touch
+
+
+@dataclass
+class Snapshot:
+    read: Callable[[], Any]
+    counter: Callable[[], int]
+    consistent: Callable[[], bool]
+
+
+def _pacer(rate: float) -> Callable[[int], None]:
+    """After publish k, spins until k / rate seconds have passed (rate 0: returns at once)."""
+    if not rate:
+        return lambda k: None
+    t0 = time.perf_counter()
+
+    def pace(k: int) -> None:
+        due = t0 + k / rate
+        while time.perf_counter() < due:
+            pass
+
+    return pace
+
+
+def _xshm_writer(name: str, stop: Any, rate: float = 0.0, pause: float = 0.0) -> None:
+    """Publishes records (values all k, message "k", counter k) until stopped."""
+    with xshm.SharedMemoryManager.open(name) as m:
+        buf = np.empty(N)
+        pace = _pacer(rate)
+        k = 0
+        while not stop.is_set():
+            k += 1
+            buf.fill(k)
+            m.publish(values=buf, message=str(k), counter=k)
+            pace(k)
+            if pause:
+                time.sleep(pause)
+
+
+def _lock_writer(shm_name: str, lock: Any, stop: Any, rate: float) -> None:
+    """The peer's writer: the same loop as _xshm_writer, under the peer's Lock."""
+    peer = _ShmLock(shm_name, lock)
+    buf = np.empty(N)
+    pace = _pacer(rate)
+    k = 0
+    while not stop.is_set():
+        k += 1
+        buf.fill(k)
+        peer.publish(buf, str(k), k)
+        pace(k)
+    peer.close()
+
+
+def _whole(counter: int, values: Any, message: str) -> bool:
+    return bool((values == counter).all()) and message == str(counter)
+
+
+@contextlib.contextmanager
+def _xshm_session(kind: str, rate: float) -> Iterator[Snapshot]:
+    name = f"xshm-bench-snap-{os.getpid()}"
+    m = xshm.SharedMemoryManager.create(name)
+    stop = CTX.Event()
+    w = CTX.Process(target=_xshm_writer, args=(name, stop, rate))
+    w.start()
+    buf = np.empty(N)
+
+    def read_into() -> Any:
+        s = m.read_into(buf)
+        return touch(s.counter, buf, s.message)
+
+    def consistent() -> bool:
+        s = m.read()
+        return _whole(s.counter, s.values, s.message)
+
+    read = {"read": lambda: read_touched(m), "read_into": read_into, "read only": m.read}[kind]
+    try:
+        m.wait(0, timeout=30)
+        yield Snapshot(read, lambda: m.read().counter, consistent)
+    finally:
+        stop.set()
+        w.join(timeout=30)
+        m.unlink()
+        m.close()
+
+
+@contextlib.contextmanager
+def _lock_session(rate: float) -> Iterator[Snapshot]:
+    peer = _ShmLock()
+    stop = CTX.Event()
+    w = CTX.Process(target=_lock_writer, args=(peer.shm.name, peer.lock, stop, rate))
+    w.start()
+    try:
+        while peer.read()[0] == 0:
+            time.sleep(0.001)
+        yield Snapshot(
+            lambda: touch(*peer.read()), lambda: peer.read()[0], lambda: _whole(*peer.read())
+        )
+    finally:
+        stop.set()
+        w.join(timeout=30)
+        peer.close()
