@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 XSHM_SNAPSHOT = "xshm read() + fields"
 QUICKSTART_HOP = "py-xshm-spin read()"
@@ -60,14 +60,15 @@ class Target:
     issue: int
     level: str  # "must" or "should"
     text: str
-    measure: Callable[[dict[str, Any]], Optional[tuple[float, str]]]  # value, how it was got
+    # (value, how it was got); None or a reason when the run cannot judge it
+    measure: Callable[[dict[str, Any]], Union[str, tuple[float, str], None]]
     bound: float
     at_least: bool  # met when value >= bound (else value <= bound)
 
     def judge(self, res: dict[str, Any]) -> dict[str, Any]:
         got = self.measure(res)
-        if got is None:
-            return {**self.row(), "measured": "not measured in this run", "met": None}
+        if got is None or isinstance(got, str):
+            return {**self.row(), "measured": got or "not measured in this run", "met": None}
         value, how = got
         met = value >= self.bound if self.at_least else value <= self.bound
         return {**self.row(), "value": value, "measured": how, "met": met}
@@ -126,12 +127,16 @@ def _delivery_target(key: str) -> Callable[[dict[str, Any]], Optional[tuple[floa
     return measure
 
 
-def _no_regression(res: dict[str, Any]) -> Optional[tuple[float, str]]:
+def _no_regression(res: dict[str, Any]) -> Union[str, tuple[float, str], None]:
     now, before = dig(res, "bulk", "default record"), res.get("baseline")
     if not now:
         return None
     if not before:
-        return None
+        return (
+            f"write block {now['write block ns']:.0f} ns = {now['write block / publish']:.2f}x "
+            "publish; no earlier figure to judge it by (benchmarks/results/baseline.json: a run "
+            "with --save-baseline on the build before the change writes it)"
+        )
     x = now["write block / publish"] / before["write block / publish"]
     return x, (
         f"{x:.2f}x the earlier ratio: write block {now['write block ns']:.0f} ns = "

@@ -116,3 +116,10 @@ def test_docs_are_replaced_between_markers(tmp_path: Path) -> None:
     assert body.startswith("before\n") and body.endswith("after\n") and "old" not in body
     with pytest.raises(SystemExit):
         report.replace_between(doc, report.README_MARKERS, "x")
+
+
+def test_no_regression_without_an_earlier_figure_says_why() -> None:
+    res = _results()
+    del res["baseline"]
+    [row] = [t for t in report.targets(res) if "regression" in t["target"]]
+    assert row["met"] is None and "--save-baseline" in row["measured"]

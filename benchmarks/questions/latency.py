@@ -30,7 +30,8 @@ def _one_round(p: Peer, n: int, warmup: int, cpp: Optional[Path], cpp_n: int) ->
     if p.cpp:
         assert cpp is not None
         row = _cpp_rows(cpp, [*p.cpp, "1", str(cpp_n)])[-1]
-        return {k: float(row[k]) for k in ("p50_ns", "p99_ns", "p999_ns")}
+        keys = ("p50_ns", "p99_ns", "p999_ns", "fast_share")  # fast_share if pingpong gives it
+        return {k: float(row[k]) for k in keys if k in row}
     assert p.setup is not None
     proc, hop, cleanup, ready = p.setup(n + warmup, cpp)
     one_way = []
