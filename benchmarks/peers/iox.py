@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +16,7 @@ import numpy as np
 
 from benchmarks.common import CTX, N, touch
 from benchmarks.peers.echo import Hop
-from benchmarks.peers.snapshot import Snapshot, _pacer, _whole
+from benchmarks.peers.snapshot import Snapshot, _pacer, _until, _whole
 
 
 class _IoxRecord(ctypes.Structure):
@@ -96,11 +95,10 @@ def _bb_session(rate: float) -> Iterator[Snapshot]:
     stop, ready = CTX.Event(), CTX.Event()
     w = CTX.Process(target=_bb_writer, args=(name, stop, ready, rate))
     w.start()
+    h = {"entry": entry}
     try:
         ready.wait(30)
-        while _bb_get(entry).counter == 0:
-            time.sleep(0.001)
-        h = {"entry": entry}
+        _until(lambda: _bb_get(h["entry"]).counter != 0)
         yield Snapshot(
             lambda: touch(*_bb_fields(h["entry"])),
             lambda: _bb_get(h["entry"]).counter,

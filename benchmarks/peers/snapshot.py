@@ -67,6 +67,15 @@ def _lock_writer(shm_name: str, lock: Any, stop: Any, rate: float) -> None:
     peer.close()
 
 
+def _until(ready: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Sleeps in 1 ms steps until ready(); a writer that never starts is an error, not a hang."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the writer did not publish within {timeout} s")
+        time.sleep(0.001)
+
+
 def _whole(counter: int, values: Any, message: str) -> bool:
     return bool((values == counter).all()) and message == str(counter)
 
@@ -106,8 +115,7 @@ def _lock_session(rate: float) -> Iterator[Snapshot]:
     w = CTX.Process(target=_lock_writer, args=(peer.shm.name, peer.lock, stop, rate))
     w.start()
     try:
-        while peer.read()[0] == 0:
-            time.sleep(0.001)
+        _until(lambda: peer.read()[0] != 0)
         yield Snapshot(
             lambda: touch(*peer.read()), lambda: peer.read()[0], lambda: _whole(*peer.read())
         )

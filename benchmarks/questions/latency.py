@@ -8,9 +8,11 @@ figures, and ratios are medians of per-round ratios. Also the profile of a spinn
 
 from __future__ import annotations
 
+import _thread
 import json
 import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +21,8 @@ from xshm._bench import _echo_running
 
 from benchmarks.common import CPUS, ONE_CPU_NOTE, percentiles, pooled
 from benchmarks.peers import Peer, peers
+
+ROUND_TIMEOUT = 120.0  # seconds: far above any round, even on a loaded machine
 
 
 def _cpp_rows(cpp: Path, args: list[str]) -> list[dict[str, Any]]:
@@ -35,15 +39,26 @@ def _one_round(p: Peer, n: int, warmup: int, cpp: Optional[Path], cpp_n: int) ->
     assert p.setup is not None
     proc, hop, cleanup, ready = p.setup(n + warmup, cpp)
     one_way = []
+    # A spinning hop polls with no deadline of its own (a check per poll would be part of what
+    # it measures): the watchdog interrupts the round instead if the echo never answers.
+    watchdog = threading.Timer(ROUND_TIMEOUT, _thread.interrupt_main)
     with _echo_running(proc, cleanup, join_timeout=60):
         if ready is not None:
             ready.wait(30)
             time.sleep(0.5)  # let the endpoints connect
-        for k in range(n + warmup):
-            t0 = time.perf_counter_ns()
-            hop()
-            if k >= warmup:
-                one_way.append((time.perf_counter_ns() - t0) / 2)
+        watchdog.start()
+        try:
+            for k in range(n + warmup):
+                t0 = time.perf_counter_ns()
+                hop()
+                if k >= warmup:
+                    one_way.append((time.perf_counter_ns() - t0) / 2)
+        except KeyboardInterrupt:
+            if watchdog.is_alive():  # a real Ctrl-C
+                raise
+            raise TimeoutError(f"a round took over {ROUND_TIMEOUT} s: the echo stopped") from None
+        finally:
+            watchdog.cancel()
     return percentiles(one_way)
 
 
