@@ -34,6 +34,7 @@ class _IoxRecord(ctypes.Structure):
 def _iox_node() -> Any:
     import iceoryx2 as iox2
 
+    iox2.set_log_level_from_env_or(iox2.LogLevel.Error)  # not "no config file" per process
     return iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
 
 
