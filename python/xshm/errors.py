@@ -4,6 +4,20 @@ Every error of xshm's own derives from :class:`XshmError` and from the built-in 
 caller would expect (``ValueError``, ``TypeError``, ...), so ``except ValueError`` keeps working.
 Errors the operating system reports keep their built-in types: ``FileNotFoundError``,
 ``FileExistsError``, ``PermissionError``, ``OSError`` (for example ENOSPC on a full /dev/shm).
+
+The tree is the C++ core's (``cpp/include/xshm/errors.hpp``), class for class and name for name
+(C++ calls the base ``xshm::Error`` and also ``xshm::XshmError``)::
+
+    XshmError
+    ├── LayoutError            (ValueError)
+    ├── ArgumentError          (ValueError)
+    │   ├── DtypeError         (TypeError)
+    │   └── MessageTooLongError
+    ├── ReadOnlyError          (PermissionError)
+    ├── MessageDecodeError     (ValueError)
+    ├── TornRecordError        (RuntimeError)
+    ├── WaitTimeoutError       (TimeoutError)
+    └── ClosedError            (ValueError)
 """
 
 from __future__ import annotations
@@ -35,18 +49,18 @@ class ArgumentError(XshmError, ValueError):
     """A bad argument: a name, shape or size that xshm refuses."""
 
 
-class DtypeError(XshmError, TypeError):
+class DtypeError(ArgumentError, TypeError):
     """A dtype the layout cannot carry (only little-endian bool, integers, floats, complex)."""
 
 
-class MessageTooLongError(XshmError, ValueError):
+class MessageTooLongError(ArgumentError):
     """A message longer than the segment's message slot (pass ``truncate=True`` to cut it)."""
 
 
 class MessageDecodeError(XshmError, ValueError):
     """A message slot holding bytes that are not valid UTF-8, read by a handle opened with
     ``errors="strict"``. ``offset`` is where the first invalid sequence starts (found by
-    :func:`xshm_text.validate`); ``raw`` holds the message bytes."""
+    :func:`xshm_text.valid_up_to`); ``raw`` holds the message bytes."""
 
     def __init__(self, message: str, offset: int, raw: bytes) -> None:
         super().__init__(message)
@@ -55,7 +69,9 @@ class MessageDecodeError(XshmError, ValueError):
 
 
 class ReadOnlyError(XshmError, PermissionError):
-    """A write through a handle opened with ``readonly=True``."""
+    """A write through a handle opened with ``readonly=True``. Not an :class:`ArgumentError`:
+    Python's ``PermissionError`` cannot share a base with ``ValueError``, and C++ keeps the same
+    shape."""
 
 
 class TornRecordError(XshmError, RuntimeError):
