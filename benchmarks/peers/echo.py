@@ -49,7 +49,7 @@ def _xshm_echo(ping: str, pong: str, spin: float, total: int, quickstart: bool) 
     buf = np.empty(N)
     seq = 0
     for _ in range(total):
-        seq = a.wait(seq, spin=spin)
+        seq = a.wait(seq, timeout=60, spin=spin)
         if quickstart:
             s = a.read()
             b.publish(values=s.values, counter=s.counter)
@@ -71,17 +71,19 @@ def _xshm_setup(spin: float, quickstart: bool = False, cpp_echo: bool = False) -
         else:
             p = CTX.Process(target=_xshm_echo, args=(a.name, b.name, spin, total, quickstart))
         buf = np.ones(N)
-        state = {"seq": 0, "k": 0}
+        seq = k = 0
 
         def hop() -> None:
+            nonlocal seq
             a.publish(buf)
-            state["seq"] = b.wait(state["seq"], timeout=30, spin=spin)
+            seq = b.wait(seq, timeout=30, spin=spin)
             b.read_into(buf)
 
         def hop_quickstart() -> None:
-            state["k"] += 1
-            a.publish(values=buf, counter=state["k"])
-            state["seq"] = b.wait(state["seq"], timeout=30, spin=spin)
+            nonlocal seq, k
+            k += 1
+            a.publish(values=buf, counter=k)
+            seq = b.wait(seq, timeout=30, spin=spin)
             _ = b.read().counter
 
         return (
@@ -123,10 +125,11 @@ def _poll_setup(total: int, cpp: Optional[Path]) -> Hop:
     a_ctr[0] = b_ctr[0] = 0
     p = CTX.Process(target=_poll_echo, args=(a.name, b.name, total))
     buf = np.ones(N)
-    state = {"k": 0}
+    k = 0
 
     def hop() -> None:
-        k = state["k"] = state["k"] + 1
+        nonlocal k
+        k += 1
         a_val[:] = buf
         a_ctr[0] = k
         while b_ctr[0] != k:
