@@ -20,7 +20,7 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-python lint format wheel-check fuzz bench benchmarks bench-smoke clean
+.PHONY: help setup demo test test-cpp test-rust test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -66,6 +66,13 @@ $(STAMPS)/cpp: $(STAMPS)/text $(CPP_SOURCES) $(shell find benchmarks/cpp tests/c
 	cmake --build build/cpp -j $(JOBS)
 	touch $@
 
+$(STAMPS)/bench-peers: $(VENV)/.deps benchmarks/requirements.txt
+	@mkdir -p $(STAMPS)
+	$(PIP) install -q -r benchmarks/requirements.txt
+	touch $@
+
+bench-peers: $(STAMPS)/bench-peers  ## the benchmarks' peers and matplotlib, pinned (benchmarks/requirements.txt)
+
 setup: $(STAMPS)/xshm $(STAMPS)/cpp  ## system packages (apt), Python environment, Rust crate, xshm, C++ build
 
 demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
@@ -86,7 +93,7 @@ test-rust: $(STAMPS)/apt  ## cargo test (unit, vectors, properties, header drift
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo fmt --check
 
-test-python: $(STAMPS)/xshm  ## pytest against the installed packages (run outside the source tree)
+test-python: $(STAMPS)/xshm $(STAMPS)/bench-peers  ## pytest against the installed packages (run outside the source tree)
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
 	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider -rP
 
@@ -122,12 +129,12 @@ bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
 	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../benchmarks -p no:cacheprovider \
 	  --benchmark-only --benchmark-columns=median,iqr,ops --benchmark-sort=name \
 	  --benchmark-json=micro-raw.json
-	$(VPY) benchmarks/summarize.py build/micro-raw.json benchmarks/results/micro.json
+	$(VPY) benchmarks/summarize.py build/micro-raw.json benchmarks/results/micro.json --docs docs/BENCHMARKS.md
 
-benchmarks: setup  ## cross-process benchmarks vs the peers: results, plots, docs/BENCHMARKS.md tables
+benchmarks: setup $(STAMPS)/bench-peers  ## cross-process benchmarks vs the peers: results, plots, docs/BENCHMARKS.md tables
 	$(VPY) benchmarks/run.py --docs docs/BENCHMARKS.md
 
-bench-smoke: setup  ## the cross-process benchmarks at smoke-test size (no timing assertions)
+bench-smoke: setup $(STAMPS)/bench-peers  ## the cross-process benchmarks at smoke-test size (no timing assertions)
 	$(VPY) benchmarks/run.py --quick --out build/bench-quick
 
 clean:  ## remove build products
