@@ -1,0 +1,3 @@
+module xshm.dev/specreader
+
+go 1.26

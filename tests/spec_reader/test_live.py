@@ -1,0 +1,243 @@
+"""Cross-language check: the real xshm (Python) writes, the spec-built Go reader reads and waits.
+
+Run from /work/main/build:
+    /work/main/.venv/bin/python -m pytest ../tests/spec_reader/test_live.py
+
+Uses only the Python quickstart API of README.md (create / publish / unlink / close); what it
+reads from the segment file directly (the `waiters` word) comes from docs/LAYOUT.md.
+"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+xshm = pytest.importorskip("xshm")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GO = shutil.which("go")
+pytestmark = pytest.mark.skipif(GO is None, reason="`go` is not on PATH: cannot build the Go spec reader")
+
+WAITERS_OFFSET = 268  # LAYOUT.md 4.2
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("gobin") / "xshm-spec-read")
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    subprocess.run([GO, "build", "-o", out, "./cmd/xshm-spec-read"], cwd=HERE, env=env, check=True)
+    return out
+
+
+@pytest.fixture
+def segments():
+    """Creates segments with unique names; unlinks and closes every one afterwards."""
+    made = []
+
+    def create(shape, dtype):
+        name = "xshm-specgo-live-%d-%s" % (os.getpid(), uuid.uuid4().hex[:10])
+        m = xshm.SharedMemoryManager.create(name, shape=shape, dtype=dtype)
+        made.append((name, m))
+        return name, m
+
+    yield create
+    for name, m in made:
+        try:
+            m.unlink()
+        finally:
+            m.close()
+        assert not os.path.exists("/dev/shm/" + name), name
+
+
+def run_cli(cli, *args, timeout=30):
+    p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=timeout)
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) >= 1, (p.returncode, p.stdout, p.stderr)
+    return p.returncode, [json.loads(line) for line in lines]
+
+
+def waiters(name):
+    with open("/dev/shm/" + name, "rb") as f:
+        f.seek(WAITERS_OFFSET)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def same_floats(got, want):
+    """Bitwise equality of float64 arrays (NaN == NaN, -0.0 != 0.0)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    return got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def check_values(dtype, got, arr):
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    assert len(got) == flat.size
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        assert all(len(p) == 2 for p in got)
+        assert same_floats([p[0] for p in got], flat.real.astype(np.float64))
+        assert same_floats([p[1] for p in got], flat.imag.astype(np.float64))
+    elif kind == "f":
+        assert same_floats(got, flat.astype(np.float64))
+    elif kind == "b":
+        assert got == flat.tolist()
+    else:
+        assert got == [int(v) for v in flat.tolist()]
+
+
+def sample(shape, dtype):
+    n = int(np.prod(shape)) if shape else 1
+    dt = np.dtype(dtype)
+    if dt.kind == "b":
+        v = np.arange(n) % 3 == 1
+    elif dt.kind in "iu":
+        info = np.iinfo(dt)
+        v = [info.min, info.max] + [(k * 37) % 200 - (100 if dt.kind == "i" else 0) for k in range(n)]
+        v = np.array(v[:n], dtype=object)
+    elif dt.kind == "f":
+        v = np.array([-1.5, 0.1, np.inf, -np.inf, np.nan, -0.0, 65504.0, 1e-7] * n)[:n]
+    else:
+        v = np.array([complex(k + 0.25, -k - 0.1) for k in range(n)])
+    return np.asarray(v).astype(dt).reshape(shape)
+
+
+CASES = [
+    ((4,), "float64"), ((2, 3), "int16"), ((3,), "uint64"), ((2, 2), "int64"), ((2, 2, 2), "int32"),
+    ((7,), "uint16"), ((3,), "uint32"), ((), "int8"), ((0,), "uint8"), ((9,), "uint8"),
+    ((5,), "bool"), ((5,), "float16"), ((1, 4), "float32"), ((3,), "complex64"), ((2,), "complex128"),
+    ((1000,), "float64"),
+]
+
+
+@pytest.mark.parametrize("shape,dtype", CASES, ids=["%s-%s" % (d, "x".join(map(str, s)) or "0d") for s, d in CASES])
+def test_go_reads_python_publish(cli, segments, shape, dtype):
+    name, m = segments(shape, dtype)
+    arr = sample(shape, dtype)
+    message = "héllo ✓ %s" % dtype
+    before = time.time_ns()
+    m.publish(values=arr, message=message, counter=2**64 - 3)
+    after = time.time_ns()
+    for target in (name, "/" + name, "/dev/shm/" + name):
+        rc, (snap,) = run_cli(cli, target)
+        assert rc == 0, snap
+        assert snap["seq"] == 1 and snap["header_seq"] == 1
+        assert snap["counter"] == 2**64 - 3
+        assert snap["message"] == message
+        assert snap["writer_pid"] == os.getpid()
+        assert before <= snap["timestamp_ns"] <= after
+        assert snap["dtype"] == dtype
+        assert snap["shape"] == list(shape)
+        assert snap["backup"] is True  # the README's create() makes backed-up segments
+        assert snap["message_capacity"] >= len(message.encode())
+        check_values(dtype, snap["values"], arr)
+    assert waiters(name) == 0
+
+
+def test_go_reads_fresh_and_second_publish(cli, segments):
+    name, m = segments((4,), "float64")
+    rc, (snap,) = run_cli(cli, name)
+    assert rc == 0 and snap["seq"] == 0 and snap["counter"] == 0 and snap["message"] == ""
+    assert snap["values"] == [0.0] * 4
+    m.publish(values=np.arange(4.0), message="a much longer first message", counter=1)
+    m.publish(values=np.arange(4.0) * 2, message="short", counter=2)
+    rc, (snap,) = run_cli(cli, name)
+    assert rc == 0 and snap["seq"] == 2 and snap["counter"] == 2 and snap["message"] == "short"
+    assert snap["values"] == [0.0, 2.0, 4.0, 6.0]
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["counted", "blind"])
+def test_go_wait_wakes_on_python_publish(cli, segments, blind):
+    name, m = segments((4,), "float64")
+    m.publish(values=np.zeros(4), message="first", counter=1)
+    args = [cli, "--wait", "1", "--timeout", "10"] + (["--no-alias"] if blind else []) + [name]
+    start = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.2)
+        assert proc.poll() is None, "the Go waiter returned before any publish: %r" % (proc.communicate(),)
+        counted = waiters(name)
+        published = threading.Event()
+
+        def publish():
+            m.publish(values=np.full(4, 2.5), message="second", counter=2)
+            published.set()
+
+        t = threading.Thread(target=publish)
+        t0 = time.monotonic()
+        t.start()
+        out, err = proc.communicate(timeout=10)
+        woke = time.monotonic() - t0
+        t.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err)
+    snap = json.loads(out)
+    assert snap["seq"] == 2 and snap["counter"] == 2 and snap["message"] == "second"
+    assert snap["values"] == [2.5] * 4
+    assert counted == (0 if blind else 1), "waiters while the Go reader waited"
+    assert woke < 2.0, woke
+    assert time.monotonic() - start >= 0.2
+    assert waiters(name) == 0
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["counted", "blind"])
+def test_go_wait_times_out(cli, segments, blind):
+    name, m = segments((4,), "float64")
+    m.publish(values=np.zeros(4), message="only", counter=1)
+    start = time.monotonic()
+    rc, (err,) = run_cli(cli, "--wait", "1", "--timeout", "0.3", *(["--no-alias"] if blind else []), name)
+    elapsed = time.monotonic() - start
+    assert rc != 0
+    assert err["error"] == "WaitTimeoutError", err
+    assert 0.3 <= elapsed < 3.0, elapsed
+    assert waiters(name) == 0
+    # Already past the awaited seq: returns at once.
+    rc, (snap,) = run_cli(cli, "--wait", "0", "--timeout", "0", name)
+    assert rc == 0 and snap["seq"] == 1
+
+
+def test_go_follows_a_stream_of_python_publishes(cli, segments):
+    """Every snapshot the Go reader takes while Python publishes fast is consistent."""
+    name, m = segments((64,), "float64")
+    m.publish(values=np.zeros(64), message="m0", counter=0)
+    proc = subprocess.Popen([cli, "--wait", "1", "--follow", "40", "--timeout", "10", name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        k = 0
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            k += 1
+            m.publish(values=np.full(64, float(k)), message="m%d" % k + "x" * (k % 13), counter=k)
+            if k % 50 == 0:
+                time.sleep(0.001)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    snaps = [json.loads(line) for line in out.splitlines()]
+    assert len(snaps) == 40
+    last = 1
+    for s in snaps:
+        k = s["counter"]
+        assert s["seq"] == k + 1 and s["seq"] > last
+        last = s["seq"]
+        assert s["message"] == "m%d" % k + "x" * (k % 13)
+        assert s["values"] == [float(k)] * 64
+
+
+def test_go_errors(cli, segments):
+    rc, (err,) = run_cli(cli, "xshm-specgo-live-missing-%s" % uuid.uuid4().hex)
+    assert rc != 0 and err["error"] == "FileNotFoundError"
+    rc, (err,) = run_cli(cli, "..")
+    assert rc != 0 and err["error"] == "ArgumentError"
