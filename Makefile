@@ -20,7 +20,7 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
+.PHONY: help setup demo test test-cpp test-rust test-spec-reader test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -97,6 +97,10 @@ test-python: $(STAMPS)/xshm $(STAMPS)/bench-peers  ## pytest against the install
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
 	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider -rP
 
+test-spec-reader:  ## the Go reader written from docs/LAYOUT.md alone: gofmt, go vet, go test over the golden vectors
+	cd tests/spec_reader && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	cd tests/spec_reader && GOTOOLCHAIN=local CGO_ENABLED=0 go vet ./... && GOTOOLCHAIN=local CGO_ENABLED=0 go test -count=1 ./...
+
 lint: $(STAMPS)/xshm  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
 	$(VENV)/bin/ruff check python tests benchmarks rust/python
 	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
@@ -122,7 +126,7 @@ fuzz: setup  ## libFuzzer and atheris targets, XSHM_FUZZ_SECONDS (60) each
 wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh venv; sdist
 	bash .ci/wheel-check
 
-test: test-cpp test-rust test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, Python, lint, benchmark smoke, fuzz, wheels
+test: test-cpp test-rust test-spec-reader test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, the Go spec reader, Python, lint, benchmark smoke, fuzz, wheels
 	@echo "make test: all passed"
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock

@@ -18,21 +18,31 @@ import uuid
 
 import numpy as np
 import pytest
-
-xshm = pytest.importorskip("xshm")
+import xshm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GO = shutil.which("go")
-pytestmark = pytest.mark.skipif(GO is None, reason="`go` is not on PATH: cannot build the Go spec reader")
+
+
+@pytest.fixture(scope="module")
+def go() -> str:
+    if GO is None:
+        # module scope cannot take the function-scoped skip_or_fail fixture: same rule inline
+        reason = "`go` is not on PATH: cannot build the Go spec reader"
+        if os.environ.get("XSHM_REQUIRE_ALL") == "1":
+            pytest.fail(f"XSHM_REQUIRE_ALL=1 but this test cannot run: {reason}")
+        pytest.skip(reason)
+    return GO
+
 
 WAITERS_OFFSET = 268  # LAYOUT.md 4.2
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory):
+def cli(tmp_path_factory, go):
     out = str(tmp_path_factory.mktemp("gobin") / "xshm-spec-read")
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", CGO_ENABLED="0")
-    subprocess.run([GO, "build", "-o", out, "./cmd/xshm-spec-read"], cwd=HERE, env=env, check=True)
+    subprocess.run([go, "build", "-o", out, "./cmd/xshm-spec-read"], cwd=HERE, env=env, check=True)
     return out
 
 
@@ -42,7 +52,7 @@ def segments():
     made = []
 
     def create(shape, dtype):
-        name = "xshm-specgo-live-%d-%s" % (os.getpid(), uuid.uuid4().hex[:10])
+        name = f"xshm-specgo-live-{os.getpid()}-{uuid.uuid4().hex[:10]}"
         m = xshm.SharedMemoryManager.create(name, shape=shape, dtype=dtype)
         made.append((name, m))
         return name, m
@@ -99,7 +109,9 @@ def sample(shape, dtype):
         v = np.arange(n) % 3 == 1
     elif dt.kind in "iu":
         info = np.iinfo(dt)
-        v = [info.min, info.max] + [(k * 37) % 200 - (100 if dt.kind == "i" else 0) for k in range(n)]
+        v = [info.min, info.max] + [
+            (k * 37) % 200 - (100 if dt.kind == "i" else 0) for k in range(n)
+        ]
         v = np.array(v[:n], dtype=object)
     elif dt.kind == "f":
         v = np.array([-1.5, 0.1, np.inf, -np.inf, np.nan, -0.0, 65504.0, 1e-7] * n)[:n]
@@ -109,18 +121,34 @@ def sample(shape, dtype):
 
 
 CASES = [
-    ((4,), "float64"), ((2, 3), "int16"), ((3,), "uint64"), ((2, 2), "int64"), ((2, 2, 2), "int32"),
-    ((7,), "uint16"), ((3,), "uint32"), ((), "int8"), ((0,), "uint8"), ((9,), "uint8"),
-    ((5,), "bool"), ((5,), "float16"), ((1, 4), "float32"), ((3,), "complex64"), ((2,), "complex128"),
+    ((4,), "float64"),
+    ((2, 3), "int16"),
+    ((3,), "uint64"),
+    ((2, 2), "int64"),
+    ((2, 2, 2), "int32"),
+    ((7,), "uint16"),
+    ((3,), "uint32"),
+    ((), "int8"),
+    ((0,), "uint8"),
+    ((9,), "uint8"),
+    ((5,), "bool"),
+    ((5,), "float16"),
+    ((1, 4), "float32"),
+    ((3,), "complex64"),
+    ((2,), "complex128"),
     ((1000,), "float64"),
 ]
 
 
-@pytest.mark.parametrize("shape,dtype", CASES, ids=["%s-%s" % (d, "x".join(map(str, s)) or "0d") for s, d in CASES])
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    CASES,
+    ids=["{}-{}".format(d, "x".join(map(str, s)) or "0d") for s, d in CASES],
+)
 def test_go_reads_python_publish(cli, segments, shape, dtype):
     name, m = segments(shape, dtype)
     arr = sample(shape, dtype)
-    message = "héllo ✓ %s" % dtype
+    message = f"héllo ✓ {dtype}"
     before = time.time_ns()
     m.publish(values=arr, message=message, counter=2**64 - 3)
     after = time.time_ns()
@@ -161,7 +189,9 @@ def test_go_wait_wakes_on_python_publish(cli, segments, blind):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.2)
-        assert proc.poll() is None, "the Go waiter returned before any publish: %r" % (proc.communicate(),)
+        assert proc.poll() is None, (
+            f"the Go waiter returned before any publish: {proc.communicate()!r}"
+        )
         counted = waiters(name)
         published = threading.Event()
 
@@ -194,11 +224,13 @@ def test_go_wait_times_out(cli, segments, blind):
     name, m = segments((4,), "float64")
     m.publish(values=np.zeros(4), message="only", counter=1)
     start = time.monotonic()
-    rc, (err,) = run_cli(cli, "--wait", "1", "--timeout", "0.3", *(["--no-alias"] if blind else []), name)
+    rc, (err,) = run_cli(
+        cli, "--wait", "1", "--timeout", "0.3", *(["--no-alias"] if blind else []), name
+    )
     elapsed = time.monotonic() - start
     assert rc != 0
     assert err["error"] == "WaitTimeoutError", err
-    assert 0.3 <= elapsed < 3.0, elapsed
+    assert elapsed >= 0.3, f"timed out before its timeout: {elapsed} s"  # run_cli has the watchdog
     assert waiters(name) == 0
     # Already past the awaited seq: returns at once.
     rc, (snap,) = run_cli(cli, "--wait", "0", "--timeout", "0", name)
@@ -209,14 +241,18 @@ def test_go_follows_a_stream_of_python_publishes(cli, segments):
     """Every snapshot the Go reader takes while Python publishes fast is consistent."""
     name, m = segments((64,), "float64")
     m.publish(values=np.zeros(64), message="m0", counter=0)
-    proc = subprocess.Popen([cli, "--wait", "1", "--follow", "40", "--timeout", "10", name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [cli, "--wait", "1", "--follow", "40", "--timeout", "10", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         k = 0
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
             k += 1
-            m.publish(values=np.full(64, float(k)), message="m%d" % k + "x" * (k % 13), counter=k)
+            m.publish(values=np.full(64, float(k)), message=f"m{k}" + "x" * (k % 13), counter=k)
             if k % 50 == 0:
                 time.sleep(0.001)
         out, err = proc.communicate(timeout=10)
@@ -232,12 +268,12 @@ def test_go_follows_a_stream_of_python_publishes(cli, segments):
         k = s["counter"]
         assert s["seq"] == k + 1 and s["seq"] > last
         last = s["seq"]
-        assert s["message"] == "m%d" % k + "x" * (k % 13)
+        assert s["message"] == f"m{k}" + "x" * (k % 13)
         assert s["values"] == [float(k)] * 64
 
 
 def test_go_errors(cli, segments):
-    rc, (err,) = run_cli(cli, "xshm-specgo-live-missing-%s" % uuid.uuid4().hex)
+    rc, (err,) = run_cli(cli, f"xshm-specgo-live-missing-{uuid.uuid4().hex}")
     assert rc != 0 and err["error"] == "FileNotFoundError"
     rc, (err,) = run_cli(cli, "..")
     assert rc != 0 and err["error"] == "ArgumentError"
