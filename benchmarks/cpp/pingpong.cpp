@@ -65,7 +65,7 @@ void raw_floor(bool futex, int rounds, int n) {
         lines[1].v.store(want, std::memory_order_release);
         futex_wake(&lines[1].v);
       } else {
-        while (lines[0].v.load(std::memory_order_acquire) != want) xshm::seqlock::cpu_relax();
+        while (lines[0].v.load(std::memory_order_acquire) != want) xshm::cpu::relax();
         lines[1].v.store(want, std::memory_order_release);
       }
     }
@@ -82,7 +82,7 @@ void raw_floor(bool futex, int rounds, int n) {
         futex_wake(&lines[0].v);
         while (lines[1].v.load(std::memory_order_acquire) != i) futex_wait(&lines[1].v, i - 1);
       } else {
-        while (lines[1].v.load(std::memory_order_acquire) != i) xshm::seqlock::cpu_relax();
+        while (lines[1].v.load(std::memory_order_acquire) != i) xshm::cpu::relax();
       }
       if (k >= 100) one_way.push_back((Clock::now() - t0).count() / 2);  // first 100: warm-up
     }
@@ -144,12 +144,12 @@ void xshm_pingpong(bool spin, bool small, int rounds, int n) {
 }
 
 // ---- the ladder: where the time of one spinning hop goes ----
-// Each rung is a ping-pong over two real xshm segments (their layout, their robust mutex),
-// driven by a replica of publish_locked() built from the same parts (seqlock.hpp,
-// robust_mutex.hpp, the futex epoch), with the steps of the protocol switched on one rung at
-// a time. The reader side is the same on every rung: poll the header seq, then a seqlocked
-// copy of the live slot. The last rung is the protocol as shipped; the real cpp-xshm rows
-// should land on it, and the differences between rungs are what each step costs on the path.
+// Each rung is a ping-pong over two real xshm segments, driven by the real steps of a publish
+// (writer.hpp: WriterLock, next_meta, write_live, publish_seq, notify, refresh_backup,
+// prefetch_live) switched on one rung at a time. The reader side is the same on every rung
+// below the last: poll the header seq, then the real consistent read (reader::read_raw). The
+// last rungs are the API as shipped; the real cpp-xshm rows should land on them, and the
+// differences between rungs are what each step costs on the path.
 enum Rung : int {
   kOneLine = 0,  // reference: a one-line seqlock record polled in place (no header, no slot)
   kLines,        // header seq + live slot (meta line + values): the lines a hop moves
@@ -166,90 +166,55 @@ constexpr const char* kRungNames[kRungs] = {"one-line seqlock", "+ header and sl
                                             "+ timestamp", "+ futex notify", "+ backup slot", "+ prefetch",
                                             "+ publish() API", "+ wait() and read_into() API"};
 
-struct LadderEnd {
-  xshm::Header* h;
-  xshm::RecordMeta* slot[2];
-  unsigned char* values[2];
-  std::size_t bytes;
-  pthread_mutex_t* mutex() const { return reinterpret_cast<pthread_mutex_t*>(h->mutex); }
-};
-
-LadderEnd ladder_end(const xshm::SharedMemoryManager& m) {
-  auto* base = static_cast<unsigned char*>(const_cast<void*>(m.base()));  // a private benchmark segment
-  const auto& g = m.geometry();
-  LadderEnd e{reinterpret_cast<xshm::Header*>(base), {}, {}, g.values_size};
-  for (int i = 0; i < 2; ++i) {
-    e.slot[i] = reinterpret_cast<xshm::RecordMeta*>(base + g.record_offset[i]);
-    e.values[i] = base + g.record_offset[i] + g.values_offset;
-  }
-  return e;
-}
-
-void ladder_publish(xshm::SharedMemoryManager& m, const LadderEnd& e, int rung, const double* src,
-                    std::uint64_t n) {
+void ladder_publish(xshm::SharedMemoryManager& m, int rung, const double* src, std::uint64_t n) {
   namespace sl = xshm::seqlock;
+  namespace wr = xshm::writer;
+  const xshm::detail::Segment& s = m.segment();
+  const std::size_t bytes = s.geo.values_size;
   if (rung >= kApiPublish) {
-    m.publish(src, e.bytes, std::nullopt, n);
+    m.publish(src, bytes, std::nullopt, n);
     return;
   }
   if (rung == kOneLine) {  // lock, seq and the value share the slot's first line
-    const std::uint64_t odd = sl::begin_write(e.slot[0]->lock);
-    sl::store_bytes(&e.slot[0]->seq, &n, 8);
-    sl::store_bytes(&e.slot[0]->counter, src, 8);
-    sl::end_write(e.slot[0]->lock, odd);
+    xshm::RecordMeta* live = s.meta(0);
+    const std::uint64_t odd = sl::begin_slot_write(live->lock);
+    sl::store_bytes(&live->seq, &n, 8);
+    sl::store_bytes(&live->counter, src, 8);
+    sl::end_slot_write(live->lock, odd);
     return;
   }
-  if (rung >= kPrefetch) {
-    sl::prefetch_for_write(e.slot[0], 64);
-    sl::prefetch_for_write(e.values[0], e.bytes);
-    sl::prefetch_for_read(&e.h->seq);
-  }
-  if (rung >= kMutex) {
-    (void)xshm::robust_mutex::lock(e.mutex(), nullptr);
-    e.h->owner_pid.store(static_cast<std::uint32_t>(xshm::detail::current_pid()), std::memory_order_seq_cst);
-  }
+  if (rung >= kPrefetch) wr::prefetch_live(s, true, 0);
+  std::optional<xshm::WriterLock> held;
+  if (rung >= kMutex) held = xshm::WriterLock::acquire(s);
   xshm::detail::MetaImage img{n, n, 0, 1, 0};
-  if (rung >= kClock) img.timestamp_ns = xshm::detail::realtime_ns();
-  const std::uint64_t odd = sl::begin_write(e.slot[0]->lock);
-  xshm::detail::store_meta(e.slot[0], img);
-  sl::store_bytes(e.values[0], src, e.bytes);
-  sl::end_write(e.slot[0]->lock, odd);
-  e.h->seq.store(n, std::memory_order_release);
-  if (rung >= kNotify) {
-    e.h->epoch.fetch_add(1, std::memory_order_seq_cst);
-    if (e.h->waiters.load(std::memory_order_seq_cst) != 0) xshm::futex::wake_all(&e.h->epoch);
-  }
-  if (rung >= kBackup) {
-    const std::uint64_t odd1 = sl::begin_write(e.slot[1]->lock);
-    sl::copy_shared(&e.slot[1]->seq, &e.slot[0]->seq, sizeof img);
-    sl::copy_shared(e.values[1], e.values[0], e.bytes);
-    sl::end_write(e.slot[1]->lock, odd1);
-  }
-  if (rung >= kMutex) {
-    e.h->owner_pid.store(0, std::memory_order_seq_cst);
-    xshm::robust_mutex::unlock(e.mutex());
-  }
+  if (rung >= kClock) img = wr::next_meta(s, n, nullptr);
+  wr::write_live(s, img, src, nullptr);
+  wr::publish_seq(s, img.seq);
+  if (rung >= kNotify) wr::notify(s);
+  if (rung >= kBackup) wr::refresh_backup(s, true, 0);
 }
 
-void ladder_read(const xshm::SharedMemoryManager& m, const LadderEnd& e, int rung, double* dst, std::uint64_t n) {
-  namespace sl = xshm::seqlock;
+void ladder_read(const xshm::SharedMemoryManager& m, int rung, double* dst, std::uint64_t n) {
+  const xshm::detail::Segment& s = m.segment();
   if (rung >= kApiRead) {
     m.wait(n - 1, std::nullopt, std::chrono::duration_cast<std::chrono::nanoseconds>(kSpin));
-    m.read_into(dst, e.bytes);
+    m.read_into(dst, s.geo.values_size);
     return;
   }
-  if (rung != kOneLine)
-    while (e.h->seq.load(std::memory_order_acquire) < n) sl::cpu_relax();
-  for (;;) {
-    std::uint64_t seq = 0;
-    const bool ok = sl::try_read(e.slot[0]->lock, [&] {
-      sl::load_bytes(&seq, &e.slot[0]->seq, 8);
-      sl::load_bytes(dst, rung == kOneLine ? static_cast<const void*>(&e.slot[0]->counter) : e.values[0],
-                     rung == kOneLine ? 8 : e.bytes);
-    });
-    if (ok && seq >= n) return;
-    sl::cpu_relax();
+  if (rung == kOneLine) {
+    const xshm::RecordMeta* live = s.meta(0);
+    for (;;) {
+      std::uint64_t seq = 0;
+      const bool ok = xshm::seqlock::try_read(live->lock, [&] {
+        xshm::seqlock::load_bytes(&seq, &live->seq, 8);
+        xshm::seqlock::load_bytes(dst, &live->counter, 8);
+      });
+      if (ok && seq >= n) return;
+      xshm::cpu::relax();
+    }
   }
+  while (s.header()->seq.load(std::memory_order_acquire) < n) xshm::cpu::relax();
+  xshm::reader::read_raw(s, dst, nullptr, nullptr);
 }
 
 /// `passes` times over all rungs, n hops per rung and pass: the rungs of one pass run
@@ -263,23 +228,22 @@ void ladder(std::uint64_t count, int passes, int n) {
     for (int rung = 0; rung < kRungs; ++rung) {
       auto ping = xshm::SharedMemoryManager::create(base + "-ping", opt);
       auto pong = xshm::SharedMemoryManager::create(base + "-pong", opt);
-      const LadderEnd a = ladder_end(ping), b = ladder_end(pong);
       const long total = n + 100;
       std::vector<double> buf(count, 1.0);
       pid_t child = ::fork();
       if (child == 0) {
         std::vector<double> echo(count);
         for (long i = 1; i <= total; ++i) {
-          ladder_read(ping, a, rung, echo.data(), static_cast<std::uint64_t>(i));
-          ladder_publish(pong, b, rung, echo.data(), static_cast<std::uint64_t>(i));
+          ladder_read(ping, rung, echo.data(), static_cast<std::uint64_t>(i));
+          ladder_publish(pong, rung, echo.data(), static_cast<std::uint64_t>(i));
         }
         std::_Exit(0);
       }
       std::vector<std::int64_t> one_way;
       for (long i = 1; i <= total; ++i) {
         const auto t0 = Clock::now();
-        ladder_publish(ping, a, rung, buf.data(), static_cast<std::uint64_t>(i));
-        ladder_read(pong, b, rung, buf.data(), static_cast<std::uint64_t>(i));
+        ladder_publish(ping, rung, buf.data(), static_cast<std::uint64_t>(i));
+        ladder_read(pong, rung, buf.data(), static_cast<std::uint64_t>(i));
         if (i > 100) one_way.push_back((Clock::now() - t0).count() / 2);
       }
       ::waitpid(child, nullptr, 0);

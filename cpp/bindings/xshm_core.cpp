@@ -22,7 +22,6 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr std::size_t kReleaseGilBytes = 64 * 1024;  // copies smaller than this keep the GIL
-constexpr auto kSignalSlice = 100ms;                   // blocking calls check signals this often
 
 py::object error_class(const char* name) {
   return py::module_::import("xshm.errors").attr(name);
@@ -43,7 +42,7 @@ void translate(std::exception_ptr p) {
     py::set_error(error_class("ArgumentError"), e.what());
   } catch (const xshm::TornRecordError& e) {
     py::set_error(error_class("TornRecordError"), e.what());
-  } catch (const xshm::TimeoutError& e) {
+  } catch (const xshm::WaitTimeoutError& e) {
     py::set_error(error_class("WaitTimeoutError"), e.what());
   } catch (const xshm::ClosedError& e) {
     py::set_error(error_class("ClosedError"), e.what());
@@ -75,34 +74,17 @@ py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape
 /// How long a spinning wait() polls before it releases the GIL.
 constexpr std::chrono::nanoseconds kGilSpin{10'000};
 
-/// Runs `step(deadline)` with the GIL released in slices, checking for signals between
-/// slices, until it returns a value or `timeout` (seconds, None: forever) passes.
-template <class Step>
-auto sliced(std::optional<double> timeout, Step step) -> decltype(step(std::chrono::nanoseconds{})) {
-  const auto start = std::chrono::steady_clock::now();
-  const auto end = timeout ? start + std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::duration<double>(std::max(*timeout, 0.0)))
-                           : std::chrono::steady_clock::time_point::max();
-  for (;;) {
-    const auto now = std::chrono::steady_clock::now();
-    const auto left = end - now;
-    const auto slice = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::min<std::chrono::steady_clock::duration>(left, kSignalSlice));
-    decltype(step(slice)) r;
-    {
-      py::gil_scoped_release nogil;
-      r = step(std::max(slice, std::chrono::nanoseconds{0}));
-    }
-    if (r) return r;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    if (std::chrono::steady_clock::now() >= end) return r;
-  }
+/// Between the slices of a wait with the GIL released: take the GIL and let Python raise
+/// KeyboardInterrupt (or whatever a signal handler raises), which ends the wait.
+void check_signals() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
-timespec realtime_in(std::chrono::nanoseconds d) {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return xshm::futex::add_ns(ts, d.count());
+/// Seconds (None: forever) as the core's Timeout; negative counts as zero.
+xshm::Timeout to_timeout(std::optional<double> seconds) {
+  if (!seconds) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(std::max(*seconds, 0.0)));
 }
 
 enum class DecodePolicy { Replace, Strict };
@@ -377,11 +359,7 @@ class Manager {
   static std::uint64_t publish_gil(xshm::SharedMemoryManager& h, const void* data, std::size_t bytes,
                                    std::optional<std::string_view> msg, std::optional<std::uint64_t> c,
                                    bool truncate) {
-    static constexpr timespec kIfFree{0, 0};  // a deadline long past: take the mutex only if free
-    try {
-      return h.publish(data, bytes, msg, c, truncate, &kIfFree);
-    } catch (const xshm::TimeoutError&) {
-    }
+    if (auto seq = h.try_publish(data, bytes, msg, c, truncate)) return *seq;
     return publish_nogil(h, data, bytes, msg, c, truncate);
   }
 
@@ -389,15 +367,8 @@ class Manager {
                                      std::optional<std::string_view> msg, std::optional<std::uint64_t> c,
                                      bool truncate) {
     xshm::SharedMemoryManager local = h;  // the GIL goes: another thread may close `h`
-    auto r = sliced(std::nullopt, [&](std::chrono::nanoseconds slice) -> std::optional<std::uint64_t> {
-      const timespec deadline = realtime_in(slice);
-      try {
-        return local.publish(data, bytes, msg, c, truncate, &deadline);
-      } catch (const xshm::TimeoutError&) {
-        return std::nullopt;
-      }
-    });
-    return *r;  // no overall timeout: sliced() returns only with a value or an exception
+    py::gil_scoped_release nogil;
+    return local.publish(data, bytes, msg, c, truncate, std::nullopt, check_signals);
   }
 
   std::uint64_t wait(std::uint64_t last, std::optional<double> timeout, double spin) const {
@@ -420,47 +391,26 @@ class Manager {
       if (left) left = *left - std::chrono::duration<double>(held).count();
     }
     xshm::SharedMemoryManager local = m();
-    bool first = true;
-    auto r = sliced(left, [&](std::chrono::nanoseconds slice) {
-      auto s = first ? spin_ns : 0ns;
-      first = false;
-      return local.wait_for(last, slice, s);
-    });
-    if (!r) throw xshm::TimeoutError("no publish after sequence " + std::to_string(last) + " within " +
-                                     std::to_string(*timeout) + " s");
+    std::optional<std::uint64_t> r;
+    {
+      py::gil_scoped_release nogil;
+      r = local.wait_for(last, to_timeout(left), spin_ns, check_signals);
+    }
+    if (!r) throw xshm::WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within " +
+                                         std::to_string(*timeout) + " s");
     return *r;
   }
 
   std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout) {
     xshm::SharedMemoryManager local = m();
-    std::shared_ptr<xshm::WriteTransaction> tx;
-    auto ok = sliced(timeout, [&](std::chrono::nanoseconds slice) -> bool {
-      const timespec deadline = realtime_in(slice);
-      try {
-        tx = std::make_shared<xshm::WriteTransaction>(local.begin_write(&deadline));
-        return true;
-      } catch (const xshm::TimeoutError&) {
-        return false;
-      }
-    });
-    if (!ok) throw xshm::TimeoutError("timed out waiting for the writer lock of " + local.name());
-    return tx;
+    py::gil_scoped_release nogil;
+    return std::make_shared<xshm::WriteTransaction>(local.begin_write(to_timeout(timeout), check_signals));
   }
 
   std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
     xshm::SharedMemoryManager local = m();
-    std::shared_ptr<xshm::LockGuard> guard;
-    auto ok = sliced(timeout, [&](std::chrono::nanoseconds slice) -> bool {
-      const timespec deadline = realtime_in(slice);
-      try {
-        guard = std::make_shared<xshm::LockGuard>(local.lock(&deadline));
-        return true;
-      } catch (const xshm::TimeoutError&) {
-        return false;
-      }
-    });
-    if (!ok) throw xshm::TimeoutError("timed out waiting for the writer lock of " + local.name());
-    return guard;
+    py::gil_scoped_release nogil;
+    return std::make_shared<xshm::LockGuard>(local.lock(to_timeout(timeout), check_signals));
   }
 
   const py::dtype& dtype_ref() const { return dtype_; }

@@ -52,7 +52,7 @@ bool consistent(const std::vector<std::uint64_t>& v, const std::string& msg, std
 }
 
 [[noreturn]] void reader(const std::string& name, Shared* sh) {
-  auto m = xshm::SharedMemoryManager::open(name, {true, {}});
+  auto m = xshm::SharedMemoryManager::open(name, {true});
   std::vector<std::uint64_t> v(kWords);
   std::string msg;
   std::uint64_t last = 0;
@@ -186,13 +186,10 @@ int main(int argc, char** argv) {
       if (m.seq() < acked || info.seq < acked) ++lost;
       if (info.seq == acked && info.counter != sh->ack_counter.load()) ++lost;
     }
-    timespec dl{};
-    ::clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 5;
     try {
-      xshm::WriteTransaction tx = m.begin_write(&dl);
+      xshm::WriteTransaction tx = m.begin_write(std::chrono::seconds(5));
       tx.commit();  // republish the current record unchanged: the mutex is healthy
-    } catch (const xshm::TimeoutError&) {
+    } catch (const xshm::WaitTimeoutError&) {
       ++hangs;
     } catch (const xshm::TornRecordError&) {  // only without backup: heal with a full publish
       const std::uint64_t c = counter_for(0xFFFFE, static_cast<std::uint64_t>(round + 1));

@@ -38,12 +38,12 @@ TEST(Seqlock, ConsistentReadsNeverTear) {
     std::vector<std::uint64_t> src(kWords);
     for (std::uint64_t k = 1; !stop.load(std::memory_order_relaxed); ++k) {
       for (auto& w : src) w = k;
-      const auto odd = xshm::seqlock::begin_write(slot.lock);
+      const auto odd = xshm::seqlock::begin_slot_write(slot.lock);
       xshm::seqlock::store_bytes(slot.data, src.data(), sizeof slot.data);
-      xshm::seqlock::end_write(slot.lock, odd);
+      xshm::seqlock::end_slot_write(slot.lock, odd);
       // A short gap between writes, as real writers have; without one a slow (sanitized)
       // reader on a loaded machine can retry for a long time before a clean window.
-      for (int p = 0; p < 256; ++p) xshm::seqlock::cpu_relax();
+      for (int p = 0; p < 256; ++p) xshm::cpu::relax();
     }
   });
   std::vector<std::uint64_t> dst(kWords);
@@ -88,9 +88,9 @@ TEST(Seqlock, UnsynchronizedCopyDoesTear) {
 
 TEST(Seqlock, OddWordStaysOddForTheNextWriter) {
   std::atomic<std::uint64_t> lock{5};  // left odd by a writer that died
-  const auto odd = xshm::seqlock::begin_write(lock);
+  const auto odd = xshm::seqlock::begin_slot_write(lock);
   EXPECT_EQ(odd, 5u);
-  xshm::seqlock::end_write(lock, odd);
+  xshm::seqlock::end_slot_write(lock, odd);
   EXPECT_EQ(lock.load(), 6u);
 }
 
@@ -99,7 +99,7 @@ TEST(Seqlock, OddWordStaysOddForTheNextWriter) {
 // every alignment of the destination and lengths that leave a word and a byte tail.
 TEST(Seqlock, LargeCopiesArriveWholeAtEveryAlignment) {
   namespace sl = xshm::seqlock;
-  const std::size_t base = sl::kStreamBytes;
+  const std::size_t base = xshm::cpu::kStreamBytes;
   std::vector<std::uint64_t> src_words((base + 256) / 8 + 1), dst_words(src_words.size() + 16);
   auto* src = reinterpret_cast<unsigned char*>(src_words.data());
   for (std::size_t i = 0; i < src_words.size() * 8; ++i) src[i] = static_cast<unsigned char>(i * 131 + 7);

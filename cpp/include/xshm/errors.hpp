@@ -1,10 +1,13 @@
 // The exceptions the xshm core throws. Errors the operating system reports are
 // std::system_error carrying the errno (ENOENT, EEXIST, EACCES, ENOSPC, ...), so every
 // binding can map them to its own "file not found" / "permission denied" types.
-// Everything else derives from xshm::Error.
+// Everything else derives from xshm::Error, in the tree Python's xshm.errors mirrors name for
+// name: Error (XshmError) > LayoutError; ArgumentError > {DtypeError, MessageTooLongError};
+// ReadOnlyError; MessageDecodeError; TornRecordError; WaitTimeoutError; ClosedError.
 #pragma once
 
 #include <cerrno>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -17,6 +20,9 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The Python name of the base class; the same tree in both languages.
+using XshmError = Error;
+
 /// A segment that is foreign, corrupt, truncated, of another layout version, or whose
 /// layout does not match what the caller asked for.
 class LayoutError : public Error {
@@ -24,7 +30,7 @@ class LayoutError : public Error {
   using Error::Error;
 };
 
-/// A bad argument: name, shape, size, message too long, read-only handle asked to write.
+/// A bad argument: name, shape, size, dtype, message too long.
 class ArgumentError : public Error {
  public:
   using Error::Error;
@@ -42,10 +48,22 @@ class MessageTooLongError : public ArgumentError {
   using ArgumentError::ArgumentError;
 };
 
-/// A write through a handle that was opened read-only.
-class ReadOnlyError : public ArgumentError {
+/// A write through a handle that was opened read-only. Not an ArgumentError: in Python it is
+/// also a PermissionError, which cannot share a base with ValueError.
+class ReadOnlyError : public Error {
  public:
-  using ArgumentError::ArgumentError;
+  using Error::Error;
+};
+
+/// A message slot holding bytes that are not valid UTF-8, met by a checked accessor
+/// (Snapshot::text()). offset() is where the first invalid sequence starts.
+class MessageDecodeError : public Error {
+ public:
+  MessageDecodeError(const std::string& what, std::size_t offset) : Error(what), offset_(offset) {}
+  std::size_t offset() const noexcept { return offset_; }
+
+ private:
+  std::size_t offset_;
 };
 
 /// Only with backup disabled: the live record was left half-written by a writer that died;
@@ -55,11 +73,14 @@ class TornRecordError : public Error {
   using Error::Error;
 };
 
-/// A bounded wait (wait(), open(timeout), lock(timeout)) ran out.
-class TimeoutError : public Error {
+/// A bounded wait (wait(), open(timeout), publish/begin_write/lock with a timeout) ran out.
+class WaitTimeoutError : public Error {
  public:
   using Error::Error;
 };
+
+/// Deprecated: the old name of WaitTimeoutError, kept so existing code compiles.
+using TimeoutError [[deprecated("use WaitTimeoutError")]] = WaitTimeoutError;
 
 /// The handle was closed.
 class ClosedError : public Error {

@@ -1,15 +1,19 @@
 // The writer mutex: a pthread mutex in the segment, process-shared, robust (the kernel hands
 // it on with EOWNERDEAD when its owner dies) and error-checking (relocking from the owning
 // thread is an error, not a deadlock). Only the creator initialises it, before the segment
-// is marked ready; re-initialising a live mutex is undefined behaviour.
+// is marked ready; re-initialising a live mutex is undefined behaviour. Waiting for it takes a
+// relative timeout on steady_clock (clock.hpp), in slices (see lock()).
 #pragma once
 
 #include <pthread.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 
+#include "clock.hpp"
 #include "errors.hpp"
 
 namespace xshm::robust_mutex {
@@ -22,16 +26,17 @@ inline void init(pthread_mutex_t* m) {
   if (rc == 0) rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
   if (rc == 0) rc = pthread_mutex_init(m, &attr);
   pthread_mutexattr_destroy(&attr);
-  if (rc != 0) detail::throw_errno(rc, "pthread_mutex_init");
+  if (rc != 0) xshm::detail::throw_errno(rc, "pthread_mutex_init");
 }
 
 enum class LockResult { Acquired, OwnerDied, TimedOut };
 
-/// Locks until the absolute CLOCK_REALTIME deadline (nullptr: forever). OwnerDied means the
-/// caller now owns the mutex and must repair the protected state, then call consistent().
-inline LockResult lock(pthread_mutex_t* m, const timespec* realtime_deadline) {
-  const int rc = realtime_deadline == nullptr ? pthread_mutex_lock(m)
-                                              : pthread_mutex_timedlock(m, realtime_deadline);
+/// Slices of a wait for the mutex: how often a wait with a hook calls it.
+inline constexpr std::chrono::milliseconds kLockSlice{100};
+
+namespace impl {
+
+inline LockResult lock_result(int rc) {
   switch (rc) {
     case 0:
       return LockResult::Acquired;
@@ -46,13 +51,57 @@ inline LockResult lock(pthread_mutex_t* m, const timespec* realtime_deadline) {
     case ENOTRECOVERABLE:
       throw LayoutError("the segment's writer mutex is not recoverable; re-create the segment");
     default:
-      detail::throw_errno(rc, "pthread_mutex_lock");
+      xshm::detail::throw_errno(rc, "pthread_mutex_lock");
+  }
+}
+
+inline timespec realtime_after(std::chrono::nanoseconds d) noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  constexpr std::int64_t kSec = 1'000'000'000;
+  const std::int64_t ns = ts.tv_nsec + d.count() % kSec;
+  ts.tv_sec += static_cast<time_t>(d.count() / kSec + ns / kSec);
+  ts.tv_nsec = static_cast<long>(ns % kSec);
+  return ts;
+}
+
+}  // namespace impl
+
+/// Locks, waiting at most `timeout` (nullopt: forever; zero: only if it is free). OwnerDied
+/// means the caller now owns the mutex and must repair the protected state, then call
+/// consistent(). TimedOut means it does not own it.
+///
+/// glibc 2.28 (the manylinux floor) has no pthread_mutex_clocklock, and
+/// pthread_mutex_timedlock takes an absolute CLOCK_REALTIME deadline. So the time left is
+/// measured on steady_clock and the wait is a series of timedlock slices of at most `slice`,
+/// each recomputed from the steady time left: setting the wall clock forward ends a slice
+/// early (the next one is recomputed) and never cuts the wait; setting it back can lengthen
+/// only the slice in progress, by the jump. `between_slices()` runs after every slice that
+/// did not get the mutex (the mutex is not held then); it may throw, which ends the wait.
+/// Without a hook and without a timeout this is one pthread_mutex_lock.
+template <class Hook = NoHook>
+inline LockResult lock(pthread_mutex_t* m, Timeout timeout = std::nullopt, Hook&& between_slices = {},
+                       std::chrono::nanoseconds slice = kLockSlice) {
+  if (!timeout && !kHasHook<Hook>) return impl::lock_result(pthread_mutex_lock(m));
+  // A deadline long past asks for the mutex only if it is free. Unlike pthread_mutex_trylock
+  // (EBUSY), timedlock on this error-checking mutex reports a relock by its owner (EDEADLK).
+  static constexpr timespec kIfFree{0, 0};
+  const LockResult first = impl::lock_result(pthread_mutex_timedlock(m, &kIfFree));
+  if (first != LockResult::TimedOut) return first;
+  const Deadline deadline(timeout);
+  for (;;) {
+    const std::chrono::nanoseconds left = deadline.left();
+    if (left.count() == 0) return LockResult::TimedOut;
+    const timespec until = impl::realtime_after(std::min(left, slice));
+    const LockResult r = impl::lock_result(pthread_mutex_timedlock(m, &until));
+    if (r != LockResult::TimedOut) return r;
+    between_slices();
   }
 }
 
 inline void consistent(pthread_mutex_t* m) {
   const int rc = pthread_mutex_consistent(m);
-  if (rc != 0) detail::throw_errno(rc, "pthread_mutex_consistent");
+  if (rc != 0) xshm::detail::throw_errno(rc, "pthread_mutex_consistent");
 }
 
 inline void unlock(pthread_mutex_t* m) noexcept { pthread_mutex_unlock(m); }

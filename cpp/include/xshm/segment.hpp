@@ -1,22 +1,37 @@
-// POSIX shared-memory plumbing: the name rules every language shares, a file descriptor and a
-// mapping with RAII lifetimes, and the create/open steps that never hand out a half-built
-// segment. Knows nothing of records or locks; manager.hpp builds on it.
+// A segment's whole lifecycle, and nothing of what happens inside it: the name rules every
+// language shares, a file descriptor and a mapping with RAII lifetimes, create (build the
+// header, then mark it ready), open (wait for the ready marker, validate every identity field
+// against the mapping), attach to an existing segment of the same layout, unlink by name or by
+// handle. Only the creator writes the identity fields, once, before the ready marker; everyone
+// else maps them and checks them. Records, locks and waits are the business of reader.hpp,
+// writer.hpp and wait.hpp, which reach the bytes through detail::Segment.
 #pragma once
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "errors.hpp"
+#include "layout.hpp"
+#include "process.hpp"
+#include "robust_mutex.hpp"
+#include "seqlock.hpp"
 
 namespace xshm {
 
@@ -135,9 +150,277 @@ inline std::uint64_t file_size(int fd) {
 
 }  // namespace detail
 
-/// Removes a segment name. Mappings that exist stay valid until they are unmapped.
-inline void shm_unlink_name(const std::string& name) {
-  if (::shm_unlink(normalize_name(name).c_str()) != 0) detail::throw_errno(errno, "shm_unlink(" + name + ")");
+/// Parameters of create().
+struct CreateOptions {
+  std::vector<std::uint64_t> shape{100};
+  Dtype dtype = Dtype::Float64;
+  std::uint64_t message_capacity = 256;
+  mode_t mode = 0600;
+  /// Attach to an existing segment of the same layout instead of failing with EEXIST.
+  bool exist_ok = false;
+  /// Keep a backup copy of the record (one extra copy per publish). Without it, a writer that
+  /// dies mid-write leaves a torn record: readers get TornRecordError until the next full
+  /// publish, and the next writer must supply every field.
+  bool backup = true;
+};
+
+/// Parameters of open().
+struct OpenOptions {
+  bool readonly = false;
+  /// How long to wait for a segment that does not exist yet (nullopt: forever; zero: not at
+  /// all). Measured on steady_clock.
+  std::optional<std::chrono::nanoseconds> timeout = std::chrono::nanoseconds{0};
+  /// Only for segments without backup: how long a read tolerates the live record staying
+  /// mid-write (same odd lock word) while its writer seems alive, before it raises
+  /// TornRecordError. nullopt: 2 s plus 4 ns per byte of values (a 256 MiB/s writer).
+  std::optional<std::chrono::nanoseconds> stall_timeout = std::nullopt;
+};
+
+namespace detail {
+
+/// A mapped, validated segment. Shared by the manager, write transactions and (in bindings)
+/// every view of the values, so the mapping outlives whichever of them goes last.
+struct Segment {
+  std::string name;
+  Geometry geo;
+  bool readonly = false;
+  std::optional<std::chrono::nanoseconds> stall_timeout = std::nullopt;
+  Mapping map;
+  Mapping header_alias;  // writable page 0 for a read-only handle, when the OS allows it
+  dev_t dev = 0;
+  ino_t ino = 0;
+
+  Header* header() const noexcept { return static_cast<Header*>(map.data()); }
+  /// The header through which this process may write its waiter count, or nullptr.
+  Header* waiter_header() const noexcept {
+    if (!readonly) return header();
+    return static_cast<Header*>(header_alias.data());
+  }
+  unsigned char* slot(int i) const noexcept {
+    return static_cast<unsigned char*>(map.data()) + geo.record_offset[i];
+  }
+  RecordMeta* meta(int i) const noexcept { return reinterpret_cast<RecordMeta*>(slot(i)); }
+  unsigned char* values(int i) const noexcept { return slot(i) + geo.values_offset; }
+  unsigned char* message(int i) const noexcept { return slot(i) + geo.message_offset; }
+  pthread_mutex_t* mutex() const noexcept { return reinterpret_cast<pthread_mutex_t*>(header()->mutex); }
+  int slots() const noexcept { return geo.backup ? 2 : 1; }
+};
+
+/// The meta words after the lock word, as one image: written and read with atomic words.
+struct MetaImage {
+  std::uint64_t seq;
+  std::uint64_t counter;
+  std::int64_t timestamp_ns;
+  std::uint32_t writer_pid;
+  std::uint32_t message_len;
+};
+static_assert(sizeof(MetaImage) == 32 && offsetof(RecordMeta, seq) == 8,
+              "MetaImage mirrors RecordMeta from the word after the lock.");
+
+inline MetaImage load_meta(const RecordMeta* m) noexcept {
+  MetaImage img;
+  seqlock::load_bytes(&img, &m->seq, sizeof img);
+  return img;
 }
+
+inline void store_meta(RecordMeta* m, const MetaImage& img) noexcept {
+  seqlock::store_bytes(&m->seq, &img, sizeof img);
+}
+
+/// How long an opener racing the creator waits for the ready marker, beyond its own timeout.
+inline constexpr std::chrono::seconds kReadyWait{2};
+
+/// Maps an opened segment of `size` bytes and checks it: the ready marker, every identity
+/// field (validate_header), and for a writer the mutex ABI.
+inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int fd, std::uint64_t size,
+                                                 bool readonly) {
+  auto s = std::make_shared<Segment>();
+  s->name = canon;
+  s->readonly = readonly;
+  if (size < kHeaderSize)
+    throw LayoutError("segment " + canon + " is " + std::to_string(size) +
+                      " bytes, smaller than the xshm header: not an xshm segment, or truncated");
+  s->map = Mapping::map(fd, size, !readonly);
+  const auto* h = static_cast<const Header*>(s->map.data());
+  // SYNC POINT: pairs with the creator's release store of state in build_segment().
+  if (h->state.load(std::memory_order_acquire) != kStateReady) {
+    if (std::memcmp(h->magic, kMagic, sizeof kMagic) != 0 && h->magic[0] != '\0')
+      throw LayoutError("bad magic: " + canon + " is not an xshm segment");
+    throw LayoutError("segment " + canon +
+                      " was never made ready: its creator died while creating it (remove it "
+                      "with unlink)");
+  }
+  s->geo = validate_header(h, size);
+  if (!readonly && (h->mutex_size != sizeof(pthread_mutex_t) || h->mutex_abi != mutex_abi_tag()))
+    throw LayoutError("segment " + canon +
+                      " was created by a process with another C library or architecture; it "
+                      "can only be opened read-only here");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno(errno, "fstat");
+  s->dev = st.st_dev;
+  s->ino = st.st_ino;
+  if (readonly) {
+    // A writable alias of page 0 lets a read-only handle announce that it sleeps in wait().
+    int rw = ::shm_open(canon.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (rw >= 0) {
+      Fd rwfd(rw);
+      struct stat st2 {};
+      if (::fstat(rw, &st2) == 0 && st2.st_dev == st.st_dev && st2.st_ino == st.st_ino)
+        s->header_alias = Mapping::map(rw, kHeaderSize, true);
+    }
+  }
+  return s;
+}
+
+/// Sizes, fills and marks ready a segment just created exclusively (held under LOCK_EX so
+/// openers wait for the ready marker), then maps it like an opener would.
+inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, const Geometry& geo, mode_t mode) {
+  if (::flock(fd.get(), LOCK_EX) != 0) throw_errno(errno, "flock");
+  if (::fchmod(fd.get(), mode) != 0) throw_errno(errno, "fchmod");  // umask masked it
+  if (::ftruncate(fd.get(), static_cast<off_t>(geo.total_size)) != 0) throw_errno(errno, "ftruncate");
+  // Reserve the pages now: a full /dev/shm fails here with ENOSPC instead of SIGBUS later.
+  if (int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(geo.total_size)); rc != 0)
+    throw_errno(rc, "posix_fallocate(" + canon + ", " + std::to_string(geo.total_size) + " bytes)");
+  Mapping map = Mapping::map(fd.get(), geo.total_size, true);
+  auto* h = static_cast<Header*>(map.data());  // fresh pages are zero
+  std::memcpy(h->magic, kMagic, sizeof kMagic);
+  h->layout_version = kLayoutVersion;
+  h->total_size = geo.total_size;
+  h->header_size = kHeaderSize;
+  h->flags = geo.backup ? kFlagBackup : 0;
+  h->dtype = static_cast<std::uint32_t>(geo.dtype);
+  h->itemsize = geo.itemsize;
+  h->ndim = static_cast<std::uint32_t>(geo.shape.size());
+  h->message_capacity = geo.message_capacity;
+  for (std::size_t i = 0; i < geo.shape.size(); ++i) h->shape[i] = geo.shape[i];
+  h->values_size = geo.values_size;
+  h->record_size = geo.record_size;
+  h->record_offset[0] = geo.record_offset[0];
+  h->record_offset[1] = geo.record_offset[1];
+  h->values_offset = geo.values_offset;
+  h->message_offset = geo.message_offset;
+  h->mutex_size = sizeof(pthread_mutex_t);
+  h->mutex_abi = mutex_abi_tag();
+  if (::getrandom(h->creation_id, sizeof h->creation_id, 0) != static_cast<ssize_t>(sizeof h->creation_id))
+    throw_errno(errno, "getrandom");
+  h->created_ns = realtime_ns();
+  h->creator_pid = static_cast<std::uint32_t>(current_pid());
+  robust_mutex::init(reinterpret_cast<pthread_mutex_t*>(h->mutex));
+  const std::int64_t now = realtime_ns();
+  for (int i = 0; i < (geo.backup ? 2 : 1); ++i) {
+    auto* meta = reinterpret_cast<RecordMeta*>(static_cast<unsigned char*>(map.data()) + geo.record_offset[i]);
+    meta->timestamp_ns = now;
+    meta->writer_pid = h->creator_pid;
+  }
+  // SYNC POINT: pairs with the opener's acquire load of state: everything above is visible
+  // to whoever sees READY.
+  h->state.store(kStateReady, std::memory_order_release);
+  map.reset();
+  std::shared_ptr<Segment> s = map_and_validate(canon, fd.get(), file_size(fd.get()), false);
+  ::flock(fd.get(), LOCK_UN);
+  return s;
+}
+
+/// Opens an existing segment: waits up to `timeout` for its name and a bounded time for its
+/// ready marker, then maps and validates it.
+inline std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOptions& opt) {
+  const std::string canon = normalize_name(name);
+  const auto start = std::chrono::steady_clock::now();
+  const int flags = opt.readonly ? O_RDONLY : O_RDWR;
+  Fd fd;
+  for (int pause_us = 100;; pause_us = std::min(pause_us * 2, 10000)) {
+    int raw = ::shm_open(canon.c_str(), flags | O_CLOEXEC, 0);
+    if (raw >= 0) {
+      fd = Fd(raw);
+      break;
+    }
+    if (errno != ENOENT || (opt.timeout && std::chrono::steady_clock::now() - start >= *opt.timeout))
+      throw_errno(errno, "shm_open(" + canon + ")");
+    std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+  }
+  // An opener racing the creator waits a bounded time for the ready marker.
+  const auto ready_deadline =
+      std::chrono::steady_clock::now() + kReadyWait + opt.timeout.value_or(std::chrono::nanoseconds{0});
+  for (;;) {
+    if (!flock_until(fd.get(), LOCK_SH, ready_deadline))
+      throw WaitTimeoutError("segment " + canon + " is still being created");
+    const std::uint64_t size = file_size(fd.get());
+    if (size == 0) {  // created, not yet sized: the creator has not locked it yet
+      ::flock(fd.get(), LOCK_UN);
+      if (std::chrono::steady_clock::now() >= ready_deadline)
+        throw LayoutError("segment " + canon +
+                          " was never made ready: its creator died while creating it "
+                          "(remove it with unlink)");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    std::shared_ptr<Segment> s = map_and_validate(canon, fd.get(), size, opt.readonly);
+    s->stall_timeout = opt.stall_timeout;
+    ::flock(fd.get(), LOCK_UN);
+    return s;
+  }
+}
+
+/// Opens `canon` for exist_ok and checks that its layout is the one asked for.
+inline std::shared_ptr<Segment> attach_existing(const std::string& canon, const Geometry& want) {
+  std::shared_ptr<Segment> s = open_segment(canon, OpenOptions{});
+  const Geometry& got = s->geo;
+  if (got.dtype != want.dtype || got.shape != want.shape || got.message_capacity != want.message_capacity ||
+      got.backup != want.backup)
+    throw LayoutError("segment " + canon + " exists with another layout (dtype " + dtype_info(got.dtype).name +
+                      ", " + std::to_string(got.shape.size()) + " dimensions, message capacity " +
+                      std::to_string(got.message_capacity) + ")");
+  return s;
+}
+
+/// Creates a segment: exclusive, `mode` permissions, pages reserved up front, header
+/// published last behind the ready marker. A failure removes the half-built name.
+inline std::shared_ptr<Segment> create_segment(std::string_view name, const CreateOptions& opt) {
+  const std::string canon = normalize_name(name);
+  Geometry geo = compute_geometry(opt.dtype, opt.shape, opt.message_capacity, opt.backup);
+  if (opt.mode > 0777) throw ArgumentError("mode must be a permission mask (at most 0o777)");
+  int fd = ::shm_open(canon.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, opt.mode & 0777);
+  if (fd < 0) {
+    if (errno == EEXIST && opt.exist_ok) return attach_existing(canon, geo);
+    throw_errno(errno, "shm_open(" + canon + ")");
+  }
+  Fd owned(fd);
+  try {
+    return build_segment(canon, std::move(owned), geo, opt.mode & 0777);
+  } catch (...) {
+    ::shm_unlink(canon.c_str());
+    throw;
+  }
+}
+
+/// Removes a segment name. Unless `force`, refuses a segment that is not an xshm segment.
+inline void unlink_segment(std::string_view name, bool force) {
+  const std::string canon = normalize_name(name);
+  if (!force) {
+    Fd fd = shm_open_checked(canon, O_RDONLY, 0);
+    const std::uint64_t size = file_size(fd.get());
+    char magic[sizeof kMagic] = {};
+    if (size >= kHeaderSize) {
+      Mapping m = Mapping::map(fd.get(), kHeaderSize, false);
+      std::memcpy(magic, m.data(), sizeof magic);
+    }
+    if (std::memcmp(magic, kMagic, sizeof magic) != 0)
+      throw LayoutError("segment " + canon + " is not an xshm segment; refusing to remove it without force");
+  }
+  if (::shm_unlink(canon.c_str()) != 0) throw_errno(errno, "shm_unlink(" + canon + ")");
+}
+
+/// Removes this segment's name, if the name still refers to this segment.
+inline void unlink_segment(const Segment& s) {
+  Fd fd = shm_open_checked(s.name, O_RDONLY, 0);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno(errno, "fstat");
+  if (st.st_dev != s.dev || st.st_ino != s.ino)
+    throw_errno(ENOENT, "shm_unlink(" + s.name +
+                            "): this segment was already removed and the name now belongs to another one");
+  if (::shm_unlink(s.name.c_str()) != 0) throw_errno(errno, "shm_unlink(" + s.name + ")");
+}
+
+}  // namespace detail
 
 }  // namespace xshm

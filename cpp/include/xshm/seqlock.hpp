@@ -10,7 +10,7 @@
 // and the Linux kernel seqlock: acquire load of the lock word, relaxed data loads, acquire
 // fence, relaxed re-load. ThreadSanitizer does not model standalone fences, so under TSan the
 // data loads are acquire and the data stores release instead of the fences: strictly
-// stronger, same outcome, and no -Wtsan warning.
+// stronger, same outcome, and no -Wtsan warning. Bulk copies stream their stores (cpu.hpp).
 #pragma once
 
 #include <atomic>
@@ -18,43 +18,12 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SANITIZE_THREAD__)
-#define XSHM_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define XSHM_TSAN 1
-#endif
-#endif
-#ifndef XSHM_TSAN
-#define XSHM_TSAN 0
-#endif
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
+#include "cpu.hpp"
 
 namespace xshm::seqlock {
 
 inline constexpr int kDataLoad = XSHM_TSAN ? __ATOMIC_ACQUIRE : __ATOMIC_RELAXED;
 inline constexpr int kDataStore = XSHM_TSAN ? __ATOMIC_RELEASE : __ATOMIC_RELAXED;
-
-// Bulk copies (at least kStreamBytes) write with non-temporal stores on x86-64: a store that
-// misses the cache otherwise first reads the line it overwrites, so a plain copy of a large
-// array moves three bytes for every two that memcpy (which streams) moves. An 8-byte aligned
-// MOVNTI is single-copy atomic like an atomic store; it is written in inline assembly, outside
-// the C++ abstract machine, so no non-atomic access races with a reader. NT stores are weakly
-// ordered, so each bulk copy ends with SFENCE, before the release store that publishes it.
-// Not under TSan, which must see every access as an atomic.
-inline constexpr std::size_t kStreamBytes = 256 * 1024;
-#if (defined(__x86_64__) || defined(_M_X64)) && !XSHM_TSAN
-#define XSHM_STREAM_STORES 1
-inline void stream_word(std::uint64_t* dst, std::uint64_t v) noexcept {
-  asm volatile("movnti %1, %0" : "=m"(*dst) : "r"(v));
-}
-inline void stream_fence() noexcept { asm volatile("sfence" ::: "memory"); }
-#else
-#define XSHM_STREAM_STORES 0
-#endif
 
 /// Copies n bytes out of shared memory with atomic loads. `src` is 8-byte aligned.
 inline void load_bytes(void* dst, const void* src, std::size_t n) noexcept {
@@ -62,10 +31,10 @@ inline void load_bytes(void* dst, const void* src, std::size_t n) noexcept {
   const auto* w = static_cast<const std::uint64_t*>(src);
   const std::size_t words = n / 8;
 #if XSHM_STREAM_STORES
-  if (n >= kStreamBytes && reinterpret_cast<std::uintptr_t>(d) % 8 == 0) {
+  if (n >= cpu::kStreamBytes && reinterpret_cast<std::uintptr_t>(d) % 8 == 0) {
     auto* dw = reinterpret_cast<std::uint64_t*>(d);  // private memory: streaming is just faster
-    for (std::size_t i = 0; i < words; ++i) stream_word(dw + i, __atomic_load_n(w + i, kDataLoad));
-    stream_fence();
+    for (std::size_t i = 0; i < words; ++i) cpu::stream_word(dw + i, __atomic_load_n(w + i, kDataLoad));
+    cpu::stream_fence();
   } else
 #endif
     for (std::size_t i = 0; i < words; ++i) {
@@ -82,13 +51,13 @@ inline void store_bytes(void* dst, const void* src, std::size_t n) noexcept {
   const auto* s = static_cast<const unsigned char*>(src);
   const std::size_t words = n / 8;
 #if XSHM_STREAM_STORES
-  if (n >= kStreamBytes) {
+  if (n >= cpu::kStreamBytes) {
     for (std::size_t i = 0; i < words; ++i) {
       std::uint64_t v;
       std::memcpy(&v, s + 8 * i, 8);
-      stream_word(w + i, v);
+      cpu::stream_word(w + i, v);
     }
-    stream_fence();  // the streamed words are visible before anything stored after this copy
+    cpu::stream_fence();  // the streamed words are visible before anything stored after this copy
   } else
 #endif
     for (std::size_t i = 0; i < words; ++i) {
@@ -105,9 +74,9 @@ inline void copy_shared(void* dst, const void* src, std::size_t n) noexcept {
   auto* d = static_cast<std::uint64_t*>(dst);
   const auto* s = static_cast<const std::uint64_t*>(src);
 #if XSHM_STREAM_STORES
-  if (n >= kStreamBytes) {
-    for (std::size_t i = 0; i < n / 8; ++i) stream_word(d + i, __atomic_load_n(s + i, kDataLoad));
-    stream_fence();
+  if (n >= cpu::kStreamBytes) {
+    for (std::size_t i = 0; i < n / 8; ++i) cpu::stream_word(d + i, __atomic_load_n(s + i, kDataLoad));
+    cpu::stream_fence();
   } else
 #endif
     for (std::size_t i = 0; i < n / 8; ++i)
@@ -131,8 +100,8 @@ inline void release_fence() noexcept {
 }
 
 /// Writer step 1 (mutex held): make the slot's lock word odd. A word left odd by a writer
-/// that died stays odd; the returned odd value is what end_write() completes.
-inline std::uint64_t begin_write(std::atomic<std::uint64_t>& lock) noexcept {
+/// that died stays odd; the returned odd value is what end_slot_write() completes.
+inline std::uint64_t begin_slot_write(std::atomic<std::uint64_t>& lock) noexcept {
   std::uint64_t s = lock.load(std::memory_order_relaxed);
   if ((s & 1) == 0) lock.store(++s, std::memory_order_relaxed);
   // SYNC POINT: pairs with the reader's acquire_fence(): a reader that loads any data word
@@ -142,7 +111,7 @@ inline std::uint64_t begin_write(std::atomic<std::uint64_t>& lock) noexcept {
 }
 
 /// Writer step 3: publish the slot (even).
-inline void end_write(std::atomic<std::uint64_t>& lock, std::uint64_t odd) noexcept {
+inline void end_slot_write(std::atomic<std::uint64_t>& lock, std::uint64_t odd) noexcept {
   // SYNC POINT: pairs with the reader's acquire load in try_read(): a reader that sees this
   // even value sees every data word stored before it.
   lock.store(odd + 1, std::memory_order_release);
@@ -152,52 +121,11 @@ inline void end_write(std::atomic<std::uint64_t>& lock, std::uint64_t odd) noexc
 /// consistent image of one completed write; false when a writer was (or is) in the slot.
 template <class Copy>
 inline bool try_read(const std::atomic<std::uint64_t>& lock, Copy&& copy) noexcept {
-  const std::uint64_t s0 = lock.load(std::memory_order_acquire);  // pairs with end_write()
+  const std::uint64_t s0 = lock.load(std::memory_order_acquire);  // pairs with end_slot_write()
   if (s0 & 1) return false;
   copy();
-  acquire_fence();  // pairs with begin_write()'s release fence
+  acquire_fence();  // pairs with begin_slot_write()'s release fence
   return lock.load(std::memory_order_relaxed) == s0;
-}
-
-// Prefetching before a publish touches shared lines: PREFETCHW asks for ownership of the
-// live slot's lines (held by the readers since their last copy) before the writer takes the
-// mutex and the clock, so the transfers overlap that work instead of following it. Hints
-// only: they never change what is read or written. At most kPrefetchBytes per call: beyond
-// that the hardware prefetcher follows the copy. (Prefetching the whole slot before a read's
-// copy measured no gain; the copy loop already has its loads in flight.)
-inline constexpr std::size_t kPrefetchBytes = 4096;
-
-#if defined(__x86_64__)
-/// PREFETCHW exists on every x86-64 CPU that reports PRFCHW (all AMD, Intel since Broadwell).
-inline bool have_prefetchw() noexcept {
-  static const bool have = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & bit_PRFCHW) != 0;
-  }();
-  return have;
-}
-#endif
-
-inline void prefetch_for_write(const void* p, std::size_t n) noexcept {
-  const auto* b = static_cast<const unsigned char*>(p);
-  n = n < kPrefetchBytes ? n : kPrefetchBytes;
-#if defined(__x86_64__)
-  if (!have_prefetchw()) return;
-  for (std::size_t off = 0; off < n; off += 64) asm volatile("prefetchw %0" ::"m"(b[off]));
-#else
-  for (std::size_t off = 0; off < n; off += 64) __builtin_prefetch(b + off, 1, 3);
-#endif
-}
-
-inline void prefetch_for_read(const void* p) noexcept { __builtin_prefetch(p, 0, 3); }
-
-/// The CPU's spin-wait hint.
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
 }
 
 }  // namespace xshm::seqlock

@@ -1,9 +1,11 @@
-// The message-slot rule for text, kept free of any link dependency: cut a UTF-8 string to at
-// most N bytes without splitting a code point. The xshm-text crate implements the same rule;
-// tests/vectors/utf8.tsv keeps the two from drifting apart.
+// The message-slot rules for text, kept free of any link dependency: cut a UTF-8 string to at
+// most N bytes without splitting a code point, and find where a byte string stops being valid
+// UTF-8. The xshm-text crate implements the same rules; tests/vectors/utf8.tsv keeps the two
+// from drifting apart.
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string_view>
 
 namespace xshm::utf8 {
@@ -15,6 +17,43 @@ inline std::size_t cut_length(std::string_view s, std::size_t max_bytes) noexcep
   std::size_t n = max_bytes;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return n;
+}
+
+/// The offset of the first invalid UTF-8 sequence in `s` (Unicode 15, table 3-7: no overlong
+/// forms, no surrogates, nothing above U+10FFFF, no truncated sequence), or nullopt when all
+/// of `s` is valid. The offset is the length of the longest valid prefix, as Rust's
+/// Utf8Error::valid_up_to and Python's UnicodeDecodeError.start report it.
+inline std::optional<std::size_t> first_invalid(std::string_view s) noexcept {
+  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned c = b[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + 1 >= n || b[i + 1] < lo || b[i + 1] > hi) return i;
+    for (std::size_t k = 2; k < len; ++k)
+      if (i + k >= n || (b[i + k] & 0xC0) != 0x80) return i;
+    i += len;
+  }
+  return std::nullopt;
 }
 
 }  // namespace xshm::utf8

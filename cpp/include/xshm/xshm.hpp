@@ -2,11 +2,17 @@
 // an xshm segment. Header-only; links only the system libraries (pthread, rt on old glibc).
 #pragma once
 
+#include "clock.hpp"
+#include "cpu.hpp"
 #include "errors.hpp"
 #include "futex.hpp"
 #include "layout.hpp"
 #include "manager.hpp"
+#include "process.hpp"
+#include "reader.hpp"
 #include "robust_mutex.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
 #include "utf8.hpp"
+#include "wait.hpp"
+#include "writer.hpp"

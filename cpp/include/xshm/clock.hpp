@@ -1,0 +1,50 @@
+// The one clock vocabulary of every bounded wait in the C++ API: a relative timeout,
+// std::optional<std::chrono::nanoseconds> (nullopt: forever; zero: do not wait), measured on
+// steady_clock so that setting the wall clock neither stretches nor cuts it; and the
+// between-slices hook a long wait calls every slice (a binding checks for signals there).
+// Process-local; touches no shared memory.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <type_traits>
+
+namespace xshm {
+
+/// How long a call may wait: nullopt forever, zero not at all.
+using Timeout = std::optional<std::chrono::nanoseconds>;
+
+/// The hook of a wait that needs none; waits without a hook do not slice.
+struct NoHook {
+  void operator()() const noexcept {}
+};
+
+template <class Hook>
+inline constexpr bool kHasHook = !std::is_same_v<std::decay_t<Hook>, NoHook>;
+
+/// The end of a Timeout, fixed when the wait starts.
+class Deadline {
+ public:
+  explicit Deadline(Timeout t) noexcept {
+    constexpr auto kForever = std::chrono::hours(24 * 365 * 100);  // beyond: treated as forever
+    if (t && *t < kForever) {
+      forever_ = false;
+      end_ = std::chrono::steady_clock::now() + std::max(*t, std::chrono::nanoseconds{0});
+    }
+  }
+  bool forever() const noexcept { return forever_; }
+  /// Time left, never negative; nanoseconds::max() when forever.
+  std::chrono::nanoseconds left() const noexcept {
+    if (forever_) return std::chrono::nanoseconds::max();
+    const auto d = end_ - std::chrono::steady_clock::now();
+    return std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(d), std::chrono::nanoseconds{0});
+  }
+  bool passed() const noexcept { return !forever_ && std::chrono::steady_clock::now() >= end_; }
+
+ private:
+  bool forever_ = true;
+  std::chrono::steady_clock::time_point end_{};
+};
+
+}  // namespace xshm

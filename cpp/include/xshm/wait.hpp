@@ -1,0 +1,115 @@
+// Waiting for the next publish: poll the header's seq (optionally spinning first), then sleep
+// on the futex epoch, counted in the header's waiters so that a writer knows to wake. A
+// waiter writes only its own +1/-1 to `waiters` (through a writable alias of page 0 when its
+// handle is read-only); it loads seq and epoch, which only writers store (writer.hpp).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+#include "clock.hpp"
+#include "cpu.hpp"
+#include "futex.hpp"
+#include "layout.hpp"
+#include "segment.hpp"
+
+namespace xshm::wait {
+
+/// How often a wait with a hook calls it, spinning or sleeping.
+inline constexpr std::chrono::milliseconds kWaitSlice{100};
+
+namespace impl {
+
+/// The waiter count of one sleeping wait, given back on every way out (a hook may throw).
+class Sleeper {
+ public:
+  explicit Sleeper(Header* h) noexcept : h_(h) {
+    if (h_ != nullptr) h_->waiters.fetch_add(1, std::memory_order_seq_cst);
+  }
+  ~Sleeper() {
+    if (h_ != nullptr) h_->waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  Sleeper(const Sleeper&) = delete;
+  Sleeper& operator=(const Sleeper&) = delete;
+
+ private:
+  Header* h_;
+};
+
+}  // namespace impl
+
+/// Blocks until the header seq exceeds `last` or `timeout` passes (nullopt: never). Returns
+/// the new sequence, or nullopt on timeout. `spin`: how long to poll with the CPU's pause
+/// instruction before sleeping on the futex. `between_slices()` runs about every `slice`
+/// while spinning or sleeping (it may throw, ending the wait); without a hook the sleep is
+/// one futex wait.
+template <class Hook = NoHook>
+inline std::optional<std::uint64_t> wait_for(const detail::Segment& s, std::uint64_t last, Timeout timeout,
+                                             std::chrono::nanoseconds spin = std::chrono::nanoseconds{0},
+                                             Hook&& between_slices = {},
+                                             std::chrono::nanoseconds slice = kWaitSlice) {
+  const Header* h = s.header();
+  // SYNC POINT (every acquire load of seq here): pairs with the writer's release store of
+  // seq in writer::publish_locked() and writer::recover().
+  std::uint64_t cur = h->seq.load(std::memory_order_acquire);
+  if (cur > last) return cur;
+  const timespec now = futex::monotonic_now();
+  timespec deadline{};
+  if (timeout) deadline = futex::add_ns(now, timeout->count());
+  timespec next_hook = futex::add_ns(now, slice.count());
+  if (spin.count() > 0) {
+    const timespec spin_end = futex::add_ns(now, spin.count());
+    for (unsigned i = 0;; ++i) {
+      cpu::relax();
+      cur = h->seq.load(std::memory_order_acquire);
+      if (cur > last) return cur;
+      if ((i & 63) == 63) {
+        const timespec t = futex::monotonic_now();
+        if (timeout && !futex::before(t, deadline)) return std::nullopt;
+        if (!futex::before(t, spin_end)) break;
+        if constexpr (kHasHook<Hook>) {
+          if (!futex::before(t, next_hook)) {
+            between_slices();
+            next_hook = futex::add_ns(futex::monotonic_now(), slice.count());
+          }
+        }
+      }
+    }
+  }
+  Header* wh = s.waiter_header();
+  // Without a writable header page (a read-only handle of a user who may not write), this
+  // process cannot announce that it sleeps, so it sleeps in slices of 1 ms.
+  constexpr std::int64_t kBlindSliceNs = 1'000'000;
+  impl::Sleeper sleeper(wh);
+  for (;;) {
+    // SYNC POINT: seq_cst, paired with the writer's seq_cst epoch bump and waiters load
+    // (writer::notify): either the writer sees our waiter count and wakes us, or we see its
+    // new epoch.
+    const std::uint32_t epoch = h->epoch.load(std::memory_order_seq_cst);
+    cur = h->seq.load(std::memory_order_acquire);
+    if (cur > last) return cur;
+    const timespec t = futex::monotonic_now();
+    if (timeout && !futex::before(t, deadline)) return std::nullopt;
+    if constexpr (kHasHook<Hook>) {
+      if (!futex::before(t, next_hook)) {
+        between_slices();
+        next_hook = futex::add_ns(futex::monotonic_now(), slice.count());
+        continue;  // the hook took time: look again before sleeping
+      }
+    }
+    timespec until = timeout ? deadline : futex::add_ns(t, INT64_C(3600) * 1'000'000'000);
+    if constexpr (kHasHook<Hook>) {
+      if (futex::before(next_hook, until)) until = next_hook;
+    }
+    if (wh == nullptr) {
+      const timespec blind = futex::add_ns(t, kBlindSliceNs);
+      if (futex::before(blind, until)) until = blind;
+    }
+    futex::wait(&h->epoch, epoch, &until);
+  }
+}
+
+}  // namespace xshm::wait
