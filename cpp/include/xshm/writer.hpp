@@ -63,17 +63,18 @@ inline void recover(const detail::Segment& s) {
     const std::uint64_t l0 = live->lock.load(std::memory_order_relaxed);
     const std::uint64_t l1 = backup->lock.load(std::memory_order_relaxed);
     if (l0 & 1) {  // died writing the live slot: the backup holds the last complete record
-      seqlock::begin_slot_write(live->lock);
+      const std::uint64_t odd = seqlock::begin_slot_write(live->lock);
       seqlock::copy_shared(&live->seq, &backup->seq, body);
-      seqlock::end_slot_write(live->lock, l0);
+      seqlock::end_slot_write(live->lock, odd);
     } else if ((l1 & 1) || detail::load_meta(backup).seq != detail::load_meta(live).seq) {
       // Died refreshing the backup, or between completing the live slot and starting the
       // refresh (backup even but stale): the live slot is complete. A stale backup left in
       // place would send readers of the next publish back to an older record (found by the
-      // loom model in rust/protocol-model).
-      seqlock::begin_slot_write(backup->lock);
+      // loom model in rust/protocol-model). The backup ends even in both cases: an even
+      // stale word is made odd here first (ending it from the old even word left it odd).
+      const std::uint64_t odd = seqlock::begin_slot_write(backup->lock);
       seqlock::copy_shared(&backup->seq, &live->seq, body);
-      seqlock::end_slot_write(backup->lock, l1);
+      seqlock::end_slot_write(backup->lock, odd);
     }
   }
   // A writer that died between completing the live slot and publishing seq: publish it.
