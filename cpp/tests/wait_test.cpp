@@ -56,3 +56,20 @@ TEST(Wait, APublishEndsASlicedWait) {
   writer.join();
   EXPECT_EQ(m.segment().header()->waiters.load(), 0u);
 }
+
+TEST(Wait, SplitSpinKeepsTheBudgetAndTheTimeout) {
+  const auto a = wait::split_spin(100ms, 1ms, 10us);
+  EXPECT_EQ(a.head, 10us);
+  EXPECT_EQ(a.rest_spin, 1ms - 10us);
+  EXPECT_EQ(a.rest_timeout, Timeout(100ms - 10us));
+  const auto b = wait::split_spin(std::nullopt, 5us, 10us);
+  EXPECT_EQ(b.head, 5us) << "a short spin fits the head";
+  EXPECT_EQ(b.rest_spin, 0ns);
+  EXPECT_EQ(b.rest_timeout, std::nullopt) << "forever stays forever";
+  const auto c = wait::split_spin(3us, 1ms, 10us);
+  EXPECT_EQ(c.head, 3us) << "the head never outlasts the timeout";
+  EXPECT_EQ(c.rest_timeout, Timeout(0ns));
+  const auto d = wait::split_spin(100ms, 0ns, 10us);
+  EXPECT_EQ(d.head, 0ns) << "no spin, no head";
+  EXPECT_EQ(d.rest_timeout, Timeout(100ms));
+}

@@ -42,7 +42,7 @@ def _run(name: str) -> tuple[int, int, int]:
                     torn_seqlock += 1
                 assert snap.seq >= last
                 last = snap.seq
-                raw = np.copy(m.values)
+                raw = np.copy(m.live_values)
                 if raw[0] != raw[-1]:
                     torn_control += 1
             return torn_seqlock, torn_control, last

@@ -72,7 +72,8 @@ def test_read_into_fills_the_callers_array(seg_name: str) -> None:
 
 def test_values_view_is_zero_copy_and_read_only(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, shape=(3,)) as m:
-        view = m.values
+        view = m.live_values
+        assert m.values is view, "values is the old name of live_values"
         assert not view.flags.writeable
         with pytest.raises(ValueError, match="read-only"):
             view[0] = 1.0
@@ -83,7 +84,7 @@ def test_values_view_is_zero_copy_and_read_only(seg_name: str) -> None:
 def test_view_outlives_close_and_unlink(seg_name: str) -> None:
     m = xshm.SharedMemoryManager.create(seg_name, shape=(1000,))
     m.publish(values=np.full(1000, 3.0))
-    view = m.values
+    view = m.live_values
     m.unlink()
     m.close()
     del m
@@ -232,7 +233,9 @@ def test_message_too_long_and_truncation(seg_name: str) -> None:
         with m.write() as rec:
             with pytest.raises(xshm.MessageTooLongError):
                 rec.message = "toolong"
-            rec.set_message("xy€z")
+            with pytest.raises(xshm.MessageTooLongError):
+                rec.set_message("xy€z")  # truncates only when asked, as publish() does
+            rec.set_message("xy€z", truncate=True)
         assert m.read().message == "xy"
 
 
@@ -332,7 +335,7 @@ def test_supported_dtypes_round_trip(seg_name: str, dtype: object) -> None:
         src = np.arange(5).astype(m.dtype)
         m.publish(values=src)
         np.testing.assert_array_equal(m.read().values, src)
-        assert m.values.dtype == np.dtype(dtype)
+        assert m.live_values.dtype == np.dtype(dtype)
         m.unlink()
 
 

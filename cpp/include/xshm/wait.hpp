@@ -4,6 +4,7 @@
 // handle is read-only); it loads seq and epoch, which only writers store (writer.hpp).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -40,6 +41,25 @@ class Sleeper {
 };
 
 }  // namespace impl
+
+/// A spinning wait cut in two: its first `head` (spinning, within the timeout) and what is
+/// left of the spin and the timeout after it. A binding spins the head holding its
+/// interpreter lock (re-taking the lock costs more than a hop) and waits the rest without.
+struct SpinSplit {
+  std::chrono::nanoseconds head{0};
+  Timeout rest_timeout;
+  std::chrono::nanoseconds rest_spin{0};
+};
+
+inline SpinSplit split_spin(Timeout timeout, std::chrono::nanoseconds spin, std::chrono::nanoseconds head_max) noexcept {
+  SpinSplit out;
+  out.head = std::max(std::min(spin, head_max), std::chrono::nanoseconds{0});
+  if (timeout) out.head = std::max(std::min(out.head, *timeout), std::chrono::nanoseconds{0});
+  out.rest_spin = std::max(spin - out.head, std::chrono::nanoseconds{0});
+  out.rest_timeout = timeout;
+  if (timeout) out.rest_timeout = std::max(*timeout - out.head, std::chrono::nanoseconds{0});
+  return out;
+}
 
 /// Blocks until the header seq exceeds `last` or `timeout` passes (nullopt: never). Returns
 /// the new sequence, or nullopt on timeout. `spin`: how long to poll with the CPU's pause

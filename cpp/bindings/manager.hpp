@@ -1,0 +1,374 @@
+// xshm.SharedMemoryManager as Python sees it: a handle on one segment that converts Python
+// arguments (shapes, dtypes, arrays, seconds) for the core's SharedMemoryManager, releases the
+// GIL around anything that can block or copy a lot, and ties the live values view to the
+// mapping (a capsule holding the segment's shared_ptr is the view's base). The protocol lives
+// in the core headers; this class only delegates.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <xshm/manager.hpp>
+
+#include "snapshot.hpp"
+#include "text.hpp"
+#include "waits.hpp"
+
+namespace xshm_py {
+
+namespace py = pybind11;
+
+inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;  // copies smaller than this keep the GIL
+
+/// How long a spinning wait() polls before it releases the GIL.
+inline constexpr std::chrono::nanoseconds kGilSpin{10'000};
+
+/// A numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a capsule).
+template <class Owner>
+inline py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape, void* data, Owner owner,
+                    bool writable) {
+  auto* held = new Owner(std::move(owner));
+  py::capsule base(held, [](void* p) { delete static_cast<Owner*>(p); });
+  std::vector<py::ssize_t> dims(shape.begin(), shape.end());
+  py::array arr(dt, dims, {}, data, base);
+  if (!writable) {
+    py::detail::array_proxy(arr.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  }
+  return arr;
+}
+
+class Manager {
+ public:
+  Manager(xshm::SharedMemoryManager m, DecodePolicy policy) : m_(std::move(m)), policy_(policy) {
+    const xshm::Geometry& g = m_.geometry();
+    dtype_ = py::dtype(xshm::dtype_info(g.dtype).name);
+    dims_.assign(g.shape.begin(), g.shape.end());
+    py::tuple shape(g.shape.size());
+    for (std::size_t i = 0; i < g.shape.size(); ++i) shape[i] = py::int_(g.shape[i]);
+    shape_ = shape;
+    view_ = make_view(dtype_, g.shape, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
+  }
+
+  static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape, const py::object& dtype,
+                                         std::uint64_t message_capacity, unsigned mode, bool exist_ok, bool backup,
+                                         const std::string& errors) {
+    const DecodePolicy policy = parse_policy(errors);
+    xshm::CreateOptions o;
+    o.shape = parse_shape(shape);
+    o.dtype = parse_dtype(dtype);
+    o.message_capacity = message_capacity;
+    o.mode = static_cast<mode_t>(mode);
+    o.exist_ok = exist_ok;
+    o.backup = backup;
+    xshm::SharedMemoryManager m;
+    {
+      py::gil_scoped_release nogil;
+      m = xshm::SharedMemoryManager::create(name, o);
+    }
+    return std::make_unique<Manager>(std::move(m), policy);
+  }
+
+  static std::unique_ptr<Manager> open(const std::string& name, bool readonly, double timeout,
+                                       const std::string& errors, std::optional<double> stall_timeout) {
+    const DecodePolicy policy = parse_policy(errors);
+    if (!(timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0");
+    if (stall_timeout && !(*stall_timeout > 0)) throw xshm::ArgumentError("stall_timeout must be > 0 or None");
+    xshm::OpenOptions o;
+    o.readonly = readonly;
+    if (stall_timeout)
+      o.stall_timeout =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(*stall_timeout));
+    o.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout));
+    xshm::SharedMemoryManager m;
+    {
+      py::gil_scoped_release nogil;
+      m = xshm::SharedMemoryManager::open(name, o);
+    }
+    return std::make_unique<Manager>(std::move(m), policy);
+  }
+
+  const xshm::SharedMemoryManager& m() const {
+    if (!m_.is_open()) throw xshm::ClosedError("the segment handle is closed");
+    return m_;
+  }
+  xshm::SharedMemoryManager& m() {
+    if (!m_.is_open()) throw xshm::ClosedError("the segment handle is closed");
+    return m_;
+  }
+
+  void close() {
+    m_.close();
+    view_ = py::none();
+  }
+  bool closed() const { return !m_.is_open(); }
+  std::string name() const { return m().name(); }
+  py::tuple shape() const { return (void)m(), shape_; }
+  py::dtype dtype() const { return (void)m(), dtype_; }
+  std::uint32_t message_capacity() const { return m().message_capacity(); }
+  std::uint64_t seq() const { return m().seq(); }
+  bool readonly() const { return m().readonly(); }
+  bool backup() const { return m().backup(); }
+  std::string errors() const { return policy_name(policy_); }
+  std::size_t nbytes() const { return m().geometry().total_size; }
+  std::uint32_t recoveries() const { return m().recoveries(); }
+  std::uint32_t owner_pid() const { return m().owner_pid(); }
+  /// The live values view (may show a write in progress); `values` is its old name.
+  py::object live_values() const { return (void)m(), view_; }
+
+  std::string repr() const {
+    if (!m_.is_open()) return "<xshm.SharedMemoryManager (closed)>";
+    std::string shape = py::str(shape_);
+    return "<xshm.SharedMemoryManager name='" + m_.name() + "' shape=" + shape + " dtype=" +
+           xshm::dtype_info(m_.dtype()).name + " message_capacity=" + std::to_string(m_.message_capacity()) +
+           " seq=" + std::to_string(m_.seq()) + (m_.readonly() ? " readonly" : "") + ">";
+  }
+
+  void unlink() const {
+    xshm::SharedMemoryManager local = m();
+    local.unlink();
+  }
+
+  py::object read() const {
+    const xshm::SharedMemoryManager& local = m();
+    auto& api = py::detail::npy_api::get();
+    Py_INCREF(dtype_.ptr());  // PyArray_NewFromDescr steals it
+    PyObject* arr = api.PyArray_NewFromDescr_(api.PyArray_Type_, dtype_.ptr(), static_cast<int>(dims_.size()),
+                                              const_cast<Py_intptr_t*>(dims_.data()), nullptr, nullptr, 0, nullptr);
+    if (arr == nullptr) throw py::error_already_set();
+    py::object values = py::reinterpret_steal<py::object>(arr);
+    return read_to(local, py::detail::array_proxy(arr)->data, std::move(values));
+  }
+
+  py::object read_into(const py::object& out) const {
+    const xshm::SharedMemoryManager& local = m();
+    auto& api = py::detail::npy_api::get();
+    if (!api.PyArray_Check_(out.ptr())) throw py::type_error("read_into: out must be a numpy array");
+    auto* a = py::detail::array_proxy(out.ptr());
+    if (a->descr != dtype_.ptr() && !api.PyArray_EquivTypes_(a->descr, dtype_.ptr()))
+      throw py::type_error("read_into: out has dtype " + std::string(py::str(out.attr("dtype"))) +
+                           ", the segment holds " + std::string(py::str(dtype_)));
+    constexpr int kNeed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    if ((a->flags & kNeed) != kNeed)
+      throw xshm::ArgumentError((a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)
+                                    ? "read_into: out must be C-contiguous"
+                                    : "read_into: out is not writeable");
+    bool same = a->nd == static_cast<int>(dims_.size());
+    for (std::size_t i = 0; same && i < dims_.size(); ++i) same = a->dimensions[i] == dims_[i];
+    if (!same) check_shape(py::reinterpret_borrow<py::array>(out), local);  // throws with the shapes
+    return read_to(local, a->data, out);
+  }
+
+  std::uint64_t publish(const py::object& values, std::optional<std::string_view> msg_view,
+                        std::optional<std::uint64_t> c, bool truncate) {
+    // Until as_values() no Python code runs and the GIL stays held, so no other thread can
+    // close this handle: the fast path uses it in place (no shared_ptr copy, two atomics).
+    xshm::SharedMemoryManager& held = m();
+    if (values.is_none()) return publish_gil(held, nullptr, 0, msg_view, c, truncate);
+    auto& api = py::detail::npy_api::get();
+    if (api.PyArray_Check_(values.ptr())) {  // the common case: the segment's dtype and shape, C order
+      auto* a = py::detail::array_proxy(values.ptr());
+      bool exact = a->descr == dtype_.ptr() && (a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+                   a->nd == static_cast<int>(dims_.size());
+      for (std::size_t i = 0; exact && i < dims_.size(); ++i) exact = a->dimensions[i] == dims_[i];
+      if (exact && held.geometry().values_size < kReleaseGilBytes)
+        return publish_gil(held, a->data, held.geometry().values_size, msg_view, c, truncate);
+    }
+    xshm::SharedMemoryManager local = held;  // as_values may run Python code, and the GIL may go
+    py::array arr = as_values(values, local);
+    const void* data = arr.data();
+    const auto bytes = static_cast<std::size_t>(arr.nbytes());
+    if (bytes >= kReleaseGilBytes) return publish_nogil(local, data, bytes, msg_view, c, truncate);
+    return publish_gil(local, data, bytes, msg_view, c, truncate);
+  }
+
+  /// A small publish with the GIL held, when the writer mutex is free; when another writer
+  /// holds it (a long write() or lock() block in another process, say), the wait goes on with
+  /// the GIL released and Ctrl-C honoured, as in write() and lock().
+  static std::uint64_t publish_gil(xshm::SharedMemoryManager& h, const void* data, std::size_t bytes,
+                                   std::optional<std::string_view> msg, std::optional<std::uint64_t> c,
+                                   bool truncate) {
+    if (auto seq = h.try_publish(data, bytes, msg, c, truncate)) return *seq;
+    return publish_nogil(h, data, bytes, msg, c, truncate);
+  }
+
+  static std::uint64_t publish_nogil(const xshm::SharedMemoryManager& h, const void* data, std::size_t bytes,
+                                     std::optional<std::string_view> msg, std::optional<std::uint64_t> c,
+                                     bool truncate) {
+    xshm::SharedMemoryManager local = h;  // the GIL goes: another thread may close `h`
+    py::gil_scoped_release nogil;
+    return local.publish(data, bytes, msg, c, truncate, std::nullopt, check_signals);
+  }
+
+  std::uint64_t wait(std::uint64_t last, std::optional<double> timeout, double spin) const {
+    if (timeout && !(*timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0 or None");
+    if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
+    const std::uint64_t now = m().seq();
+    if (now > last) return now;  // already past: no GIL round trip
+    const auto spin_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
+    // The first few microseconds of a spinning wait poll with the GIL held: releasing and
+    // re-taking it costs more than a cross-process hop, and a Python thread of this process
+    // is held up for at most kGilSpin.
+    const xshm::wait::SpinSplit split = xshm::wait::split_spin(to_timeout(timeout), spin_ns, kGilSpin);
+    if (split.head.count() > 0)
+      if (auto r = m().wait_for(last, split.head, split.head)) return *r;
+    xshm::SharedMemoryManager local = m();
+    std::optional<std::uint64_t> r;
+    {
+      py::gil_scoped_release nogil;
+      r = local.wait_for(last, split.rest_timeout, split.rest_spin, check_signals);
+    }
+    if (!r)
+      throw xshm::WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within " +
+                                   std::to_string(*timeout) + " s");
+    return *r;
+  }
+
+  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout) {
+    xshm::SharedMemoryManager local = m();
+    py::gil_scoped_release nogil;
+    return std::make_shared<xshm::WriteTransaction>(local.begin_write(to_timeout(timeout), check_signals));
+  }
+
+  std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
+    xshm::SharedMemoryManager local = m();
+    py::gil_scoped_release nogil;
+    return std::make_shared<xshm::LockGuard>(local.lock(to_timeout(timeout), check_signals));
+  }
+
+  const py::dtype& dtype_ref() const { return dtype_; }
+
+  /// The header's identity and control words, for tools (xshm inspect). Reads only.
+  py::dict header() const {
+    const auto* h = static_cast<const xshm::Header*>(m().base());
+    static const char* hex = "0123456789abcdef";
+    std::string id;
+    for (unsigned char b : h->creation_id) {
+      id.push_back(hex[b >> 4]);
+      id.push_back(hex[b & 15]);
+    }
+    const xshm::Geometry& g = m().geometry();
+    py::dict d;
+    d["layout_version"] = h->layout_version;
+    d["total_size"] = g.total_size;
+    d["record_size"] = g.record_size;
+    d["record_offsets"] = py::make_tuple(g.record_offset[0], g.record_offset[1]);
+    d["values_offset"] = g.values_offset;
+    d["message_offset"] = g.message_offset;
+    d["values_size"] = g.values_size;
+    d["creation_id"] = id;
+    d["created_ns"] = h->created_ns;
+    d["creator_pid"] = h->creator_pid;
+    d["seq"] = h->seq.load(std::memory_order_acquire);
+    d["epoch"] = h->epoch.load(std::memory_order_relaxed);
+    d["waiters"] = h->waiters.load(std::memory_order_relaxed);
+    d["owner_pid"] = h->owner_pid.load(std::memory_order_relaxed);
+    d["recoveries"] = h->recoveries.load(std::memory_order_relaxed);
+    d["mutex_abi"] = h->mutex_abi;
+    return d;
+  }
+
+ private:
+  static std::vector<std::uint64_t> parse_shape(const py::object& shape) {
+    std::vector<std::uint64_t> out;
+    if (py::isinstance<py::int_>(shape)) {
+      out.push_back(checked_extent(shape));
+      return out;
+    }
+    if (!py::isinstance<py::sequence>(shape) || py::isinstance<py::str>(shape))
+      throw py::type_error("shape must be an int or a sequence of ints");
+    for (py::handle h : shape.cast<py::sequence>()) out.push_back(checked_extent(h));
+    return out;
+  }
+
+  static std::uint64_t checked_extent(py::handle h) {
+    if (!py::isinstance<py::int_>(h) || py::isinstance<py::bool_>(h)) throw py::type_error("shape entries must be ints");
+    const auto v = h.cast<long long>();
+    if (v < 0) throw xshm::ArgumentError("shape entries must be >= 0, got " + std::to_string(v));
+    return static_cast<std::uint64_t>(v);
+  }
+
+  static xshm::Dtype parse_dtype(const py::object& dtype) {
+    py::dtype dt = py::dtype::from_args(dtype);
+    const char kind = dt.kind();
+    const char order = dt.byteorder();
+    if (dt.has_fields() || kind == 'O' || kind == 'V' || kind == 'S' || kind == 'U' || kind == 'M' || kind == 'm')
+      throw xshm::DtypeError("unsupported dtype " + std::string(py::str(dt)) +
+                             ": xshm carries bool, integers, floats and complex numbers");
+    if (order == '>') throw xshm::DtypeError("big-endian dtype " + std::string(py::str(dt)) + " is not supported");
+    return xshm::parse_dtype(std::string(py::str(dt.attr("name"))));
+  }
+
+  void check_shape(const py::array& a, const xshm::SharedMemoryManager& local) const {
+    const auto& shape = local.shape();
+    bool same = static_cast<std::size_t>(a.ndim()) == shape.size();
+    for (std::size_t i = 0; same && i < shape.size(); ++i) same = static_cast<std::uint64_t>(a.shape(i)) == shape[i];
+    if (!same)
+      throw xshm::ArgumentError("values have shape " + std::string(py::str(a.attr("shape"))) + ", the segment holds " +
+                                std::string(py::str(shape_)));
+  }
+
+  py::array as_values(const py::object& values, const xshm::SharedMemoryManager& local) const {
+    py::array arr;
+    if (py::isinstance<py::array>(values)) {
+      arr = values.cast<py::array>();
+      if (!arr.dtype().equal(dtype_)) {
+        py::object can = py::module_::import("numpy").attr("can_cast")(arr.dtype(), dtype_, "same_kind");
+        if (!can.cast<bool>())
+          throw py::type_error("values of dtype " + std::string(py::str(arr.dtype())) + " cannot be stored as " +
+                               std::string(py::str(dtype_)) + " without changing their kind");
+        arr = py::array::ensure(arr.attr("astype")(dtype_), py::array::c_style);
+      } else if (!(arr.flags() & py::array::c_style)) {
+        arr = py::array::ensure(arr, py::array::c_style);
+      }
+    } else {
+      arr = py::module_::import("numpy").attr("ascontiguousarray")(values, dtype_);
+    }
+    check_shape(arr, local);
+    return arr;
+  }
+
+  py::object read_to(const xshm::SharedMemoryManager& local, void* data, py::object values) const {
+    const std::uint32_t cap = local.message_capacity();
+    char small[512];
+    std::string big;
+    char* buf = small;
+    if (cap > sizeof small) {
+      big.resize(cap);
+      buf = big.data();
+    }
+    std::uint32_t len = 0;
+    xshm::RecordInfo info;
+    if (local.geometry().values_size >= kReleaseGilBytes) {
+      xshm::SharedMemoryManager keep = local;  // another thread may close() while the GIL is out
+      py::gil_scoped_release nogil;
+      info = keep.read_raw(data, buf, &len);
+    } else {
+      info = local.read_raw(data, buf, &len);
+    }
+    return make_snapshot(info, std::move(values), decode_message(buf, len, policy_));
+  }
+
+  xshm::SharedMemoryManager m_;
+  DecodePolicy policy_;
+  std::vector<Py_intptr_t> dims_;
+  py::dtype dtype_;
+  py::tuple shape_;
+  py::object view_;
+};
+
+/// Adds the methods and properties of SharedMemoryManager to its class, the hot ones as
+/// METH_FASTCALL descriptors.
+void register_manager(py::class_<Manager>& cls);
+
+}  // namespace xshm_py

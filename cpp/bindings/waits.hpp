@@ -1,0 +1,30 @@
+// xshm._core's side of the core's waits: Python seconds (None: forever) as the core's
+// Timeout, and the between-slices hook that takes the GIL back for a moment so that Ctrl-C
+// (or any signal handler that raises) ends a wait that runs with the GIL released.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include <xshm/clock.hpp>
+
+namespace xshm_py {
+
+namespace py = pybind11;
+
+/// Seconds (None: forever) as the core's Timeout; negative counts as zero.
+inline xshm::Timeout to_timeout(std::optional<double> seconds) {
+  if (!seconds) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(std::max(*seconds, 0.0)));
+}
+
+/// The between-slices hook of a wait with the GIL released.
+inline void check_signals() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+}  // namespace xshm_py
