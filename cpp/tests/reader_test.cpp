@@ -115,3 +115,19 @@ TEST(CheckStuck, DefaultStallLimitScalesWithTheValues) {
   auto r = reader_of(name, 123ms);
   EXPECT_EQ(reader::stall_limit(r.segment()), 123ms);
 }
+
+TEST(Snapshot, TextChecksUtf8AndReportsTheOffset) {
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  m.publish(std::string_view("ok \xC3\xA9"), std::uint64_t{1});
+  EXPECT_EQ(m.read().text(), "ok \xC3\xA9");
+  m.publish(std::string_view("ab\xFF" "cd"), std::uint64_t{2});
+  const Snapshot s = m.read();
+  EXPECT_EQ(s.message, "ab\xFF" "cd") << "the raw bytes stay available";
+  try {
+    (void)s.text();
+    ADD_FAILURE() << "text() accepted bytes that are not UTF-8";
+  } catch (const MessageDecodeError& e) {
+    EXPECT_EQ(e.offset(), 2u);
+  }
+}
