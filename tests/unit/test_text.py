@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,13 @@ def test_shared_vectors(kind: str, data: bytes, n: int, expected: int) -> None:
         if expected == len(data) or data[:expected].decode("utf-8", "strict") is not None:
             assert xshm_text.cut_str(data.decode(), n).encode() == data[:expected]
     else:
-        got = xshm_text.validate(data)
-        assert got == (None if expected < 0 else expected)
+        assert xshm_text.valid_up_to(data) == (len(data) if expected < 0 else expected)
+        if expected < 0:
+            assert xshm_text.validate(data) is None
+        else:
+            with pytest.raises(UnicodeDecodeError) as info:
+                xshm_text.validate(data)
+            assert info.value.start == expected
 
 
 def test_reexported_as_xshm_text() -> None:
@@ -58,12 +64,12 @@ def test_decode_lossy_matches_python_replace() -> None:
         assert xshm_text.decode_lossy(raw) == raw.decode("utf-8", "replace")
 
 
-def _cdylib() -> ctypes.CDLL:
+def _cdylib(skip_or_fail: Callable[[str], None]) -> ctypes.CDLL:
     path = os.environ.get("XSHM_TEXT_CDYLIB") or str(
         ROOT / "rust" / "target" / "release" / "libxshm_text.so"
     )
     if not os.path.exists(path):
-        pytest.skip(f"the C library {path} is not built (cargo build --release -p xshm-text)")
+        skip_or_fail(f"the C library {path} is not built (cargo build --release -p xshm-text)")
     lib = ctypes.CDLL(path)
     lib.xshm_text_cut.argtypes = [
         ctypes.c_char_p,
@@ -88,8 +94,8 @@ def _cdylib() -> ctypes.CDLL:
     return lib
 
 
-def test_c_abi_through_ctypes() -> None:
-    lib = _cdylib()
+def test_c_abi_through_ctypes(skip_or_fail: Callable[[str], None]) -> None:
+    lib = _cdylib(skip_or_fail)
     n = ctypes.c_size_t()
     for kind, data, limit, expected in VECTORS:
         if kind == "cut":

@@ -3,8 +3,12 @@
 >>> import xshm_text
 >>> xshm_text.cut_str("a😀b", 4)
 'a'
->>> xshm_text.validate(b"ok\\xffno")
+>>> xshm_text.valid_up_to(b"ok\\xffno")
 2
+>>> xshm_text.validate(b"ok\\xffno")
+Traceback (most recent call last):
+  ...
+UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 2: invalid UTF-8 sequence
 >>> xshm_text.decode_lossy(b"ok\\xff")
 'ok\\ufffd'
 """
@@ -18,6 +22,7 @@ from ._native import (
     decode_lossy,
     decode_utf16,
     encode_utf16,
+    valid_up_to,
     validate,
 )
 
@@ -28,5 +33,6 @@ __all__ = [
     "decode_lossy",
     "decode_utf16",
     "encode_utf16",
+    "valid_up_to",
     "validate",
 ]

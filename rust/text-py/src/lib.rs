@@ -1,5 +1,5 @@
 //! The Python module `xshm_text._native`: the xshm-text functions on `str` and `bytes`.
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyUnicodeDecodeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -15,10 +15,30 @@ fn cut_str(text: &str, max_bytes: usize) -> &str {
     &text[..xshm_text::cut(text.as_bytes(), max_bytes)]
 }
 
-/// Offset of the first invalid UTF-8 sequence in `data`, or None when it is valid.
+/// Check that `data` is valid UTF-8: returns None, or raises UnicodeDecodeError whose `start`
+/// is the offset of the first invalid sequence (as `bytes.decode("utf-8")` would).
 #[pyfunction]
-fn validate(py: Python<'_>, data: &[u8]) -> Option<usize> {
-    py.detach(|| xshm_text::validate(data).err())
+fn validate(py: Python<'_>, data: &[u8]) -> PyResult<()> {
+    match py.detach(|| xshm_text::validate(data)) {
+        Ok(()) => Ok(()),
+        Err(offset) => {
+            let end = (offset + 1).min(data.len());
+            Err(PyUnicodeDecodeError::new(
+                py,
+                c"utf-8",
+                data,
+                offset..end,
+                c"invalid UTF-8 sequence",
+            )?
+            .into())
+        }
+    }
+}
+
+/// Length of the longest valid UTF-8 prefix of `data`: `len(data)` exactly when it is valid.
+#[pyfunction]
+fn valid_up_to(py: Python<'_>, data: &[u8]) -> usize {
+    py.detach(|| xshm_text::valid_up_to(data))
 }
 
 /// Decode UTF-8, replacing each invalid sequence with U+FFFD.
@@ -58,6 +78,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cut, m)?)?;
     m.add_function(wrap_pyfunction!(cut_str, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(valid_up_to, m)?)?;
     m.add_function(wrap_pyfunction!(decode_lossy, m)?)?;
     m.add_function(wrap_pyfunction!(encode_utf16, m)?)?;
     m.add_function(wrap_pyfunction!(decode_utf16, m)?)?;
