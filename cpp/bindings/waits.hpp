@@ -15,9 +15,11 @@ namespace xshm_py {
 
 namespace py = pybind11;
 
-/// Seconds (None: forever) as the core's Timeout; negative counts as zero.
+/// Seconds (None: forever) as the core's Timeout; negative counts as zero, and more than
+/// about a century (or NaN) as forever, which nanoseconds could not count.
 inline xshm::Timeout to_timeout(std::optional<double> seconds) {
-  if (!seconds) return std::nullopt;
+  constexpr double kForeverSeconds = 3.0e9;
+  if (!seconds || !(*seconds < kForeverSeconds)) return std::nullopt;
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(std::max(*seconds, 0.0)));
 }
 

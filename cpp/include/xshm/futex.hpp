@@ -1,4 +1,6 @@
-// Cross-process wait/wake on a 32-bit word in shared memory. Not FUTEX_PRIVATE: private futexes
+// Cross-process wait/wake on a 32-bit word in shared memory (the header's epoch: writers bump
+// it and wake, waiters only load it and sleep on it; see writer.hpp and wait.hpp), and the
+// CLOCK_MONOTONIC timespec arithmetic of a futex deadline. Not FUTEX_PRIVATE: private futexes
 // are keyed by (mm, address) and never match a wake from another process, which is also why
 // std::atomic::wait cannot be used here.
 #pragma once

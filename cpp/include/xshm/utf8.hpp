@@ -1,7 +1,7 @@
 // The message-slot rules for text, kept free of any link dependency: cut a UTF-8 string to at
 // most N bytes without splitting a code point, and find where a byte string stops being valid
-// UTF-8. The xshm-text crate implements the same rules; tests/vectors/utf8.tsv keeps the two
-// from drifting apart.
+// UTF-8. Pure functions over bytes the caller owns. The xshm-text crate implements the same
+// rules; tests/vectors/utf8.tsv keeps the two from drifting apart.
 #pragma once
 
 #include <cstddef>
