@@ -70,8 +70,8 @@ inline void recover(const detail::Segment& s) {
       // Died refreshing the backup, or between completing the live slot and starting the
       // refresh (backup even but stale): the live slot is complete. A stale backup left in
       // place would send readers of the next publish back to an older record (found by the
-      // loom model in rust/protocol-model). The backup ends even in both cases: an even
-      // stale word is made odd here first (ending it from the old even word left it odd).
+      // loom model in rust/protocol-model). Whether the word was odd or even, it ends even:
+      // end_slot_write completes the odd value begin_slot_write returned.
       const std::uint64_t odd = seqlock::begin_slot_write(backup->lock);
       seqlock::copy_shared(&backup->seq, &live->seq, body);
       seqlock::end_slot_write(backup->lock, odd);
