@@ -8,9 +8,10 @@
 //   pingpong xshm spin|block ROUNDS N xshm C++ -> C++ (the default record)
 //   pingpong xshm-small spin ROUNDS N xshm C++ -> C++ with a one-value record, no message
 //   pingpong echo PING PONG spin|block N   echo for a Python initiator (C++ side of C++<->Python)
-//   pingpong ladder 1|100 PASSES N    the profile of a spinning hop: xshm's publish rebuilt from
-//                                     its parts on a real segment, one step added per rung
-//                                     (no PMU on the benchmark VM, so cost by construction)
+//   pingpong ladder 1|100 PASSES N    the profile of a spinning hop: xshm's publish composed of
+//                                     its real steps (writer.hpp) on a real segment, one step
+//                                     added per rung (no PMU on the benchmark VM, so cost by
+//                                     construction)
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
