@@ -77,6 +77,24 @@ TEST(CheckStuck, NoBackupDeadOwnerIsTornAtOnce) {
   }
 }
 
+TEST(CheckStuck, NoBackupOwnerAboveInt32MaxIsDeadNotAProcessGroup) {
+  // Cast to pid_t, 0xFFFFFFFF is -1: kill(-1, 0) succeeds ("every process"), so a corrupt
+  // owner_pid used to pass for a live writer and the tear was reported as a stall, late.
+  ScopedName name;
+  auto m = no_backup(name);
+  auto r = reader_of(name, std::chrono::hours(1));
+  m.segment().meta(0)->lock.store(3);
+  for (std::uint32_t owner : {0xFFFFFFFFu, 0x80000000u}) {
+    m.segment().header()->owner_pid.store(owner);
+    reader::Stuck st;
+    EXPECT_NO_THROW(reader::check_stuck(r.segment(), st));
+    EXPECT_THROW(reader::check_stuck(r.segment(), st), TornRecordError) << "owner_pid " << owner;
+  }
+  EXPECT_FALSE(detail::process_alive(0xFFFFFFFFu));
+  EXPECT_FALSE(detail::process_alive(0));
+  EXPECT_TRUE(detail::process_alive(static_cast<std::uint32_t>(::getpid())));
+}
+
 TEST(CheckStuck, NoBackupLiveOwnerIsTornOnlyAfterTheStallTimeout) {
   ScopedName name;
   auto m = no_backup(name);

@@ -39,7 +39,9 @@ inline std::int64_t realtime_ns() noexcept {
 
 /// True when a process with this pid exists (EPERM: it exists but belongs to another user).
 inline bool process_alive(std::uint32_t pid) noexcept {
-  if (pid == 0) return false;
+  // 0 and anything above INT32_MAX are no process: cast to pid_t they would name a process
+  // group (-1: every process), which kill(2) reports alive. A corrupt owner_pid is dead.
+  if (pid == 0 || pid > static_cast<std::uint32_t>(INT32_MAX)) return false;
   return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
 
