@@ -27,8 +27,7 @@ py::str decode_invalid(const char* data, std::size_t len, DecodePolicy policy) {
     if (s == nullptr) throw py::error_already_set();
     return py::reinterpret_steal<py::str>(s);
   }
-  const auto offset = xshm::utf8::first_invalid(std::string_view(data, len));
-  raise_message_decode(data, len, offset.value_or(0));  // Python and the header agree: never nullopt here
+  raise_message_decode(data, len, xshm::utf8::valid_up_to(std::string_view(data, len)));
 }
 
 }  // namespace xshm_py

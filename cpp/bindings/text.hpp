@@ -1,6 +1,6 @@
 // xshm._core's message decoding: the bytes of a message slot as a Python str, under the
 // handle's policy for bytes that are not UTF-8 (a foreign writer's): 'replace' (U+FFFD) or
-// 'strict' (MessageDecodeError with the offset xshm::utf8::first_invalid finds).
+// 'strict' (MessageDecodeError with the offset xshm::utf8::valid_up_to finds).
 #pragma once
 
 #include <pybind11/pybind11.h>

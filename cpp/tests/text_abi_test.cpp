@@ -25,7 +25,7 @@ TEST(TextAbi, SharedVectorsAgreeWithTheHeader) {
       std::size_t got = 0;
       ASSERT_EQ(xshm_text_cut(bytes(s), s.size(), std::stoul(v.n), &got), XSHM_TEXT_STATUS_OK);
       EXPECT_EQ(got, std::stoul(v.expected)) << v.line;
-      EXPECT_EQ(got, xshm::utf8::cut_length(s, std::stoul(v.n))) << "Rust and the C++ header disagree: " << v.line;
+      EXPECT_EQ(got, xshm::utf8::cut(s, std::stoul(v.n))) << "Rust and the C++ header disagree: " << v.line;
     } else {
       std::size_t off = 0;
       const XshmTextStatus st = xshm_text_validate(bytes(s), s.size(), &off);

@@ -50,10 +50,11 @@ struct Snapshot : RecordInfo {
   /// The message, checked to be UTF-8: throws MessageDecodeError (with the offset of the
   /// first invalid sequence) when a writer stored other bytes.
   const std::string& text() const {
-    if (const auto bad = utf8::first_invalid(message))
+    const std::size_t valid = utf8::valid_up_to(message);
+    if (valid != message.size())
       throw MessageDecodeError("the message is not valid UTF-8 (first invalid byte at offset " +
-                                   std::to_string(*bad) + ")",
-                               *bad);
+                                   std::to_string(valid) + ")",
+                               valid);
     return message;
   }
 };

@@ -5,25 +5,25 @@
 #pragma once
 
 #include <cstddef>
-#include <optional>
 #include <string_view>
 
 namespace xshm::utf8 {
 
 /// Length of the longest prefix of `s` of at most `max_bytes` bytes that does not end inside
 /// a multi-byte sequence. Continuation bytes (10xxxxxx) are never a cut point.
-inline std::size_t cut_length(std::string_view s, std::size_t max_bytes) noexcept {
+inline std::size_t cut(std::string_view s, std::size_t max_bytes) noexcept {
   if (s.size() <= max_bytes) return s.size();
   std::size_t n = max_bytes;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return n;
 }
 
-/// The offset of the first invalid UTF-8 sequence in `s` (Unicode 15, table 3-7: no overlong
-/// forms, no surrogates, nothing above U+10FFFF, no truncated sequence), or nullopt when all
-/// of `s` is valid. The offset is the length of the longest valid prefix, as Rust's
-/// Utf8Error::valid_up_to and Python's UnicodeDecodeError.start report it.
-inline std::optional<std::size_t> first_invalid(std::string_view s) noexcept {
+/// The length of the longest valid UTF-8 prefix of `s` (Unicode 15, table 3-7: no overlong
+/// forms, no surrogates, nothing above U+10FFFF, no truncated sequence): `s.size()` exactly
+/// when all of `s` is valid, else the offset of the first invalid sequence. The same name and
+/// answer as the xshm-text crate's `valid_up_to` (and Rust's Utf8Error::valid_up_to, Python's
+/// UnicodeDecodeError.start). A length, not a verdict: compare it with `s.size()`.
+inline std::size_t valid_up_to(std::string_view s) noexcept {
   const auto* b = reinterpret_cast<const unsigned char*>(s.data());
   const std::size_t n = s.size();
   std::size_t i = 0;
@@ -53,7 +53,12 @@ inline std::optional<std::size_t> first_invalid(std::string_view s) noexcept {
       if (i + k >= n || (b[i + k] & 0xC0) != 0x80) return i;
     i += len;
   }
-  return std::nullopt;
+  return n;
+}
+
+/// Deprecated name of cut(), kept for callers of the first release.
+[[deprecated("use utf8::cut")]] inline std::size_t cut_length(std::string_view s, std::size_t max_bytes) noexcept {
+  return cut(s, max_bytes);
 }
 
 }  // namespace xshm::utf8

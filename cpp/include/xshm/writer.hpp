@@ -161,7 +161,7 @@ inline std::string_view fit_message(const detail::Segment& s, std::string_view t
   if (!truncate)
     throw MessageTooLongError("message is " + std::to_string(text.size()) + " bytes; the slot holds " +
                               std::to_string(s.geo.message_capacity));
-  return text.substr(0, utf8::cut_length(text, s.geo.message_capacity));
+  return text.substr(0, utf8::cut(text, s.geo.message_capacity));
 }
 
 [[noreturn]] inline void throw_torn_for_partial_write() {
