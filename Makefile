@@ -104,6 +104,7 @@ test-spec-reader:  ## the Go reader written from docs/LAYOUT.md alone: gofmt, go
 lint: $(STAMPS)/xshm  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
 	$(VENV)/bin/ruff check python tests benchmarks rust/python
 	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
+	clang-format --dry-run -Werror $(CPP_FORMAT_FILES)
 	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/stubtest-allowlist.txt
 	cd build && ../$(VENV)/bin/mypy --strict -p xshm -p xshm_text
 	test -x build/bin/actionlint || GOBIN=$(CURDIR)/build/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12

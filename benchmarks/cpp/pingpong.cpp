@@ -37,9 +37,11 @@ constexpr auto kSpin = std::chrono::milliseconds(100);  // spin budget per wait 
 void report(const char* name, int round, std::vector<std::int64_t>& one_way) {
   std::sort(one_way.begin(), one_way.end());
   auto pct = [&](double p) { return one_way[static_cast<std::size_t>(p * (one_way.size() - 1))]; };
-  std::printf("{\"case\": \"%s\", \"round\": %d, \"n\": %zu, \"p50_ns\": %lld, \"p99_ns\": %lld, \"p999_ns\": %lld}\n",
-              name, round, one_way.size(), static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
-              static_cast<long long>(pct(0.999)));
+  std::printf(
+      "{\"case\": \"%s\", \"round\": %d, \"n\": %zu, \"p50_ns\": %lld, \"p99_ns\": %lld, \"p999_ns\": "
+      "%lld}\n",
+      name, round, one_way.size(), static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
+      static_cast<long long>(pct(0.999)));
   std::fflush(stdout);
 }
 
@@ -50,11 +52,14 @@ struct alignas(64) Line {
 void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t val) {
   ::syscall(SYS_futex, w, FUTEX_WAIT, val, nullptr, nullptr, 0);
 }
-void futex_wake(std::atomic<std::uint32_t>* w) { ::syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
+void futex_wake(std::atomic<std::uint32_t>* w) {
+  ::syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
 
 /// Raw floors: ping and pong words on separate cache lines of an anonymous shared mapping.
 void raw_floor(bool futex, int rounds, int n) {
-  auto* lines = static_cast<Line*>(::mmap(nullptr, 2 * sizeof(Line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* lines = static_cast<Line*>(
+      ::mmap(nullptr, 2 * sizeof(Line), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (lines) Line[2];
   const long total = static_cast<long>(rounds) * (n + 100);
   pid_t child = ::fork();
@@ -94,7 +99,9 @@ void raw_floor(bool futex, int rounds, int n) {
 
 /// One hop of xshm: wait for the peer's publish, take a consistent snapshot.
 std::uint64_t hop_in(xshm::SharedMemoryManager& in, std::uint64_t seq, bool spin, std::vector<double>& buf) {
-  seq = in.wait(seq, std::nullopt, spin ? std::chrono::duration_cast<std::chrono::nanoseconds>(kSpin) : std::chrono::nanoseconds{0});
+  seq = in.wait(
+      seq, std::nullopt,
+      spin ? std::chrono::duration_cast<std::chrono::nanoseconds>(kSpin) : std::chrono::nanoseconds{0});
   in.read_into(buf.data(), buf.size() * sizeof(double));
   return seq;
 }
@@ -163,9 +170,10 @@ enum Rung : int {
   kApiRead,      // + the real wait(spin) and read_into(): the cpp-xshm rows
   kRungs
 };
-constexpr const char* kRungNames[kRungs] = {"one-line seqlock", "+ header and slot lines", "+ robust mutex",
-                                            "+ timestamp", "+ futex notify", "+ backup slot", "+ prefetch",
-                                            "+ publish() API", "+ wait() and read_into() API"};
+constexpr const char* kRungNames[kRungs] = {
+    "one-line seqlock", "+ header and slot lines", "+ robust mutex",
+    "+ timestamp",      "+ futex notify",          "+ backup slot",
+    "+ prefetch",       "+ publish() API",         "+ wait() and read_into() API"};
 
 void ladder_publish(xshm::SharedMemoryManager& m, int rung, const double* src, std::uint64_t n) {
   namespace sl = xshm::seqlock;
@@ -266,7 +274,8 @@ int main(int argc, char** argv) {
     if (mode == "atomic" || mode == "futex") {
       raw_floor(mode == "futex", std::atoi(argv[2]), std::atoi(argv[3]));
     } else if (mode == "xshm" || mode == "xshm-small") {
-      xshm_pingpong(std::string(argv[2]) == "spin", mode == "xshm-small", std::atoi(argv[3]), std::atoi(argv[4]));
+      xshm_pingpong(std::string(argv[2]) == "spin", mode == "xshm-small", std::atoi(argv[3]),
+                    std::atoi(argv[4]));
     } else if (mode == "ladder") {
       ladder(std::strtoull(argv[2], nullptr, 10), std::atoi(argv[3]), std::atoi(argv[4]));
     } else if (mode == "echo") {

@@ -4,7 +4,8 @@ namespace xshm_py {
 
 void register_blocks(py::module_& mod) {
   py::class_<Record>(mod, "Record", "The record being written inside `with m.write() as rec:`.")
-      .def_property_readonly("values", &Record::values, "Writable private copy of the values; published on exit.")
+      .def_property_readonly("values", &Record::values,
+                             "Writable private copy of the values; published on exit.")
       .def_property("counter", &Record::counter, &Record::set_counter, "The counter to publish.")
       .def_property(
           "message", &Record::message, [](Record& r, const std::string& m) { r.set_message(m); },
@@ -16,7 +17,8 @@ void register_blocks(py::module_& mod) {
   py::class_<WriteBlock>(mod, "WriteBlock", "Context manager returned by SharedMemoryManager.write().")
       .def("__enter__", &WriteBlock::enter)
       .def("__exit__", &WriteBlock::exit)
-      .def_property_readonly("seq", &WriteBlock::seq, "The sequence the block published, None before or on error.");
+      .def_property_readonly("seq", &WriteBlock::seq,
+                             "The sequence the block published, None before or on error.");
 
   py::class_<LockBlock>(mod, "LockBlock", "Context manager returned by SharedMemoryManager.lock().")
       .def("__enter__", &LockBlock::enter)

@@ -66,7 +66,8 @@ struct ArgSpec {
   /// Positional then keyword arguments into `out` (borrowed; nullptr when not given).
   void parse(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** out) const {
     constexpr auto n = static_cast<Py_ssize_t>(N);
-    if (nargs > n) throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(n) + " arguments");
+    if (nargs > n)
+      throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(n) + " arguments");
     for (Py_ssize_t i = 0; i < n; ++i) out[i] = i < nargs ? args[i] : nullptr;
     const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t k = 0; k < nkw; ++k) {

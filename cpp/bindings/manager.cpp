@@ -72,7 +72,8 @@ PyObject* fast_seq(PyObject* self, void*) {
 }
 
 PyMethodDef g_fast_methods[] = {
-    {"read", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read)), METH_FASTCALL | METH_KEYWORDS,
+    {"read", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read)),
+     METH_FASTCALL | METH_KEYWORDS,
      "read($self, /)\n--\n\nA consistent snapshot (copy) of the record. Never waits for a writer."},
     {"read_into", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read_into)),
      METH_FASTCALL | METH_KEYWORDS,
@@ -85,7 +86,8 @@ PyMethodDef g_fast_methods[] = {
      "sequence. A message longer than the slot raises MessageTooLongError unless truncate=True,\n"
      "which cuts it on a code-point boundary. While another writer holds the lock, it waits\n"
      "with the GIL released and Ctrl-C honoured."},
-    {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_wait)), METH_FASTCALL | METH_KEYWORDS,
+    {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_wait)),
+     METH_FASTCALL | METH_KEYWORDS,
      "wait($self, /, seq, timeout=None, spin=0.0)\n--\n\n"
      "Block (GIL released, Ctrl-C honoured) until the sequence moves past `seq`; return the new\n"
      "one. Raises WaitTimeoutError (a TimeoutError) after `timeout` seconds. `spin`: seconds to\n"
@@ -114,20 +116,20 @@ PyGetSetDef g_fast_getset[] = {
 }  // namespace
 
 void register_manager(py::class_<Manager>& cls) {
-  cls
-      .def_static("create", &Manager::create, py::arg("name"), py::arg("shape") = py::make_tuple(100),
-                  py::arg("dtype") = "float64", py::arg("message_capacity") = 256, py::arg("mode") = 0600,
-                  py::arg("exist_ok") = false, py::arg("backup") = true, py::arg("errors") = "replace",
-                  "Create a segment (exclusive; owner-only 0600 unless `mode` says otherwise; pages\n"
-                  "reserved up front, so a full /dev/shm fails here with OSError(ENOSPC)).\n\n"
-                  "shape/dtype: the values array (little-endian bool, ints, floats, complex).\n"
-                  "exist_ok: attach to an existing segment of the same layout (LayoutError if it differs).\n"
-                  "backup: keep a second copy of the record so a writer killed mid-write loses nothing\n"
-                  "(False halves the copying for very large arrays; see docs/LAYOUT.md).\n"
-                  "errors: how read() decodes a message that is not valid UTF-8: 'replace' (U+FFFD)\n"
-                  "or 'strict' (MessageDecodeError with the offset of the first invalid byte).")
-      .def_static("open", &Manager::open, py::arg("name"), py::arg("readonly") = false, py::arg("timeout") = 0.0,
-                  py::arg("errors") = "replace", py::arg("stall_timeout") = py::none(),
+  cls.def_static("create", &Manager::create, py::arg("name"), py::arg("shape") = py::make_tuple(100),
+                 py::arg("dtype") = "float64", py::arg("message_capacity") = 256, py::arg("mode") = 0600,
+                 py::arg("exist_ok") = false, py::arg("backup") = true, py::arg("errors") = "replace",
+                 "Create a segment (exclusive; owner-only 0600 unless `mode` says otherwise; pages\n"
+                 "reserved up front, so a full /dev/shm fails here with OSError(ENOSPC)).\n\n"
+                 "shape/dtype: the values array (little-endian bool, ints, floats, complex).\n"
+                 "exist_ok: attach to an existing segment of the same layout (LayoutError if it differs).\n"
+                 "backup: keep a second copy of the record so a writer killed mid-write loses nothing\n"
+                 "(False halves the copying for very large arrays; see docs/LAYOUT.md).\n"
+                 "errors: how read() decodes a message that is not valid UTF-8: 'replace' (U+FFFD)\n"
+                 "or 'strict' (MessageDecodeError with the offset of the first invalid byte).")
+      .def_static("open", &Manager::open, py::arg("name"), py::arg("readonly") = false,
+                  py::arg("timeout") = 0.0, py::arg("errors") = "replace",
+                  py::arg("stall_timeout") = py::none(),
                   "Open an existing segment, validating every header field against the mapping.\n"
                   "timeout: seconds to wait for a producer that has not created it yet.\n"
                   "errors: 'replace' or 'strict', the decode policy for invalid UTF-8 messages.\n"
@@ -136,10 +138,11 @@ void register_manager(py::class_<Manager>& cls) {
       .def("close", &Manager::close, "Unmap this handle (views of it stay valid). Never unlinks.")
       .def("unlink", &Manager::unlink, "Remove the segment's name, if it still names this segment.")
       .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](Manager& m, const py::object&, const py::object&, const py::object&) {
-        m.close();
-        return false;
-      })
+      .def("__exit__",
+           [](Manager& m, const py::object&, const py::object&, const py::object&) {
+             m.close();
+             return false;
+           })
       .def_property_readonly("closed", &Manager::closed, "True after close().")
       .def_property_readonly("name", &Manager::name, "The canonical name, with its leading '/'.")
       .def_property_readonly("shape", &Manager::shape, "Shape of the values array.")
@@ -149,7 +152,8 @@ void register_manager(py::class_<Manager>& cls) {
       .def_property_readonly("backup", &Manager::backup, "True when the segment keeps a backup record.")
       .def_property_readonly("errors", &Manager::errors, "The message decode policy: 'replace' or 'strict'.")
       .def_property_readonly("nbytes", &Manager::nbytes, "Size of the segment in bytes.")
-      .def_property_readonly("recoveries", &Manager::recoveries, "Times a writer recovered after a writer died mid-write.")
+      .def_property_readonly("recoveries", &Manager::recoveries,
+                             "Times a writer recovered after a writer died mid-write.")
       .def_property_readonly("owner_pid", &Manager::owner_pid, "Pid holding the writer mutex, 0 when none.")
       .def("header", &Manager::header,
            "The header's fields as a dict (layout, creation id and time, seq, epoch, waiters,\n"

@@ -36,8 +36,8 @@ inline constexpr std::chrono::nanoseconds kGilSpin{10'000};
 
 /// A numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a capsule).
 template <class Owner>
-inline py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape, void* data, Owner owner,
-                    bool writable) {
+inline py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape, void* data,
+                           Owner owner, bool writable) {
   auto* held = new Owner(std::move(owner));
   py::capsule base(held, [](void* p) { delete static_cast<Owner*>(p); });
   std::vector<py::ssize_t> dims(shape.begin(), shape.end());
@@ -60,8 +60,9 @@ class Manager {
     view_ = make_view(dtype_, g.shape, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
   }
 
-  static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape, const py::object& dtype,
-                                         std::uint64_t message_capacity, unsigned mode, bool exist_ok, bool backup,
+  static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape,
+                                         const py::object& dtype, std::uint64_t message_capacity,
+                                         unsigned mode, bool exist_ok, bool backup,
                                          const std::string& errors) {
     const DecodePolicy policy = parse_policy(errors);
     xshm::CreateOptions o;
@@ -83,7 +84,8 @@ class Manager {
                                        const std::string& errors, std::optional<double> stall_timeout) {
     const DecodePolicy policy = parse_policy(errors);
     if (!(timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0");
-    if (stall_timeout && !(*stall_timeout > 0)) throw xshm::ArgumentError("stall_timeout must be > 0 or None");
+    if (stall_timeout && !(*stall_timeout > 0))
+      throw xshm::ArgumentError("stall_timeout must be > 0 or None");
     xshm::OpenOptions o;
     o.readonly = readonly;
     if (stall_timeout)
@@ -129,9 +131,10 @@ class Manager {
   std::string repr() const {
     if (!m_.is_open()) return "<xshm.SharedMemoryManager (closed)>";
     std::string shape = py::str(shape_);
-    return "<xshm.SharedMemoryManager name='" + m_.name() + "' shape=" + shape + " dtype=" +
-           xshm::dtype_info(m_.dtype()).name + " message_capacity=" + std::to_string(m_.message_capacity()) +
-           " seq=" + std::to_string(m_.seq()) + (m_.readonly() ? " readonly" : "") + ">";
+    return "<xshm.SharedMemoryManager name='" + m_.name() + "' shape=" + shape +
+           " dtype=" + xshm::dtype_info(m_.dtype()).name +
+           " message_capacity=" + std::to_string(m_.message_capacity()) + " seq=" + std::to_string(m_.seq()) +
+           (m_.readonly() ? " readonly" : "") + ">";
   }
 
   void unlink() const {
@@ -143,8 +146,9 @@ class Manager {
     const xshm::SharedMemoryManager& local = m();
     auto& api = py::detail::npy_api::get();
     Py_INCREF(dtype_.ptr());  // PyArray_NewFromDescr steals it
-    PyObject* arr = api.PyArray_NewFromDescr_(api.PyArray_Type_, dtype_.ptr(), static_cast<int>(dims_.size()),
-                                              const_cast<Py_intptr_t*>(dims_.data()), nullptr, nullptr, 0, nullptr);
+    PyObject* arr =
+        api.PyArray_NewFromDescr_(api.PyArray_Type_, dtype_.ptr(), static_cast<int>(dims_.size()),
+                                  const_cast<Py_intptr_t*>(dims_.data()), nullptr, nullptr, 0, nullptr);
     if (arr == nullptr) throw py::error_already_set();
     py::object values = py::reinterpret_steal<py::object>(arr);
     return read_to(local, py::detail::array_proxy(arr)->data, std::move(values));
@@ -158,7 +162,8 @@ class Manager {
     if (a->descr != dtype_.ptr() && !api.PyArray_EquivTypes_(a->descr, dtype_.ptr()))
       throw py::type_error("read_into: out has dtype " + std::string(py::str(out.attr("dtype"))) +
                            ", the segment holds " + std::string(py::str(dtype_)));
-    constexpr int kNeed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    constexpr int kNeed =
+        py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
     if ((a->flags & kNeed) != kNeed)
       throw xshm::ArgumentError((a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)
                                     ? "read_into: out must be C-contiguous"
@@ -215,7 +220,8 @@ class Manager {
     if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
     const std::uint64_t now = m().seq();
     if (now > last) return now;  // already past: no GIL round trip
-    const auto spin_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
+    const auto spin_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
     // The first few microseconds of a spinning wait poll with the GIL held: releasing and
     // re-taking it costs more than a cross-process hop, and a Python thread of this process
     // is held up for at most kGilSpin.
@@ -292,7 +298,8 @@ class Manager {
   }
 
   static std::uint64_t checked_extent(py::handle h) {
-    if (!py::isinstance<py::int_>(h) || py::isinstance<py::bool_>(h)) throw py::type_error("shape entries must be ints");
+    if (!py::isinstance<py::int_>(h) || py::isinstance<py::bool_>(h))
+      throw py::type_error("shape entries must be ints");
     const auto v = h.cast<long long>();
     if (v < 0) throw xshm::ArgumentError("shape entries must be >= 0, got " + std::to_string(v));
     return static_cast<std::uint64_t>(v);
@@ -302,20 +309,23 @@ class Manager {
     py::dtype dt = py::dtype::from_args(dtype);
     const char kind = dt.kind();
     const char order = dt.byteorder();
-    if (dt.has_fields() || kind == 'O' || kind == 'V' || kind == 'S' || kind == 'U' || kind == 'M' || kind == 'm')
+    if (dt.has_fields() || kind == 'O' || kind == 'V' || kind == 'S' || kind == 'U' || kind == 'M' ||
+        kind == 'm')
       throw xshm::DtypeError("unsupported dtype " + std::string(py::str(dt)) +
                              ": xshm carries bool, integers, floats and complex numbers");
-    if (order == '>') throw xshm::DtypeError("big-endian dtype " + std::string(py::str(dt)) + " is not supported");
+    if (order == '>')
+      throw xshm::DtypeError("big-endian dtype " + std::string(py::str(dt)) + " is not supported");
     return xshm::parse_dtype(std::string(py::str(dt.attr("name"))));
   }
 
   void check_shape(const py::array& a, const xshm::SharedMemoryManager& local) const {
     const auto& shape = local.shape();
     bool same = static_cast<std::size_t>(a.ndim()) == shape.size();
-    for (std::size_t i = 0; same && i < shape.size(); ++i) same = static_cast<std::uint64_t>(a.shape(i)) == shape[i];
+    for (std::size_t i = 0; same && i < shape.size(); ++i)
+      same = static_cast<std::uint64_t>(a.shape(i)) == shape[i];
     if (!same)
-      throw xshm::ArgumentError("values have shape " + std::string(py::str(a.attr("shape"))) + ", the segment holds " +
-                                std::string(py::str(shape_)));
+      throw xshm::ArgumentError("values have shape " + std::string(py::str(a.attr("shape"))) +
+                                ", the segment holds " + std::string(py::str(shape_)));
   }
 
   py::array as_values(const py::object& values, const xshm::SharedMemoryManager& local) const {
@@ -325,8 +335,9 @@ class Manager {
       if (!arr.dtype().equal(dtype_)) {
         py::object can = py::module_::import("numpy").attr("can_cast")(arr.dtype(), dtype_, "same_kind");
         if (!can.cast<bool>())
-          throw py::type_error("values of dtype " + std::string(py::str(arr.dtype())) + " cannot be stored as " +
-                               std::string(py::str(dtype_)) + " without changing their kind");
+          throw py::type_error("values of dtype " + std::string(py::str(arr.dtype())) +
+                               " cannot be stored as " + std::string(py::str(dtype_)) +
+                               " without changing their kind");
         arr = py::array::ensure(arr.attr("astype")(dtype_), py::array::c_style);
       } else if (!(arr.flags() & py::array::c_style)) {
         arr = py::array::ensure(arr, py::array::c_style);

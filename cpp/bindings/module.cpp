@@ -29,7 +29,8 @@ PYBIND11_MODULE(_core, mod, py::mod_gil_not_used()) {
 
   xshm_py::register_snapshot(mod);
   // The class first, so that the blocks' signatures can name it; its methods after them.
-  py::class_<xshm_py::Manager> manager_cls(mod, "SharedMemoryManager", "A handle on one xshm shared-memory segment.");
+  py::class_<xshm_py::Manager> manager_cls(mod, "SharedMemoryManager",
+                                           "A handle on one xshm shared-memory segment.");
   xshm_py::register_blocks(mod);
   xshm_py::register_manager(manager_cls);
 

@@ -30,19 +30,22 @@ PyObject* snapshot_timestamp(PyObject* self, void*) {
 }
 
 PyMemberDef snapshot_members[] = {
-    {"seq", T_ULONGLONG, offsetof(SnapshotObject, seq), READONLY, "The publish this record came from (1 for the first)."},
+    {"seq", T_ULONGLONG, offsetof(SnapshotObject, seq), READONLY,
+     "The publish this record came from (1 for the first)."},
     {"counter", T_ULONGLONG, offsetof(SnapshotObject, counter), READONLY, "The writer's counter."},
     {"timestamp_ns", T_LONGLONG, offsetof(SnapshotObject, timestamp_ns), READONLY,
      "Wall-clock time of the publish, ns since the epoch."},
-    {"writer_pid", T_ULONGLONG, offsetof(SnapshotObject, writer_pid), READONLY, "Pid of the process that published it."},
-    {"values", T_OBJECT, offsetof(SnapshotObject, values), READONLY, "The values (a private copy, or the read_into target)."},
+    {"writer_pid", T_ULONGLONG, offsetof(SnapshotObject, writer_pid), READONLY,
+     "Pid of the process that published it."},
+    {"values", T_OBJECT, offsetof(SnapshotObject, values), READONLY,
+     "The values (a private copy, or the read_into target)."},
     {"message", T_OBJECT, offsetof(SnapshotObject, message), READONLY, "The message, decoded from UTF-8."},
     {nullptr, 0, 0, 0, nullptr},
 };
 
 PyGetSetDef snapshot_getset[] = {
-    {"timestamp", snapshot_timestamp, nullptr, "Wall-clock time of the publish, seconds since the epoch (like time.time()).",
-     nullptr},
+    {"timestamp", snapshot_timestamp, nullptr,
+     "Wall-clock time of the publish, seconds since the epoch (like time.time()).", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 

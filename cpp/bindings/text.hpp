@@ -22,7 +22,8 @@ const char* policy_name(DecodePolicy policy) noexcept;
 py::str decode_invalid(const char* data, std::size_t len, DecodePolicy policy);
 
 /// Decodes a message slot. Valid UTF-8 (the hot path) costs one strict decode.
-inline py::str decode_message(const char* data, std::size_t len, DecodePolicy policy = DecodePolicy::Replace) {
+inline py::str decode_message(const char* data, std::size_t len,
+                              DecodePolicy policy = DecodePolicy::Replace) {
   PyObject* s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), "strict");
   if (s != nullptr) return py::reinterpret_steal<py::str>(s);
   return decode_invalid(data, len, policy);

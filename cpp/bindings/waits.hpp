@@ -20,7 +20,8 @@ namespace py = pybind11;
 inline xshm::Timeout to_timeout(std::optional<double> seconds) {
   constexpr double kForeverSeconds = 3.0e9;
   if (!seconds || !(*seconds < kForeverSeconds)) return std::nullopt;
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(std::max(*seconds, 0.0)));
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(std::max(*seconds, 0.0)));
 }
 
 /// The between-slices hook of a wait with the GIL released.

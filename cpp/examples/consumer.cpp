@@ -38,15 +38,20 @@ int main(int argc, char** argv) {
       seq = info.seq;
       ++updates;
       latency_us.push_back(static_cast<double>(now - info.timestamp_ns) / 1000.0);
-      const bool ok = std::all_of(values.begin(), values.end(), [&](double v) { return v == static_cast<double>(info.counter); }) &&
+      const bool ok = std::all_of(values.begin(), values.end(),
+                                  [&](double v) { return v == static_cast<double>(info.counter); }) &&
                       message == "tick " + std::to_string(info.counter);
       torn += !ok;
       if (end != 0 && info.counter >= end) break;
     }
     std::sort(latency_us.begin(), latency_us.end());
-    auto pct = [&](double p) { return latency_us.empty() ? 0.0 : latency_us[static_cast<std::size_t>(p * (latency_us.size() - 1))]; };
-    std::printf("{\"consumer\": \"cpp\", \"updates\": %ld, \"torn\": %ld, \"latency_us_p50\": %.1f, \"latency_us_p99\": %.1f}\n",
-                updates, torn, pct(0.5), pct(0.99));
+    auto pct = [&](double p) {
+      return latency_us.empty() ? 0.0 : latency_us[static_cast<std::size_t>(p * (latency_us.size() - 1))];
+    };
+    std::printf(
+        "{\"consumer\": \"cpp\", \"updates\": %ld, \"torn\": %ld, \"latency_us_p50\": %.1f, "
+        "\"latency_us_p99\": %.1f}\n",
+        updates, torn, pct(0.5), pct(0.99));
     return torn == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "consumer: %s\n", e.what());

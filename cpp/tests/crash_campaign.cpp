@@ -39,7 +39,7 @@ struct Shared {  // an anonymous MAP_SHARED page the processes of the campaign r
   std::atomic<std::uint64_t> reads{0};
   std::atomic<std::uint64_t> torn{0};
   std::atomic<std::uint64_t> regressions{0};
-  std::atomic<std::uint64_t> ack_seq{0};      // the victim's last publish that returned
+  std::atomic<std::uint64_t> ack_seq{0};  // the victim's last publish that returned
   std::atomic<std::uint64_t> ack_counter{0};
 };
 
@@ -114,10 +114,10 @@ bool consistent(const std::vector<std::uint64_t>& v, const std::string& msg, std
 int main(int argc, char** argv) {
   const char* env_rounds = std::getenv("XSHM_CRASH_ROUNDS");
   const int rounds = argc > 1 && argv[1][0] != '-' ? std::atoi(argv[1])
-                     : env_rounds != nullptr    ? std::atoi(env_rounds)
-                                                : 1000;
-  const std::uint64_t seed = argc > 2 && argv[2][0] != '-' ? std::strtoull(argv[2], nullptr, 10)
-                                                            : std::random_device{}();
+                     : env_rounds != nullptr       ? std::atoi(env_rounds)
+                                                   : 1000;
+  const std::uint64_t seed =
+      argc > 2 && argv[2][0] != '-' ? std::strtoull(argv[2], nullptr, 10) : std::random_device{}();
   const bool backup = !(argc > 1 && std::string(argv[argc - 1]) == "--no-backup");
   std::mt19937_64 rng(seed);
   const std::string name = "/xshm-crash-campaign-" + std::to_string(::getpid());

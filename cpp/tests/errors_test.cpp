@@ -11,9 +11,11 @@ static_assert(std::is_same_v<XshmError, Error>, "XshmError is Python's name of t
 static_assert(std::is_base_of_v<Error, LayoutError>, "LayoutError is an Error.");
 static_assert(std::is_base_of_v<Error, ArgumentError>, "ArgumentError is an Error.");
 static_assert(std::is_base_of_v<ArgumentError, DtypeError>, "DtypeError is an ArgumentError.");
-static_assert(std::is_base_of_v<ArgumentError, MessageTooLongError>, "MessageTooLongError is an ArgumentError.");
-static_assert(std::is_base_of_v<Error, ReadOnlyError> && !std::is_base_of_v<ArgumentError, ReadOnlyError>,
-              "ReadOnlyError sits directly under Error (in Python it is a PermissionError, not a ValueError).");
+static_assert(std::is_base_of_v<ArgumentError, MessageTooLongError>,
+              "MessageTooLongError is an ArgumentError.");
+static_assert(
+    std::is_base_of_v<Error, ReadOnlyError> && !std::is_base_of_v<ArgumentError, ReadOnlyError>,
+    "ReadOnlyError sits directly under Error (in Python it is a PermissionError, not a ValueError).");
 static_assert(std::is_base_of_v<Error, MessageDecodeError>, "MessageDecodeError is an Error.");
 static_assert(std::is_base_of_v<Error, TornRecordError>, "TornRecordError is an Error.");
 static_assert(std::is_base_of_v<Error, WaitTimeoutError>, "WaitTimeoutError is an Error.");

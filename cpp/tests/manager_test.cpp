@@ -97,7 +97,8 @@ TEST(Manager, WriteTransactionPublishesOnCommitOnly) {
   EXPECT_THROW(m.write([](WriteTransaction& tx) {
     tx.counter = 100;
     throw std::runtime_error("user error");
-  }), std::runtime_error);
+  }),
+               std::runtime_error);
   Snapshot s = m.read();
   EXPECT_EQ(s.seq, 1u);
   EXPECT_EQ(s.counter, 9u);
@@ -125,7 +126,8 @@ TEST(Manager, PublishGivesUpAtItsLockTimeout) {
   EXPECT_EQ(m.read().counter, 1u);
   release = true;
   holder.join();
-  EXPECT_EQ(m.try_publish(v.data(), bytes, "three", 3), std::optional<std::uint64_t>(2)) << "a free mutex is taken at once";
+  EXPECT_EQ(m.try_publish(v.data(), bytes, "three", 3), std::optional<std::uint64_t>(2))
+      << "a free mutex is taken at once";
   EXPECT_TRUE(m.try_lock().has_value());
 }
 
@@ -277,7 +279,8 @@ void die_mid_write(const std::string& name) {
   m.publish(filled(7.0), "complete", 7);
   LockGuard g = m.lock();
   auto* h = static_cast<Header*>(const_cast<void*>(m.base()));
-  auto* live = reinterpret_cast<RecordMeta*>(reinterpret_cast<unsigned char*>(h) + m.geometry().record_offset[0]);
+  auto* live =
+      reinterpret_cast<RecordMeta*>(reinterpret_cast<unsigned char*>(h) + m.geometry().record_offset[0]);
   seqlock::begin_slot_write(live->lock);
   auto* v = const_cast<double*>(static_cast<const double*>(m.live_values()));
   for (int i = 0; i < 50; ++i) v[i] = -1.0;
@@ -325,7 +328,8 @@ TEST(Crash, WithoutBackupATornRecordIsReportedNotReturned) {
   auto m = SharedMemoryManager::create(name.str(), o);
   in_child([&] { die_mid_write(name.str()); });
   EXPECT_THROW(m.read(), TornRecordError);
-  EXPECT_THROW(m.publish(std::nullopt, std::uint64_t{1}), TornRecordError) << "a partial publish cannot heal it";
+  EXPECT_THROW(m.publish(std::nullopt, std::uint64_t{1}), TornRecordError)
+      << "a partial publish cannot heal it";
   EXPECT_EQ(m.publish(filled(3.0), std::string_view("healed"), std::uint64_t{3}), 2u);
   Snapshot s = m.read();
   EXPECT_EQ(s.values<double>(), filled(3.0));
@@ -376,7 +380,7 @@ TEST(Corrupt, StalledWriterWithoutBackupTimesOut) {
   CreateOptions o;
   o.backup = false;
   auto w = SharedMemoryManager::create(name.str(), o);
-  LockGuard g = w.lock();  // a live owner (this process) ...
+  LockGuard g = w.lock();          // a live owner (this process) ...
   slot_meta(w, 0)->lock.store(3);  // ... that never finishes its write
   OpenOptions ro{true};
   ro.stall_timeout = 50ms;

@@ -71,7 +71,8 @@ TEST(CheckStuck, NoBackupDeadOwnerIsTornAtOnce) {
   m.segment().header()->owner_pid.store(dead_pid());
   reader::Stuck st;
   EXPECT_NO_THROW(reader::check_stuck(s, st));
-  EXPECT_THROW(reader::check_stuck(s, st), TornRecordError) << "no stall limit to wait for: its writer is gone";
+  EXPECT_THROW(reader::check_stuck(s, st), TornRecordError)
+      << "no stall limit to wait for: its writer is gone";
   if (!HasFailure()) {  // (it would spin forever otherwise)
     EXPECT_THROW(r.read(), TornRecordError);
   }
@@ -139,9 +140,14 @@ TEST(Snapshot, TextChecksUtf8AndReportsTheOffset) {
   auto m = SharedMemoryManager::create(name.str());
   m.publish(std::string_view("ok \xC3\xA9"), std::uint64_t{1});
   EXPECT_EQ(m.read().text(), "ok \xC3\xA9");
-  m.publish(std::string_view("ab\xFF" "cd"), std::uint64_t{2});
+  m.publish(std::string_view("ab\xFF"
+                             "cd"),
+            std::uint64_t{2});
   const Snapshot s = m.read();
-  EXPECT_EQ(s.message, "ab\xFF" "cd") << "the raw bytes stay available";
+  EXPECT_EQ(s.message,
+            "ab\xFF"
+            "cd")
+      << "the raw bytes stay available";
   try {
     (void)s.text();
     ADD_FAILURE() << "text() accepted bytes that are not UTF-8";

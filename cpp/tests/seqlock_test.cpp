@@ -50,7 +50,8 @@ TEST(Seqlock, ConsistentReadsNeverTear) {
   std::uint64_t good = 0, last = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   for (int i = 0; good < 2000 && std::chrono::steady_clock::now() < deadline; ++i) {
-    if (!xshm::seqlock::try_read(slot.lock, [&] { xshm::seqlock::load_bytes(dst.data(), slot.data, sizeof slot.data); }))
+    if (!xshm::seqlock::try_read(slot.lock,
+                                 [&] { xshm::seqlock::load_bytes(dst.data(), slot.data, sizeof slot.data); }))
       continue;
     ASSERT_TRUE(uniform(dst)) << "torn read at attempt " << i;
     ASSERT_GE(dst[0], last) << "went backwards";

@@ -18,7 +18,9 @@ TEST(Utf8, CutMatchesSharedVectors) {
 }
 
 TEST(Utf8, NeverSplitsACodePoint) {
-  const std::string s = "a\xF0\x9F\x98\x80" "b";  // a, U+1F600, b
+  const std::string s =
+      "a\xF0\x9F\x98\x80"
+      "b";  // a, U+1F600, b
   EXPECT_EQ(xshm::utf8::cut(s, 1), 1u);
   EXPECT_EQ(xshm::utf8::cut(s, 4), 1u);
   EXPECT_EQ(xshm::utf8::cut(s, 5), 5u);
@@ -40,9 +42,9 @@ TEST(Utf8, ValidUpToRejectsOverlongSurrogateAndTooLarge) {
   EXPECT_EQ(xshm::utf8::valid_up_to("ok"), 2u);
   EXPECT_EQ(xshm::utf8::valid_up_to(""), 0u);
   EXPECT_EQ(xshm::utf8::valid_up_to("a\xF0\x9F\x98\x80"), 5u);  // U+1F600
-  EXPECT_EQ(xshm::utf8::valid_up_to("\xC0\xAF"), 0u);                     // overlong '/'
-  EXPECT_EQ(xshm::utf8::valid_up_to("x\xE0\x80\x80"), 1u);                 // overlong NUL
-  EXPECT_EQ(xshm::utf8::valid_up_to("ab\xED\xA0\x80"), 2u);                // surrogate D800
-  EXPECT_EQ(xshm::utf8::valid_up_to("\xF4\x90\x80\x80"), 0u);              // above U+10FFFF
-  EXPECT_EQ(xshm::utf8::valid_up_to("abc\xE2\x82"), 3u);                   // truncated at the end
+  EXPECT_EQ(xshm::utf8::valid_up_to("\xC0\xAF"), 0u);           // overlong '/'
+  EXPECT_EQ(xshm::utf8::valid_up_to("x\xE0\x80\x80"), 1u);      // overlong NUL
+  EXPECT_EQ(xshm::utf8::valid_up_to("ab\xED\xA0\x80"), 2u);     // surrogate D800
+  EXPECT_EQ(xshm::utf8::valid_up_to("\xF4\x90\x80\x80"), 0u);   // above U+10FFFF
+  EXPECT_EQ(xshm::utf8::valid_up_to("abc\xE2\x82"), 3u);        // truncated at the end
 }

@@ -21,7 +21,8 @@ TEST(Wait, HookRunsEverySliceAndTimeoutIsKept) {
   auto m = SharedMemoryManager::create(name.str());
   int slices = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = wait::wait_for(m.segment(), 0, 60ms, 0ns, [&] { ++slices; }, 10ms);
+  const auto r = wait::wait_for(
+      m.segment(), 0, 60ms, 0ns, [&] { ++slices; }, 10ms);
   EXPECT_EQ(r, std::nullopt);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 60ms);
   EXPECT_GE(slices, 3);
@@ -32,14 +33,17 @@ TEST(Wait, HookRunsWhileSpinningToo) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
   int slices = 0;
-  EXPECT_EQ(wait::wait_for(m.segment(), 0, 40ms, 1s, [&] { ++slices; }, 10ms), std::nullopt);
+  EXPECT_EQ(wait::wait_for(
+                m.segment(), 0, 40ms, 1s, [&] { ++slices; }, 10ms),
+            std::nullopt);
   EXPECT_GE(slices, 2) << "a long spin is sliced like a sleep";
 }
 
 TEST(Wait, AThrowingHookEndsTheWaitAndUncountsTheWaiter) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
-  EXPECT_THROW(wait::wait_for(m.segment(), 0, 5s, 0ns, [] { throw std::runtime_error("signal"); }, 5ms),
+  EXPECT_THROW(wait::wait_for(
+                   m.segment(), 0, 5s, 0ns, [] { throw std::runtime_error("signal"); }, 5ms),
                std::runtime_error);
   EXPECT_EQ(m.segment().header()->waiters.load(), 0u);
 }

@@ -207,14 +207,17 @@ TEST(LockWait, TimesOutOnTheSteadyClockCallingTheHookEverySlice) {
   while (!held) std::this_thread::sleep_for(1ms);
   int slices = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = robust_mutex::lock(m.segment().mutex(), 60ms, [&] { ++slices; }, 10ms);
+  const auto r = robust_mutex::lock(
+      m.segment().mutex(), 60ms, [&] { ++slices; }, 10ms);
   EXPECT_EQ(r, robust_mutex::LockResult::TimedOut);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 60ms);
   EXPECT_GE(slices, 3) << "the hook runs between slices";
-  EXPECT_THROW(robust_mutex::lock(m.segment().mutex(), 5s, [] { throw std::runtime_error("stop"); }, 5ms),
+  EXPECT_THROW(robust_mutex::lock(
+                   m.segment().mutex(), 5s, [] { throw std::runtime_error("stop"); }, 5ms),
                std::runtime_error)
       << "a hook that throws ends the wait";
-  EXPECT_EQ(robust_mutex::lock(m.segment().mutex(), 0ns), robust_mutex::LockResult::TimedOut) << "zero: a try";
+  EXPECT_EQ(robust_mutex::lock(m.segment().mutex(), 0ns), robust_mutex::LockResult::TimedOut)
+      << "zero: a try";
   release = true;
   holder.join();
   EXPECT_EQ(robust_mutex::lock(m.segment().mutex(), 0ns), robust_mutex::LockResult::Acquired);
@@ -225,6 +228,7 @@ TEST(LockWait, RelockByTheOwnerIsAnErrorEvenForATry) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
   LockGuard g = m.lock();
-  EXPECT_THROW(m.try_publish(nullptr, 0, "x"), ArgumentError) << "not a silent 'busy' that would wait forever";
+  EXPECT_THROW(m.try_publish(nullptr, 0, "x"), ArgumentError)
+      << "not a silent 'busy' that would wait forever";
   EXPECT_THROW(m.lock(10ms), ArgumentError);
 }

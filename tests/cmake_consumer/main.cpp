@@ -1,9 +1,9 @@
 // Creates a segment, publishes, reads back: proves the installed header and target work.
 #include <xshm/xshm.hpp>
 
+#include <unistd.h>
 #include <cstdio>
 #include <string>
-#include <unistd.h>
 
 int main() {
   const std::string name = "/xshm-cmake-consumer-" + std::to_string(::getpid());

@@ -23,8 +23,8 @@ enum class WaitResult { Woken, Timeout };
 /// (nullptr: no deadline). Spurious returns are possible; callers re-check their condition.
 inline WaitResult wait(const std::atomic<std::uint32_t>* word, std::uint32_t expected,
                        const timespec* deadline) noexcept {
-  long rc = ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(word), FUTEX_WAIT_BITSET,
-                      expected, deadline, nullptr, FUTEX_BITSET_MATCH_ANY);
+  long rc = ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(word), FUTEX_WAIT_BITSET, expected,
+                      deadline, nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == -1 && errno == ETIMEDOUT) return WaitResult::Timeout;
   return WaitResult::Woken;  // 0, EAGAIN (value changed) or EINTR
 }

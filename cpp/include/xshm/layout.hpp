@@ -34,8 +34,20 @@ inline constexpr std::uint32_t kKnownFlags = kFlagBackup;
 /// Element types of the values array; every one little-endian. The codes are part of the
 /// layout: never renumber.
 enum class Dtype : std::uint32_t {
-  Bool = 1, Int8, UInt8, Int16, UInt16, Int32, UInt32, Int64, UInt64,
-  Float16, Float32, Float64, Complex64, Complex128,
+  Bool = 1,
+  Int8,
+  UInt8,
+  Int16,
+  UInt16,
+  Int32,
+  UInt32,
+  Int64,
+  UInt64,
+  Float16,
+  Float32,
+  Float64,
+  Complex64,
+  Complex128,
 };
 
 struct DtypeInfo {
@@ -45,13 +57,20 @@ struct DtypeInfo {
 };
 
 inline constexpr std::array<DtypeInfo, 14> kDtypes{{
-    {Dtype::Bool, "bool", 1},         {Dtype::Int8, "int8", 1},
-    {Dtype::UInt8, "uint8", 1},       {Dtype::Int16, "int16", 2},
-    {Dtype::UInt16, "uint16", 2},     {Dtype::Int32, "int32", 4},
-    {Dtype::UInt32, "uint32", 4},     {Dtype::Int64, "int64", 8},
-    {Dtype::UInt64, "uint64", 8},     {Dtype::Float16, "float16", 2},
-    {Dtype::Float32, "float32", 4},   {Dtype::Float64, "float64", 8},
-    {Dtype::Complex64, "complex64", 8}, {Dtype::Complex128, "complex128", 16},
+    {Dtype::Bool, "bool", 1},
+    {Dtype::Int8, "int8", 1},
+    {Dtype::UInt8, "uint8", 1},
+    {Dtype::Int16, "int16", 2},
+    {Dtype::UInt16, "uint16", 2},
+    {Dtype::Int32, "int32", 4},
+    {Dtype::UInt32, "uint32", 4},
+    {Dtype::Int64, "int64", 8},
+    {Dtype::UInt64, "uint64", 8},
+    {Dtype::Float16, "float16", 2},
+    {Dtype::Float32, "float32", 4},
+    {Dtype::Float64, "float64", 8},
+    {Dtype::Complex64, "complex64", 8},
+    {Dtype::Complex128, "complex128", 16},
 }};
 
 /// The info for a code read from a segment, or nullptr when the code is unknown.
@@ -72,12 +91,12 @@ inline Dtype parse_dtype(std::string_view name) {
   for (const auto& d : kDtypes)
     if (name == d.name) return d.code;
   static constexpr std::pair<std::string_view, Dtype> kCodes[] = {
-      {"?", Dtype::Bool},         {"|b1", Dtype::Bool},         {"i1", Dtype::Int8},
-      {"|i1", Dtype::Int8},       {"u1", Dtype::UInt8},         {"|u1", Dtype::UInt8},
-      {"<i2", Dtype::Int16},      {"<u2", Dtype::UInt16},       {"<i4", Dtype::Int32},
-      {"<u4", Dtype::UInt32},     {"<i8", Dtype::Int64},        {"<u8", Dtype::UInt64},
-      {"<f2", Dtype::Float16},    {"<f4", Dtype::Float32},      {"<f8", Dtype::Float64},
-      {"<c8", Dtype::Complex64},  {"<c16", Dtype::Complex128},
+      {"?", Dtype::Bool},        {"|b1", Dtype::Bool},        {"i1", Dtype::Int8},
+      {"|i1", Dtype::Int8},      {"u1", Dtype::UInt8},        {"|u1", Dtype::UInt8},
+      {"<i2", Dtype::Int16},     {"<u2", Dtype::UInt16},      {"<i4", Dtype::Int32},
+      {"<u4", Dtype::UInt32},    {"<i8", Dtype::Int64},       {"<u8", Dtype::UInt64},
+      {"<f2", Dtype::Float16},   {"<f4", Dtype::Float32},     {"<f8", Dtype::Float64},
+      {"<c8", Dtype::Complex64}, {"<c16", Dtype::Complex128},
   };
   for (const auto& [code, d] : kCodes)
     if (name == code) return d;
@@ -107,43 +126,43 @@ static_assert(offsetof(RecordMeta, lock) == 0 && offsetof(RecordMeta, seq) == 8 
 /// READY (release), read-only afterwards. Control lines: each on its own cache line.
 struct Header {
   // --- identity [0, 256) ---
-  char magic[8];                      // 0   kMagic
-  std::uint32_t layout_version;       // 8   kLayoutVersion
-  std::atomic<std::uint32_t> state;   // 12  0 while building, kStateReady once published
-  std::uint64_t total_size;           // 16  bytes of the segment (a multiple of the page)
-  std::uint32_t header_size;          // 24  kHeaderSize
-  std::uint32_t flags;                // 28  kFlagBackup
-  std::uint32_t dtype;                // 32  Dtype code
-  std::uint32_t itemsize;             // 36  bytes per element
-  std::uint32_t ndim;                 // 40  0..kMaxDims
-  std::uint32_t message_capacity;     // 44  bytes of the message slot
-  std::uint64_t shape[kMaxDims];      // 48  extents; unused dims are 0
-  std::uint64_t values_size;          // 112 prod(shape) * itemsize
-  std::uint64_t record_size;          // 120 bytes of one record slot
-  std::uint64_t record_offset[2];     // 128 live slot, backup slot (0 when no backup)
-  std::uint32_t values_offset;        // 144 within a record
-  std::uint32_t message_offset;       // 148 within a record
-  std::uint32_t mutex_size;           // 152 sizeof(pthread_mutex_t) of the creator
-  std::uint32_t mutex_abi;            // 156 libc/architecture tag of the creator
-  std::uint8_t creation_id[16];       // 160 random; tells re-created segments apart
-  std::int64_t created_ns;            // 176 CLOCK_REALTIME at creation
-  std::uint32_t creator_pid;          // 184
-  std::uint32_t reserved0;            // 188
-  std::uint8_t reserved1[64];         // 192
+  char magic[8];                     // 0   kMagic
+  std::uint32_t layout_version;      // 8   kLayoutVersion
+  std::atomic<std::uint32_t> state;  // 12  0 while building, kStateReady once published
+  std::uint64_t total_size;          // 16  bytes of the segment (a multiple of the page)
+  std::uint32_t header_size;         // 24  kHeaderSize
+  std::uint32_t flags;               // 28  kFlagBackup
+  std::uint32_t dtype;               // 32  Dtype code
+  std::uint32_t itemsize;            // 36  bytes per element
+  std::uint32_t ndim;                // 40  0..kMaxDims
+  std::uint32_t message_capacity;    // 44  bytes of the message slot
+  std::uint64_t shape[kMaxDims];     // 48  extents; unused dims are 0
+  std::uint64_t values_size;         // 112 prod(shape) * itemsize
+  std::uint64_t record_size;         // 120 bytes of one record slot
+  std::uint64_t record_offset[2];    // 128 live slot, backup slot (0 when no backup)
+  std::uint32_t values_offset;       // 144 within a record
+  std::uint32_t message_offset;      // 148 within a record
+  std::uint32_t mutex_size;          // 152 sizeof(pthread_mutex_t) of the creator
+  std::uint32_t mutex_abi;           // 156 libc/architecture tag of the creator
+  std::uint8_t creation_id[16];      // 160 random; tells re-created segments apart
+  std::int64_t created_ns;           // 176 CLOCK_REALTIME at creation
+  std::uint32_t creator_pid;         // 184
+  std::uint32_t reserved0;           // 188
+  std::uint8_t reserved1[64];        // 192
   // --- publish line [256, 320): written by writers, read by everyone ---
   alignas(kCacheLine) std::atomic<std::uint64_t> seq;  // 256 completed publishes
-  std::atomic<std::uint32_t> epoch;    // 264 futex word, bumped after every publish
-  std::atomic<std::uint32_t> waiters;  // 268 processes sleeping on epoch
+  std::atomic<std::uint32_t> epoch;                    // 264 futex word, bumped after every publish
+  std::atomic<std::uint32_t> waiters;                  // 268 processes sleeping on epoch
   // --- writer line [320, 448) ---
   alignas(kCacheLine) std::atomic<std::uint32_t> owner_pid;  // 320 pid holding the mutex, 0 none
-  std::atomic<std::uint32_t> recoveries;                      // 324 dead writers recovered from
+  std::atomic<std::uint32_t> recoveries;                     // 324 dead writers recovered from
   alignas(kCacheLine) unsigned char mutex[64];               // 384 pthread_mutex_t
 };
 static_assert(offsetof(Header, state) == 12 && offsetof(Header, shape) == 48 &&
                   offsetof(Header, record_offset) == 128 && offsetof(Header, creation_id) == 160 &&
                   offsetof(Header, seq) == 256 && offsetof(Header, epoch) == 264 &&
-                  offsetof(Header, waiters) == 268 && offsetof(Header, owner_pid) == 320 && offsetof(Header, recoveries) == 324 &&
-                  offsetof(Header, mutex) == 384,
+                  offsetof(Header, waiters) == 268 && offsetof(Header, owner_pid) == 320 &&
+                  offsetof(Header, recoveries) == 324 && offsetof(Header, mutex) == 384,
               "Header offsets are the ones docs/LAYOUT.md documents.");
 static_assert(sizeof(Header) <= kHeaderSize, "The header fits in its page.");
 static_assert(sizeof(pthread_mutex_t) <= sizeof(Header::mutex), "pthread_mutex_t fits its slot.");
@@ -166,7 +185,7 @@ inline constexpr std::uint32_t mutex_abi_tag() noexcept {
 #elif defined(__aarch64__)
       2;
 #else
-      0xff;
+          0xff;
 #endif
   return (libc << 8) | arch;
 }
@@ -211,8 +230,8 @@ inline Geometry compute_geometry(Dtype dtype, const std::vector<std::uint64_t>& 
   if (bytes > kMaxValuesBytes)
     throw ArgumentError("shape is too large: the values array would exceed 2**40 bytes");
   if (message_capacity > kMaxMessageCapacity)
-    throw ArgumentError("message_capacity " + std::to_string(message_capacity) +
-                        " exceeds the limit of " + std::to_string(kMaxMessageCapacity) + " bytes");
+    throw ArgumentError("message_capacity " + std::to_string(message_capacity) + " exceeds the limit of " +
+                        std::to_string(kMaxMessageCapacity) + " bytes");
   g.shape = shape;
   g.values_size = bytes;
   g.message_capacity = static_cast<std::uint32_t>(message_capacity);
@@ -222,8 +241,7 @@ inline Geometry compute_geometry(Dtype dtype, const std::vector<std::uint64_t>& 
   if (message_offset > UINT32_MAX) {
     // Large arrays put the message first so both offsets fit in 32 bits.
     g.message_offset = g.values_offset;
-    g.values_offset = static_cast<std::uint32_t>(
-        g.message_offset + round_up(g.message_capacity, kCacheLine));
+    g.values_offset = static_cast<std::uint32_t>(g.message_offset + round_up(g.message_capacity, kCacheLine));
     g.record_size = g.values_offset + round_up(g.values_size, kCacheLine);
   } else {
     g.message_offset = static_cast<std::uint32_t>(message_offset);

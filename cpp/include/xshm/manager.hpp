@@ -85,11 +85,12 @@ class SharedMemoryManager {
   RecordInfo read_into(void* values_out, std::size_t values_bytes, std::string* message_out = nullptr) const {
     const detail::Segment& s = seg();
     if (values_out != nullptr && values_bytes != s.geo.values_size)
-      throw ArgumentError("read_into: buffer has " + std::to_string(values_bytes) + " bytes, the values array has " +
-                          std::to_string(s.geo.values_size));
+      throw ArgumentError("read_into: buffer has " + std::to_string(values_bytes) +
+                          " bytes, the values array has " + std::to_string(s.geo.values_size));
     if (message_out != nullptr) message_out->resize(s.geo.message_capacity);
     std::uint32_t len = 0;
-    RecordInfo info = reader::read_raw(s, values_out, message_out != nullptr ? message_out->data() : nullptr, &len);
+    RecordInfo info =
+        reader::read_raw(s, values_out, message_out != nullptr ? message_out->data() : nullptr, &len);
     if (message_out != nullptr) message_out->resize(len);
     return info;
   }
@@ -120,8 +121,8 @@ class SharedMemoryManager {
                         std::optional<std::uint64_t> counter = std::nullopt, bool truncate = false,
                         Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     const detail::Segment& s = seg();
-    const auto seq =
-        writer::publish(s, values, values_bytes, message, counter, truncate, timeout, std::forward<Hook>(between_slices));
+    const auto seq = writer::publish(s, values, values_bytes, message, counter, truncate, timeout,
+                                     std::forward<Hook>(between_slices));
     if (!seq) writer::throw_lock_timeout(s);
     return *seq;
   }
@@ -144,7 +145,8 @@ class SharedMemoryManager {
                                            std::optional<std::string_view> message = std::nullopt,
                                            std::optional<std::uint64_t> counter = std::nullopt,
                                            bool truncate = false) {
-    return writer::publish(seg(), values, values_bytes, message, counter, truncate, std::chrono::nanoseconds{0});
+    return writer::publish(seg(), values, values_bytes, message, counter, truncate,
+                           std::chrono::nanoseconds{0});
   }
 
   /// Starts a write transaction: takes the writer mutex (waiting at most `timeout`, then
@@ -193,9 +195,11 @@ class SharedMemoryManager {
   /// Blocks until seq() > last; throws WaitTimeoutError when `timeout` passes.
   template <class Hook = NoHook>
   std::uint64_t wait(std::uint64_t last, Timeout timeout = std::nullopt,
-                     std::chrono::nanoseconds spin = std::chrono::nanoseconds{0}, Hook&& between_slices = {}) const {
+                     std::chrono::nanoseconds spin = std::chrono::nanoseconds{0},
+                     Hook&& between_slices = {}) const {
     const auto r = wait_for(last, timeout, spin, std::forward<Hook>(between_slices));
-    if (!r) throw WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within the timeout");
+    if (!r)
+      throw WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within the timeout");
     return *r;
   }
 

@@ -41,7 +41,8 @@ struct Snapshot : RecordInfo {
   template <class T>
   std::vector<T> values() const {
     static_assert(std::is_trivially_copyable_v<T>, "values<T>() copies bytes into T.");
-    if (data.size() % sizeof(T) != 0) throw ArgumentError("values<T>(): sizeof(T) does not divide the values array");
+    if (data.size() % sizeof(T) != 0)
+      throw ArgumentError("values<T>(): sizeof(T) does not divide the values array");
     std::vector<T> out(data.size() / sizeof(T));
     if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
     return out;
@@ -52,9 +53,9 @@ struct Snapshot : RecordInfo {
   const std::string& text() const {
     const std::size_t valid = utf8::valid_up_to(message);
     if (valid != message.size())
-      throw MessageDecodeError("the message is not valid UTF-8 (first invalid byte at offset " +
-                                   std::to_string(valid) + ")",
-                               valid);
+      throw MessageDecodeError(
+          "the message is not valid UTF-8 (first invalid byte at offset " + std::to_string(valid) + ")",
+          valid);
     return message;
   }
 };
@@ -89,7 +90,8 @@ inline void check_stuck(const detail::Segment& s, Stuck& st) {
     return;
   }
   if (s.geo.backup) {
-    if (l1 & 1) throw LayoutError("corrupt segment " + s.name + ": both record slots are marked as being written");
+    if (l1 & 1)
+      throw LayoutError("corrupt segment " + s.name + ": both record slots are marked as being written");
     return;
   }
   const std::uint32_t owner = s.header()->owner_pid.load(std::memory_order_seq_cst);
@@ -108,15 +110,17 @@ inline void check_stuck(const detail::Segment& s, Stuck& st) {
                           "next complete publish");
   const std::chrono::nanoseconds limit = stall_limit(s);
   if (now - st.since > limit)
-    throw TornRecordError("no complete record of " + s.name + " for " +
-                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()) +
-                          " ms: its writer (pid " + std::to_string(owner) + ") is stalled mid-write");
+    throw TornRecordError(
+        "no complete record of " + s.name + " for " +
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()) +
+        " ms: its writer (pid " + std::to_string(owner) + ") is stalled mid-write");
 }
 
 /// A consistent copy: `values_out` gets values_size bytes (nullptr: skip), `message_buf`
 /// (room for message_capacity bytes; nullptr: skip) the message and `message_len` its length.
 /// Tries the live slot, then the backup; never waits for a writer.
-inline RecordInfo read_raw(const detail::Segment& s, void* values_out, char* message_buf, std::uint32_t* message_len) {
+inline RecordInfo read_raw(const detail::Segment& s, void* values_out, char* message_buf,
+                           std::uint32_t* message_len) {
   detail::MetaImage img{};
   const std::uint32_t cap = s.geo.message_capacity;
   Stuck stuck;
@@ -126,7 +130,8 @@ inline RecordInfo read_raw(const detail::Segment& s, void* values_out, char* mes
       const bool ok = seqlock::try_read(m->lock, [&] {
         img = detail::load_meta(m);
         if (values_out != nullptr) seqlock::load_bytes(values_out, s.values(i), s.geo.values_size);
-        if (message_buf != nullptr) seqlock::load_bytes(message_buf, s.message(i), std::min(img.message_len, cap));
+        if (message_buf != nullptr)
+          seqlock::load_bytes(message_buf, s.message(i), std::min(img.message_len, cap));
       });
       if (ok) {
         if (img.message_len > cap)
@@ -137,8 +142,10 @@ inline RecordInfo read_raw(const detail::Segment& s, void* values_out, char* mes
       }
     }
     if ((attempt & 1023) == 1023) check_stuck(s, stuck);
-    if (attempt < 64) cpu::relax();
-    else sched_yield();
+    if (attempt < 64)
+      cpu::relax();
+    else
+      sched_yield();
   }
 }
 

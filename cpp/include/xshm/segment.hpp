@@ -48,10 +48,8 @@ inline std::string normalize_name(std::string_view name) {
     throw ArgumentError("segment name is " + std::to_string(body.size()) +
                         " bytes after the leading '/'; at most 255 are allowed");
   if (body.find('/') != std::string_view::npos)
-    throw ArgumentError("segment name '" + std::string(name) +
-                        "' contains '/' after the leading one");
-  if (body.find('\0') != std::string_view::npos)
-    throw ArgumentError("segment name contains a NUL byte");
+    throw ArgumentError("segment name '" + std::string(name) + "' contains '/' after the leading one");
+  if (body.find('\0') != std::string_view::npos) throw ArgumentError("segment name contains a NUL byte");
   if (body == "." || body == "..")
     throw ArgumentError("segment name '" + std::string(name) + "' is not allowed");
   return "/" + std::string(body);
@@ -89,8 +87,7 @@ class Mapping {
  public:
   Mapping() = default;
   Mapping(void* base, std::size_t size) noexcept : base_(base), size_(size) {}
-  Mapping(Mapping&& o) noexcept
-      : base_(std::exchange(o.base_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  Mapping(Mapping&& o) noexcept : base_(std::exchange(o.base_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   Mapping& operator=(Mapping&& o) noexcept {
     if (this != &o) {
       reset();
@@ -274,7 +271,8 @@ inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int f
 
 /// Sizes, fills and marks ready a segment just created exclusively (held under LOCK_EX so
 /// openers wait for the ready marker), then maps it like an opener would.
-inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, const Geometry& geo, mode_t mode) {
+inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, const Geometry& geo,
+                                              mode_t mode) {
   if (::flock(fd.get(), LOCK_EX) != 0) throw_errno(errno, "flock");
   if (::fchmod(fd.get(), mode) != 0) throw_errno(errno, "fchmod");  // umask masked it
   if (::ftruncate(fd.get(), static_cast<off_t>(geo.total_size)) != 0) throw_errno(errno, "ftruncate");
@@ -308,7 +306,8 @@ inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, c
   robust_mutex::init(reinterpret_cast<pthread_mutex_t*>(h->mutex));
   const std::int64_t now = realtime_ns();
   for (int i = 0; i < (geo.backup ? 2 : 1); ++i) {
-    auto* meta = reinterpret_cast<RecordMeta*>(static_cast<unsigned char*>(map.data()) + geo.record_offset[i]);
+    auto* meta =
+        reinterpret_cast<RecordMeta*>(static_cast<unsigned char*>(map.data()) + geo.record_offset[i]);
     meta->timestamp_ns = now;
     meta->writer_pid = h->creator_pid;
   }
@@ -367,9 +366,9 @@ inline std::shared_ptr<Segment> attach_existing(const std::string& canon, const 
   const Geometry& got = s->geo;
   if (got.dtype != want.dtype || got.shape != want.shape || got.message_capacity != want.message_capacity ||
       got.backup != want.backup)
-    throw LayoutError("segment " + canon + " exists with another layout (dtype " + dtype_info(got.dtype).name +
-                      ", " + std::to_string(got.shape.size()) + " dimensions, message capacity " +
-                      std::to_string(got.message_capacity) + ")");
+    throw LayoutError("segment " + canon + " exists with another layout (dtype " +
+                      dtype_info(got.dtype).name + ", " + std::to_string(got.shape.size()) +
+                      " dimensions, message capacity " + std::to_string(got.message_capacity) + ")");
   return s;
 }
 

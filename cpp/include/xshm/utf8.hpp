@@ -57,7 +57,8 @@ inline std::size_t valid_up_to(std::string_view s) noexcept {
 }
 
 /// Deprecated name of cut(), kept for callers of the first release.
-[[deprecated("use utf8::cut")]] inline std::size_t cut_length(std::string_view s, std::size_t max_bytes) noexcept {
+[[deprecated("use utf8::cut")]] inline std::size_t cut_length(std::string_view s,
+                                                              std::size_t max_bytes) noexcept {
   return cut(s, max_bytes);
 }
 

@@ -51,7 +51,8 @@ struct SpinSplit {
   std::chrono::nanoseconds rest_spin{0};
 };
 
-inline SpinSplit split_spin(Timeout timeout, std::chrono::nanoseconds spin, std::chrono::nanoseconds head_max) noexcept {
+inline SpinSplit split_spin(Timeout timeout, std::chrono::nanoseconds spin,
+                            std::chrono::nanoseconds head_max) noexcept {
   SpinSplit out;
   out.head = std::max(std::min(spin, head_max), std::chrono::nanoseconds{0});
   if (timeout) out.head = std::max(std::min(out.head, *timeout), std::chrono::nanoseconds{0});

@@ -165,8 +165,9 @@ inline std::string_view fit_message(const detail::Segment& s, std::string_view t
 }
 
 [[noreturn]] inline void throw_torn_for_partial_write() {
-  throw TornRecordError("the record was torn by a writer that died mid-write and has no "
-                        "backup: the next publish must give values, message and counter");
+  throw TornRecordError(
+      "the record was torn by a writer that died mid-write and has no "
+      "backup: the next publish must give values, message and counter");
 }
 
 [[noreturn]] inline void throw_lock_timeout(const detail::Segment& s) {
@@ -231,8 +232,8 @@ inline void refresh_backup(const detail::Segment& s, bool values, std::size_t me
 
 /// Steps 1-3 of the protocol; the writer mutex is held. `values`/`message`/`counter` that
 /// are null keep the current ones. Returns the new sequence.
-inline std::uint64_t publish_locked(const detail::Segment& s, const void* values, const std::string_view* message,
-                                    std::optional<std::uint64_t> counter) {
+inline std::uint64_t publish_locked(const detail::Segment& s, const void* values,
+                                    const std::string_view* message, std::optional<std::uint64_t> counter) {
   const detail::MetaImage img = next_meta(s, counter, message);
   write_live(s, img, values, message);
   publish_seq(s, img.seq);
@@ -244,14 +245,14 @@ inline std::uint64_t publish_locked(const detail::Segment& s, const void* values
 /// A whole publish: checks, prefetch, the mutex (waiting at most `timeout`), steps 1-3,
 /// release. nullopt: the mutex stayed taken for the whole timeout; nothing was published.
 template <class Hook = NoHook>
-inline std::optional<std::uint64_t> publish(const detail::Segment& s, const void* values, std::size_t values_bytes,
-                                            std::optional<std::string_view> message,
-                                            std::optional<std::uint64_t> counter, bool truncate, Timeout timeout,
-                                            Hook&& between_slices = {}) {
+inline std::optional<std::uint64_t> publish(const detail::Segment& s, const void* values,
+                                            std::size_t values_bytes, std::optional<std::string_view> message,
+                                            std::optional<std::uint64_t> counter, bool truncate,
+                                            Timeout timeout, Hook&& between_slices = {}) {
   require_writable(s);
   if (values != nullptr && values_bytes != s.geo.values_size)
-    throw ArgumentError("publish: values have " + std::to_string(values_bytes) + " bytes, the segment's array has " +
-                        std::to_string(s.geo.values_size));
+    throw ArgumentError("publish: values have " + std::to_string(values_bytes) +
+                        " bytes, the segment's array has " + std::to_string(s.geo.values_size));
   std::string_view msg;
   if (message) msg = fit_message(s, *message, truncate);
   prefetch_live(s, values != nullptr, message ? msg.size() : 0);  // overlaps the mutex and the clock
@@ -277,15 +278,16 @@ class WriteTransaction {
   /// Takes the writer mutex of `seg` (waiting at most `timeout`) and stages a private copy of
   /// the current record. nullopt: the timeout passed.
   template <class Hook = NoHook>
-  static std::optional<WriteTransaction> begin(std::shared_ptr<detail::Segment> seg, Timeout timeout = std::nullopt,
-                                               Hook&& between_slices = {}) {
+  static std::optional<WriteTransaction> begin(std::shared_ptr<detail::Segment> seg,
+                                               Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     const detail::Segment& s = *seg;
     writer::require_writable(s);
     std::optional<WriterLock> held = WriterLock::acquire(s, timeout, std::forward<Hook>(between_slices));
     if (!held) return std::nullopt;
     if (held->torn())
-      throw TornRecordError("the record was torn by a writer that died mid-write and has no "
-                            "backup: publish every field with publish() first");
+      throw TornRecordError(
+          "the record was torn by a writer that died mid-write and has no "
+          "backup: publish every field with publish() first");
     std::optional<WriteTransaction> tx(WriteTransaction(std::move(seg), std::move(*held)));
     tx->values_.resize(s.geo.values_size);
     tx->message_.resize(s.geo.message_capacity);
@@ -346,8 +348,8 @@ class LockGuard {
 
   /// Takes the writer mutex of `seg`, waiting at most `timeout`. nullopt: the timeout passed.
   template <class Hook = NoHook>
-  static std::optional<LockGuard> acquire(std::shared_ptr<detail::Segment> seg, Timeout timeout = std::nullopt,
-                                          Hook&& between_slices = {}) {
+  static std::optional<LockGuard> acquire(std::shared_ptr<detail::Segment> seg,
+                                          Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     writer::require_writable(*seg);
     std::optional<WriterLock> held = WriterLock::acquire(*seg, timeout, std::forward<Hook>(between_slices));
     if (!held) return std::nullopt;
