@@ -110,13 +110,7 @@ TEST(Manager, PublishGivesUpAtItsLockTimeout) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
   m.publish(filled(1.0), "one", 1);
-  std::atomic<bool> held{false}, release{false};
-  std::thread holder([&] {
-    LockGuard g = m.lock();
-    held = true;
-    while (!release) std::this_thread::sleep_for(1ms);
-  });
-  while (!held) std::this_thread::sleep_for(1ms);
+  xshm_test::HeldLock holder(m);
   const std::vector<double> v = filled(2.0);
   const std::size_t bytes = v.size() * sizeof(double);
   EXPECT_EQ(m.try_publish(v.data(), bytes, "two", 2), std::nullopt);
@@ -124,8 +118,7 @@ TEST(Manager, PublishGivesUpAtItsLockTimeout) {
   EXPECT_THROW(m.publish(v.data(), bytes, "two", 2, false, 20ms), WaitTimeoutError);
   EXPECT_EQ(m.seq(), 1u) << "a publish that timed out published nothing";
   EXPECT_EQ(m.read().counter, 1u);
-  release = true;
-  holder.join();
+  holder.release();
   EXPECT_EQ(m.try_publish(v.data(), bytes, "three", 3), std::optional<std::uint64_t>(2))
       << "a free mutex is taken at once";
   EXPECT_TRUE(m.try_lock().has_value());

@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace xshm_test {
@@ -24,6 +26,32 @@ class ScopedName {
 
  private:
   std::string name_;
+};
+
+/// Another thread of this process holds `m`'s writer lock from construction until release()
+/// or destruction (M: anything with lock() returning a guard, i.e. SharedMemoryManager).
+template <class M>
+class HeldLock {
+ public:
+  explicit HeldLock(M& m)
+      : holder_([this, &m] {
+          auto guard = m.lock();
+          held_ = true;
+          while (!release_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }) {
+    while (!held_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  HeldLock(const HeldLock&) = delete;
+  HeldLock& operator=(const HeldLock&) = delete;
+  ~HeldLock() { release(); }
+  void release() {
+    release_ = true;
+    if (holder_.joinable()) holder_.join();
+  }
+
+ private:
+  std::atomic<bool> held_{false}, release_{false};
+  std::thread holder_;
 };
 
 /// One row of tests/vectors/utf8.tsv, input decoded from hex.

@@ -198,13 +198,7 @@ TEST(WriterLock, TransactionAndGuardReleaseThroughTheSamePath) {
 TEST(LockWait, TimesOutOnTheSteadyClockCallingTheHookEverySlice) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
-  std::atomic<bool> held{false}, release{false};
-  std::thread holder([&] {
-    LockGuard g = m.lock();
-    held = true;
-    while (!release) std::this_thread::sleep_for(1ms);
-  });
-  while (!held) std::this_thread::sleep_for(1ms);
+  xshm_test::HeldLock holder(m);
   int slices = 0;
   const auto t0 = std::chrono::steady_clock::now();
   const auto r = robust_mutex::lock(
@@ -218,10 +212,67 @@ TEST(LockWait, TimesOutOnTheSteadyClockCallingTheHookEverySlice) {
       << "a hook that throws ends the wait";
   EXPECT_EQ(robust_mutex::lock(m.segment().mutex(), 0ns), robust_mutex::LockResult::TimedOut)
       << "zero: a try";
-  release = true;
-  holder.join();
+  holder.release();
   EXPECT_EQ(robust_mutex::lock(m.segment().mutex(), 0ns), robust_mutex::LockResult::Acquired);
   robust_mutex::unlock(m.segment().mutex());
+}
+
+TEST(LockWait, ATryOnAHeldMutexStaysInUserSpace) {
+  // A try that entered the kernel (timedlock with a past deadline) set FUTEX_WAITERS in the
+  // mutex word, and the holder's unlock then paid a wake syscall for nobody.
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  xshm_test::HeldLock holder(m);
+  const auto* word = reinterpret_cast<const std::atomic<std::uint32_t>*>(m.segment().mutex());
+  EXPECT_EQ(word->load() & 0x80000000u, 0u) << "nobody waits yet";
+  EXPECT_EQ(m.try_publish(nullptr, 0, "x"), std::nullopt);
+  EXPECT_FALSE(m.try_lock().has_value());
+  EXPECT_EQ(robust_mutex::lock(m.segment().mutex(), 0ns), robust_mutex::LockResult::TimedOut);
+  EXPECT_EQ(word->load() & 0x80000000u, 0u) << "a try must not mark the mutex as waited for";
+}
+
+TEST(LockWait, AHookThatThrowsLeavesTheMutexFreeAndNoOwner) {
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  {
+    xshm_test::HeldLock holder(m);
+    EXPECT_THROW(m.publish(nullptr, 0, "x", 1, false, 5s, [] { throw std::runtime_error("interrupted"); }),
+                 std::runtime_error);
+    EXPECT_EQ(m.seq(), 0u) << "nothing published";
+  }
+  EXPECT_EQ(m.owner_pid(), 0u) << "the interrupted publish never claimed the mutex";
+  EXPECT_EQ(m.try_publish(nullptr, 0, "y", 2), std::optional<std::uint64_t>(1)) << "the mutex is free";
+}
+
+TEST(LockWait, AnOwnerThatDiesWhileWeWaitInSlicesIsRecovered) {
+  // The EOWNERDEAD arrives in a later slice, not the first try: recovery must still run.
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  m.publish(nullptr, 0, "before", 1);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto c = SharedMemoryManager::open(name.str());
+    WriteTransaction tx = c.begin_write();  // holds the mutex
+    char one = 1;
+    if (::write(ready[1], &one, 1) != 1) ::_exit(2);
+    ::usleep(150 * 1000);  // the parent is in its slices by now
+    ::_exit(0);            // dies holding the mutex
+  }
+  char one = 0;
+  ASSERT_EQ(::read(ready[0], &one, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  const std::uint32_t before = m.recoveries();
+  int slices = 0;
+  const std::uint64_t seq = m.publish(nullptr, 0, "after", 2, false, 30s, [&] { ++slices; });
+  ::waitpid(child, nullptr, 0);
+  EXPECT_GE(slices, 1) << "the mutex was obtained in a later slice";
+  EXPECT_EQ(m.recoveries(), before + 1) << "EOWNERDEAD in a later slice still recovers";
+  EXPECT_EQ(seq, 2u);
+  EXPECT_EQ(m.read().message, "after");
+  EXPECT_EQ(m.owner_pid(), 0u);
 }
 
 TEST(LockWait, RelockByTheOwnerIsAnErrorEvenForATry) {

@@ -33,14 +33,12 @@ class Deadline {
       end_ = std::chrono::steady_clock::now() + std::max(*t, std::chrono::nanoseconds{0});
     }
   }
-  bool forever() const noexcept { return forever_; }
   /// Time left, never negative; nanoseconds::max() when forever.
   std::chrono::nanoseconds left() const noexcept {
     if (forever_) return std::chrono::nanoseconds::max();
     const auto d = end_ - std::chrono::steady_clock::now();
     return std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(d), std::chrono::nanoseconds{0});
   }
-  bool passed() const noexcept { return !forever_ && std::chrono::steady_clock::now() >= end_; }
 
  private:
   bool forever_ = true;

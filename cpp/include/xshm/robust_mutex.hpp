@@ -83,11 +83,12 @@ template <class Hook = NoHook>
 inline LockResult lock(pthread_mutex_t* m, Timeout timeout = std::nullopt, Hook&& between_slices = {},
                        std::chrono::nanoseconds slice = kLockSlice) {
   if (!timeout && !kHasHook<Hook>) return impl::lock_result(pthread_mutex_lock(m));
-  // A deadline long past asks for the mutex only if it is free. Unlike pthread_mutex_trylock
-  // (EBUSY), timedlock on this error-checking mutex reports a relock by its owner (EDEADLK).
-  static constexpr timespec kIfFree{0, 0};
-  const LockResult first = impl::lock_result(pthread_mutex_timedlock(m, &kIfFree));
-  if (first != LockResult::TimedOut) return first;
+  // First, the mutex only if it is free: trylock stays in user space (a timedlock with a past
+  // deadline enters the kernel and sets FUTEX_WAITERS, so the holder's unlock would pay a
+  // wake for nobody). On this robust error-checking mutex it reports a relock by its owner
+  // as EDEADLK and a dead owner as EOWNERDEAD, like lock; EBUSY means held.
+  const int tried = pthread_mutex_trylock(m);
+  if (tried != EBUSY) return impl::lock_result(tried);
   const Deadline deadline(timeout);
   for (;;) {
     const std::chrono::nanoseconds left = deadline.left();
