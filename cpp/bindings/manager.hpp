@@ -88,10 +88,9 @@ class Manager {
       throw xshm::ArgumentError("stall_timeout must be > 0 or None");
     xshm::OpenOptions o;
     o.readonly = readonly;
-    if (stall_timeout)
-      o.stall_timeout =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(*stall_timeout));
-    o.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(timeout));
+    // stall_timeout=inf: never call a live writer stalled (nullopt would mean "the default").
+    if (stall_timeout) o.stall_timeout = to_timeout(stall_timeout).value_or(xshm::kForever);
+    o.timeout = to_timeout(timeout);  // inf: wait for the name forever
     xshm::SharedMemoryManager m;
     {
       py::gil_scoped_release nogil;

@@ -15,13 +15,10 @@ namespace xshm_py {
 
 namespace py = pybind11;
 
-/// Seconds (None: forever) as the core's Timeout; negative counts as zero, and more than
-/// about a century (or NaN) as forever, which nanoseconds could not count.
+/// Seconds (None: forever) as the core's Timeout (xshm::from_seconds: negative is zero,
+/// NaN, infinity and more than a century forever).
 inline xshm::Timeout to_timeout(std::optional<double> seconds) {
-  constexpr double kForeverSeconds = 3.0e9;
-  if (!seconds || !(*seconds < kForeverSeconds)) return std::nullopt;
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::duration<double>(std::max(*seconds, 0.0)));
+  return seconds ? xshm::from_seconds(*seconds) : std::nullopt;
 }
 
 /// The between-slices hook of a wait with the GIL released.

@@ -279,6 +279,22 @@ def test_open_missing_and_open_with_timeout(seg_name: str) -> None:
         assert m.wait(0, timeout=5) >= 1
 
 
+@pytest.mark.parametrize("forever", [float("inf"), 1e12])
+def test_open_with_an_endless_timeout_waits_for_the_name(seg_name: str, forever: float) -> None:
+    # inf (or more than a century) means forever; converted naively it wrapped to a negative
+    # duration and the open gave up at once with FileNotFoundError.
+    def late() -> None:
+        time.sleep(0.1)
+        xshm.SharedMemoryManager.create(seg_name, backup=False).publish(counter=4)
+
+    t = threading.Thread(target=late)
+    t.start()
+    with xshm.SharedMemoryManager.open(seg_name, timeout=forever, stall_timeout=forever) as m:
+        t.join()
+        assert m.wait(0, timeout=5) >= 1
+        assert m.read().counter == 4
+
+
 def test_readonly_handle_refuses_writes(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name) as w:
         w.publish(counter=1)

@@ -15,6 +15,18 @@ namespace xshm {
 /// How long a call may wait: nullopt forever, zero not at all.
 using Timeout = std::optional<std::chrono::nanoseconds>;
 
+/// Longer than any wait is meant to be; a duration beyond it counts as forever (nanoseconds
+/// in an int64 reach only 292 years, and a deadline must still fit beside now()).
+inline constexpr std::chrono::nanoseconds kForever = std::chrono::hours(24 * 365 * 100);
+
+/// Seconds (a binding's float) as a Timeout: negative counts as zero; NaN, infinity and
+/// anything beyond kForever as forever (a plain duration_cast of those is undefined).
+inline Timeout from_seconds(double seconds) noexcept {
+  if (!(seconds < std::chrono::duration<double>(kForever).count())) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(std::max(seconds, 0.0)));
+}
+
 /// The hook of a wait that needs none; waits without a hook do not slice.
 struct NoHook {
   void operator()() const noexcept {}
@@ -27,7 +39,6 @@ inline constexpr bool kHasHook = !std::is_same_v<std::decay_t<Hook>, NoHook>;
 class Deadline {
  public:
   explicit Deadline(Timeout t) noexcept {
-    constexpr auto kForever = std::chrono::hours(24 * 365 * 100);  // beyond: treated as forever
     if (t && *t < kForever) {
       forever_ = false;
       end_ = std::chrono::steady_clock::now() + std::max(*t, std::chrono::nanoseconds{0});

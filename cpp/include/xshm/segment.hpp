@@ -166,11 +166,11 @@ struct OpenOptions {
   bool readonly = false;
   /// How long to wait for a segment that does not exist yet (nullopt: forever; zero: not at
   /// all). Measured on steady_clock.
-  std::optional<std::chrono::nanoseconds> timeout = std::chrono::nanoseconds{0};
+  Timeout timeout = std::chrono::nanoseconds{0};
   /// Only for segments without backup: how long a read tolerates the live record staying
   /// mid-write (same odd lock word) while its writer seems alive, before it raises
   /// TornRecordError. nullopt: 2 s plus 4 ns per byte of values (a 256 MiB/s writer).
-  std::optional<std::chrono::nanoseconds> stall_timeout = std::nullopt;
+  Timeout stall_timeout = std::nullopt;
 };
 
 namespace detail {
@@ -181,7 +181,7 @@ struct Segment {
   std::string name;
   Geometry geo;
   bool readonly = false;
-  std::optional<std::chrono::nanoseconds> stall_timeout = std::nullopt;
+  Timeout stall_timeout = std::nullopt;
   Mapping map;
   Mapping header_alias;  // writable page 0 for a read-only handle, when the OS allows it
   dev_t dev = 0;
