@@ -195,6 +195,23 @@ TEST(WriterLock, TransactionAndGuardReleaseThroughTheSamePath) {
   EXPECT_TRUE(m.try_lock().has_value());
 }
 
+TEST(WriterLock, AGuardReleasedOnAnotherThreadKeepsOwnerPidTruthful) {
+  // The mutex belongs to the thread that took it: an unlock elsewhere fails (EPERM) and the
+  // mutex stays held, so owner_pid must keep naming this process; when that thread exits
+  // holding it, the next writer recovers.
+  XSHM_SKIP_UNDER_TSAN();
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  std::optional<LockGuard> guard;
+  std::thread([&] { guard.emplace(m.lock()); }).join();  // the taker exits holding it
+  guard->unlock();
+  EXPECT_EQ(m.owner_pid(), static_cast<std::uint32_t>(::getpid())) << "the unlock failed: still held";
+  const std::uint32_t before = m.recoveries();
+  EXPECT_EQ(m.publish(nullptr, 0, "next", 1), 1u) << "the taker's exit left it to be recovered";
+  EXPECT_EQ(m.recoveries(), before + 1);
+  EXPECT_EQ(m.owner_pid(), 0u);
+}
+
 TEST(LockWait, TimesOutOnTheSteadyClockCallingTheHookEverySlice) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
@@ -246,6 +263,7 @@ TEST(LockWait, AHookThatThrowsLeavesTheMutexFreeAndNoOwner) {
 
 TEST(LockWait, AnOwnerThatDiesWhileWeWaitInSlicesIsRecovered) {
   // The EOWNERDEAD arrives in a later slice, not the first try: recovery must still run.
+  XSHM_SKIP_UNDER_TSAN();
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());
   m.publish(nullptr, 0, "before", 1);

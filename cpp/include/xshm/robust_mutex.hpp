@@ -105,6 +105,7 @@ inline void consistent(pthread_mutex_t* m) {
   if (rc != 0) xshm::detail::throw_errno(rc, "pthread_mutex_consistent");
 }
 
-inline void unlock(pthread_mutex_t* m) noexcept { pthread_mutex_unlock(m); }
+/// 0, or EPERM when the calling thread does not own the mutex (it stays locked).
+inline int unlock(pthread_mutex_t* m) noexcept { return pthread_mutex_unlock(m); }
 
 }  // namespace xshm::robust_mutex

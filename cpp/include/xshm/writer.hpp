@@ -106,13 +106,18 @@ class WriterLock {
   WriterLock& operator=(const WriterLock&) = delete;
   ~WriterLock() { unlock(); }
 
-  /// Clears owner_pid, then unlocks. Idempotent.
+  /// Clears owner_pid, then unlocks. Idempotent. Called on a thread that does not own the
+  /// mutex (a guard moved to another thread), the unlock fails (EPERM): the mutex stays held
+  /// by the thread that took it (until it exits: then the next writer recovers), so owner_pid
+  /// is put back to say so.
   void unlock() noexcept {
     if (s_ == nullptr) return;
     // SYNC POINT: this seq_cst clear follows the slot's end_slot_write() release; it pairs
     // with the seq_cst load of owner_pid in reader::check_stuck().
     s_->header()->owner_pid.store(0, std::memory_order_seq_cst);
-    robust_mutex::unlock(s_->mutex());
+    if (robust_mutex::unlock(s_->mutex()) != 0)
+      s_->header()->owner_pid.store(static_cast<std::uint32_t>(detail::current_pid()),
+                                    std::memory_order_seq_cst);
     s_ = nullptr;
   }
   bool held() const noexcept { return s_ != nullptr; }
