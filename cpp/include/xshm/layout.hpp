@@ -272,7 +272,7 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   if (state != kStateReady && (magic_ok || h->magic[0] == '\0'))
     throw LayoutError("state is " + std::to_string(state) +
                       ", not READY: the segment was never made ready (its creator died while "
-                      "creating it)");
+                      "creating it; remove it with unlink)");
   if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
   if (h->layout_version != kLayoutVersion)
     throw LayoutError("layout version " + std::to_string(h->layout_version) +

@@ -19,6 +19,7 @@
 #include "errors.hpp"
 #include "layout.hpp"
 #include "process.hpp"
+#include "record.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
 #include "utf8.hpp"

@@ -31,7 +31,6 @@
 #include "layout.hpp"
 #include "process.hpp"
 #include "robust_mutex.hpp"
-#include "seqlock.hpp"
 
 namespace xshm {
 
@@ -203,27 +202,6 @@ struct Segment {
   int slots() const noexcept { return geo.backup ? 2 : 1; }
 };
 
-/// The meta words after the lock word, as one image: written and read with atomic words.
-struct MetaImage {
-  std::uint64_t seq;
-  std::uint64_t counter;
-  std::int64_t timestamp_ns;
-  std::uint32_t writer_pid;
-  std::uint32_t message_len;
-};
-static_assert(sizeof(MetaImage) == 32 && offsetof(RecordMeta, seq) == 8,
-              "MetaImage mirrors RecordMeta from the word after the lock.");
-
-inline MetaImage load_meta(const RecordMeta* m) noexcept {
-  MetaImage img;
-  seqlock::load_bytes(&img, &m->seq, sizeof img);
-  return img;
-}
-
-inline void store_meta(RecordMeta* m, const MetaImage& img) noexcept {
-  seqlock::store_bytes(&m->seq, &img, sizeof img);
-}
-
 /// How long an opener racing the creator waits for the ready marker, beyond its own timeout.
 inline constexpr std::chrono::seconds kReadyWait{2};
 
@@ -234,20 +212,15 @@ inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int f
   auto s = std::make_shared<Segment>();
   s->name = canon;
   s->readonly = readonly;
-  if (size < kHeaderSize)
-    throw LayoutError("segment " + canon + " is " + std::to_string(size) +
-                      " bytes, smaller than the xshm header: not an xshm segment, or truncated");
   s->map = Mapping::map(fd, size, !readonly);
   const auto* h = static_cast<const Header*>(s->map.data());
-  // SYNC POINT: pairs with the creator's release store of state in build_segment().
-  if (h->state.load(std::memory_order_acquire) != kStateReady) {
-    if (std::memcmp(h->magic, kMagic, sizeof kMagic) != 0 && h->magic[0] != '\0')
-      throw LayoutError("bad magic: " + canon + " is not an xshm segment");
-    throw LayoutError("segment " + canon +
-                      " was never made ready: its creator died while creating it (remove it "
-                      "with unlink)");
+  try {
+    // The ready marker first (its acquire load pairs with build_segment()'s release store),
+    // then every identity field, in docs/LAYOUT.md's order; nothing read beyond `size`.
+    s->geo = validate_header(h, size);
+  } catch (const LayoutError& e) {
+    throw LayoutError("segment " + canon + ": " + e.what());
   }
-  s->geo = validate_header(h, size);
   if (!readonly && (h->mutex_size != sizeof(pthread_mutex_t) || h->mutex_abi != mutex_abi_tag()))
     throw LayoutError("segment " + canon +
                       " was created by a process with another C library or architecture; it "

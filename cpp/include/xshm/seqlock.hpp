@@ -99,7 +99,7 @@ inline void release_fence() noexcept {
 #endif
 }
 
-/// Writer step 1 (mutex held): make the slot's lock word odd. A word left odd by a writer
+/// A slot write begins (mutex held): make the slot's lock word odd. A word left odd by a writer
 /// that died stays odd; the returned odd value is what end_slot_write() completes.
 inline std::uint64_t begin_slot_write(std::atomic<std::uint64_t>& lock) noexcept {
   std::uint64_t s = lock.load(std::memory_order_relaxed);
@@ -110,7 +110,7 @@ inline std::uint64_t begin_slot_write(std::atomic<std::uint64_t>& lock) noexcept
   return s;
 }
 
-/// Writer step 3: publish the slot (even).
+/// A slot write ends: publish the slot (even).
 inline void end_slot_write(std::atomic<std::uint64_t>& lock, std::uint64_t odd) noexcept {
   // SYNC POINT: pairs with the reader's acquire load in try_read(): a reader that sees this
   // even value sees every data word stored before it.

@@ -3,10 +3,11 @@
 // the lock guard. Only the holder of the mutex writes the record slots, header seq, epoch and
 // owner_pid; readers (reader.hpp) and waiters (wait.hpp) only load them.
 //
-// One publish, in order (docs/LAYOUT.md tells it byte by byte):
+// One publish, in order (docs/LAYOUT.md section 9.3, same step numbers):
 //   1. live slot lock odd; write meta, values, message; live slot lock even
-//   2. header seq = n (release); epoch += 1; futex wake if anyone sleeps
-//   3. backup slot lock odd; copy live into backup; backup slot lock even
+//   2. header seq = n (release)
+//   3. notify: epoch += 1; futex wake if anyone sleeps
+//   4. backup slot lock odd; copy live into backup; backup slot lock even
 // At every instant one slot holds a complete record of the newest returned publish (or of the
 // one being made), so a reader never waits for a writer, alive or dead. A writer that dies
 // leaves at most one slot odd; the next locker sees EOWNERDEAD and recover() copies the
@@ -29,6 +30,7 @@
 #include "futex.hpp"
 #include "layout.hpp"
 #include "process.hpp"
+#include "record.hpp"
 #include "robust_mutex.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
@@ -51,7 +53,7 @@ inline void notify(const detail::Segment& s) noexcept {
 /// the recovery and bump the epoch. The crash states and what each becomes:
 ///   live odd (died writing it)                 -> backup copied over live
 ///   backup odd (died refreshing it)            -> live copied over backup
-///   both even, backup's seq != live's (died between steps 1 and 3) -> live copied over backup
+///   both even, backup's seq != live's (died between steps 1 and 4) -> live copied over backup
 ///   live complete, header seq behind (died between steps 1 and 2)  -> header seq = live's
 ///   no backup, live odd                        -> stays odd: the record is torn
 inline void recover(const detail::Segment& s) {
@@ -218,13 +220,13 @@ inline void write_live(const detail::Segment& s, const detail::MetaImage& img, c
   seqlock::end_slot_write(live->lock, odd);
 }
 
-/// Step 2a: the header's seq (step 2b is notify()).
+/// Step 2: the header's seq (step 3 is notify()).
 inline void publish_seq(const detail::Segment& s, std::uint64_t seq) noexcept {
   // SYNC POINT: pairs with the acquire loads of seq in seq() and wait.hpp.
   s.header()->seq.store(seq, std::memory_order_release);
 }
 
-/// Step 3: copy what the publish changed (the meta, the values when `values`, the first
+/// Step 4: copy what the publish changed (the meta, the values when `values`, the first
 /// `message_bytes` of the message) from the live slot into the backup.
 inline void refresh_backup(const detail::Segment& s, bool values, std::size_t message_bytes) noexcept {
   RecordMeta* backup = s.meta(1);
@@ -235,7 +237,7 @@ inline void refresh_backup(const detail::Segment& s, bool values, std::size_t me
   seqlock::end_slot_write(backup->lock, odd);
 }
 
-/// Steps 1-3 of the protocol; the writer mutex is held. `values`/`message`/`counter` that
+/// Steps 1-4 of the protocol; the writer mutex is held. `values`/`message`/`counter` that
 /// are null keep the current ones. Returns the new sequence.
 inline std::uint64_t publish_locked(const detail::Segment& s, const void* values,
                                     const std::string_view* message, std::optional<std::uint64_t> counter) {
@@ -247,7 +249,7 @@ inline std::uint64_t publish_locked(const detail::Segment& s, const void* values
   return img.seq;
 }
 
-/// A whole publish: checks, prefetch, the mutex (waiting at most `timeout`), steps 1-3,
+/// A whole publish: checks, prefetch, the mutex (waiting at most `timeout`), steps 1-4,
 /// release. nullopt: the mutex stayed taken for the whole timeout; nothing was published.
 template <class Hook = NoHook>
 inline std::optional<std::uint64_t> publish(const detail::Segment& s, const void* values,

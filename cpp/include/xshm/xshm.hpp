@@ -10,6 +10,7 @@
 #include "manager.hpp"
 #include "process.hpp"
 #include "reader.hpp"
+#include "record.hpp"
 #include "robust_mutex.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
