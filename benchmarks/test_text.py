@@ -29,7 +29,6 @@ def py_valid_up_to(data: bytes) -> int:
     except UnicodeDecodeError as e:
         return e.start
     return len(data)
-    return None
 
 
 @pytest.mark.benchmark(group="text-cut")

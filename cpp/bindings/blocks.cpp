@@ -1,3 +1,4 @@
+// The definitions behind blocks.hpp (what it binds and why is said there).
 #include "blocks.hpp"
 
 namespace xshm_py {

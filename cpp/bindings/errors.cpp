@@ -1,3 +1,4 @@
+// The definitions behind errors.hpp (what it binds and why is said there).
 #include "errors.hpp"
 
 #include <string>

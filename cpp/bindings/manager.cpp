@@ -1,3 +1,4 @@
+// The definitions behind manager.hpp (what it binds and why is said there).
 #include "manager.hpp"
 
 #include "blocks.hpp"

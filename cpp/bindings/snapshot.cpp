@@ -1,3 +1,4 @@
+// The definitions behind snapshot.hpp (what it binds and why is said there).
 #include "snapshot.hpp"
 
 #include <structmember.h>

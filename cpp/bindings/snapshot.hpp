@@ -13,7 +13,8 @@ namespace py = pybind11;
 
 /// The instance layout of xshm.Snapshot.
 struct SnapshotObject {
-  PyObject_HEAD unsigned long long seq;
+  PyObject_HEAD
+  unsigned long long seq;
   unsigned long long counter;
   long long timestamp_ns;
   unsigned long long writer_pid;

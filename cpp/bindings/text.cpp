@@ -1,3 +1,4 @@
+// The definitions behind text.hpp (what it binds and why is said there).
 #include "text.hpp"
 
 #include <string_view>

@@ -7,8 +7,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
+
+#include <time.h>
 
 namespace xshm {
 
@@ -25,6 +28,19 @@ inline Timeout from_seconds(double seconds) noexcept {
   if (!(seconds < std::chrono::duration<double>(kForever).count())) return std::nullopt;
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(std::max(seconds, 0.0)));
+}
+
+/// `t` + `ns` (either sign), normalised: the absolute deadlines futex and pthread waits take.
+inline timespec add_ns(timespec t, std::int64_t ns) noexcept {
+  constexpr std::int64_t kSec = 1'000'000'000;
+  std::int64_t total = static_cast<std::int64_t>(t.tv_nsec) + ns % kSec;
+  t.tv_sec += static_cast<time_t>(ns / kSec + total / kSec);
+  t.tv_nsec = static_cast<long>(total % kSec);
+  if (t.tv_nsec < 0) {
+    t.tv_nsec += kSec;
+    t.tv_sec -= 1;
+  }
+  return t;
 }
 
 /// The hook of a wait that needs none; waits without a hook do not slice.

@@ -15,6 +15,8 @@
 #include <climits>
 #include <cstdint>
 
+#include "clock.hpp"
+
 namespace xshm::futex {
 
 enum class WaitResult { Woken, Timeout };
@@ -40,17 +42,7 @@ inline timespec monotonic_now() noexcept {
   return ts;
 }
 
-inline timespec add_ns(timespec t, std::int64_t ns) noexcept {
-  constexpr std::int64_t kSec = 1'000'000'000;
-  std::int64_t total = static_cast<std::int64_t>(t.tv_nsec) + ns % kSec;
-  t.tv_sec += static_cast<time_t>(ns / kSec + total / kSec);
-  t.tv_nsec = static_cast<long>(total % kSec);
-  if (t.tv_nsec < 0) {
-    t.tv_nsec += kSec;
-    t.tv_sec -= 1;
-  }
-  return t;
-}
+using xshm::add_ns;  // clock.hpp
 
 inline bool before(const timespec& a, const timespec& b) noexcept {
   return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);

@@ -56,13 +56,9 @@ inline LockResult lock_result(int rc) {
 }
 
 inline timespec realtime_after(std::chrono::nanoseconds d) noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  constexpr std::int64_t kSec = 1'000'000'000;
-  const std::int64_t ns = ts.tv_nsec + d.count() % kSec;
-  ts.tv_sec += static_cast<time_t>(d.count() / kSec + ns / kSec);
-  ts.tv_nsec = static_cast<long>(ns % kSec);
-  return ts;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return add_ns(now, d.count());
 }
 
 }  // namespace impl
