@@ -101,6 +101,10 @@ func run(args []string) int {
 			return fail(err)
 		}
 		fmt.Println(string(snapshotJSON(seg, snap)))
+		// A read may return publish n from the live slot before the header's seq says n
+		// (LAYOUT.md 9.3): the next wait starts from what was read, or it would return at
+		// once on the header reaching n and print publish n again.
+		last = max(last, snap.Seq)
 	}
 	return 0
 }
