@@ -191,6 +191,26 @@ TEST(Manager, RefusesForeignTruncatedAndUnreadySegments) {
   EXPECT_EQ(errno_of([&] { SharedMemoryManager::open(name.str()); }), ENOENT);
 }
 
+TEST(Manager, UnlinkWithoutForceRemovesASegmentWhoseCreatorDiedBeforeItWasReady) {
+  // "never made ready ... remove it with unlink": an empty file (died before ftruncate) and a
+  // zero first page (died before writing the header) are xshm's own leftovers.
+  for (const off_t size : {off_t{0}, off_t{8192}}) {
+    ScopedName name;
+    int fd = ::shm_open(name.str().c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, size), 0);
+    ::close(fd);
+    EXPECT_NO_THROW(SharedMemoryManager::unlink(name.str())) << "size " << size;
+    EXPECT_EQ(errno_of([&] { SharedMemoryManager::unlink(name.str()); }), ENOENT);
+  }
+  ScopedName name;  // one non-zero byte in a short file: not ours
+  int fd = ::shm_open(name.str().c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "\0\0x", 3, 0), 3);
+  ::close(fd);
+  EXPECT_THROW(SharedMemoryManager::unlink(name.str()), LayoutError);
+}
+
 TEST(Manager, RefusesAnotherLayoutVersion) {
   ScopedName name;
   auto m = SharedMemoryManager::create(name.str());

@@ -333,6 +333,17 @@ inline std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOp
   }
 }
 
+/// Removes `canon` only if it still names the file (device, inode) given. Best effort: for
+/// clean-up after a failure, whose own error is the one to report.
+inline void unlink_if_same(const std::string& canon, dev_t dev, ino_t ino) noexcept {
+  const int fd = ::shm_open(canon.c_str(), O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  struct stat st {};
+  const bool same = ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+  ::close(fd);
+  if (same) ::shm_unlink(canon.c_str());
+}
+
 /// Opens `canon` for exist_ok and checks that its layout is the one asked for.
 inline std::shared_ptr<Segment> attach_existing(const std::string& canon, const Geometry& want) {
   std::shared_ptr<Segment> s = open_segment(canon, OpenOptions{});
@@ -351,32 +362,50 @@ inline std::shared_ptr<Segment> create_segment(std::string_view name, const Crea
   const std::string canon = normalize_name(name);
   Geometry geo = compute_geometry(opt.dtype, opt.shape, opt.message_capacity, opt.backup);
   if (opt.mode > 0777) throw ArgumentError("mode must be a permission mask (at most 0o777)");
-  int fd = ::shm_open(canon.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, opt.mode & 0777);
-  if (fd < 0) {
-    if (errno == EEXIST && opt.exist_ok) return attach_existing(canon, geo);
-    throw_errno(errno, "shm_open(" + canon + ")");
-  }
-  Fd owned(fd);
-  try {
-    return build_segment(canon, std::move(owned), geo, opt.mode & 0777);
-  } catch (...) {
-    ::shm_unlink(canon.c_str());
-    throw;
+  // exist_ok: a segment removed between our EEXIST and our open is created after all (a
+  // bounded number of times: a name that keeps coming and going is someone else's race).
+  for (int attempt = 0;; ++attempt) {
+    int fd = ::shm_open(canon.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, opt.mode & 0777);
+    if (fd < 0) {
+      if (errno != EEXIST || !opt.exist_ok) throw_errno(errno, "shm_open(" + canon + ")");
+      try {
+        return attach_existing(canon, geo);
+      } catch (const std::system_error& e) {
+        if (e.code().value() != ENOENT || attempt >= 100) throw;
+        continue;
+      }
+    }
+    Fd owned(fd);
+    struct stat mine {};
+    const bool known = ::fstat(fd, &mine) == 0;
+    try {
+      return build_segment(canon, std::move(owned), geo, opt.mode & 0777);
+    } catch (...) {
+      // Remove the half-built name, but only if it is still ours: after a failure another
+      // process may already have removed it and created its own under the same name.
+      if (known) unlink_if_same(canon, mine.st_dev, mine.st_ino);
+      throw;
+    }
   }
 }
 
-/// Removes a segment name. Unless `force`, refuses a segment that is not an xshm segment.
+/// Removes a segment name. Unless `force`, refuses a file that is not an xshm segment; one
+/// whose creator died before it was sized (size 0) or before it wrote the header (a zero
+/// first page) is an xshm segment that was never made ready, and is removed.
 inline void unlink_segment(std::string_view name, bool force) {
   const std::string canon = normalize_name(name);
   if (!force) {
     Fd fd = shm_open_checked(canon, O_RDONLY, 0);
     const std::uint64_t size = file_size(fd.get());
-    char magic[sizeof kMagic] = {};
-    if (size >= kHeaderSize) {
-      Mapping m = Mapping::map(fd.get(), kHeaderSize, false);
-      std::memcpy(magic, m.data(), sizeof magic);
+    bool ours = size == 0;
+    if (!ours) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, kHeaderSize));
+      Mapping m = Mapping::map(fd.get(), n, false);
+      const auto* bytes = static_cast<const unsigned char*>(m.data());
+      ours = (n >= sizeof kMagic && std::memcmp(bytes, kMagic, sizeof kMagic) == 0) ||
+             std::all_of(bytes, bytes + n, [](unsigned char b) { return b == 0; });
     }
-    if (std::memcmp(magic, kMagic, sizeof magic) != 0)
+    if (!ours)
       throw LayoutError("segment " + canon + " is not an xshm segment; refusing to remove it without force");
   }
   if (::shm_unlink(canon.c_str()) != 0) throw_errno(errno, "shm_unlink(" + canon + ")");
