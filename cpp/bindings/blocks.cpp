@@ -4,8 +4,10 @@ namespace xshm_py {
 
 void register_blocks(py::module_& mod) {
   py::class_<Record>(mod, "Record", "The record being written inside `with m.write() as rec:`.")
-      .def_property_readonly("values", &Record::values,
-                             "Writable private copy of the values; published on exit.")
+      .def_property_readonly(
+          "values", &Record::values,
+          "The values to publish, writable inside the block (the shared record itself when in\n"
+          "place); read-only when the block ends.")
       .def_property("counter", &Record::counter, &Record::set_counter, "The counter to publish.")
       .def_property(
           "message", &Record::message, [](Record& r, const std::string& m) { r.set_message(m); },

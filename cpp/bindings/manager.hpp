@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <xshm/manager.hpp>
+#include <xshm/window.hpp>
 
 #include "snapshot.hpp"
 #include "text.hpp"
@@ -112,6 +113,7 @@ class Manager {
   void close() {
     m_.close();
     view_ = py::none();
+    window_.reset();  // views of it keep it mapped
   }
   bool closed() const { return !m_.is_open(); }
   std::string name() const { return m().name(); }
@@ -240,10 +242,25 @@ class Manager {
     return *r;
   }
 
-  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout) {
+  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout, xshm::WriteMode mode) {
     xshm::SharedMemoryManager local = m();
     py::gil_scoped_release nogil;
-    return std::make_shared<xshm::WriteTransaction>(local.begin_write(to_timeout(timeout), check_signals));
+    return std::make_shared<xshm::WriteTransaction>(
+        local.begin_write(mode, to_timeout(timeout), check_signals));
+  }
+
+  /// The window that in-place write blocks hand their values through (window.hpp), mapped
+  /// on first use and reused by every block until one has to detach it.
+  const std::shared_ptr<xshm::ValuesWindow>& values_window() {
+    if (!window_) window_ = xshm::ValuesWindow::map(m().segment());
+    return window_;
+  }
+  /// Turns the current window private (views of it outlived their block); the next block
+  /// maps a fresh one. The views own the detached window through their base.
+  void detach_window() {
+    if (!window_) return;
+    window_->detach();
+    window_.reset();
   }
 
   std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
@@ -376,6 +393,7 @@ class Manager {
   py::dtype dtype_;
   py::tuple shape_;
   py::object view_;
+  std::shared_ptr<xshm::ValuesWindow> window_;
 };
 
 /// Adds the methods and properties of SharedMemoryManager to its class, the hot ones as

@@ -33,7 +33,9 @@ class Snapshot:
 class Record:
     """The record being written inside ``with m.write() as rec:``."""
     @property
-    def values(self) -> npt.NDArray[Any]: ...
+    def values(self) -> npt.NDArray[Any]:
+        """The values to publish, writable inside the block (the shared record itself when in
+        place); read-only when the block ends. Raises ArgumentError after the block."""
     @property
     def counter(self) -> int: ...
     @counter.setter
@@ -141,7 +143,16 @@ class SharedMemoryManager:
         truncate: bool = ...,
     ) -> int: ...
     def wait(self, seq: int, timeout: Optional[float] = ..., spin: float = ...) -> int: ...
-    def write(self, timeout: Optional[float] = ...) -> WriteBlock: ...
+    def write(self, timeout: Optional[float] = ..., in_place: Optional[bool] = ...) -> WriteBlock:
+        """``with m.write() as rec:`` takes the writer mutex and gives the record to write;
+        leaving the block publishes it, a block that raises publishes nothing and leaves the
+        record as it was. ``in_place``: None writes ``rec.values`` straight into the shared
+        record when the segment has a backup, into a private copy without one; True forces in
+        place (without a backup: readers stall meanwhile, and an aborted or killed block leaves
+        the record torn until the next full publish); False forces the private copy. Arrays
+        handed out become read-only when the block ends; views derived from them that outlive
+        it are detached: they keep the values as the block left them, and writes through them
+        stay private to this process."""
     def lock(self, timeout: Optional[float] = ...) -> LockBlock: ...
 
 def unlink(name: str, force: bool = ...) -> None: ...
