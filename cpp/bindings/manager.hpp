@@ -51,7 +51,12 @@ inline py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>
 
 class Manager {
  public:
-  Manager(xshm::SharedMemoryManager m, DecodePolicy policy) : m_(std::move(m)), policy_(policy) {
+  Manager(xshm::SharedMemoryManager m, DecodePolicy policy)
+      : m_(std::move(m)),
+        policy_(policy),
+        cache_(py::dtype(xshm::dtype_info(m_.geometry().dtype).name),
+               std::vector<Py_intptr_t>(m_.geometry().shape.begin(), m_.geometry().shape.end()),
+               m_.geometry().values_size) {
     const xshm::Geometry& g = m_.geometry();
     dtype_ = py::dtype(xshm::dtype_info(g.dtype).name);
     dims_.assign(g.shape.begin(), g.shape.end());
@@ -146,14 +151,13 @@ class Manager {
 
   py::object read() const {
     const xshm::SharedMemoryManager& local = m();
-    auto& api = py::detail::npy_api::get();
-    Py_INCREF(dtype_.ptr());  // PyArray_NewFromDescr steals it
-    PyObject* arr =
-        api.PyArray_NewFromDescr_(api.PyArray_Type_, dtype_.ptr(), static_cast<int>(dims_.size()),
-                                  const_cast<Py_intptr_t*>(dims_.data()), nullptr, nullptr, 0, nullptr);
-    if (arr == nullptr) throw py::error_already_set();
-    py::object values = py::reinterpret_steal<py::object>(arr);
-    return read_to(local, py::detail::array_proxy(arr)->data, std::move(values));
+    py::object snap = cache_.take();
+    const auto info = read_raw_to(local, SnapshotCache::data(snap), [&](const char* msg, std::uint32_t len) {
+      cache_.set_message(snap, msg, len, policy_);
+    });
+    set_info(reinterpret_cast<SnapshotObject*>(snap.ptr()), info);
+    cache_.put(snap);
+    return snap;
   }
 
   py::object read_into(const py::object& out) const {
@@ -366,7 +370,9 @@ class Manager {
     return arr;
   }
 
-  py::object read_to(const xshm::SharedMemoryManager& local, void* data, py::object values) const {
+  /// One consistent read into `data`; `message(bytes, len)` gets the message bytes.
+  template <class Message>
+  static xshm::RecordInfo read_raw_to(const xshm::SharedMemoryManager& local, void* data, Message&& message) {
     const std::uint32_t cap = local.message_capacity();
     char small[512];
     std::string big;
@@ -384,11 +390,21 @@ class Manager {
     } else {
       info = local.read_raw(data, buf, &len);
     }
-    return make_snapshot(info, std::move(values), decode_message(buf, len, policy_));
+    message(buf, len);
+    return info;
+  }
+
+  py::object read_to(const xshm::SharedMemoryManager& local, void* data, py::object values) const {
+    py::str msg = py::reinterpret_steal<py::str>(py::handle());
+    const auto info = read_raw_to(local, data, [&](const char* bytes, std::uint32_t len) {
+      msg = cache_.message(bytes, len, policy_);
+    });
+    return make_snapshot(info, std::move(values), std::move(msg));
   }
 
   xshm::SharedMemoryManager m_;
   DecodePolicy policy_;
+  mutable SnapshotCache cache_;
   std::vector<Py_intptr_t> dims_;
   py::dtype dtype_;
   py::tuple shape_;
