@@ -155,7 +155,7 @@ class Manager {
     const auto info = read_raw_to(local, SnapshotCache::data(snap), [&](const char* msg, std::uint32_t len) {
       cache_.set_message(snap, msg, len, policy_);
     });
-    set_info(reinterpret_cast<SnapshotObject*>(snap.ptr()), info);
+    cache_.set_info(snap, info);
     cache_.put(snap);
     return snap;
   }
@@ -399,7 +399,7 @@ class Manager {
     const auto info = read_raw_to(local, data, [&](const char* bytes, std::uint32_t len) {
       msg = cache_.message(bytes, len, policy_);
     });
-    return make_snapshot(info, std::move(values), std::move(msg));
+    return make_snapshot(info, std::move(values), std::move(msg), cache_.counter(info.counter));
   }
 
   xshm::SharedMemoryManager m_;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -33,6 +34,7 @@ struct SnapshotObject {
   unsigned long long writer_pid;
   PyObject* values;
   PyObject* message;
+  PyObject* counter_int;  // `counter` as Python sees it: the same int while the counter stays
 };
 
 /// The type, made by register_snapshot().
@@ -78,6 +80,7 @@ class SnapshotCache {
     if (s == nullptr) throw py::error_already_set();
     s->values = nullptr;
     s->message = nullptr;
+    s->counter_int = nullptr;
     snap = py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(s));
     s->values = new_array().release().ptr();
     Py_INCREF(Py_None);
@@ -100,6 +103,25 @@ class SnapshotCache {
       last_str_ = std::move(decoded);
     }
     return last_str_;
+  }
+
+  /// The counter as an int: the last one while the value stays the same.
+  const py::object& counter(std::uint64_t c) {
+    if (!last_counter_int_ || c != last_counter_) {
+      PyObject* o = PyLong_FromUnsignedLongLong(c);
+      if (o == nullptr) throw py::error_already_set();
+      last_counter_int_ = py::reinterpret_steal<py::object>(o);
+      last_counter_ = c;
+    }
+    return last_counter_int_;
+  }
+
+  /// Sets the record fields of `snap` (from take()) from `info`.
+  void set_info(const py::object& snap, const xshm::RecordInfo& info) {
+    auto* s = reinterpret_cast<SnapshotObject*>(snap.ptr());
+    const py::object& c = counter(info.counter);
+    if (s->counter_int != c.ptr()) Py_XSETREF(s->counter_int, c.inc_ref().ptr());
+    xshm_py::set_info(s, info);
   }
 
   /// Sets the message of `snap` (from take()) to message(data, len, policy).
@@ -142,18 +164,19 @@ class SnapshotCache {
   py::object snap_;
   std::string last_bytes_;
   py::str last_str_{py::reinterpret_steal<py::str>(py::handle())};
+  std::uint64_t last_counter_ = 0;
+  py::object last_counter_int_;
 };
 
-/// A Snapshot of `info`, taking over `values` and `message`.
-inline py::object make_snapshot(const xshm::RecordInfo& info, py::object values, py::str message) {
+/// A Snapshot of `info`, taking over `values`, `message` and `counter` (info.counter as an int).
+inline py::object make_snapshot(const xshm::RecordInfo& info, py::object values, py::str message,
+                                py::object counter) {
   auto* s = PyObject_New(SnapshotObject, g_snapshot_type);
   if (s == nullptr) throw py::error_already_set();
-  s->seq = info.seq;
-  s->counter = info.counter;
-  s->timestamp_ns = info.timestamp_ns;
-  s->writer_pid = info.writer_pid;
+  set_info(s, info);
   s->values = values.release().ptr();
   s->message = message.release().ptr();
+  s->counter_int = counter.release().ptr();
   return py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(s));
 }
 

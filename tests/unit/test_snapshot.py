@@ -62,6 +62,17 @@ def test_a_snapshot_nobody_holds_is_reused(seg_name: str) -> None:
         _same(snap, 2, 8)
         assert address % 64 == 0, "values buffers are 64-byte aligned"
         assert m.read().message is m.read().message, "the same bytes: the same str"
+        assert m.read().counter is m.read().counter, "the same counter: the same int"
+
+
+def test_fields_follow_the_record(seg_name: str) -> None:
+    with xshm.SharedMemoryManager.create(seg_name, shape=(2,)) as m:
+        for c, msg in [(2**64 - 1, "big"), (7, "seven"), (7, "seven again"), (2**40, "")]:
+            m.publish(values=[1.0, float(c % 5)], message=msg, counter=c)
+            s = m.read()
+            into = m.read_into(np.empty(2))
+            assert (s.counter, s.message, into.counter, into.message) == (c, msg, c, msg)
+            assert s.values.tolist() == into.values.tolist() == [1.0, float(c % 5)]
 
 
 def test_snapshots_of_several_threads_are_their_own(seg_name: str) -> None:
