@@ -84,12 +84,11 @@ class WriteBlock {
     auto tx = m_.begin_write(timeout_, mode_);
     auto st = std::make_shared<BlockState>();
     st->tx = tx;
-    const auto& shape = m_.m().shape();
     if (tx->in_place()) {
       const std::shared_ptr<xshm::ValuesWindow>& w = m_.values_window();
-      st->values = make_view(m_.dtype_ref(), shape, w->values(), w, true);
+      st->values = make_view(m_.dtype_ref(), m_.dims(), w->values(), w, true);
     } else {
-      st->values = make_view(m_.dtype_ref(), shape, tx->values(), tx, true);
+      st->values = make_view(m_.dtype_ref(), m_.dims(), tx->values(), tx, true);
     }
     st_ = st;
     return Record(st);

@@ -35,18 +35,24 @@ inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;  // copies smaller th
 /// How long a spinning wait() polls before it releases the GIL.
 inline constexpr std::chrono::nanoseconds kGilSpin{10'000};
 
-/// A numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a capsule).
+/// A C-contiguous numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a
+/// capsule, the array's base). Made with the numpy C API: py::array's constructor costs
+/// several hundred ns more, paid by every write block.
 template <class Owner>
-inline py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape, void* data,
-                           Owner owner, bool writable) {
-  auto* held = new Owner(std::move(owner));
-  py::capsule base(held, [](void* p) { delete static_cast<Owner*>(p); });
-  std::vector<py::ssize_t> dims(shape.begin(), shape.end());
-  py::array arr(dt, dims, {}, data, base);
-  if (!writable) {
-    py::detail::array_proxy(arr.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-  }
-  return arr;
+inline py::array make_view(const py::dtype& dt, const std::vector<Py_intptr_t>& dims, void* data, Owner owner,
+                           bool writable) {
+  py::capsule base(new Owner(std::move(owner)), [](void* p) { delete static_cast<Owner*>(p); });
+  auto& api = py::detail::npy_api::get();
+  const int flags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                    (writable ? py::detail::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+  Py_INCREF(dt.ptr());  // PyArray_NewFromDescr steals it
+  PyObject* arr =
+      api.PyArray_NewFromDescr_(api.PyArray_Type_, dt.ptr(), static_cast<int>(dims.size()),
+                                const_cast<Py_intptr_t*>(dims.data()), nullptr, data, flags, nullptr);
+  if (arr == nullptr) throw py::error_already_set();
+  auto a = py::reinterpret_steal<py::array>(arr);
+  if (api.PyArray_SetBaseObject_(arr, base.release().ptr()) != 0) throw py::error_already_set();
+  return a;
 }
 
 class Manager {
@@ -63,7 +69,7 @@ class Manager {
     py::tuple shape(g.shape.size());
     for (std::size_t i = 0; i < g.shape.size(); ++i) shape[i] = py::int_(g.shape[i]);
     shape_ = shape;
-    view_ = make_view(dtype_, g.shape, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
+    view_ = make_view(dtype_, dims_, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
   }
 
   static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape,
@@ -247,6 +253,9 @@ class Manager {
   }
 
   std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout, xshm::WriteMode mode) {
+    // A free mutex is taken with the GIL held (releasing and re-taking it costs more); when it
+    // is taken, the wait goes on with the GIL released and Ctrl-C honoured.
+    if (auto tx = m().try_begin_write(mode)) return std::make_shared<xshm::WriteTransaction>(std::move(*tx));
     xshm::SharedMemoryManager local = m();
     py::gil_scoped_release nogil;
     return std::make_shared<xshm::WriteTransaction>(
@@ -274,6 +283,7 @@ class Manager {
   }
 
   const py::dtype& dtype_ref() const { return dtype_; }
+  const std::vector<Py_intptr_t>& dims() const { return dims_; }
 
   /// The header's identity and control words, for tools (xshm inspect). Reads only.
   py::dict header() const {

@@ -165,6 +165,11 @@ class SharedMemoryManager {
     return begin_write(WriteMode::automatic, timeout, std::forward<Hook>(between_slices));
   }
 
+  /// begin_write() only if the writer mutex is free now: nullopt when it is taken.
+  std::optional<WriteTransaction> try_begin_write(WriteMode mode = WriteMode::automatic) {
+    return WriteTransaction::begin(seg_ptr(), mode, std::chrono::nanoseconds{0});
+  }
+
   /// Runs fn(tx) inside a write transaction and publishes when it returns; when it throws,
   /// nothing is published (the record is restored; WriteMode) and the exception goes on.
   template <class Fn>
