@@ -27,6 +27,7 @@ namespace py = pybind11;
 struct BlockState {
   std::shared_ptr<xshm::WriteTransaction> tx;
   py::object values;
+  std::shared_ptr<xshm::ValuesWindow> window;  // in place: the window `values` looks through
 };
 
 /// The record inside `with m.write() as rec:`.
@@ -85,8 +86,8 @@ class WriteBlock {
     auto st = std::make_shared<BlockState>();
     st->tx = tx;
     if (tx->in_place()) {
-      const std::shared_ptr<xshm::ValuesWindow>& w = m_.values_window();
-      st->values = make_view(m_.dtype_ref(), m_.dims(), w->values(), w, true);
+      st->window = m_.values_window();
+      st->values = make_view(m_.dtype_ref(), m_.dims(), st->window->values(), st->window, true);
     } else {
       st->values = make_view(m_.dtype_ref(), m_.dims(), tx->values(), tx, true);
     }
@@ -121,8 +122,9 @@ class WriteBlock {
     a->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
     // numpy points every derived view at the first base that is not an array: our capsule.
     const bool escaped = Py_REFCNT(arr) > 1 || (a->base != nullptr && Py_REFCNT(a->base) > 1);
-    if (escaped && st.tx->in_place()) m_.detach_window();
+    if (escaped && st.window) m_.detach_window(st.window);
     st.values = py::none();
+    st.window.reset();
   }
 
   Manager& m_;

@@ -268,12 +268,11 @@ class Manager {
     if (!window_) window_ = xshm::ValuesWindow::map(m().segment());
     return window_;
   }
-  /// Turns the current window private (views of it outlived their block); the next block
-  /// maps a fresh one. The views own the detached window through their base.
-  void detach_window() {
-    if (!window_) return;
-    window_->detach();
-    window_.reset();
+  /// Turns `w` private (views of it outlived their block); when it is the current window,
+  /// the next block maps a fresh one. The views own the detached window through their base.
+  void detach_window(const std::shared_ptr<xshm::ValuesWindow>& w) {
+    w->detach();
+    if (window_ == w) window_.reset();
   }
 
   std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {

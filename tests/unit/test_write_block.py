@@ -117,6 +117,19 @@ def test_derived_views_outlive_the_block_detached(seg_name: str, in_place: bool 
         _published(m, 4.0, "", 0, 2)
 
 
+def test_views_kept_past_a_close_inside_the_block_are_detached_too(seg_name: str) -> None:
+    m = xshm.SharedMemoryManager.create(seg_name, shape=(N,))
+    with m.write() as rec:
+        part = rec.values[:4]
+        part[:] = 5.0
+        m.close()
+    part[:] = 6.0
+    with xshm.SharedMemoryManager.open(seg_name) as r:
+        assert r.read().values[:4].tolist() == [5.0] * 4
+        assert r.live_values[:4].tolist() == [5.0] * 4
+    assert part.tolist() == [6.0] * 4
+
+
 def test_views_dropped_inside_the_block_leave_the_window_shared(seg_name: str) -> None:
     """The common path: nothing outlives the block, so the next block reuses the same window
     (the same address) without mapping or copying anything."""
