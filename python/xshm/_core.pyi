@@ -56,6 +56,7 @@ class WriteBlock:
         arg0: Optional[type[BaseException]],
         arg1: Optional[BaseException],
         arg2: Optional[TracebackType],
+        /,
     ) -> None: ...
     @property
     def seq(self) -> Optional[int]: ...

@@ -58,7 +58,8 @@ class ValuesWindow {
   /// the block's values). Idempotent.
   void detach() {
     if (detached_) return;
-    void* copy = ::mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* copy =
+        ::mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (copy == MAP_FAILED) detail::throw_errno(errno, "mmap (detached values window)");
     seqlock::load_bytes(copy, base_, len_);
     if (::mremap(copy, len_, len_, MREMAP_MAYMOVE | MREMAP_FIXED, base_) == MAP_FAILED) {
