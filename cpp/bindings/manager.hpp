@@ -125,6 +125,7 @@ class Manager {
     m_.close();
     view_ = py::none();
     window_.reset();  // views of it keep it mapped
+    cache_.clear();   // the last snapshot's buffer goes with the handle, unless a user holds it
   }
   bool closed() const { return !m_.is_open(); }
   std::string name() const { return m().name(); }

@@ -87,6 +87,9 @@ class SnapshotCache {
     s->message = Py_None;
     return snap;
   }
+  /// Drops the cached snapshot (and, unless a user holds them, its buffers).
+  void clear() { snap_ = py::object(); }
+
   /// Back into the cache, once filled.
   void put(py::object snap) { snap_ = std::move(snap); }
 
