@@ -74,7 +74,9 @@ PyObject* fast_seq(PyObject* self, void*) {
 PyMethodDef g_fast_methods[] = {
     {"read", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read)),
      METH_FASTCALL | METH_KEYWORDS,
-     "read($self, /)\n--\n\nA consistent snapshot (copy) of the record. Never waits for a writer."},
+     "read($self, /)\n--\n\nA consistent snapshot (copy) of the record. Never waits for a writer.\n"
+     "A snapshot you hold (or its values, or a view of them) never changes; once nothing holds\n"
+     "the last one, the next read() refills it rather than allocating."},
     {"read_into", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read_into)),
      METH_FASTCALL | METH_KEYWORDS,
      "read_into($self, /, out)\n--\n\nCopy a consistent record's values into `out` (same dtype and shape,\n"

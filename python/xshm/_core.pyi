@@ -134,7 +134,10 @@ class SharedMemoryManager:
         """The old name of :attr:`live_values`, kept as an alias (the live view, which may
         show a publish in progress; a snapshot's ``.values`` is the consistent copy)."""
     def header(self) -> dict[str, Any]: ...
-    def read(self) -> Snapshot: ...
+    def read(self) -> Snapshot:
+        """A consistent snapshot (copy) of the record. Never waits for a writer. A snapshot
+        you hold (or its values, or a view of them) never changes; once nothing holds the
+        last one, the next read() refills it rather than allocating."""
     def read_into(self, out: npt.NDArray[Any]) -> Snapshot: ...
     def publish(
         self,
