@@ -1,8 +1,8 @@
 // The blocks of xshm.SharedMemoryManager: `with m.write() as rec:` (WriteBlock, and the Record
-// it yields: a private copy of the record, published on a clean exit, dropped when the block
-// raises) and `with m.lock():` (LockBlock). Each holds the core's WriteTransaction or LockGuard,
-// which own the writer mutex and keep the segment mapped; the record's values view is tied to
-// its transaction.
+// it yields: the record being written, in place or staged, published on a clean exit, dropped
+// when the block raises) and `with m.lock():` (LockBlock). Each holds the core's
+// WriteTransaction or LockGuard, which own the writer mutex and keep the segment mapped; the
+// record's values view is tied to the values window (in place) or the transaction (staged).
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -22,53 +22,115 @@ namespace xshm_py {
 
 namespace py = pybind11;
 
+/// What a block and the Record it yields share: the transaction, and the values array the
+/// block handed out (None once the block has ended).
+struct BlockState {
+  std::shared_ptr<xshm::WriteTransaction> tx;
+  py::object values;
+  std::shared_ptr<xshm::ValuesWindow> window;  // in place: the window `values` looks through
+};
+
 /// The record inside `with m.write() as rec:`.
 class Record {
  public:
-  Record(std::shared_ptr<xshm::WriteTransaction> tx, py::array values)
-      : tx_(std::move(tx)), values_(std::move(values)) {}
-  py::array values() const { return values_; }
-  std::uint64_t counter() const { return tx_->counter; }
-  void set_counter(std::uint64_t c) { tx_->counter = c; }
-  py::str message() const { return decode_message(tx_->message().data(), tx_->message().size()); }
+  explicit Record(std::shared_ptr<BlockState> st) : st_(std::move(st)) {}
+  py::object values() const {
+    if (st_->values.is_none())
+      throw xshm::ArgumentError("the write block has ended: its values are published (read() them)");
+    return st_->values;
+  }
+  std::uint64_t counter() const { return st_->tx->counter; }
+  void set_counter(std::uint64_t c) { st_->tx->counter = c; }
+  py::str message() const {
+    const std::string& m = st_->tx->message();
+    return decode_message(m.data(), m.size());
+  }
   /// Longer than the slot: MessageTooLongError, unless `truncate` (cut on a code point).
-  void set_message(const std::string& m, bool truncate = false) { tx_->set_message(m, truncate); }
-  xshm::WriteTransaction& tx() { return *tx_; }
+  void set_message(const std::string& m, bool truncate = false) { st_->tx->set_message(m, truncate); }
 
  private:
-  std::shared_ptr<xshm::WriteTransaction> tx_;
-  py::array values_;
+  std::shared_ptr<BlockState> st_;
 };
 
-/// `with m.write() as rec:`; publishes on a clean exit, publishes nothing when the block raises.
+/// `with m.write() as rec:`; publishes on a clean exit, publishes nothing when the block raises
+/// (in place: the record restored from the backup).
+///
+/// The values array is a view of the live slot (in place, through the manager's values window)
+/// or of the transaction's private copy (staged). When the block ends the array becomes
+/// read-only. Views derived from it inside the block (slices, reshapes, memoryviews) cannot be
+/// revoked: if anything but the block still holds the array or its window (their reference
+/// counts tell), the window is detached before the commit (window.hpp), so those views keep
+/// the values as the block left them, and a late write through one lands in private memory.
 class WriteBlock {
  public:
-  WriteBlock(Manager& m, std::optional<double> timeout) : m_(m), timeout_(timeout) {}
+  WriteBlock(Manager& m, std::optional<double> timeout, xshm::WriteMode mode)
+      : m_(m), timeout_(timeout), mode_(mode) {}
+  WriteBlock(const WriteBlock&) = delete;
+  WriteBlock& operator=(const WriteBlock&) = delete;
+  WriteBlock(WriteBlock&& o) noexcept
+      : m_(o.m_), timeout_(o.timeout_), mode_(o.mode_), st_(std::move(o.st_)), seq_(o.seq_) {}
+  WriteBlock& operator=(WriteBlock&&) = delete;
+  /// A block entered and never exited (its __exit__ not called): aborted.
+  ~WriteBlock() {
+    if (!st_) return;
+    try {
+      end_values(*st_);
+    } catch (...) {  // a detach that failed: the abort below still restores the record
+    }
+    st_->tx->abort();
+  }
+
   Record enter() {
-    if (rec_) throw xshm::ArgumentError("this write block is already active");
-    auto tx = m_.begin_write(timeout_);
-    const auto& shape = m_.m().shape();
-    py::array values = make_view(m_.dtype_ref(), shape, tx->values(), tx, true);
-    rec_.emplace(tx, values);
-    return *rec_;
+    if (st_) throw xshm::ArgumentError("this write block is already active");
+    auto tx = m_.begin_write(timeout_, mode_);
+    auto st = std::make_shared<BlockState>();
+    st->tx = tx;
+    if (tx->in_place()) {
+      st->window = m_.values_window();
+      st->values = make_view(m_.dtype_ref(), m_.dims(), st->window->values(), st->window, true);
+    } else {
+      st->values = make_view(m_.dtype_ref(), m_.dims(), tx->values(), tx, true);
+    }
+    st_ = st;
+    return Record(st);
   }
   bool exit(const py::object& exc_type, const py::object&, const py::object&) {
-    if (!rec_) return false;
-    Record rec = std::move(*rec_);
-    rec_.reset();
+    if (!st_) return false;
+    std::shared_ptr<BlockState> st = std::move(st_);
+    st_.reset();
+    try {
+      end_values(*st);
+    } catch (...) {
+      st->tx->abort();
+      throw;
+    }
     if (exc_type.is_none()) {
-      seq_ = rec.tx().commit();
+      seq_ = st->tx->commit();
     } else {
-      rec.tx().abort();
+      st->tx->abort();
     }
     return false;
   }
   std::optional<std::uint64_t> seq() const { return seq_; }
 
  private:
+  /// The block lets go of its array: read-only from now on; detached when it outlives the
+  /// block (see the class comment). Runs while the writer mutex is still held.
+  void end_values(BlockState& st) {
+    PyObject* arr = st.values.ptr();
+    auto* a = py::detail::array_proxy(arr);
+    a->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    // numpy points every derived view at the first base that is not an array: our capsule.
+    const bool escaped = Py_REFCNT(arr) > 1 || (a->base != nullptr && Py_REFCNT(a->base) > 1);
+    if (escaped && st.window) m_.detach_window(st.window);
+    st.values = py::none();
+    st.window.reset();
+  }
+
   Manager& m_;
   std::optional<double> timeout_;
-  std::optional<Record> rec_;
+  xshm::WriteMode mode_;
+  std::shared_ptr<BlockState> st_;
   std::optional<std::uint64_t> seq_;
 };
 

@@ -75,7 +75,9 @@ PyObject* fast_seq(PyObject* self, void*) {
 PyMethodDef g_fast_methods[] = {
     {"read", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read)),
      METH_FASTCALL | METH_KEYWORDS,
-     "read($self, /)\n--\n\nA consistent snapshot (copy) of the record. Never waits for a writer."},
+     "read($self, /)\n--\n\nA consistent snapshot (copy) of the record. Never waits for a writer.\n"
+     "A snapshot you hold (or its values, or a view of them) never changes; once nothing holds\n"
+     "the last one, the next read() refills it rather than allocating."},
     {"read_into", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_read_into)),
      METH_FASTCALL | METH_KEYWORDS,
      "read_into($self, /, out)\n--\n\nCopy a consistent record's values into `out` (same dtype and shape,\n"
@@ -160,11 +162,26 @@ void register_manager(py::class_<Manager>& cls) {
            "The header's fields as a dict (layout, creation id and time, seq, epoch, waiters,\n"
            "owner_pid, recoveries), read without taking any lock. For tools such as xshm inspect.")
       .def(
-          "write", [](Manager& m, std::optional<double> timeout) { return WriteBlock(m, timeout); },
-          py::arg("timeout") = py::none(), py::keep_alive<0, 1>(),
-          "`with m.write() as rec:` takes the writer mutex and gives a private copy of the record\n"
+          "write",
+          [](Manager& m, std::optional<double> timeout, std::optional<bool> in_place) {
+            const xshm::WriteMode mode = !in_place   ? xshm::WriteMode::automatic
+                                         : *in_place ? xshm::WriteMode::in_place
+                                                     : xshm::WriteMode::staged;
+            return WriteBlock(m, timeout, mode);
+          },
+          py::arg("timeout") = py::none(), py::arg("in_place") = py::none(), py::keep_alive<0, 1>(),
+          "`with m.write() as rec:` takes the writer mutex and gives the record to write\n"
           "(rec.values, rec.counter, rec.message); leaving the block publishes it. If the block\n"
-          "raises, nothing is published and the mutex is released.")
+          "raises, nothing is published, the record is as it was, and the mutex is released.\n\n"
+          "in_place: None (default) writes rec.values straight into the shared record when the\n"
+          "segment has a backup (readers get the previous record meanwhile; no copy) and into a\n"
+          "private copy without one. True forces in place: without a backup, readers then stall\n"
+          "(TornRecordError after their stall_timeout) while the block runs, and a block that\n"
+          "raises or a writer killed inside leaves the record torn until the next publish of\n"
+          "every field. False forces the private copy.\n\n"
+          "rec.values and every array taken from it become read-only when the block ends; views\n"
+          "derived from it (slices, reshapes) that outlive the block keep the values as the block\n"
+          "left them, and writes through them stay private to this process.")
       .def(
           "lock", [](Manager& m, std::optional<double> timeout) { return LockBlock(m, timeout); },
           py::arg("timeout") = py::none(), py::keep_alive<0, 1>(),

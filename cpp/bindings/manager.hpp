@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <xshm/manager.hpp>
+#include <xshm/window.hpp>
 
 #include "snapshot.hpp"
 #include "text.hpp"
@@ -34,30 +35,41 @@ inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;  // copies smaller th
 /// How long a spinning wait() polls before it releases the GIL.
 inline constexpr std::chrono::nanoseconds kGilSpin{10'000};
 
-/// A numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a capsule).
+/// A C-contiguous numpy array over `data`, kept alive by `owner` (a shared_ptr moved into a
+/// capsule, the array's base). Made with the numpy C API: py::array's constructor costs
+/// several hundred ns more, paid by every write block.
 template <class Owner>
-inline py::array make_view(const py::dtype& dt, const std::vector<std::uint64_t>& shape, void* data,
-                           Owner owner, bool writable) {
-  auto* held = new Owner(std::move(owner));
-  py::capsule base(held, [](void* p) { delete static_cast<Owner*>(p); });
-  std::vector<py::ssize_t> dims(shape.begin(), shape.end());
-  py::array arr(dt, dims, {}, data, base);
-  if (!writable) {
-    py::detail::array_proxy(arr.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-  }
-  return arr;
+inline py::array make_view(const py::dtype& dt, const std::vector<Py_intptr_t>& dims, void* data, Owner owner,
+                           bool writable) {
+  py::capsule base(new Owner(std::move(owner)), [](void* p) { delete static_cast<Owner*>(p); });
+  auto& api = py::detail::npy_api::get();
+  const int flags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                    (writable ? py::detail::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+  Py_INCREF(dt.ptr());  // PyArray_NewFromDescr steals it
+  PyObject* arr =
+      api.PyArray_NewFromDescr_(api.PyArray_Type_, dt.ptr(), static_cast<int>(dims.size()),
+                                const_cast<Py_intptr_t*>(dims.data()), nullptr, data, flags, nullptr);
+  if (arr == nullptr) throw py::error_already_set();
+  auto a = py::reinterpret_steal<py::array>(arr);
+  if (api.PyArray_SetBaseObject_(arr, base.release().ptr()) != 0) throw py::error_already_set();
+  return a;
 }
 
 class Manager {
  public:
-  Manager(xshm::SharedMemoryManager m, DecodePolicy policy) : m_(std::move(m)), policy_(policy) {
+  Manager(xshm::SharedMemoryManager m, DecodePolicy policy)
+      : m_(std::move(m)),
+        policy_(policy),
+        cache_(py::dtype(xshm::dtype_info(m_.geometry().dtype).name),
+               std::vector<Py_intptr_t>(m_.geometry().shape.begin(), m_.geometry().shape.end()),
+               m_.geometry().values_size) {
     const xshm::Geometry& g = m_.geometry();
     dtype_ = py::dtype(xshm::dtype_info(g.dtype).name);
     dims_.assign(g.shape.begin(), g.shape.end());
     py::tuple shape(g.shape.size());
     for (std::size_t i = 0; i < g.shape.size(); ++i) shape[i] = py::int_(g.shape[i]);
     shape_ = shape;
-    view_ = make_view(dtype_, g.shape, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
+    view_ = make_view(dtype_, dims_, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
   }
 
   static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape,
@@ -111,6 +123,8 @@ class Manager {
   void close() {
     m_.close();
     view_ = py::none();
+    window_.reset();  // views of it keep it mapped
+    cache_.clear();   // the last snapshot's buffer goes with the handle, unless a user holds it
   }
   bool closed() const { return !m_.is_open(); }
   std::string name() const { return m().name(); }
@@ -143,14 +157,13 @@ class Manager {
 
   py::object read() const {
     const xshm::SharedMemoryManager& local = m();
-    auto& api = py::detail::npy_api::get();
-    Py_INCREF(dtype_.ptr());  // PyArray_NewFromDescr steals it
-    PyObject* arr =
-        api.PyArray_NewFromDescr_(api.PyArray_Type_, dtype_.ptr(), static_cast<int>(dims_.size()),
-                                  const_cast<Py_intptr_t*>(dims_.data()), nullptr, nullptr, 0, nullptr);
-    if (arr == nullptr) throw py::error_already_set();
-    py::object values = py::reinterpret_steal<py::object>(arr);
-    return read_to(local, py::detail::array_proxy(arr)->data, std::move(values));
+    py::object snap = cache_.take();
+    const auto info = read_raw_to(local, SnapshotCache::data(snap), [&](const char* msg, std::uint32_t len) {
+      cache_.set_message(snap, msg, len, policy_);
+    });
+    cache_.set_info(snap, info);
+    cache_.put(snap);
+    return snap;
   }
 
   py::object read_into(const py::object& out) const {
@@ -239,10 +252,27 @@ class Manager {
     return *r;
   }
 
-  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout) {
+  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout, xshm::WriteMode mode) {
+    // A free mutex is taken with the GIL held (releasing and re-taking it costs more); when it
+    // is taken, the wait goes on with the GIL released and Ctrl-C honoured.
+    if (auto tx = m().try_begin_write(mode)) return std::make_shared<xshm::WriteTransaction>(std::move(*tx));
     xshm::SharedMemoryManager local = m();
     py::gil_scoped_release nogil;
-    return std::make_shared<xshm::WriteTransaction>(local.begin_write(to_timeout(timeout), check_signals));
+    return std::make_shared<xshm::WriteTransaction>(
+        local.begin_write(mode, to_timeout(timeout), check_signals));
+  }
+
+  /// The window that in-place write blocks hand their values through (window.hpp), mapped
+  /// on first use and reused by every block until one has to detach it.
+  const std::shared_ptr<xshm::ValuesWindow>& values_window() {
+    if (!window_) window_ = xshm::ValuesWindow::map(m().segment());
+    return window_;
+  }
+  /// Turns `w` private (views of it outlived their block); when it is the current window,
+  /// the next block maps a fresh one. The views own the detached window through their base.
+  void detach_window(const std::shared_ptr<xshm::ValuesWindow>& w) {
+    w->detach();
+    if (window_ == w) window_.reset();
   }
 
   std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
@@ -252,6 +282,7 @@ class Manager {
   }
 
   const py::dtype& dtype_ref() const { return dtype_; }
+  const std::vector<Py_intptr_t>& dims() const { return dims_; }
 
   /// The header's identity and control words, for tools (xshm inspect). Reads only.
   py::dict header() const {
@@ -348,7 +379,9 @@ class Manager {
     return arr;
   }
 
-  py::object read_to(const xshm::SharedMemoryManager& local, void* data, py::object values) const {
+  /// One consistent read into `data`; `message(bytes, len)` gets the message bytes.
+  template <class Message>
+  static xshm::RecordInfo read_raw_to(const xshm::SharedMemoryManager& local, void* data, Message&& message) {
     const std::uint32_t cap = local.message_capacity();
     char small[512];
     std::string big;
@@ -366,15 +399,26 @@ class Manager {
     } else {
       info = local.read_raw(data, buf, &len);
     }
-    return make_snapshot(info, std::move(values), decode_message(buf, len, policy_));
+    message(buf, len);
+    return info;
+  }
+
+  py::object read_to(const xshm::SharedMemoryManager& local, void* data, py::object values) const {
+    py::str msg = py::reinterpret_steal<py::str>(py::handle());
+    const auto info = read_raw_to(local, data, [&](const char* bytes, std::uint32_t len) {
+      msg = cache_.message(bytes, len, policy_);
+    });
+    return make_snapshot(info, std::move(values), std::move(msg), cache_.counter(info.counter));
   }
 
   xshm::SharedMemoryManager m_;
   DecodePolicy policy_;
+  mutable SnapshotCache cache_;
   std::vector<Py_intptr_t> dims_;
   py::dtype dtype_;
   py::tuple shape_;
   py::object view_;
+  std::shared_ptr<xshm::ValuesWindow> window_;
 };
 
 /// Adds the methods and properties of SharedMemoryManager to its class, the hot ones as

@@ -15,6 +15,7 @@ void snapshot_dealloc(PyObject* self) {
   auto* s = reinterpret_cast<SnapshotObject*>(self);
   Py_XDECREF(s->values);
   Py_XDECREF(s->message);
+  Py_XDECREF(s->counter_int);
   PyTypeObject* tp = Py_TYPE(self);
   tp->tp_free(self);
   Py_DECREF(tp);
@@ -33,14 +34,14 @@ PyObject* snapshot_timestamp(PyObject* self, void*) {
 PyMemberDef snapshot_members[] = {
     {"seq", T_ULONGLONG, offsetof(SnapshotObject, seq), READONLY,
      "The publish this record came from (1 for the first)."},
-    {"counter", T_ULONGLONG, offsetof(SnapshotObject, counter), READONLY, "The writer's counter."},
+    {"counter", T_OBJECT_EX, offsetof(SnapshotObject, counter_int), READONLY, "The writer's counter."},
     {"timestamp_ns", T_LONGLONG, offsetof(SnapshotObject, timestamp_ns), READONLY,
      "Wall-clock time of the publish, ns since the epoch."},
     {"writer_pid", T_ULONGLONG, offsetof(SnapshotObject, writer_pid), READONLY,
      "Pid of the process that published it."},
-    {"values", T_OBJECT, offsetof(SnapshotObject, values), READONLY,
+    {"values", T_OBJECT_EX, offsetof(SnapshotObject, values), READONLY,
      "The values (a private copy, or the read_into target)."},
-    {"message", T_OBJECT, offsetof(SnapshotObject, message), READONLY, "The message, decoded from UTF-8."},
+    {"message", T_OBJECT_EX, offsetof(SnapshotObject, message), READONLY, "The message, decoded from UTF-8."},
     {nullptr, 0, 0, 0, nullptr},
 };
 

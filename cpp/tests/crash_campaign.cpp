@@ -81,7 +81,7 @@ bool consistent(const std::vector<std::uint64_t>& v, const std::string& msg, std
     if (mode == 0) {  // publish()
       std::fill(v.begin(), v.end(), c);
       seq = m.publish(v, std::to_string(c), c);
-    } else if (mode == 1) {  // a write transaction: the kill may land while it is staged
+    } else if (mode == 1) {  // a write transaction: the kill may land mid-fill, in place (backup) or staged
       try {
         seq = m.write([&](xshm::WriteTransaction& tx) {
           auto* p = tx.values_as<std::uint64_t>();

@@ -33,7 +33,9 @@ class Snapshot:
 class Record:
     """The record being written inside ``with m.write() as rec:``."""
     @property
-    def values(self) -> npt.NDArray[Any]: ...
+    def values(self) -> npt.NDArray[Any]:
+        """The values to publish, writable inside the block (the shared record itself when in
+        place); read-only when the block ends. Raises ArgumentError after the block."""
     @property
     def counter(self) -> int: ...
     @counter.setter
@@ -54,6 +56,7 @@ class WriteBlock:
         arg0: Optional[type[BaseException]],
         arg1: Optional[BaseException],
         arg2: Optional[TracebackType],
+        /,
     ) -> None: ...
     @property
     def seq(self) -> Optional[int]: ...
@@ -131,7 +134,10 @@ class SharedMemoryManager:
         """The old name of :attr:`live_values`, kept as an alias (the live view, which may
         show a publish in progress; a snapshot's ``.values`` is the consistent copy)."""
     def header(self) -> dict[str, Any]: ...
-    def read(self) -> Snapshot: ...
+    def read(self) -> Snapshot:
+        """A consistent snapshot (copy) of the record. Never waits for a writer. A snapshot
+        you hold (or its values, or a view of them) never changes; once nothing holds the
+        last one, the next read() refills it rather than allocating."""
     def read_into(self, out: npt.NDArray[Any]) -> Snapshot: ...
     def publish(
         self,
@@ -141,7 +147,16 @@ class SharedMemoryManager:
         truncate: bool = ...,
     ) -> int: ...
     def wait(self, seq: int, timeout: Optional[float] = ..., spin: float = ...) -> int: ...
-    def write(self, timeout: Optional[float] = ...) -> WriteBlock: ...
+    def write(self, timeout: Optional[float] = ..., in_place: Optional[bool] = ...) -> WriteBlock:
+        """``with m.write() as rec:`` takes the writer mutex and gives the record to write;
+        leaving the block publishes it, a block that raises publishes nothing and leaves the
+        record as it was. ``in_place``: None writes ``rec.values`` straight into the shared
+        record when the segment has a backup, into a private copy without one; True forces in
+        place (without a backup: readers stall meanwhile, and an aborted or killed block leaves
+        the record torn until the next full publish); False forces the private copy. Arrays
+        handed out become read-only when the block ends; views derived from them that outlive
+        it are detached: they keep the values as the block left them, and writes through them
+        stay private to this process."""
     def lock(self, timeout: Optional[float] = ...) -> LockBlock: ...
 
 def unlink(name: str, force: bool = ...) -> None: ...

@@ -20,6 +20,7 @@
 #include "layout.hpp"
 #include "reader.hpp"
 #include "segment.hpp"
+#include "transaction.hpp"
 #include "wait.hpp"
 #include "writer.hpp"
 
@@ -150,22 +151,36 @@ class SharedMemoryManager {
   }
 
   /// Starts a write transaction: takes the writer mutex (waiting at most `timeout`, then
-  /// WaitTimeoutError) and stages a private copy of the current record.
+  /// WaitTimeoutError) and opens the record for writing as `mode` says (WriteMode: in place
+  /// with a backup, staged without, unless asked).
   template <class Hook = NoHook>
-  WriteTransaction begin_write(Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
+  WriteTransaction begin_write(WriteMode mode, Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     std::optional<WriteTransaction> tx =
-        WriteTransaction::begin(seg_ptr(), timeout, std::forward<Hook>(between_slices));
+        WriteTransaction::begin(seg_ptr(), mode, timeout, std::forward<Hook>(between_slices));
     if (!tx) writer::throw_lock_timeout(seg());
     return std::move(*tx);
   }
+  template <class Hook = NoHook>
+  WriteTransaction begin_write(Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
+    return begin_write(WriteMode::automatic, timeout, std::forward<Hook>(between_slices));
+  }
+
+  /// begin_write() only if the writer mutex is free now: nullopt when it is taken.
+  std::optional<WriteTransaction> try_begin_write(WriteMode mode = WriteMode::automatic) {
+    return WriteTransaction::begin(seg_ptr(), mode, std::chrono::nanoseconds{0});
+  }
 
   /// Runs fn(tx) inside a write transaction and publishes when it returns; when it throws,
-  /// nothing is published and the exception goes on.
+  /// nothing is published (the record is restored; WriteMode) and the exception goes on.
   template <class Fn>
-  std::uint64_t write(Fn&& fn) {
-    WriteTransaction tx = begin_write();
+  std::uint64_t write(WriteMode mode, Fn&& fn) {
+    WriteTransaction tx = begin_write(mode);
     std::invoke(std::forward<Fn>(fn), tx);
     return tx.commit();
+  }
+  template <class Fn>
+  std::uint64_t write(Fn&& fn) {
+    return write(WriteMode::automatic, std::forward<Fn>(fn));
   }
 
   /// Holds the writer mutex for the caller's own critical section; waits at most `timeout`,

@@ -1,7 +1,7 @@
 // The writer: taking the segment's writer mutex (and, when its last owner died, recovering
-// the record before anything else), the publish protocol under it, the write transaction and
-// the lock guard. Only the holder of the mutex writes the record slots, header seq, epoch and
-// owner_pid; readers (reader.hpp) and waiters (wait.hpp) only load them.
+// the record before anything else) and the publish protocol under it, in steps that the
+// write transaction and the lock guard (transaction.hpp) reuse. Only the holder of the mutex writes the
+// record slots, header seq, epoch and owner_pid; readers (reader.hpp) and waiters (wait.hpp) only load them.
 //
 // One publish, in order (docs/LAYOUT.md section 9.3, same step numbers):
 //   1. live slot lock odd; write meta, values, message; live slot lock even
@@ -49,6 +49,16 @@ inline void notify(const detail::Segment& s) noexcept {
   if (h->waiters.load(std::memory_order_seq_cst) != 0) futex::wake_all(&h->epoch);
 }
 
+/// Copies slot `src` over slot `dst` (LAYOUT.md 9.4): dst odd (kept odd if it already is),
+/// bytes [8, record_size) of src into it, dst even. Recovery and the abort of an in-place
+/// write transaction (the backup over the live slot) both use it.
+inline void copy_slot(const detail::Segment& s, int dst, int src) noexcept {
+  RecordMeta* d = s.meta(dst);
+  const std::uint64_t odd = seqlock::begin_slot_write(d->lock);
+  seqlock::copy_shared(&d->seq, &s.meta(src)->seq, s.geo.record_size - sizeof(std::uint64_t));
+  seqlock::end_slot_write(d->lock, odd);
+}
+
 /// Mutex held after EOWNERDEAD: make both slots complete again and the header agree, count
 /// the recovery and bump the epoch. The crash states and what each becomes:
 ///   live odd (died writing it)                 -> backup copied over live
@@ -59,24 +69,19 @@ inline void notify(const detail::Segment& s) noexcept {
 inline void recover(const detail::Segment& s) {
   Header* h = s.header();
   RecordMeta* live = s.meta(0);
-  const std::size_t body = s.geo.record_size - sizeof(std::uint64_t);
   if (s.geo.backup) {
     RecordMeta* backup = s.meta(1);
     const std::uint64_t l0 = live->lock.load(std::memory_order_relaxed);
     const std::uint64_t l1 = backup->lock.load(std::memory_order_relaxed);
     if (l0 & 1) {  // died writing the live slot: the backup holds the last complete record
-      const std::uint64_t odd = seqlock::begin_slot_write(live->lock);
-      seqlock::copy_shared(&live->seq, &backup->seq, body);
-      seqlock::end_slot_write(live->lock, odd);
+      copy_slot(s, 0, 1);
     } else if ((l1 & 1) || detail::load_meta(backup).seq != detail::load_meta(live).seq) {
       // Died refreshing the backup, or between completing the live slot and starting the
       // refresh (backup even but stale): the live slot is complete. A stale backup left in
       // place would send readers of the next publish back to an older record (found by the
       // loom model in rust/protocol-model). Whether the word was odd or even, it ends even:
       // end_slot_write completes the odd value begin_slot_write returned.
-      const std::uint64_t odd = seqlock::begin_slot_write(backup->lock);
-      seqlock::copy_shared(&backup->seq, &live->seq, body);
-      seqlock::end_slot_write(backup->lock, odd);
+      copy_slot(s, 1, 0);
     }
   }
   // A writer that died between completing the live slot and publishing seq: publish it.
@@ -209,15 +214,21 @@ inline detail::MetaImage next_meta(const detail::Segment& s, std::optional<std::
   return img;
 }
 
-/// Step 1: the live slot odd, the meta, values (null: kept) and message (null: kept), even.
-inline void write_live(const detail::Segment& s, const detail::MetaImage& img, const void* values,
-                       const std::string_view* message) noexcept {
+/// Step 1 after the live slot went odd (`odd`, from begin_slot_write): the meta, the values
+/// (null: kept, or already written in place) and the message (null: kept), then even.
+inline void finish_live(const detail::Segment& s, std::uint64_t odd, const detail::MetaImage& img,
+                        const void* values, const std::string_view* message) noexcept {
   RecordMeta* live = s.meta(0);
-  const std::uint64_t odd = seqlock::begin_slot_write(live->lock);
   detail::store_meta(live, img);
   if (values != nullptr) seqlock::store_bytes(s.values(0), values, s.geo.values_size);
   if (message) seqlock::store_bytes(s.message(0), message->data(), message->size());
   seqlock::end_slot_write(live->lock, odd);
+}
+
+/// Step 1 whole: the live slot odd, then finish_live().
+inline void write_live(const detail::Segment& s, const detail::MetaImage& img, const void* values,
+                       const std::string_view* message) noexcept {
+  finish_live(s, seqlock::begin_slot_write(s.meta(0)->lock), img, values, message);
 }
 
 /// Step 2: the header's seq (step 3 is notify()).
@@ -237,16 +248,27 @@ inline void refresh_backup(const detail::Segment& s, bool values, std::size_t me
   seqlock::end_slot_write(backup->lock, odd);
 }
 
+/// Steps 1-4 from the live slot's meta on: the slot has been odd since `odd` (the values,
+/// when the caller wrote them in place, are in it already). `values_changed`: the backup
+/// refresh copies the values. The one publish sequence both publish_locked() and the
+/// in-place write transaction (transaction.hpp) end with. Returns the new sequence.
+inline std::uint64_t complete_publish(const detail::Segment& s, std::uint64_t odd,
+                                      const detail::MetaImage& img, const void* values, bool values_changed,
+                                      const std::string_view* message) noexcept {
+  finish_live(s, odd, img, values, message);
+  publish_seq(s, img.seq);
+  notify(s);
+  if (s.geo.backup) refresh_backup(s, values_changed, message ? message->size() : 0);
+  return img.seq;
+}
+
 /// Steps 1-4 of the protocol; the writer mutex is held. `values`/`message`/`counter` that
 /// are null keep the current ones. Returns the new sequence.
 inline std::uint64_t publish_locked(const detail::Segment& s, const void* values,
                                     const std::string_view* message, std::optional<std::uint64_t> counter) {
   const detail::MetaImage img = next_meta(s, counter, message);
-  write_live(s, img, values, message);
-  publish_seq(s, img.seq);
-  notify(s);
-  if (s.geo.backup) refresh_backup(s, values != nullptr, message ? message->size() : 0);
-  return img.seq;
+  const std::uint64_t odd = seqlock::begin_slot_write(s.meta(0)->lock);
+  return complete_publish(s, odd, img, values, values != nullptr, message);
 }
 
 /// A whole publish: checks, prefetch, the mutex (waiting at most `timeout`), steps 1-4,
@@ -270,107 +292,5 @@ inline std::optional<std::uint64_t> publish(const detail::Segment& s, const void
 }
 
 }  // namespace writer
-
-/// A publish in the making, holding the writer mutex: the values, counter and message are
-/// private copies of the current record until commit() publishes them all at once. Dropping
-/// it without commit() publishes nothing and releases the mutex.
-class WriteTransaction {
- public:
-  WriteTransaction(WriteTransaction&&) noexcept = default;
-  WriteTransaction& operator=(WriteTransaction&&) = delete;
-  WriteTransaction(const WriteTransaction&) = delete;
-  WriteTransaction& operator=(const WriteTransaction&) = delete;
-  ~WriteTransaction() = default;
-
-  /// Takes the writer mutex of `seg` (waiting at most `timeout`) and stages a private copy of
-  /// the current record. nullopt: the timeout passed.
-  template <class Hook = NoHook>
-  static std::optional<WriteTransaction> begin(std::shared_ptr<detail::Segment> seg,
-                                               Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
-    const detail::Segment& s = *seg;
-    writer::require_writable(s);
-    std::optional<WriterLock> held = WriterLock::acquire(s, timeout, std::forward<Hook>(between_slices));
-    if (!held) return std::nullopt;
-    if (held->torn())
-      throw TornRecordError(
-          "the record was torn by a writer that died mid-write and has no "
-          "backup: publish every field with publish() first");
-    std::optional<WriteTransaction> tx(WriteTransaction(std::move(seg), std::move(*held)));
-    tx->values_.resize(s.geo.values_size);
-    tx->message_.resize(s.geo.message_capacity);
-    const detail::MetaImage img = detail::load_meta(s.meta(0));
-    seqlock::load_bytes(tx->values_.data(), s.values(0), s.geo.values_size);
-    const std::uint32_t len = std::min(img.message_len, s.geo.message_capacity);
-    seqlock::load_bytes(tx->message_.data(), s.message(0), len);
-    tx->message_.resize(len);
-    tx->counter = img.counter;
-    return tx;
-  }
-
-  /// The private values buffer (geometry().values_size bytes). It belongs to the
-  /// transaction: writing to it after commit() or abort() changes nothing shared.
-  void* values() noexcept { return values_.data(); }
-  std::size_t values_bytes() const noexcept { return values_.size(); }
-  template <class T>
-  T* values_as() noexcept {
-    return reinterpret_cast<T*>(values_.data());
-  }
-  const std::string& message() const noexcept { return message_; }
-  /// Sets the message; longer than the slot throws MessageTooLongError unless `truncate`,
-  /// which cuts on a code-point boundary.
-  void set_message(std::string_view text, bool truncate = false) {
-    message_.assign(writer::fit_message(*seg_, text, truncate));
-  }
-
-  /// Publishes the staged record and releases the mutex. Returns the new sequence.
-  std::uint64_t commit() {
-    if (!lock_.held()) throw ArgumentError("the write transaction is no longer active");
-    const std::string_view msg = message_;
-    writer::prefetch_live(*seg_, true, msg.size());  // overlaps the clock
-    const std::uint64_t seq = writer::publish_locked(*seg_, values_.data(), &msg, counter);
-    lock_.unlock();
-    return seq;
-  }
-  /// Releases the mutex without publishing. Idempotent.
-  void abort() noexcept { lock_.unlock(); }
-  bool active() const noexcept { return lock_.held(); }
-
-  std::uint64_t counter = 0;
-
- private:
-  WriteTransaction(std::shared_ptr<detail::Segment> seg, WriterLock lock) noexcept
-      : seg_(std::move(seg)), lock_(std::move(lock)) {}
-  std::shared_ptr<detail::Segment> seg_;  // declared before lock_: the mutex is released first
-  WriterLock lock_;
-  std::vector<unsigned char> values_;
-  std::string message_;
-};
-
-/// Holds the writer mutex for a critical section of the caller's own.
-class LockGuard {
- public:
-  LockGuard(LockGuard&&) noexcept = default;
-  LockGuard& operator=(LockGuard&&) = delete;
-  ~LockGuard() = default;
-
-  /// Takes the writer mutex of `seg`, waiting at most `timeout`. nullopt: the timeout passed.
-  template <class Hook = NoHook>
-  static std::optional<LockGuard> acquire(std::shared_ptr<detail::Segment> seg,
-                                          Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
-    writer::require_writable(*seg);
-    std::optional<WriterLock> held = WriterLock::acquire(*seg, timeout, std::forward<Hook>(between_slices));
-    if (!held) return std::nullopt;
-    return LockGuard(std::move(seg), std::move(*held));
-  }
-
-  /// Releases the mutex. Idempotent.
-  void unlock() noexcept { lock_.unlock(); }
-
- private:
-  LockGuard(std::shared_ptr<detail::Segment> seg, WriterLock lock) noexcept
-      : seg_(std::move(seg)), lock_(std::move(lock)) {}
-  std::shared_ptr<detail::Segment> seg_;  // declared before lock_: the mutex is released first
-  WriterLock lock_;
-};
 
 }  // namespace xshm

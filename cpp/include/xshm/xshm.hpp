@@ -14,6 +14,7 @@
 #include "robust_mutex.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
+#include "transaction.hpp"
 #include "utf8.hpp"
 #include "wait.hpp"
 #include "writer.hpp"
