@@ -228,7 +228,7 @@ class Manager {
   }
 
   std::uint64_t wait(std::uint64_t last, std::optional<double> timeout, double spin) const {
-    if (timeout && !(*timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0 or None");
+    const xshm::Timeout limit = timeout_arg(timeout);
     if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
     const std::uint64_t now = m().seq();
     if (now > last) return now;  // already past: no GIL round trip
@@ -237,7 +237,7 @@ class Manager {
     // The first few microseconds of a spinning wait poll with the GIL held: releasing and
     // re-taking it costs more than a cross-process hop, and a Python thread of this process
     // is held up for at most kGilSpin.
-    const xshm::wait::SpinSplit split = xshm::wait::split_spin(to_timeout(timeout), spin_ns, kGilSpin);
+    const xshm::wait::SpinSplit split = xshm::wait::split_spin(limit, spin_ns, kGilSpin);
     if (split.head.count() > 0)
       if (auto r = m().wait_for(last, split.head, split.head)) return *r;
     xshm::SharedMemoryManager local = m();
@@ -253,13 +253,13 @@ class Manager {
   }
 
   std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout, xshm::WriteMode mode) {
+    const xshm::Timeout limit = timeout_arg(timeout);
     // A free mutex is taken with the GIL held (releasing and re-taking it costs more); when it
     // is taken, the wait goes on with the GIL released and Ctrl-C honoured.
     if (auto tx = m().try_begin_write(mode)) return std::make_shared<xshm::WriteTransaction>(std::move(*tx));
     xshm::SharedMemoryManager local = m();
     py::gil_scoped_release nogil;
-    return std::make_shared<xshm::WriteTransaction>(
-        local.begin_write(mode, to_timeout(timeout), check_signals));
+    return std::make_shared<xshm::WriteTransaction>(local.begin_write(mode, limit, check_signals));
   }
 
   /// The window that in-place write blocks hand their values through (window.hpp), mapped
@@ -276,9 +276,10 @@ class Manager {
   }
 
   std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
+    const xshm::Timeout limit = timeout_arg(timeout);
     xshm::SharedMemoryManager local = m();
     py::gil_scoped_release nogil;
-    return std::make_shared<xshm::LockGuard>(local.lock(to_timeout(timeout), check_signals));
+    return std::make_shared<xshm::LockGuard>(local.lock(limit, check_signals));
   }
 
   const py::dtype& dtype_ref() const { return dtype_; }

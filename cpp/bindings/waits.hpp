@@ -10,6 +10,7 @@
 #include <optional>
 
 #include <xshm/clock.hpp>
+#include <xshm/errors.hpp>
 
 namespace xshm_py {
 
@@ -19,6 +20,13 @@ namespace py = pybind11;
 /// NaN, infinity and more than a century forever).
 inline xshm::Timeout to_timeout(std::optional<double> seconds) {
   return seconds ? xshm::from_seconds(*seconds) : std::nullopt;
+}
+
+/// A Python `timeout=` argument as the core's Timeout: None waits forever; negative or NaN is
+/// refused (ArgumentError), the same for every call that takes one.
+inline xshm::Timeout timeout_arg(std::optional<double> seconds) {
+  if (seconds && !(*seconds >= 0)) throw xshm::ArgumentError("timeout must be >= 0 or None");
+  return to_timeout(seconds);
 }
 
 /// The between-slices hook of a wait with the GIL released.

@@ -301,3 +301,24 @@ TEST(LockWait, RelockByTheOwnerIsAnErrorEvenForATry) {
       << "not a silent 'busy' that would wait forever";
   EXPECT_THROW(m.lock(10ms), ArgumentError);
 }
+
+TEST(Publish, ACorruptMessageLengthIsRefusedUnlessTheMessageIsGiven) {
+  // Only corruption makes message_len exceed the slot: a publish that keeps the message, or a
+  // transaction that would, refuses rather than copy the bad length into the backup.
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  m.publish(nullptr, 0, "ok", 1);
+  const detail::Segment& s = m.segment();
+  for (int slot = 0; slot < s.slots(); ++slot) {
+    detail::MetaImage img = detail::load_meta(s.meta(slot));
+    img.message_len = s.geo.message_capacity + 1;
+    detail::store_meta(s.meta(slot), img);
+  }
+  EXPECT_THROW(m.publish(nullptr, 0, std::nullopt, 2), LayoutError);
+  EXPECT_THROW(m.begin_write(), LayoutError);
+  EXPECT_EQ(m.seq(), 1u) << "nothing published";
+  EXPECT_EQ(m.owner_pid(), 0u) << "the refusal released the mutex";
+  EXPECT_EQ(m.publish(nullptr, 0, "repaired", 3), 2u) << "a publish that gives the message repairs it";
+  EXPECT_EQ(m.read().message, "repaired");
+  EXPECT_NO_THROW(m.begin_write().abort());
+}

@@ -438,3 +438,17 @@ def test_version_and_include() -> None:
     assert xshm.__version__.count(".") == 2
     assert os.path.isfile(os.path.join(xshm.get_include(), "xshm", "xshm.hpp"))
     assert xshm.LAYOUT_VERSION == 1
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_every_timeout_argument_refuses_negative_and_nan(seg_name: str, bad: float) -> None:
+    # One rule for every call that takes timeout=: wait, write and lock alike (write and lock
+    # used to treat a negative timeout as "try once").
+    with xshm.SharedMemoryManager.create(seg_name) as m:
+        with pytest.raises(xshm.ArgumentError, match="timeout must be >= 0"):
+            m.wait(m.seq, timeout=bad)
+        with pytest.raises(xshm.ArgumentError, match="timeout must be >= 0"), m.write(timeout=bad):
+            pass
+        with pytest.raises(xshm.ArgumentError, match="timeout must be >= 0"), m.lock(timeout=bad):
+            pass
+        assert m.seq == 0 and m.owner_pid == 0

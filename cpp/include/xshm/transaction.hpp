@@ -70,6 +70,7 @@ class WriteTransaction {
       throw TornRecordError(
           "the record was torn by a writer that died mid-write and has no "
           "backup: publish every field with publish() first");
+    writer::require_sane_message_len(s);
     const bool in_place = mode == WriteMode::in_place || (mode == WriteMode::automatic && s.geo.backup);
     std::optional<WriteTransaction> tx(WriteTransaction(std::move(seg), std::move(*held), in_place));
     tx->counter = detail::load_meta(s.meta(0)).counter;

@@ -197,6 +197,17 @@ inline void prefetch_live(const detail::Segment& s, bool values, std::size_t mes
   cpu::prefetch_for_read(&s.header()->seq);
 }
 
+/// Mutex held, live slot whole: a live message_len beyond the slot (only corruption makes
+/// one) is refused before anything keeps it (a publish without a message, a transaction's
+/// begin), rather than copied into the backup (LAYOUT.md 9.5). Throws LayoutError.
+inline void require_sane_message_len(const detail::Segment& s) {
+  const std::uint32_t len = detail::load_meta(s.meta(0)).message_len;
+  if (len > s.geo.message_capacity)
+    throw LayoutError("corrupt record of " + s.name + ": message length " + std::to_string(len) +
+                      " exceeds the slot's " + std::to_string(s.geo.message_capacity) +
+                      " bytes; publish a message to repair it");
+}
+
 /// The meta image of the next publish: numbered after the current record, stamped with the
 /// clock and this pid; `counter`/`message` that are null keep the current ones.
 inline detail::MetaImage next_meta(const detail::Segment& s, std::optional<std::uint64_t> counter,
@@ -288,6 +299,7 @@ inline std::optional<std::uint64_t> publish(const detail::Segment& s, const void
   std::optional<WriterLock> held = WriterLock::acquire(s, timeout, std::forward<Hook>(between_slices));
   if (!held) return std::nullopt;
   if (held->torn() && (values == nullptr || !message || !counter)) throw_torn_for_partial_write();
+  if (!message) require_sane_message_len(s);
   return publish_locked(s, values, message ? &msg : nullptr, counter);
 }
 
