@@ -28,7 +28,7 @@ LABELS = {  # group: what the row measures, as the docs name it
     "publish": "`publish(values, message, counter)`",
     "view": "one element of the zero-copy view",
     "text-cut": "cut to 256 bytes on a code point (`cut_str`)",
-    "text-validate": "find the first invalid byte (`validate`, invalid at 200)",
+    "text-validate": "length of the valid prefix (`valid_up_to`, invalid at 200)",
 }
 
 
