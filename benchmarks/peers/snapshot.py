@@ -38,33 +38,40 @@ def _pacer(rate: float) -> Callable[[int], None]:
     return pace
 
 
-def _xshm_writer(name: str, stop: Any, rate: float = 0.0, pause: float = 0.0) -> None:
-    """Publishes records (values all k, message "k", counter k) until stopped."""
-    with xshm.SharedMemoryManager.open(name) as m:
-        buf = np.empty(N)
-        pace = _pacer(rate)
-        k = 0
-        while not stop.is_set():
-            k += 1
-            buf.fill(k)
-            m.publish(values=buf, message=str(k), counter=k)
-            pace(k)
-            if pause:
-                time.sleep(pause)
-
-
-def _lock_writer(shm_name: str, lock: Any, stop: Any, rate: float) -> None:
-    """The peer's writer: the same loop as _xshm_writer, under the peer's Lock."""
-    peer = _ShmLock(shm_name, lock)
+def _publish_loop(
+    publish: Callable[[Any, str, int], Any], stop: Any, rate: float, pause: float = 0.0
+) -> None:
+    """The one writer loop of every snapshot row: record k (values all k, message "k",
+    counter k), paced to `rate` a second (0: flat out), until stopped."""
     buf = np.empty(N)
     pace = _pacer(rate)
     k = 0
     while not stop.is_set():
         k += 1
         buf.fill(k)
-        peer.publish(buf, str(k), k)
+        publish(buf, str(k), k)
         pace(k)
-    peer.close()
+        if pause:
+            time.sleep(pause)
+
+
+def _xshm_writer(name: str, stop: Any, rate: float = 0.0, pause: float = 0.0) -> None:
+    """Publishes records with xshm's publish() until stopped."""
+    with xshm.SharedMemoryManager.open(name) as m:
+
+        def publish(values: Any, message: str, counter: int) -> Any:
+            return m.publish(values=values, message=message, counter=counter)
+
+        _publish_loop(publish, stop, rate, pause)
+
+
+def _lock_writer(shm_name: str, lock: Any, stop: Any, rate: float) -> None:
+    """The peer's writer: the same loop, under the peer's Lock."""
+    peer = _ShmLock(shm_name, lock)
+    try:
+        _publish_loop(peer.publish, stop, rate)
+    finally:
+        peer.close()
 
 
 def _until(ready: Callable[[], bool], timeout: float = 30.0) -> None:
