@@ -136,10 +136,26 @@ class SnapshotCache {
   }
 
  private:
-  static bool array_free(PyObject* arr) noexcept {
+  /// True when nobody but the snapshot holds `arr` and its buffer, and the array is still as
+  /// new_array() made it: a user who held it may have set its shape, dtype or flags in place
+  /// (`v.shape = ...`, `v.dtype = ...`, `v.flags.writeable = False`), and the next read()
+  /// must not hand such an array out.
+  bool array_free(PyObject* arr) const noexcept {
     if (Py_REFCNT(arr) != 1) return false;
-    PyObject* base = py::detail::array_proxy(arr)->base;
-    return base == nullptr || Py_REFCNT(base) == 1;
+    const auto* a = py::detail::array_proxy(arr);
+    if (a->base != nullptr && Py_REFCNT(a->base) != 1) return false;
+    if (a->descr != dtype_.ptr() || a->nd != static_cast<int>(dims_.size())) return false;
+    constexpr int kAsMade = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
+                            py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                            py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    if ((a->flags & kAsMade) != kAsMade) return false;
+    Py_intptr_t stride = static_cast<Py_intptr_t>(dtype_.itemsize());
+    for (int i = a->nd - 1; i >= 0; --i) {
+      if (a->dimensions[i] != dims_[static_cast<std::size_t>(i)]) return false;
+      if (dims_[static_cast<std::size_t>(i)] > 1 && a->strides[i] != stride) return false;
+      stride *= dims_[static_cast<std::size_t>(i)];
+    }
+    return true;
   }
 
   /// A C-contiguous values array over a 64-byte aligned buffer that a capsule frees.

@@ -99,3 +99,28 @@ def test_snapshots_of_several_threads_are_their_own(seg_name: str) -> None:
             t.join()
         assert bad == []
         gc.collect()
+
+
+def test_an_array_changed_in_place_is_not_recycled(seg_name: str) -> None:
+    # A user who dropped the snapshot may have reshaped, retyped or frozen its array in place
+    # first: the next read() must still hand out a fresh, writeable array of the segment's
+    # shape and dtype.
+    changes = [
+        lambda v: setattr(v, "shape", (2, 4)),
+        lambda v: setattr(v, "dtype", np.int64),
+        lambda v: v.setflags(write=False),
+    ]
+    with xshm.SharedMemoryManager.create(seg_name, shape=(8,)) as m:
+        for k, change in enumerate(changes, start=1):
+            _publish(m, k)
+
+            def drop_after_change(change: object = change) -> None:
+                change(m.read().values)  # type: ignore[operator]
+
+            drop_after_change()
+            gc.collect()
+            snap = m.read()
+            assert snap.values.shape == (8,)
+            assert snap.values.dtype == np.float64
+            assert snap.values.flags.writeable
+            _same(snap, k, 8)
