@@ -20,7 +20,10 @@
 
 namespace py = pybind11;
 
-PYBIND11_MODULE(_core, mod, py::mod_gil_not_used()) {
+// Not declared free-threading safe (no py::mod_gil_not_used()): read()'s snapshot cache, a write
+// block's views and the values window are guarded by the GIL; a free-threaded interpreter
+// re-enables the GIL for this module until they get locks of their own.
+PYBIND11_MODULE(_core, mod) {
   mod.doc() = "xshm's compiled core: a thin pybind11 binding over the C++ header (cpp/include/xshm).";
   py::register_exception_translator(&xshm_py::translate);
 
