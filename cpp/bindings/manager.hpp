@@ -271,8 +271,8 @@ class Manager {
   /// Turns `w` private (views of it outlived their block); when it is the current window,
   /// the next block maps a fresh one. The views own the detached window through their base.
   void detach_window(const std::shared_ptr<xshm::ValuesWindow>& w) {
+    if (window_ == w) window_.reset();  // first: a window whose detach failed is never reused
     w->detach();
-    if (window_ == w) window_.reset();
   }
 
   std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {

@@ -55,24 +55,31 @@ class ValuesWindow {
 
   /// Makes the window private: a copy of what it shows now replaces the shared pages at the
   /// same addresses. Call it while the writer mutex is still held (the copy is then exactly
-  /// the block's values). Idempotent.
+  /// the block's values). Idempotent. When the copy cannot be made (no memory, or the
+  /// process's map count is at vm.max_map_count), the window is made read-only instead, so
+  /// that a late write through a view still cannot reach the shared record (it faults: the
+  /// lesser harm), and the error is thrown.
   void detach() {
     if (detached_) return;
+    detached_ = true;  // never handed out again, whatever happens below
     void* copy =
         ::mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (copy == MAP_FAILED) detail::throw_errno(errno, "mmap (detached values window)");
+    if (copy == MAP_FAILED) fail_closed(errno, "mmap (detached values window)");
     seqlock::load_bytes(copy, base_, len_);
     if (::mremap(copy, len_, len_, MREMAP_MAYMOVE | MREMAP_FIXED, base_) == MAP_FAILED) {
       const int err = errno;
       ::munmap(copy, len_);
-      detail::throw_errno(err, "mremap (detached values window)");
+      fail_closed(err, "mremap (detached values window)");
     }
-    detached_ = true;
   }
 
  private:
   ValuesWindow(void* base, std::size_t len, std::size_t offset) noexcept
       : base_(base), len_(len), offset_(offset) {}
+  [[noreturn]] void fail_closed(int err, const char* what) {
+    ::mprotect(base_, len_, PROT_READ);  // changes protection only: needs no new mapping
+    detail::throw_errno(err, what);
+  }
   void* base_;
   std::size_t len_;
   std::size_t offset_;
