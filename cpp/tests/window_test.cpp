@@ -56,6 +56,7 @@ TEST(Window, NoValuesStillMapsAPage) {
   w->detach();
 }
 
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 namespace {
 /// The permissions ("rw-p", "r--s", ...) /proc/self/maps gives the mapping holding `p`.
 std::string perms_at(const void* p) {
@@ -73,6 +74,7 @@ std::string perms_at(const void* p) {
   return "";
 }
 }  // namespace
+#endif
 
 TEST(Window, ADetachThatCannotCopyLeavesTheWindowReadOnlyNotShared) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

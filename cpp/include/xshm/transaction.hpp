@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "clock.hpp"
+#include "cpu.hpp"
 #include "errors.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
@@ -123,6 +124,11 @@ class WriteTransaction {
     const std::string_view* m = message_set_ ? &msg : nullptr;
     std::uint64_t seq;
     if (in_place_) {
+      // The caller's own stores into values() may have been non-temporal (a streaming memcpy):
+      // order them before the end-write release, as the library's streaming copies are.
+#if XSHM_STREAM_STORES
+      cpu::stream_fence();
+#endif
       seq = writer::complete_publish(s, odd_, writer::next_meta(s, counter, m), nullptr, true, m);
     } else {
       writer::prefetch_live(s, true, message_set_ ? msg.size() : 0);  // overlaps the clock
