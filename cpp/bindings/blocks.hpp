@@ -39,15 +39,26 @@ class Record {
       throw xshm::ArgumentError("the write block has ended: its values are published (read() them)");
     return st_->values;
   }
+  /// The counter the block publishes (after the block: the one it published, or meant to).
   std::uint64_t counter() const { return st_->tx->counter; }
-  void set_counter(std::uint64_t c) { st_->tx->counter = c; }
+  void set_counter(std::uint64_t c) { active().counter = c; }
   py::str message() const {
-    const std::string& m = st_->tx->message();
+    const std::string& m = active().message();  // may read the live slot: only under the mutex
     return decode_message(m.data(), m.size());
   }
   /// Longer than the slot: MessageTooLongError, unless `truncate` (cut on a code point).
-  void set_message(const std::string& m, bool truncate = false) { st_->tx->set_message(m, truncate); }
+  void set_message(const std::string& m, bool truncate = false) { active().set_message(m, truncate); }
 
+ private:
+  /// The transaction, while the block runs; after it, a change would be silently lost (and a
+  /// read of the message would look at the live slot without the mutex): ArgumentError.
+  xshm::WriteTransaction& active() const {
+    if (!st_->tx->active())
+      throw xshm::ArgumentError("the write block has ended: set the record in a new block, or read() it");
+    return *st_->tx;
+  }
+
+ public:
  private:
   std::shared_ptr<BlockState> st_;
 };

@@ -87,6 +87,15 @@ def test_arrays_handed_out_are_read_only_after_the_block(
             _ = rec.values
         assert v.tolist() == [3.0] * N, "the values as the block left them"
         _published(m, 3.0, "", 0, 1)
+        # A change after the block would be lost without a word: every setter refuses it.
+        with pytest.raises(xshm.ArgumentError, match="ended"):
+            rec.counter = 5
+        with pytest.raises(xshm.ArgumentError, match="ended"):
+            rec.message = "late"
+        with pytest.raises(xshm.ArgumentError, match="ended"):
+            rec.set_message("late")
+        assert rec.counter == 0, "the counter the block published"
+        _published(m, 3.0, "", 0, 1)
 
 
 @pytest.mark.parametrize("in_place", [None, False])
