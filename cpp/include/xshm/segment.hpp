@@ -246,7 +246,8 @@ inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int f
 /// openers wait for the ready marker), then maps it like an opener would.
 inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, const Geometry& geo,
                                               mode_t mode) {
-  if (::flock(fd.get(), LOCK_EX) != 0) throw_errno(errno, "flock");
+  while (::flock(fd.get(), LOCK_EX) != 0)  // an opener may hold LOCK_SH for a moment
+    if (errno != EINTR) throw_errno(errno, "flock");
   if (::fchmod(fd.get(), mode) != 0) throw_errno(errno, "fchmod");  // umask masked it
   if (::ftruncate(fd.get(), static_cast<off_t>(geo.total_size)) != 0) throw_errno(errno, "ftruncate");
   // Reserve the pages now: a full /dev/shm fails here with ENOSPC instead of SIGBUS later.
