@@ -274,6 +274,9 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
                       ", not READY: the segment was never made ready (its creator died while "
                       "creating it; remove it with unlink)");
   if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
+  // Version 2 is the stream family (stream_layout.hpp): its `kind` is at offset 28.
+  if (h->layout_version == 2 && h->flags == 2)
+    throw LayoutError("it is a stream (layout version 2), not a record: open it with Stream.open");
   if (h->layout_version != kLayoutVersion)
     throw LayoutError("layout version " + std::to_string(h->layout_version) +
                       " is not supported (this build reads version " + std::to_string(kLayoutVersion) + ")");

@@ -14,6 +14,8 @@
 #include "robust_mutex.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
+#include "stream.hpp"
+#include "stream_layout.hpp"
 #include "transaction.hpp"
 #include "utf8.hpp"
 #include "wait.hpp"

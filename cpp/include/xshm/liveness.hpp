@@ -1,0 +1,103 @@
+// Whether a stream's reader or writer is still there, asked of the kernel rather than of pids
+// (a pid is reused, and one in another PID namespace looks dead): every attached reader and
+// writer holds an open-file-description (OFD) read lock on one byte of the segment file, the
+// byte at its table entry's offset. The kernel drops the lock when the last descriptor of
+// that open file description closes, which a process's death does. Anyone else asks with
+// F_OFD_GETLK for a write lock on that byte: a conflict means alive. Locks held through the
+// asker's own open file description never conflict with it, so a handle asks about its own
+// entries from memory, not from the kernel.
+//
+// fork(): a child inherits the descriptors, hence the parent's locks would outlive the parent
+// while the child lives. Every stream handle registers its descriptor here; in the child,
+// the descriptors are closed (the locks stay the parent's alone) and the handles refuse use.
+#pragma once
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <mutex>
+#include <set>
+
+#include "errors.hpp"
+
+namespace xshm::liveness {
+
+/// Takes the read lock on byte `offset` without waiting. False when a write lock holds it
+/// (never happens in a valid segment: nobody takes write locks) or the OS refuses.
+inline bool hold(int fd, std::uint64_t offset) noexcept {
+  struct flock fl {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(offset);
+  fl.l_len = 1;
+  return ::fcntl(fd, F_OFD_SETLK, &fl) == 0;
+}
+
+inline void release(int fd, std::uint64_t offset) noexcept {
+  struct flock fl {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(offset);
+  fl.l_len = 1;
+  (void)::fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/// True when another open file description holds a lock on byte `offset`; an error of the
+/// query counts as held (never reap on a doubt).
+inline bool held_by_other(int fd, std::uint64_t offset) noexcept {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(offset);
+  fl.l_len = 1;
+  if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return true;
+  return fl.l_type != F_UNLCK;
+}
+
+/// A descriptor a stream handle holds, closed in the child after fork(). `fd` becomes -1
+/// there; `forked` tells the handle it is the child's inherited copy.
+struct Registered {
+  int fd = -1;
+  bool forked = false;
+};
+
+namespace impl {
+inline std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+inline std::set<Registered*>& registry() {
+  static std::set<Registered*> r;
+  return r;
+}
+inline void install_fork_handlers() {
+  static const int once = pthread_atfork([] { registry_mutex().lock(); }, [] { registry_mutex().unlock(); },
+                                         [] {
+                                           // The child: the only thread; the mutex is held
+                                           // by this thread since prepare.
+                                           for (Registered* r : registry()) {
+                                             if (r->fd >= 0) ::close(r->fd);
+                                             r->fd = -1;
+                                             r->forked = true;
+                                           }
+                                           registry_mutex().unlock();
+                                         });
+  (void)once;
+}
+}  // namespace impl
+
+inline void enroll(Registered* r) {
+  impl::install_fork_handlers();
+  std::lock_guard<std::mutex> g(impl::registry_mutex());
+  impl::registry().insert(r);
+}
+
+inline void withdraw(Registered* r) noexcept {
+  std::lock_guard<std::mutex> g(impl::registry_mutex());
+  impl::registry().erase(r);
+}
+
+}  // namespace xshm::liveness

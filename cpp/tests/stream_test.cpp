@@ -1,0 +1,340 @@
+// Streams: order, backpressure, losses counted, and the crash promise (a writer killed between
+// its claim and its commit, a writer killed holding the mutex, a reader killed while it gates).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.hpp"
+#include "xshm/xshm.hpp"
+
+using namespace std::chrono_literals;
+using xshm_test::ScopedName;
+
+namespace {
+
+xshm::StreamOptions opts(std::uint64_t capacity, std::uint64_t max_bytes = 64,
+                         xshm::Backpressure bp = xshm::Backpressure::block) {
+  xshm::StreamOptions o;
+  o.capacity = capacity;
+  o.max_bytes = max_bytes;
+  o.backpressure = bp;
+  return o;
+}
+
+std::string text(const xshm::Message& m) { return std::string(m.data.begin(), m.data.end()); }
+
+/// Waits for a child and returns its exit status (or 128 + signal).
+int reap(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST(Stream, SendsAndReceivesInOrder) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader(xshm::Start::latest);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(s.send("msg " + std::to_string(i)), static_cast<std::uint64_t>(i));
+  for (int i = 0; i < 5; ++i) {
+    xshm::Message m = r.recv(1s);
+    EXPECT_EQ(m.seq, static_cast<std::uint64_t>(i));
+    EXPECT_EQ(text(m), "msg " + std::to_string(i));
+    EXPECT_EQ(m.writer_pid, static_cast<std::uint32_t>(::getpid()));
+    EXPECT_GT(m.timestamp_ns, 0);
+  }
+  EXPECT_FALSE(r.try_recv().has_value());
+  EXPECT_THROW(r.recv(1ms), xshm::WaitTimeoutError);
+  EXPECT_EQ(r.received(), 5u);
+  EXPECT_EQ(r.lost(), 0u);
+  EXPECT_EQ(s.head(), 5u);
+}
+
+TEST(Stream, EmptyMessagesAndFullSizeMessages) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4, 100));
+  auto r = s.reader();
+  s.send("", 0);
+  std::string big(100, 'x');
+  s.send(big);
+  EXPECT_EQ(r.recv(1s).data.size(), 0u);
+  EXPECT_EQ(text(r.recv(1s)), big);
+  EXPECT_THROW(s.send(std::string(101, 'y')), xshm::MessageTooLongError);
+}
+
+TEST(Stream, KindsAreTold) {
+  ScopedName a, b;
+  auto s = xshm::Stream::create(a.str(), opts(4));
+  auto m = xshm::SharedMemoryManager::create(b.str());
+  try {
+    xshm::SharedMemoryManager::open(a.str());
+    FAIL() << "a stream opened as a record";
+  } catch (const xshm::LayoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("stream"), std::string::npos) << e.what();
+  }
+  try {
+    xshm::Stream::open(b.str());
+    FAIL() << "a record opened as a stream";
+  } catch (const xshm::LayoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a record"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Stream, OpenChecksAndExistOk) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(16, 32));
+  auto o = xshm::Stream::open(n.str());
+  EXPECT_EQ(o.capacity(), 16u);
+  EXPECT_EQ(o.max_bytes(), 32u);
+  EXPECT_THROW(xshm::Stream::create(n.str(), opts(16, 32)), std::system_error);
+  auto same = opts(16, 32);
+  same.exist_ok = true;
+  EXPECT_NO_THROW(xshm::Stream::create(n.str(), same));
+  auto other = opts(8, 32);
+  other.exist_ok = true;
+  try {
+    xshm::Stream::create(n.str(), other);
+    FAIL();
+  } catch (const xshm::LayoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("capacity 16 there, 8 asked"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(xshm::Stream::create(n.str() + "x", opts(0)), xshm::ArgumentError);
+}
+
+TEST(Stream, BlockWaitsForTheSlowestReaderAndTimesOut) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  auto r = s.reader(xshm::Start::latest);
+  for (int i = 0; i < 4; ++i) s.send("x");
+  EXPECT_FALSE(s.try_send("y", 1).has_value());
+  EXPECT_THROW(s.send("y", 1, 20ms), xshm::StreamFullError);
+  r.recv(1s);
+  EXPECT_TRUE(s.try_send("y", 1).has_value());
+  // A writer blocked on a full ring goes on when the reader takes one.
+  std::thread t([&] {
+    std::this_thread::sleep_for(20ms);
+    r.recv(1s);
+  });
+  EXPECT_EQ(s.send("z", 1, 5s), 5u);
+  t.join();
+  // ... or when the reader closes.
+  std::thread t2([&] {
+    std::this_thread::sleep_for(20ms);
+    r.close();
+  });
+  EXPECT_EQ(s.send("w", 1, 5s), 6u);
+  t2.join();
+}
+
+TEST(Stream, BlockWithoutReadersKeepsTheLastCapacityAndCountsDropped) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  for (int i = 0; i < 10; ++i) s.send(std::to_string(i));
+  EXPECT_EQ(s.dropped(), 6u);
+  auto r = s.reader(xshm::Start::oldest);
+  for (int i = 6; i < 10; ++i) EXPECT_EQ(text(r.recv(1s)), std::to_string(i));
+  EXPECT_EQ(r.lost(), 0u);
+}
+
+TEST(Stream, DropOldestCountsExactlyWhatALappedReaderLost) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4, 64, xshm::Backpressure::drop_oldest));
+  auto r = s.reader(xshm::Start::latest);
+  for (int i = 0; i < 11; ++i) s.send(std::to_string(i));  // never waits
+  std::vector<std::string> got;
+  while (auto m = r.try_recv()) got.push_back(text(*m));
+  EXPECT_EQ(r.received() + r.lost(), 11u);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back(), "10");
+  for (std::size_t i = 1; i < got.size(); ++i) EXPECT_EQ(std::stoi(got[i]), std::stoi(got[i - 1]) + 1);
+  EXPECT_EQ(s.dropped(), 0u);  // a reader was attached: its own `lost` counts
+}
+
+TEST(Stream, SendManyAndRecvMany) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 20; ++i) texts.push_back("m" + std::to_string(i));
+  std::vector<std::pair<const void*, std::size_t>> items;
+  for (auto& t : texts) items.emplace_back(t.data(), t.size());
+  std::thread reader([&] {
+    std::size_t next = 0;
+    while (next < texts.size()) {
+      for (auto& m : r.recv_many(5, 5s)) {
+        EXPECT_EQ(m.seq, next);
+        EXPECT_EQ(text(m), texts[next]);
+        ++next;
+      }
+    }
+  });
+  EXPECT_EQ(s.send_many(items, 5s), 19u);  // more than the ring: sent in pieces as room frees
+  reader.join();
+}
+
+TEST(Stream, ManyWritersOneTotalOrderNoLossNoDuplicate) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(16, 16));
+  auto r = s.reader(xshm::Start::latest);
+  constexpr int kWriters = 3, kEach = 5000;
+  std::vector<std::thread> ws;
+  for (int w = 0; w < kWriters; ++w)
+    ws.emplace_back([&, w] {
+      auto mine = xshm::Stream::open(n.str());
+      for (int i = 0; i < kEach; ++i) {
+        const std::uint32_t v[2] = {static_cast<std::uint32_t>(w), static_cast<std::uint32_t>(i)};
+        mine.send(v, sizeof v, 10s);
+      }
+    });
+  std::vector<int> next(kWriters, 0);
+  for (int k = 0; k < kWriters * kEach; ++k) {
+    xshm::Message m = r.recv(10s);
+    ASSERT_EQ(m.seq, static_cast<std::uint64_t>(k));
+    ASSERT_EQ(m.data.size(), 8u);
+    std::uint32_t v[2];
+    std::memcpy(v, m.data.data(), 8);
+    ASSERT_LT(v[0], static_cast<std::uint32_t>(kWriters));
+    ASSERT_EQ(v[1], static_cast<std::uint32_t>(next[v[0]])) << "writer " << v[0] << " out of order";
+    ++next[v[0]];
+  }
+  for (auto& t : ws) t.join();
+  EXPECT_EQ(r.lost(), 0u);
+}
+
+TEST(Stream, ReaderTableFullIsAClearError) {
+  ScopedName n;
+  auto o = opts(4);
+  o.max_readers = 2;
+  auto s = xshm::Stream::create(n.str(), o);
+  auto a = s.reader();
+  auto b = s.reader();
+  try {
+    s.reader();
+    FAIL();
+  } catch (const xshm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_readers"), std::string::npos) << e.what();
+  }
+  a.close();
+  EXPECT_NO_THROW(s.reader());
+}
+
+TEST(Stream, ReadonlyHandleReceivesButDoesNotSend) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  xshm::StreamOpenOptions ro;
+  ro.readonly = true;
+  auto o = xshm::Stream::open(n.str(), ro);
+  auto r = o.reader(xshm::Start::latest);
+  EXPECT_THROW(o.send("x"), xshm::ReadOnlyError);
+  s.send("hello");
+  EXPECT_EQ(text(r.recv(1s)), "hello");
+}
+
+TEST(Stream, AWriterKilledBetweenClaimAndCommitIsSkippedAndCounted) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader(xshm::Start::latest);
+  s.send("before");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    // Claim a slot and die before the commit, as a SIGKILL mid-copy would leave it.
+    {
+      auto seg = mine.segment();
+      auto lock = xshm::stream_impl::StreamLock::acquire(*seg, std::nullopt);
+      std::uint64_t first = 0;
+      if (xshm::stream_impl::claim_locked(*seg, 1, first) != xshm::stream_impl::Claim::made) ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  ASSERT_EQ(reap(pid), 0);
+  s.send("after");
+  EXPECT_EQ(text(r.recv(1s)), "before");
+  const auto t0 = std::chrono::steady_clock::now();
+  xshm::Message m = r.recv(5s);  // the hole is judged within kHoleCheck and skipped
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(text(m), "after");
+  EXPECT_EQ(m.seq, 2u);
+  EXPECT_EQ(r.lost(), 1u);
+  EXPECT_EQ(s.abandoned(), 1u);
+}
+
+TEST(Stream, AWriterKilledHoldingTheMutexIsRecovered) {
+  XSHM_SKIP_UNDER_TSAN();
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader(xshm::Start::latest);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    auto seg = mine.segment();
+    pthread_mutex_lock(seg->mutex());
+    // Mark the slot and die before head moves: the mutex goes with EOWNERDEAD.
+    xshm::stream_impl::ensure_writer(*seg);
+    seg->slot(0)->word.store(xshm::slot_word::make(0, xshm::slot_word::kWriting));
+    ::_exit(0);
+  }
+  ASSERT_EQ(reap(pid), 0);
+  EXPECT_EQ(s.send("next", 4, 1s), 1u);  // recovered: seq 0 abandoned, head past it
+  EXPECT_EQ(s.recoveries(), 1u);
+  xshm::Message m = r.recv(1s);
+  EXPECT_EQ(text(m), "next");
+  EXPECT_EQ(r.lost(), 1u);
+}
+
+TEST(Stream, AReaderKilledWhileGatingReleasesTheWriter) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    auto r = mine.reader(xshm::Start::latest);
+    char c = 1;
+    (void)!::write(ready[1], &c, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  for (int i = 0; i < 4; ++i) s.send("x");
+  EXPECT_THROW(s.send("y", 1, 30ms), xshm::StreamFullError);  // the live reader gates it
+  ::kill(pid, SIGKILL);
+  reap(pid);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(s.send("y", 1, 5s), 4u);  // its reader is reaped within kGateCheck
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST(Stream, AHandleInheritedAcrossForkIsRefused) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  auto r = s.reader();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 0;
+    try {
+      s.send("x");
+      code = 1;
+    } catch (const xshm::Error& e) {
+      code = std::string(e.what()).find("fork") != std::string::npos ? 0 : 2;
+    }
+    ::_exit(code);
+  }
+  EXPECT_EQ(reap(pid), 0);
+  // The parent's reader still gates (the child closed its inherited descriptor, not ours).
+  for (int i = 0; i < 4; ++i) s.send("x");
+  EXPECT_FALSE(s.try_send("y", 1).has_value());
+}
