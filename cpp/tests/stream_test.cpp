@@ -338,3 +338,96 @@ TEST(Stream, AHandleInheritedAcrossForkIsRefused) {
   for (int i = 0; i < 4; ++i) s.send("x");
   EXPECT_FALSE(s.try_send("y", 1).has_value());
 }
+
+namespace {
+
+constexpr std::size_t kWords = 512;  // a 4 KiB message: every word holds its sequence number
+
+struct Tally {
+  std::uint64_t messages = 0, torn = 0, disorder = 0;
+};
+
+/// A writer that laps the readers of a 2-slot "drop_oldest" ring as fast as it can, until
+/// `stop`.
+void flood(const std::string& name, std::atomic<bool>& stop) {
+  auto s = xshm::Stream::open(name);
+  std::uint64_t words[kWords];
+  for (std::uint64_t k = 0; !stop.load(std::memory_order_relaxed); ++k) {
+    for (auto& w : words) w = k;
+    s.send(words, sizeof words);
+  }
+}
+
+bool consistent(const unsigned char* bytes) {
+  std::uint64_t first = 0;
+  std::memcpy(&first, bytes, 8);
+  for (std::size_t i = 1; i < kWords; ++i) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, bytes + 8 * i, 8);
+    if (w != first) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The negative control first: a reader that copies a committed slot without looking at the
+// slot word again afterwards (no seqlock re-check) takes torn messages from a lapping writer.
+// The stream's reader, on the same ring, never does, and counts every message it skipped.
+TEST(StreamStress, AnUncheckedCopyTearsTheStreamNever) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(2, kWords * 8, xshm::Backpressure::drop_oldest));
+  const auto seg = s.segment();
+  std::atomic<bool> stop{false};
+  Tally naive;
+  {
+    std::thread w([&] { flood(n.str(), stop); });
+    unsigned char buf[kWords * 8];
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    while (naive.torn < 20 && std::chrono::steady_clock::now() < end) {
+      const std::uint64_t head = s.head();
+      if (head == 0) continue;
+      xshm::SlotHeader* sl = seg->slot(head - 1);
+      const std::uint64_t word = sl->word.load(std::memory_order_acquire);
+      if (xshm::slot_word::tag(word) != xshm::slot_word::kCommitted) continue;
+      xshm::seqlock::load_bytes(buf, xshm::detail::StreamSegment::payload(sl), sizeof buf);  // no re-check
+      ++naive.messages;
+      naive.torn += !consistent(buf);
+    }
+    stop = true;
+    w.join();
+  }
+  EXPECT_GT(naive.torn, 0u) << "the unchecked copy never tore in " << naive.messages << " messages";
+
+  stop = false;
+  Tally checked;
+  auto r = s.reader(xshm::Start::latest);
+  const std::uint64_t start = s.head();
+  std::thread w([&] { flood(n.str(), stop); });
+  std::uint64_t prev = 0;
+  bool any = false;
+  const auto end = std::chrono::steady_clock::now() + 2s;
+  unsigned char buf[kWords * 8];
+  while (std::chrono::steady_clock::now() < end) {
+    // The visitor may run again when the copy is overwritten: only a true return is a message.
+    if (!r.try_visit([&](const unsigned char* src, const xshm::MessageInfo& info) {
+          xshm::seqlock::load_bytes(buf, src, static_cast<std::size_t>(info.size));
+        }))
+      continue;
+    checked.torn += !consistent(buf);
+    std::uint64_t k = 0;
+    std::memcpy(&k, buf, 8);
+    checked.disorder += any && k <= prev;
+    prev = k;
+    any = true;
+  }
+  stop = true;
+  w.join();
+  while (r.try_recv()) {
+  }
+  checked.messages = r.received();
+  EXPECT_GT(checked.messages, 0u);
+  EXPECT_EQ(checked.torn, 0u);
+  EXPECT_EQ(checked.disorder, 0u);
+  EXPECT_EQ(r.received() + r.lost(), s.head() - start) << "received + lost = sent since it attached";
+}

@@ -112,10 +112,11 @@ struct StreamSegment {
   liveness::Registered fd;  // closed in a forked child
   int pid = 0;              // the process that opened it
 
-  // Under `local`: this handle's writer entry, and the reader entries it holds.
+  // This handle's writer entry, registered at its first send (under the stream mutex).
+  std::atomic<int> writer_index{-1};
+  std::atomic<std::uint64_t> writer_state{0};
+  // Under `local`: the reader entries this handle holds.
   std::mutex local;
-  int writer_index = -1;
-  std::uint64_t writer_state = 0;
   std::set<std::uint32_t> own_readers;
   // Under the stream mutex: what the last scan of the reader table found.
   std::uint32_t scan_gen = 0;
@@ -128,6 +129,11 @@ struct StreamSegment {
   StreamSegment& operator=(const StreamSegment&) = delete;
   ~StreamSegment() {
     liveness::withdraw(&fd);
+    const int w = writer_index.load(std::memory_order_relaxed);
+    if (w >= 0 && !fd.forked && pid == current_pid()) {  // a clean close frees the entry
+      std::uint64_t mine = writer_state.load(std::memory_order_relaxed);
+      writer(static_cast<std::uint32_t>(w))->state.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
+    }
     if (fd.fd >= 0) ::close(fd.fd);  // drops every liveness lock of this handle
   }
 
@@ -375,10 +381,9 @@ using detail::StreamSegment;
 /// Whether the writer-table entry `index`, seen with `state`, still belongs to a live writer.
 inline bool writer_alive(StreamSegment& s, std::uint32_t index, std::uint64_t state) {
   if (index >= s.geo.max_writers) return false;  // a corrupt slot: nobody to wait for
-  {
-    std::lock_guard<std::mutex> g(s.local);
-    if (static_cast<int>(index) == s.writer_index && state == s.writer_state) return true;
-  }
+  if (static_cast<int>(index) == s.writer_index.load(std::memory_order_acquire) &&
+      state == s.writer_state.load(std::memory_order_acquire))
+    return true;
   if (s.writer(index)->state.load(std::memory_order_acquire) != state) return false;
   return liveness::held_by_other(s.fd.fd, s.writer_lock_offset(index));
 }
@@ -489,8 +494,7 @@ class StreamLock {
 
 /// Mutex held: this handle's writer entry, registered at its first send.
 inline void ensure_writer(StreamSegment& s) {
-  std::lock_guard<std::mutex> g(s.local);
-  if (s.writer_index >= 0) return;
+  if (s.writer_index.load(std::memory_order_relaxed) >= 0) return;
   for (std::uint32_t i = 0; i < s.geo.max_writers; ++i) {
     WriterEntry* e = s.writer(i);
     const std::uint64_t st = e->state.load(std::memory_order_acquire);
@@ -503,8 +507,8 @@ inline void ensure_writer(StreamSegment& s) {
     e->sent.store(0, std::memory_order_relaxed);
     e->attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
     e->state.store(mine, std::memory_order_release);
-    s.writer_index = static_cast<int>(i);
-    s.writer_state = mine;
+    s.writer_state.store(mine, std::memory_order_release);
+    s.writer_index.store(static_cast<int>(i), std::memory_order_release);
     return;
   }
   throw Error("stream " + s.name + " has all " + std::to_string(s.geo.max_writers) +
@@ -588,6 +592,11 @@ inline Claim claim_locked(StreamSegment& s, std::uint64_t n, std::uint64_t& firs
                                          std::memory_order_acq_rel))
       h->abandoned.fetch_add(1, std::memory_order_relaxed);
   }
+  const int widx = s.writer_index.load(std::memory_order_relaxed);
+  const std::uint64_t wstate = s.writer_state.load(std::memory_order_relaxed);
+  WriterEntry* me = s.writer(static_cast<std::uint32_t>(widx));
+  // Every writer changes only its own entry, and only under the mutex: no read-modify-write.
+  me->sent.store(me->sent.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   const bool drops = !s.any_reader;
   for (std::uint64_t j = 0; j < n; ++j) {
     const std::uint64_t x = head + j;
@@ -598,8 +607,8 @@ inline Claim claim_locked(StreamSegment& s, std::uint64_t n, std::uint64_t& firs
       h->claim_dropped.store(h->dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       h->claim_seq.store(x + 1, std::memory_order_relaxed);
     }
-    put(sl->writer_index, static_cast<std::uint32_t>(s.writer_index));
-    put(sl->writer_state, s.writer_state);
+    put(sl->writer_index, static_cast<std::uint32_t>(widx));
+    put(sl->writer_state, wstate);
     // SYNC POINT: release, so a reader judging this slot (acquire load of the word) sees the
     // writer fields above; the fence after it pairs with a lapped reader's acquire fence, as
     // in seqlock::begin_slot_write: a reader that sees any byte written after it re-reads
@@ -1106,11 +1115,6 @@ class Stream {
       if (got == stream_impl::Claim::made) {
         for (std::uint64_t j = 0; j < want; ++j)
           stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
-        {
-          std::lock_guard<std::mutex> g(s.local);
-          s.writer(static_cast<std::uint32_t>(s.writer_index))
-              ->sent.fetch_add(want, std::memory_order_relaxed);
-        }
         stream_impl::notify_readers(h);
         done += want;
         last = first + want - 1;
