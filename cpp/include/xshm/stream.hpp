@@ -61,6 +61,13 @@ class StreamFullError : public WaitTimeoutError {
 /// and how often a writer blocked by a full ring asks whether the readers gating it live.
 inline constexpr std::chrono::milliseconds kHoleCheck{10};
 inline constexpr std::chrono::milliseconds kGateCheck{10};
+/// How long a claim polls a held stream mutex before it waits for it; how long a writer that
+/// finds the ring full polls for room before it sleeps; how long a reader polls for a message
+/// before it sleeps (at least). Polling a few microseconds saves a futex round trip per
+/// message when the other side is busy and keeps up.
+inline constexpr std::chrono::microseconds kLockPoll{20};
+inline constexpr std::chrono::microseconds kFullPoll{50};
+inline constexpr std::chrono::microseconds kEmptyPoll{2};
 /// How often a long send or receive calls its between-slices hook.
 inline constexpr std::chrono::milliseconds kStreamSlice{100};
 
@@ -132,7 +139,8 @@ struct StreamSegment {
     const int w = writer_index.load(std::memory_order_relaxed);
     if (w >= 0 && !fd.forked && pid == current_pid()) {  // a clean close frees the entry
       std::uint64_t mine = writer_state.load(std::memory_order_relaxed);
-      writer(static_cast<std::uint32_t>(w))->state.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
+      writer(static_cast<std::uint32_t>(w))
+          ->state.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
     }
     if (fd.fd >= 0) ::close(fd.fd);  // drops every liveness lock of this handle
   }
@@ -459,10 +467,28 @@ inline void recover(StreamSegment& s) {
 /// The stream mutex, held; released on destruction.
 class StreamLock {
  public:
+  /// Takes the mutex, waiting at most `timeout` (nullopt: forever). It is held for claims
+  /// only (well under a microsecond), so it is first tried for up to kLockPoll before any
+  /// wait: a call that may not wait at all (timeout zero) still gets it from a live holder.
   template <class Hook = NoHook>
   static std::optional<StreamLock> acquire(StreamSegment& s, Timeout timeout, Hook&& hook = {}) {
     std::optional<StreamLock> held;
-    switch (robust_mutex::lock(s.mutex(), timeout, std::forward<Hook>(hook))) {
+    robust_mutex::LockResult r = robust_mutex::LockResult::TimedOut;
+    const auto poll_end = std::chrono::steady_clock::now() + kLockPoll;
+    for (unsigned i = 0;; ++i) {
+      const int rc = pthread_mutex_trylock(s.mutex());
+      if (rc != EBUSY) {
+        r = robust_mutex::impl::lock_result(rc);
+        break;
+      }
+      cpu::relax();
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() >= poll_end) {
+        if (!timeout || timeout->count() > 0)
+          r = robust_mutex::lock(s.mutex(), timeout, std::forward<Hook>(hook));
+        break;
+      }
+    }
+    switch (r) {
       case robust_mutex::LockResult::TimedOut:
         return held;
       case robust_mutex::LockResult::OwnerDied:
@@ -546,6 +572,18 @@ inline bool reap_readers(StreamSegment& s) {
     }
   }
   return any;
+}
+
+/// Without the mutex: whether `n` more messages would fit in front of every attached reader
+/// now (a hint for polling; the claim decides under the mutex).
+inline bool has_room(StreamSegment& s, std::uint64_t n) noexcept {
+  const std::uint64_t head = s.header()->head.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
+    ReaderEntry* r = s.reader(i);
+    if (r->state.load(std::memory_order_acquire) == 0) continue;
+    if (head + n > r->cursor.load(std::memory_order_acquire) + s.geo.capacity) return false;
+  }
+  return true;
 }
 
 /// Why a claim did not happen.
@@ -697,8 +735,8 @@ class StreamReader {
   }
 
   /// Waits up to `timeout` (nullopt: forever) for the next message and visits it as
-  /// try_visit() does; polls `spin` first. False on timeout. `between_slices()` runs about
-  /// every `slice` while waiting (it may throw).
+  /// try_visit() does; polls `spin` (at least kEmptyPoll) first, then sleeps. False on timeout.
+  /// `between_slices()` runs about every `slice` while waiting (it may throw).
   template <class F, class Hook = NoHook>
   bool visit(F&& f, Timeout timeout = std::nullopt,
              std::chrono::nanoseconds spin = std::chrono::nanoseconds{0}, Hook&& between_slices = {},
@@ -711,6 +749,8 @@ class StreamReader {
     if (timeout) deadline = futex::add_ns(start, std::max<std::int64_t>(timeout->count(), 0));
     timespec next_hook = futex::add_ns(start, slice.count());
     timespec hole_check = futex::add_ns(start, std::chrono::nanoseconds(kHoleCheck).count());
+    spin = std::max<std::chrono::nanoseconds>(spin, kEmptyPoll);
+    if (timeout) spin = std::min<std::chrono::nanoseconds>(spin, *timeout);
     if (spin.count() > 0) {
       const timespec spin_end = futex::add_ns(start, spin.count());
       for (unsigned i = 0;; ++i) {
@@ -960,32 +1000,48 @@ class Stream {
 
   /// Sends one message of `size` bytes; returns its sequence number. Under "block", waits up
   /// to `timeout` (nullopt: forever) while the ring is full, then throws StreamFullError.
+  /// `between_slices()` runs about every kStreamSlice while it waits (it may throw).
   template <class Hook = NoHook>
   std::uint64_t send(const void* data, std::size_t size, Timeout timeout = std::nullopt,
                      Hook&& between_slices = {}) {
     const std::pair<const void*, std::size_t> one{data, size};
-    return send_batch(&one, 1, timeout, std::forward<Hook>(between_slices));
+    std::size_t done = 0;
+    std::uint64_t last = 0;
+    const Sent r = send_batch(&one, 1, timeout, std::forward<Hook>(between_slices), done, last);
+    if (r != Sent::all) throw_full(seg(), 0, r == Sent::mutex_held);
+    return last;
   }
   std::uint64_t send(std::string_view bytes, Timeout timeout = std::nullopt) {
     return send(bytes.data(), bytes.size(), timeout);
   }
 
-  /// Sends if it can without waiting; nullopt when a "block" stream is full.
+  /// Sends if there is room now; nullopt when a "block" stream is full (or its mutex stays
+  /// held by a stopped writer for kLockPoll). Never sleeps.
   std::optional<std::uint64_t> try_send(const void* data, std::size_t size) {
-    try {
-      return send(data, size, std::chrono::nanoseconds{0});
-    } catch (const StreamFullError&) {
+    const std::pair<const void*, std::size_t> one{data, size};
+    std::size_t done = 0;
+    std::uint64_t last = 0;
+    if (send_batch(&one, 1, std::chrono::nanoseconds{0}, NoHook{}, done, last) != Sent::all)
       return std::nullopt;
-    }
+    return last;
+  }
+  std::optional<std::uint64_t> try_send(std::string_view bytes) {
+    return try_send(bytes.data(), bytes.size());
   }
 
-  /// Sends every message in order (claiming as many slots at once as there is room for);
-  /// returns the sequence number of the last. On timeout, StreamFullError says how many went.
+  /// Sends every message in order, claiming as many slots at once as there is room for;
+  /// returns the sequence number of the last. On timeout, StreamFullError says how many went
+  /// (they are in the stream).
   template <class Hook = NoHook>
   std::uint64_t send_many(const std::vector<std::pair<const void*, std::size_t>>& items,
                           Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     if (items.empty()) throw ArgumentError("send_many: no messages");
-    return send_batch(items.data(), items.size(), timeout, std::forward<Hook>(between_slices));
+    std::size_t done = 0;
+    std::uint64_t last = 0;
+    const Sent r =
+        send_batch(items.data(), items.size(), timeout, std::forward<Hook>(between_slices), done, last);
+    if (r != Sent::all) throw_full(seg(), done, r == Sent::mutex_held);
+    return last;
   }
 
   /// Attaches a new reader. Needs a handle whose file is open for writing (its cursor line).
@@ -1058,9 +1114,13 @@ class Stream {
     return *s_;
   }
 
+  enum class Sent { all, full, mutex_held };
+
+  /// Sends items[0, n) in order. `done` counts those sent, `last` has the sequence of the
+  /// last; the result says why it stopped early. Never throws for a full ring.
   template <class Hook>
-  std::uint64_t send_batch(const std::pair<const void*, std::size_t>* items, std::size_t n, Timeout timeout,
-                           Hook&& between_slices) {
+  Sent send_batch(const std::pair<const void*, std::size_t>* items, std::size_t n, Timeout timeout,
+                  Hook&& between_slices, std::size_t& done, std::uint64_t& last) {
     detail::StreamSegment& s = seg();
     if (s.readonly) throw ReadOnlyError("stream " + s.name + " was opened read-only");
     for (std::size_t i = 0; i < n; ++i)
@@ -1073,29 +1133,22 @@ class Stream {
     std::optional<stream_impl::Sleeping> sleeping;
     timespec next_hook =
         futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kStreamSlice).count());
-    std::size_t done = 0;
-    std::uint64_t last = 0;
+    bool polled = false;
+    done = 0;
     while (done < n) {
-      // SYNC POINT (once waiting): seq_cst, pairs with the reader's notify_writers fence.
+      // SYNC POINT (once sleeping): seq_cst, pairs with the reader's notify_writers fence.
       const std::uint32_t epoch = h->space_epoch.load(std::memory_order_seq_cst);
       std::uint64_t first = 0;
       std::uint64_t want = std::min<std::uint64_t>(n - done, s.geo.capacity);
       stream_impl::Claim got = stream_impl::Claim::full;
       {
-        // The mutex is held for a claim only (microseconds): even a call that must not wait
-        // for room waits up to kGateCheck for it.
         const std::chrono::nanoseconds left = deadline.left();
         std::optional<stream_impl::StreamLock> lock = stream_impl::StreamLock::acquire(
-            s,
-            left == std::chrono::nanoseconds::max()
-                ? Timeout{}
-                : Timeout{std::max<std::chrono::nanoseconds>(left, kGateCheck)},
-            between_slices);
-        if (!lock) throw_full(s, done, true);
+            s, left == std::chrono::nanoseconds::max() ? Timeout{} : Timeout{left}, between_slices);
+        if (!lock) return Sent::mutex_held;
         got = stream_impl::claim_locked(s, want, first);
         if (got == stream_impl::Claim::full && want > 1) {
           // Take what room there is now rather than wait for the whole batch.
-          stream_impl::scan_readers(s);
           const std::uint64_t head = h->head.load(std::memory_order_relaxed);
           const std::uint64_t room = s.gate + s.geo.capacity > head ? s.gate + s.geo.capacity - head : 0;
           if (room > 0) {
@@ -1103,13 +1156,15 @@ class Stream {
             got = stream_impl::claim_locked(s, want, first);
           }
         }
-        if (got == stream_impl::Claim::full) {
-          if (deadline.left().count() > 0 && !sleeping) {
+        if (got == stream_impl::Claim::full && deadline.left().count() > 0) {
+          if (polled && !sleeping) {
             sleeping.emplace(h->space_waiters);
+            // SYNC POINT: pairs with the reader's fence in notify_writers: either it sees this
+            // waiter, or the next claim's scan sees its cursor.
             std::atomic_thread_fence(std::memory_order_seq_cst);
-            continue;  // look again now that writers know this one waits
+            continue;
           }
-          if (deadline.left().count() > 0 && stream_impl::reap_readers(s)) continue;
+          if (sleeping && stream_impl::reap_readers(s)) continue;
         }
       }
       if (got == stream_impl::Claim::made) {
@@ -1121,7 +1176,19 @@ class Stream {
         continue;
       }
       const std::chrono::nanoseconds left = deadline.left();
-      if (left.count() == 0) throw_full(s, done, false);
+      if (left.count() == 0) return Sent::full;
+      if (got == stream_impl::Claim::full && !polled) {
+        // A reader that is taking messages frees a slot within microseconds: poll for it
+        // before paying a sleep and the reader's wake.
+        polled = true;
+        const auto poll_end =
+            std::chrono::steady_clock::now() + std::min<std::chrono::nanoseconds>(kFullPoll, left);
+        for (unsigned i = 0; !stream_impl::has_room(s, want); ++i) {
+          cpu::relax();
+          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= poll_end) break;
+        }
+        continue;
+      }
       const timespec now = futex::monotonic_now();
       if constexpr (kHasHook<Hook>) {
         if (!futex::before(now, next_hook)) {
@@ -1139,7 +1206,7 @@ class Stream {
       }
       futex::wait(&h->space_epoch, epoch, &until);
     }
-    return last;
+    return Sent::all;
   }
 
   [[noreturn]] static void throw_full(detail::StreamSegment& s, std::size_t done, bool mutex) {
