@@ -413,10 +413,18 @@ inline void notify_readers(StreamHeader* h) noexcept {
 }
 
 /// Wakes writers waiting for room. SYNC POINT: the seq_cst fence after the cursor store pairs
-/// with the writer's seq_cst waiters increment and fence before it scans the cursors.
+/// with the writer's fence after its waiters increment (send_batch): either this load sees the
+/// writer, or the writer's next scan sees the cursor. ThreadSanitizer has no fences: there the
+/// load is a read-modify-write of the waiter count, which orders the same way (the writer's
+/// increment and this one are ordered, and each synchronizes with the one before it).
 inline void notify_writers(StreamHeader* h) noexcept {
+#if XSHM_TSAN
+  const std::uint32_t waiting = h->space_waiters.fetch_add(0, std::memory_order_acq_rel);
+#else
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (h->space_waiters.load(std::memory_order_relaxed) != 0) {
+  const std::uint32_t waiting = h->space_waiters.load(std::memory_order_relaxed);
+#endif
+  if (waiting != 0) {
     h->space_epoch.fetch_add(1, std::memory_order_seq_cst);
     futex::wake_all(&h->space_epoch);
   }
@@ -1161,7 +1169,9 @@ class Stream {
             sleeping.emplace(h->space_waiters);
             // SYNC POINT: pairs with the reader's fence in notify_writers: either it sees this
             // waiter, or the next claim's scan sees its cursor.
+#if !XSHM_TSAN
             std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
             continue;
           }
           if (sleeping && stream_impl::reap_readers(s)) continue;
