@@ -36,6 +36,8 @@ void translate(std::exception_ptr p) {
     set_error_object(error_class("MessageDecodeError")(e.what(), e.offset(), py::bytes()));
   } catch (const xshm::TornRecordError& e) {
     py::set_error(error_class("TornRecordError"), e.what());
+  } catch (const xshm::StreamFullError& e) {
+    py::set_error(error_class("StreamFullError"), e.what());
   } catch (const xshm::WaitTimeoutError& e) {
     py::set_error(error_class("WaitTimeoutError"), e.what());
   } catch (const xshm::ClosedError& e) {

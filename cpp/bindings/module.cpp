@@ -12,11 +12,13 @@
 #include <xshm/layout.hpp>
 #include <xshm/manager.hpp>
 #include <xshm/segment.hpp>
+#include <xshm/stream_layout.hpp>
 
 #include "blocks.hpp"
 #include "errors.hpp"
 #include "manager.hpp"
 #include "snapshot.hpp"
+#include "stream.hpp"
 
 namespace py = pybind11;
 
@@ -28,6 +30,7 @@ PYBIND11_MODULE(_core, mod) {
   py::register_exception_translator(&xshm_py::translate);
 
   mod.attr("LAYOUT_VERSION") = xshm::kLayoutVersion;
+  mod.attr("STREAM_LAYOUT_VERSION") = xshm::kStreamLayoutVersion;
   mod.attr("MAX_NAME_BYTES") = xshm::kMaxNameBytes;
 
   xshm_py::register_snapshot(mod);
@@ -36,6 +39,7 @@ PYBIND11_MODULE(_core, mod) {
                                            "A handle on one xshm shared-memory segment.");
   xshm_py::register_blocks(mod);
   xshm_py::register_manager(manager_cls);
+  xshm_py::register_stream(mod);
 
   mod.def(
       "unlink", [](const std::string& name, bool force) { xshm::unlink(name, force); }, py::arg("name"),

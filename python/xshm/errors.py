@@ -17,6 +17,7 @@ The tree is the C++ core's (``cpp/include/xshm/errors.hpp``), class for class an
     ├── MessageDecodeError     (ValueError)
     ├── TornRecordError        (RuntimeError)
     ├── WaitTimeoutError       (TimeoutError)
+    │   └── StreamFullError
     └── ClosedError            (ValueError)
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "MessageDecodeError",
     "MessageTooLongError",
     "ReadOnlyError",
+    "StreamFullError",
     "TornRecordError",
     "WaitTimeoutError",
     "XshmError",
@@ -82,6 +84,12 @@ class TornRecordError(XshmError, RuntimeError):
 class WaitTimeoutError(XshmError, TimeoutError):
     """A bounded wait (``wait``, ``write``/``lock`` with a timeout, ``open`` with a timeout)
     ran out."""
+
+
+class StreamFullError(WaitTimeoutError):
+    """A send on a ``"block"`` stream ran out of time: the slowest attached reader stayed a full
+    ring behind (or the stream's mutex stayed held by a stopped writer). Nothing was sent, or,
+    for ``send_many``, the message says how many were."""
 
 
 class ClosedError(XshmError, ValueError):

@@ -3,7 +3,8 @@
 // binding can map them to its own "file not found" / "permission denied" types.
 // Everything else derives from xshm::Error, in the tree Python's xshm.errors mirrors name for
 // name: Error (XshmError) > LayoutError; ArgumentError > {DtypeError, MessageTooLongError};
-// ReadOnlyError; MessageDecodeError; TornRecordError; WaitTimeoutError; ClosedError.
+// ReadOnlyError; MessageDecodeError; TornRecordError; WaitTimeoutError > StreamFullError;
+// ClosedError.
 #pragma once
 
 #include <cerrno>
@@ -77,6 +78,13 @@ class TornRecordError : public Error {
 class WaitTimeoutError : public Error {
  public:
   using Error::Error;
+};
+
+/// A send on a "block" stream ran out of time because the slowest reader stayed a full ring
+/// behind (or the stream's mutex stayed held by a stopped writer).
+class StreamFullError : public WaitTimeoutError {
+ public:
+  using WaitTimeoutError::WaitTimeoutError;
 };
 
 /// Deprecated: the old name of WaitTimeoutError, kept so existing code compiles.

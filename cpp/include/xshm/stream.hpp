@@ -51,12 +51,6 @@
 
 namespace xshm {
 
-/// A blocking send ran out of time because the stream stayed full ("block" backpressure).
-class StreamFullError : public WaitTimeoutError {
- public:
-  using WaitTimeoutError::WaitTimeoutError;
-};
-
 /// How long a slot may stay WRITING before a waiting reader asks whether its writer lives,
 /// and how often a writer blocked by a full ring asks whether the readers gating it live.
 inline constexpr std::chrono::milliseconds kHoleCheck{10};
@@ -80,6 +74,10 @@ struct StreamOptions {
   std::uint32_t max_writers = 64;
   mode_t mode = 0600;
   bool exist_ok = false;  // attach to an existing stream of the same layout
+  /// A frame stream: every message is one array of this dtype and shape (max_bytes must be
+  /// its size). nullopt: byte messages of up to max_bytes.
+  std::optional<Dtype> dtype;
+  std::vector<std::uint64_t> shape;
 };
 
 /// Parameters of Stream::open().
@@ -331,8 +329,9 @@ inline std::shared_ptr<StreamSegment> open_stream(std::string_view name, const S
 
 inline std::shared_ptr<StreamSegment> create_stream(std::string_view name, const StreamOptions& opt) {
   const std::string canon = normalize_name(name);
-  const StreamGeometry g = compute_stream_geometry(opt.capacity, opt.max_bytes, opt.backpressure,
-                                                   opt.max_readers, opt.max_writers);
+  const StreamGeometry g =
+      compute_stream_geometry(opt.capacity, opt.max_bytes, opt.backpressure, opt.max_readers, opt.max_writers,
+                              opt.dtype ? static_cast<std::uint32_t>(*opt.dtype) : 0, opt.shape);
   if (opt.mode > 0777) throw ArgumentError("mode must be a permission mask (at most 0o777)");
   for (int attempt = 0;; ++attempt) {
     int fd = ::shm_open(canon.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, opt.mode & 0777);
@@ -359,6 +358,16 @@ inline std::shared_ptr<StreamSegment> create_stream(std::string_view name, const
              g.backpressure == Backpressure::block ? "block" : "drop_oldest");
         note("max_readers", std::to_string(got.max_readers), std::to_string(g.max_readers));
         note("max_writers", std::to_string(got.max_writers), std::to_string(g.max_writers));
+        auto kind = [](const StreamGeometry& x) {
+          if (x.dtype == 0) return std::string("bytes");
+          std::string t = std::string(dtype_info(static_cast<Dtype>(x.dtype)).name) + "(";
+          for (std::size_t i = 0; i < x.shape.size(); ++i)
+            t += std::to_string(x.shape[i]) + (x.shape.size() == 1      ? ","
+                                               : i + 1 < x.shape.size() ? ", "
+                                                                        : "");
+          return t + ")";
+        };
+        note("frames", kind(got), kind(g));
         if (!diff.empty()) throw LayoutError("stream " + canon + " exists with another layout: " + diff);
         return s;
       } catch (const std::system_error& e) {
@@ -430,6 +439,23 @@ inline void notify_writers(StreamHeader* h) noexcept {
   }
 }
 
+/// A Deadline that reads the clock only when asked for the time left of a finite, non-zero
+/// timeout: the first attempt of a send costs no clock read.
+class LazyDeadline {
+ public:
+  explicit LazyDeadline(Timeout t) noexcept : t_(t) {}
+  std::chrono::nanoseconds left() {
+    if (!t_ || *t_ >= kForever) return std::chrono::nanoseconds::max();
+    if (t_->count() <= 0) return std::chrono::nanoseconds{0};
+    if (!d_) d_.emplace(t_);
+    return d_->left();
+  }
+
+ private:
+  Timeout t_;
+  std::optional<Deadline> d_;
+};
+
 /// The counter of one sleeping wait, given back on every way out.
 class Sleeping {
  public:
@@ -482,9 +508,10 @@ class StreamLock {
   static std::optional<StreamLock> acquire(StreamSegment& s, Timeout timeout, Hook&& hook = {}) {
     std::optional<StreamLock> held;
     robust_mutex::LockResult r = robust_mutex::LockResult::TimedOut;
-    const auto poll_end = std::chrono::steady_clock::now() + kLockPoll;
-    for (unsigned i = 0;; ++i) {
-      const int rc = pthread_mutex_trylock(s.mutex());
+    int rc = pthread_mutex_trylock(s.mutex());
+    std::chrono::steady_clock::time_point poll_end{};
+    if (rc == EBUSY) poll_end = std::chrono::steady_clock::now() + kLockPoll;
+    for (unsigned i = 0;; ++i, rc = pthread_mutex_trylock(s.mutex())) {
       if (rc != EBUSY) {
         r = robust_mutex::impl::lock_result(rc);
         break;
@@ -1015,7 +1042,7 @@ class Stream {
     const std::pair<const void*, std::size_t> one{data, size};
     std::size_t done = 0;
     std::uint64_t last = 0;
-    const Sent r = send_batch(&one, 1, timeout, std::forward<Hook>(between_slices), done, last);
+    const Sent r = send_some(&one, 1, timeout, std::forward<Hook>(between_slices), done, last);
     if (r != Sent::all) throw_full(seg(), 0, r == Sent::mutex_held);
     return last;
   }
@@ -1029,7 +1056,7 @@ class Stream {
     const std::pair<const void*, std::size_t> one{data, size};
     std::size_t done = 0;
     std::uint64_t last = 0;
-    if (send_batch(&one, 1, std::chrono::nanoseconds{0}, NoHook{}, done, last) != Sent::all)
+    if (send_some(&one, 1, std::chrono::nanoseconds{0}, NoHook{}, done, last) != Sent::all)
       return std::nullopt;
     return last;
   }
@@ -1047,7 +1074,7 @@ class Stream {
     std::size_t done = 0;
     std::uint64_t last = 0;
     const Sent r =
-        send_batch(items.data(), items.size(), timeout, std::forward<Hook>(between_slices), done, last);
+        send_some(items.data(), items.size(), timeout, std::forward<Hook>(between_slices), done, last);
     if (r != Sent::all) throw_full(seg(), done, r == Sent::mutex_held);
     return last;
   }
@@ -1113,34 +1140,30 @@ class Stream {
     if (::shm_unlink(s.name.c_str()) != 0) detail::throw_errno(errno, "shm_unlink(" + s.name + ")");
   }
 
- private:
-  explicit Stream(std::shared_ptr<detail::StreamSegment> s) : s_(std::move(s)) {}
-
-  detail::StreamSegment& seg() const {
-    if (s_ == nullptr) throw ClosedError("the stream handle is closed");
-    s_->check_usable();
-    return *s_;
-  }
-
+  /// What send_some() did: everything, or it stopped early because the ring stayed full or
+  /// the mutex stayed held (by a stopped writer) past the timeout.
   enum class Sent { all, full, mutex_held };
 
-  /// Sends items[0, n) in order. `done` counts those sent, `last` has the sequence of the
-  /// last; the result says why it stopped early. Never throws for a full ring.
+  /// The form of send_many() that reports instead of throwing: sends items[0, n) in order;
+  /// `done` counts those sent, `last` is the sequence of the last of them.
   template <class Hook>
-  Sent send_batch(const std::pair<const void*, std::size_t>* items, std::size_t n, Timeout timeout,
-                  Hook&& between_slices, std::size_t& done, std::uint64_t& last) {
+  Sent send_some(const std::pair<const void*, std::size_t>* items, std::size_t n, Timeout timeout,
+                 Hook&& between_slices, std::size_t& done, std::uint64_t& last) {
     detail::StreamSegment& s = seg();
     if (s.readonly) throw ReadOnlyError("stream " + s.name + " was opened read-only");
+    for (std::size_t i = 0; i < n; ++i)
+      if (s.geo.dtype != 0 && items[i].second != s.geo.max_bytes)
+        throw ArgumentError("a frame of stream " + s.name + " is " + std::to_string(s.geo.max_bytes) +
+                            " bytes, not " + std::to_string(items[i].second));
     for (std::size_t i = 0; i < n; ++i)
       if (items[i].second > s.geo.max_bytes)
         throw MessageTooLongError("message is " + std::to_string(items[i].second) + " bytes; stream " +
                                   s.name + " takes at most " + std::to_string(s.geo.max_bytes) +
                                   " (max_bytes)");
     StreamHeader* h = s.header();
-    const Deadline deadline(timeout);
+    stream_impl::LazyDeadline deadline(timeout);  // no clock read unless it has to wait
     std::optional<stream_impl::Sleeping> sleeping;
-    timespec next_hook =
-        futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kStreamSlice).count());
+    std::optional<timespec> next_hook;
     bool polled = false;
     done = 0;
     while (done < n) {
@@ -1200,8 +1223,9 @@ class Stream {
         continue;
       }
       const timespec now = futex::monotonic_now();
+      if (!next_hook) next_hook = futex::add_ns(now, std::chrono::nanoseconds(kStreamSlice).count());
       if constexpr (kHasHook<Hook>) {
-        if (!futex::before(now, next_hook)) {
+        if (!futex::before(now, *next_hook)) {
           between_slices();
           next_hook = futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kStreamSlice).count());
         }
@@ -1212,13 +1236,14 @@ class Stream {
           got == stream_impl::Claim::busy ? 50'000 : std::chrono::nanoseconds(kGateCheck).count();
       timespec until = futex::add_ns(now, std::min<std::int64_t>(nap, left.count()));
       if constexpr (kHasHook<Hook>) {
-        if (futex::before(next_hook, until)) until = next_hook;
+        if (futex::before(*next_hook, until)) until = *next_hook;
       }
       futex::wait(&h->space_epoch, epoch, &until);
     }
     return Sent::all;
   }
 
+  /// The StreamFullError for a send that stopped early after `done` messages.
   [[noreturn]] static void throw_full(detail::StreamSegment& s, std::size_t done, bool mutex) {
     const std::string sent = done == 0 ? "" : " (" + std::to_string(done) + " of the batch were sent)";
     if (mutex) throw StreamFullError("stream " + s.name + ": its mutex stayed held past the timeout" + sent);
@@ -1226,6 +1251,15 @@ class Stream {
     throw StreamFullError("stream " + s.name + " is full: the slowest reader (pid " + std::to_string(g.pid) +
                           ", at message " + std::to_string(g.cursor) + ") is " +
                           std::to_string(s.geo.capacity) + " messages behind" + sent);
+  }
+
+ private:
+  explicit Stream(std::shared_ptr<detail::StreamSegment> s) : s_(std::move(s)) {}
+
+  detail::StreamSegment& seg() const {
+    if (s_ == nullptr) throw ClosedError("the stream handle is closed");
+    s_->check_usable();
+    return *s_;
   }
 
   std::shared_ptr<detail::StreamSegment> s_;
