@@ -447,6 +447,19 @@ class LazyDeadline {
   std::chrono::nanoseconds left() {
     if (!t_ || *t_ >= kForever) return std::chrono::nanoseconds::max();
     if (t_->count() <= 0) return std::chrono::nanoseconds{0};
+    const auto now = std::chrono::steady_clock::now();
+    if (!started_) {
+      end_ = now + *t_;
+      started_ = true;
+    }
+    return std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(end_ - now), std::chrono::nanoseconds{0});
+  }
+
+ private:
+  Timeout t_;
+  bool started_ = false;
+  std::chrono::steady_clock::time_point end_{};
+};
     if (!d_) d_.emplace(t_);
     return d_->left();
   }
