@@ -460,14 +460,6 @@ class LazyDeadline {
   bool started_ = false;
   std::chrono::steady_clock::time_point end_{};
 };
-    if (!d_) d_.emplace(t_);
-    return d_->left();
-  }
-
- private:
-  Timeout t_;
-  std::optional<Deadline> d_;
-};
 
 /// The counter of one sleeping wait, given back on every way out.
 class Sleeping {
