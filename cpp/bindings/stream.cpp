@@ -396,6 +396,8 @@ PyObject* reader_next(PyObject* self) {
   });
 }
 
+PyObject* reader_next_method(PyObject* self, PyObject*) { return reader_next(self); }
+
 PyMethodDef g_stream_fast[] = {
     {"send", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_send)),
      METH_FASTCALL | METH_KEYWORDS,
@@ -420,6 +422,8 @@ PyMethodDef g_reader_fast[] = {
      "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are)."},
     {"try_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_try_recv)),
      METH_FASTCALL | METH_KEYWORDS, "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
+    {"__next__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(reader_next_method)), METH_NOARGS,
+     "__next__($self, /)\n--\n\nThe next message, waiting as long as it takes (recv())."},
     {nullptr, nullptr, 0, nullptr},
 };
 
