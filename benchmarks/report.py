@@ -4,6 +4,8 @@ performance section between its markers, and the plots. Nothing here measures.""
 
 from __future__ import annotations
 
+import statistics
+
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -172,6 +174,30 @@ def _readers_table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _streams_tables(res: dict[str, Any]) -> list[str]:
+    st = res["streams"]
+    rows = st["rows"]
+    base = rows.get("xshm stream")
+    lines = [
+        "",
+        f"### Streams: {st['size']}-byte messages, Python → Python, every message delivered",
+        "",
+        "| row | API | messages/s | xshm stream / row |",
+        "|---|---|---:|---:|",
+    ]
+    for label, r in rows.items():
+        ref = rows.get("xshm stream, batches") if "batches" in label else base
+        ratio = ""
+        if ref is not None and ref is not r:
+            ratio = _x(statistics.median(a / b for a, b in zip(ref["per_round"], r["per_round"])))
+        lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    lat = st.get("latency") or {}
+    if lat:
+        lines += ["", "| one-way, spinning | p50 | p99 |", "|---|---:|---:|"]
+        lines += [f"| {k} | {_us(v['p50_ns'])} | {_us(v['p99_ns'])} |" for k, v in lat.items()]
+    return lines
+
+
 def _targets_table(res: dict[str, Any]) -> list[str]:
     lines = [
         "",
@@ -196,6 +222,8 @@ def tables(res: dict[str, Any]) -> str:
         lines += _bulk_tables(res)
     if "readers" in res:
         lines += _readers_table(res)
+    if "streams" in res:
+        lines += _streams_tables(res)
     if res.get("targets"):
         lines += _targets_table(res)
     if res["notes"]:

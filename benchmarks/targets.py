@@ -145,6 +145,33 @@ def _no_regression(res: dict[str, Any]) -> Union[str, tuple[float, str], None]:
     )
 
 
+def _stream_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
+        rows = dig(res, "streams", "rows") or {}
+        ra, rb = rows.get(a), rows.get(b)
+        if not ra or not rb:
+            return None
+        x = statistics.median(p / q for p, q in zip(ra["per_round"], rb["per_round"]))
+        return x, (
+            f"{x:.1f}x (median of {min(ra['rounds'], rb['rounds'])} per-round ratios): "
+            f"{ra['msgs_per_s']:,.0f} against {rb['msgs_per_s']:,.0f} messages/s"
+        )
+
+    return measure
+
+
+def _stream_hop_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
+    lat = dig(res, "streams", "latency") or {}
+    a, b = lat.get("py-xshm stream hop, spinning"), lat.get("py-xshm-spin read_into")
+    if not a or not b:
+        return None
+    x = statistics.median(p / q for p, q in zip(a["p50_per_round"], b["p50_per_round"]))
+    return x, (
+        f"{x:.2f}x (median of {min(a['rounds'], b['rounds'])} per-round ratios): "
+        f"{a['p50_ns'] / 1e3:.2f} µs against {b['p50_ns'] / 1e3:.2f} µs"
+    )
+
+
 TARGETS = [
     Target(12, "must", "snapshot, all fields touched, writer flat out in another process: ≥ 5x "
            "faster than `shared_memory` + `Lock`", _snap_target("shared_memory + Lock"), 5, True),
@@ -177,6 +204,14 @@ TARGETS = [
            _delivery_target("view delivery / copy (backup=off)"), 1.25, False),
     Target(5, "must", "64 MiB: `read_into()` ≥ 0.8x the in-process copy bandwidth (backup off)",
            _delivery_target("read_into / copy bandwidth (backup=off)"), 0.8, True),
+    Target(14, "must", "stream, 64-byte messages one at a time, Python→Python: ≥ 10x the messages/s "
+           "of faster-fifo", _stream_target("xshm stream", "faster-fifo"), 10, True),
+    Target(14, "must", "… and ≥ 20x `multiprocessing.Queue`",
+           _stream_target("xshm stream", "multiprocessing.Queue"), 20, True),
+    Target(14, "should", "… and ahead of iceoryx2's publish-subscribe configured lossless",
+           _stream_target("xshm stream", "iceoryx2 publish-subscribe, lossless"), 1, True),
+    Target(14, "should", "stream one-way latency (spinning) within 1.25x of the record's "
+           "`read_into` hop", _stream_hop_target, 1.25, False),
 ]  # fmt: skip
 
 
