@@ -1,0 +1,163 @@
+// The C++ side of the cross-language stream tests (test_streams_cpp_python.py). Each message is
+// the writer id (u32) and its counter (u64), a body of varying length, and the CRC-32 (zlib's)
+// of all that, little-endian: the format of tests/cross_process/test_streams.py.
+//   stream_peer send NAME N [WID=1]   sends N messages (send and send_many), prints a summary
+//   stream_peer recv NAME N           attaches at the next message, takes N, checks each, prints
+//                                     a summary (and exits 1 if any check failed)
+#include <unistd.h>
+
+#include <xshm/xshm.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+constexpr auto kWait = std::chrono::seconds(120);
+
+std::uint32_t crc32(const unsigned char* p, std::size_t n, std::uint32_t crc = 0) {
+  static const std::array<std::uint32_t, 256> table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (std::size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+std::uint64_t next_random(std::uint64_t& s) {  // splitmix64
+  std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::vector<unsigned char> payload(std::uint32_t wid, std::uint64_t k, std::uint64_t max_bytes,
+                                   std::uint64_t& rng) {
+  const std::uint64_t body = next_random(rng) % (max_bytes - 16 + 1);
+  std::vector<unsigned char> p(12 + body + 4);
+  std::memcpy(p.data(), &wid, 4);  // little-endian hosts only, as the layout
+  std::memcpy(p.data() + 4, &k, 8);
+  for (std::uint64_t i = 0; i < body; ++i) p[12 + i] = static_cast<unsigned char>(next_random(rng));
+  const std::uint32_t c = crc32(p.data(), p.size() - 4);
+  std::memcpy(p.data() + p.size() - 4, &c, 4);
+  return p;
+}
+
+xshm::Stream open(const std::string& name) {
+  xshm::StreamOpenOptions o;
+  o.timeout = std::chrono::seconds(10);
+  return xshm::Stream::open(name, o);
+}
+
+int send(const std::string& name, std::uint64_t n, std::uint32_t wid) {
+  xshm::Stream s = open(name);
+  std::uint64_t rng = 0x5EED0000ull + wid;
+  std::uint64_t k = 0, first = UINT64_MAX, last = 0, batches = 0;
+  while (k < n) {
+    const std::uint64_t batch = std::min<std::uint64_t>(n - k, next_random(rng) % 4 == 0 ? 5 : 1);
+    std::vector<std::vector<unsigned char>> keep;
+    for (std::uint64_t j = 0; j < batch; ++j) keep.push_back(payload(wid, k + j, s.max_bytes(), rng));
+    std::uint64_t seq = 0;
+    if (batch == 1) {
+      seq = s.send(keep[0].data(), keep[0].size(), kWait);
+    } else {
+      std::vector<std::pair<const void*, std::size_t>> items;
+      for (auto& p : keep) items.emplace_back(p.data(), p.size());
+      seq = s.send_many(items, kWait);
+      ++batches;
+    }
+    if (first == UINT64_MAX) first = seq - (batch - 1);
+    last = seq;
+    k += batch;
+  }
+  std::printf(
+      "{\"mode\": \"send\", \"sent\": %llu, \"first_seq\": %llu, \"last_seq\": %llu, \"batches\": %llu, "
+      "\"pid\": %d}\n",
+      static_cast<unsigned long long>(n), static_cast<unsigned long long>(first),
+      static_cast<unsigned long long>(last), static_cast<unsigned long long>(batches),
+      static_cast<int>(::getpid()));
+  return 0;
+}
+
+int recv(const std::string& name, std::uint64_t n) {
+  xshm::Stream s = open(name);
+  xshm::StreamReader r = s.reader(xshm::Start::latest);
+  const std::uint64_t start = r.cursor();
+  std::uint64_t torn = 0, disorder = 0, seq_gaps = 0, received = 0;
+  std::uint64_t expect = start;  // the sequence number the next message should have
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> next_k;  // writer id, its next counter
+  std::set<std::uint32_t> pids;
+  std::uint32_t chain = 0;  // CRC-32 of every payload in order, as zlib.crc32 chains
+  for (; received < n; ++received) {
+    xshm::Message m = r.recv(kWait);
+    if (m.seq < expect)
+      ++disorder;
+    else
+      seq_gaps += m.seq - expect;
+    expect = m.seq + 1;
+    pids.insert(m.writer_pid);
+    chain = crc32(m.data.data(), m.data.size(), chain);
+    const std::size_t size = m.data.size();
+    std::uint32_t c = 0, wid = 0;
+    std::uint64_t k = 0;
+    if (size >= 16) std::memcpy(&c, m.data.data() + size - 4, 4);
+    if (size < 16 || c != crc32(m.data.data(), size - 4)) {
+      ++torn;
+      continue;
+    }
+    std::memcpy(&wid, m.data.data(), 4);
+    std::memcpy(&k, m.data.data() + 4, 8);
+    auto it = next_k.begin();
+    while (it != next_k.end() && it->first != wid) ++it;
+    if (it == next_k.end()) it = next_k.insert(next_k.end(), {wid, 0});
+    if (k != it->second) ++disorder;
+    it->second = k + 1;
+  }
+  std::string pid_list;
+  for (std::uint32_t p : pids) pid_list += (pid_list.empty() ? "" : ", ") + std::to_string(p);
+  std::printf(
+      "{\"mode\": \"recv\", \"received\": %llu, \"lost\": %llu, \"start\": %llu, \"cursor\": %llu, "
+      "\"torn\": %llu, \"disorder\": %llu, \"seq_gaps\": %llu, \"writers\": %zu, "
+      "\"writer_pids\": [%s], \"crc_chain\": %u}\n",
+      static_cast<unsigned long long>(r.received()), static_cast<unsigned long long>(r.lost()),
+      static_cast<unsigned long long>(start), static_cast<unsigned long long>(r.cursor()),
+      static_cast<unsigned long long>(torn), static_cast<unsigned long long>(disorder),
+      static_cast<unsigned long long>(seq_gaps), next_k.size(), pid_list.c_str(), chain);
+  return torn == 0 && disorder == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s send NAME N [WID] | recv NAME N\n", argv[0]);
+    return 2;
+  }
+  const std::string mode = argv[1];
+  const std::uint64_t n = std::strtoull(argv[3], nullptr, 10);
+  try {
+    if (mode == "send")
+      return send(argv[2], n, argc > 4 ? static_cast<std::uint32_t>(std::atoi(argv[4])) : 1);
+    if (mode == "recv") return recv(argv[2], n);
+    std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stream_peer: %s\n", e.what());
+    return 1;
+  }
+}
