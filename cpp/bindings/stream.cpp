@@ -238,8 +238,7 @@ std::uint64_t send_payloads(PyStream& ps, const std::pair<const void*, std::size
   if (total < kGilBytes) {
     r = st.send_some(items, n, std::chrono::nanoseconds{0}, xshm::NoHook{}, done, last);
     if (r == xshm::Stream::Sent::all) return last;
-    if (limit && limit->count() == 0)
-      xshm::Stream::throw_full(*st.segment(), done, r == xshm::Stream::Sent::mutex_held);
+    if (limit && limit->count() == 0) xshm::Stream::throw_full(*st.segment(), done, r);
   }
   xshm::Stream local = st;  // the GIL goes: another thread may close `st`
   std::size_t more = 0;
@@ -247,8 +246,7 @@ std::uint64_t send_payloads(PyStream& ps, const std::pair<const void*, std::size
     py::gil_scoped_release nogil;
     r = local.send_some(items + done, n - done, limit, check_signals, more, last);
   }
-  if (r != xshm::Stream::Sent::all)
-    xshm::Stream::throw_full(*local.segment(), done + more, r == xshm::Stream::Sent::mutex_held);
+  if (r != xshm::Stream::Sent::all) xshm::Stream::throw_full(*local.segment(), done + more, r);
   return last;
 }
 
@@ -422,8 +420,8 @@ PyMethodDef g_reader_fast[] = {
      "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are)."},
     {"try_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_try_recv)),
      METH_FASTCALL | METH_KEYWORDS, "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
-    {"__next__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(reader_next_method)), METH_NOARGS,
-     "__next__($self, /)\n--\n\nThe next message, waiting as long as it takes (recv())."},
+    {"__next__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(reader_next_method)),
+     METH_NOARGS, "__next__($self, /)\n--\n\nThe next message, waiting as long as it takes (recv())."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -431,3 +431,110 @@ TEST(StreamStress, AnUncheckedCopyTearsTheStreamNever) {
   EXPECT_EQ(checked.disorder, 0u);
   EXPECT_EQ(r.received() + r.lost(), s.head() - start) << "received + lost = sent since it attached";
 }
+
+namespace {
+
+/// In a child: open the stream, claim one slot and die before committing it.
+void die_mid_send(const std::string& name) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(name);
+    auto seg = mine.segment();
+    {
+      auto lock = xshm::stream_impl::StreamLock::acquire(*seg, std::nullopt);
+      std::uint64_t first = 0;
+      if (xshm::stream_impl::claim_locked(*seg, 1, first) != xshm::stream_impl::Claim::made) ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  ASSERT_EQ(reap(pid), 0);
+}
+
+}  // namespace
+
+TEST(StreamCrash, APollingReaderJudgesAHoleToo) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader(xshm::Start::latest);
+  die_mid_send(n.str());
+  s.send("after");
+  std::optional<xshm::Message> m;
+  const auto end = std::chrono::steady_clock::now() + 5s;
+  while (!m && std::chrono::steady_clock::now() < end) m = r.try_recv();  // never waits itself
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(text(*m), "after");
+  EXPECT_EQ(r.lost(), 1u);
+}
+
+TEST(StreamCrash, AWriterEntryReusedTwiceNeverRevivesADeadWritersSlot) {
+  ScopedName n;
+  auto o = opts(8);
+  o.max_writers = 1;  // every writer takes entry 0 in turn
+  auto s = xshm::Stream::create(n.str(), o);
+  auto r = s.reader(xshm::Start::latest);
+  die_mid_send(n.str());  // generation 1 dies holding seq 0
+  {
+    auto b = xshm::Stream::open(n.str());  // takes the dead writer's entry, then closes cleanly
+    b.send("b");
+  }
+  auto c = xshm::Stream::open(n.str());  // takes it again: its generation must not be 1
+  c.send("c");
+  EXPECT_EQ(text(r.recv(5s)), "b");
+  EXPECT_EQ(text(r.recv(5s)), "c");
+  EXPECT_EQ(r.lost(), 1u);
+}
+
+TEST(StreamCrash, RecoveryNeverReusesASequenceAReaderAbandoned) {
+  XSHM_SKIP_UNDER_TSAN();
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader(xshm::Start::latest);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    auto seg = mine.segment();
+    pthread_mutex_lock(seg->mutex());
+    xshm::stream_impl::ensure_writer(*seg);
+    seg->slot(0)->word.store(xshm::slot_word::make(0, xshm::slot_word::kWriting));
+    ::_exit(0);  // dies holding the mutex, seq 0 marked, head still 0
+  }
+  ASSERT_EQ(reap(pid), 0);
+  EXPECT_FALSE(r.try_recv().has_value());
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(r.try_recv().has_value());  // judged: abandoned by the reader, before any recovery
+  EXPECT_EQ(r.lost(), 1u);
+  EXPECT_EQ(s.send("next", 4, 1s), 1u);  // recovery steps past the abandoned 0
+  xshm::Message m = r.recv(1s);
+  EXPECT_EQ(m.seq, 1u);
+  EXPECT_EQ(text(m), "next");
+}
+
+TEST(StreamCrash, AForkedChildDoesNotKeepADeadParentsReaderAlive) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t parent = ::fork();
+  if (parent == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    auto r = mine.reader(xshm::Start::latest);
+    const pid_t child = ::fork();
+    if (child == 0) {  // a child that inherits the mappings and lives on
+      ::sleep(30);
+      ::_exit(0);
+    }
+    (void)!::write(ready[1], &child, sizeof child);
+    ::pause();
+    ::_exit(0);
+  }
+  pid_t child = 0;
+  ASSERT_EQ(::read(ready[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+  for (int i = 0; i < 4; ++i) s.send("x");
+  EXPECT_THROW(s.send("y", 1, 30ms), xshm::StreamFullError);
+  ::kill(parent, SIGKILL);
+  reap(parent);
+  EXPECT_EQ(s.send("y", 1, 5s), 4u);  // the grandchild's inherited mappings hold no lock
+  ::kill(child, SIGKILL);             // reparented to init, which reaps it
+  ::close(ready[0]);
+  ::close(ready[1]);
+}

@@ -113,6 +113,7 @@ struct StreamSegment {
   StreamGeometry geo;
   bool readonly = false;
   bool writable_fd = false;  // the descriptor is O_RDWR: this handle can attach readers
+  bool mutex_ok = false;     // its pthread_mutex_t is this process's kind (mutex_size, mutex_abi)
   Mapping ctl;               // [0, slots_offset): read-write
   Mapping ring;              // [slots_offset, total_size): read-write, or read-only
   dev_t dev = 0;
@@ -130,7 +131,9 @@ struct StreamSegment {
   std::uint32_t scan_gen = 0;
   bool scanned = false;
   bool any_reader = false;
-  std::uint64_t gate = 0;  // the smallest cursor of an attached reader
+  std::uint64_t gate = 0;                                 // the smallest cursor of an attached reader
+  std::chrono::steady_clock::time_point last_reap{};      // when a full claim last reaped
+  std::chrono::steady_clock::time_point last_lap_reap{};  // ... and a claim that crossed a lap
 
   StreamSegment() = default;
   StreamSegment(const StreamSegment&) = delete;
@@ -220,7 +223,8 @@ inline std::shared_ptr<StreamSegment> map_stream(const std::string& canon, int f
       throw LayoutError("segment " + canon + ": " + e.what());
     }
     const auto* h = static_cast<const StreamHeader*>(first.data());
-    if (!readonly && (h->mutex_size != sizeof(pthread_mutex_t) || h->mutex_abi != mutex_abi_tag()))
+    s->mutex_ok = h->mutex_size == sizeof(pthread_mutex_t) && h->mutex_abi == mutex_abi_tag();
+    if (!readonly && !s->mutex_ok)
       throw LayoutError("stream " + canon +
                         " was created by a process with another C library or architecture; it can "
                         "only be opened read-only here");
@@ -238,8 +242,16 @@ inline std::shared_ptr<StreamSegment> map_stream(const std::string& canon, int f
   if (::fstat(fd, &st) != 0) throw_errno(errno, "fstat");
   s->dev = st.st_dev;
   s->ino = st.st_ino;
-  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (own < 0) throw_errno(errno, "fcntl(F_DUPFD_CLOEXEC)");
+  // The liveness locks go through an open file description of their own that nothing maps:
+  // a mapping holds its description open, so locks taken through the mapped one would live
+  // on in a forked child's inherited mappings after this process died.
+  const int own = ::shm_open(canon.c_str(), (writable_fd ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+  if (own < 0) throw_errno(errno, "shm_open(" + canon + ")");
+  struct stat st2 {};
+  if (::fstat(own, &st2) != 0 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino) {
+    ::close(own);
+    throw_errno(ENOENT, "shm_open(" + canon + "): the name was removed or replaced while it was opened");
+  }
   s->fd.fd = own;
   liveness::enroll(&s->fd);
   return s;
@@ -487,18 +499,24 @@ inline void recover(StreamSegment& s) {
   const std::uint64_t pending = h->claim_seq.load(std::memory_order_relaxed);
   if (pending != 0) {
     const std::uint64_t x = pending - 1;
-    if (s.slot(x)->word.load(std::memory_order_relaxed) == slot_word::make(x, slot_word::kWriting))
+    // Marked (WRITING, or already ABANDONED by a reader that judged it): its overwrite happened.
+    const std::uint64_t w = s.slot(x)->word.load(std::memory_order_relaxed);
+    if (w == slot_word::make(x, slot_word::kWriting) || w == slot_word::make(x, slot_word::kAbandoned))
       h->dropped.store(h->claim_dropped.load(std::memory_order_relaxed), std::memory_order_relaxed);
     h->claim_seq.store(0, std::memory_order_relaxed);
   }
   std::uint64_t head = h->head.load(std::memory_order_relaxed);
   for (std::uint64_t n = 0; n < s.geo.capacity; ++n, ++head) {
+    // Under the mutex a slot is marked for `head` or later only by the holder that died: still
+    // WRITING (abandon it here), or ABANDONED already by a reader that judged it. Either way
+    // its sequence number is used up: head goes past it, never to reuse it.
     std::uint64_t w = slot_word::make(head, slot_word::kWriting);
-    // Under the mutex a slot is WRITING for `head` or later only if its marker died.
-    if (!s.slot(head)->word.compare_exchange_strong(w, slot_word::make(head, slot_word::kAbandoned),
-                                                    std::memory_order_acq_rel))
-      break;
-    h->abandoned.fetch_add(1, std::memory_order_relaxed);
+    if (s.slot(head)->word.compare_exchange_strong(w, slot_word::make(head, slot_word::kAbandoned),
+                                                   std::memory_order_acq_rel)) {
+      h->abandoned.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (w != slot_word::make(head, slot_word::kAbandoned)) break;
   }
   // SYNC POINT: pairs with the reader's acquire load of head when it is lapped.
   h->head.store(head, std::memory_order_release);
@@ -572,7 +590,8 @@ inline void ensure_writer(StreamSegment& s) {
     if (st != 0 && liveness::held_by_other(s.fd.fd, s.writer_lock_offset(i))) continue;
     if (!liveness::hold(s.fd.fd, s.writer_lock_offset(i))) continue;
     if (st != 0) s.header()->reaped.fetch_add(1, std::memory_order_relaxed);
-    const std::uint64_t mine = entry_state((st >> 8) + 1);
+    e->generation += 1;  // under the mutex; never reset, so a dead writer's slots never match
+    const std::uint64_t mine = entry_state(e->generation);
     e->pid.store(static_cast<std::uint32_t>(detail::current_pid()), std::memory_order_relaxed);
     e->sent.store(0, std::memory_order_relaxed);
     e->attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
@@ -588,6 +607,7 @@ inline void ensure_writer(StreamSegment& s) {
 /// Mutex held: the smallest cursor of the attached readers, from a fresh look at the table.
 inline void scan_readers(StreamSegment& s) {
   StreamHeader* h = s.header();
+  const std::uint64_t head = h->head.load(std::memory_order_relaxed);
   s.scan_gen = h->readers_gen.load(std::memory_order_acquire);
   s.any_reader = false;
   s.gate = UINT64_MAX;
@@ -595,7 +615,8 @@ inline void scan_readers(StreamSegment& s) {
     ReaderEntry* r = s.reader(i);
     if (r->state.load(std::memory_order_acquire) == 0) continue;
     // SYNC POINT: pairs with the reader's release store of its cursor after it copied out.
-    const std::uint64_t c = r->cursor.load(std::memory_order_acquire);
+    // A cursor is never past head; a corrupt one is taken as head (it gates nothing).
+    const std::uint64_t c = std::min(r->cursor.load(std::memory_order_acquire), head);
     s.any_reader = true;
     s.gate = std::min(s.gate, c);
   }
@@ -625,7 +646,7 @@ inline bool has_room(StreamSegment& s, std::uint64_t n) noexcept {
   for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
     ReaderEntry* r = s.reader(i);
     if (r->state.load(std::memory_order_acquire) == 0) continue;
-    if (head + n > r->cursor.load(std::memory_order_acquire) + s.geo.capacity) return false;
+    if (head + n > std::min(r->cursor.load(std::memory_order_acquire), head) + s.geo.capacity) return false;
   }
   return true;
 }
@@ -659,9 +680,26 @@ inline Claim claim_locked(StreamSegment& s, std::uint64_t n, std::uint64_t& firs
   if (head + n - 1 > kMaxStreamSeq) throw Error("stream " + s.name + " has used all 2**62 sequence numbers");
   if (!s.scanned || h->readers_gen.load(std::memory_order_acquire) != s.scan_gen) scan_readers(s);
   const std::uint64_t cap = s.geo.capacity;
+  // Dead readers are detached when they would gate a claim (at most every kGateCheck: it asks
+  // the kernel about each reader) and once per lap of the ring (a "drop_oldest" stream's
+  // dead reader gates nothing, but it must not keep `dropped` from counting).
+  if (s.any_reader && (head + n) / cap != head / cap) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - s.last_lap_reap >= kGateCheck) {
+      s.last_lap_reap = now;
+      if (reap_readers(s)) scan_readers(s);
+    }
+  }
   if (s.geo.backpressure == Backpressure::block && s.any_reader && head + n > s.gate + cap) {
     scan_readers(s);  // the cached cursors may be old
-    if (s.any_reader && head + n > s.gate + cap) return Claim::full;
+    if (s.any_reader && head + n > s.gate + cap) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - s.last_reap < kGateCheck) return Claim::full;
+      s.last_reap = now;
+      if (!reap_readers(s)) return Claim::full;
+      scan_readers(s);
+      if (s.any_reader && head + n > s.gate + cap) return Claim::full;
+    }
   }
   // A slot whose previous claim is still WRITING: wait for a live writer, abandon a dead one.
   for (std::uint64_t j = 0; j < n; ++j) {
@@ -716,7 +754,10 @@ inline void fill_and_commit(StreamSegment& s, std::uint64_t x, const void* data,
   if (len != 0) seqlock::store_bytes(StreamSegment::payload(sl), data, static_cast<std::size_t>(len));
   // SYNC POINT: pairs with the reader's acquire load of the word: a reader that sees COMMITTED
   // sees the payload and fields above.
-  sl->word.store(slot_word::make(x, slot_word::kCommitted), std::memory_order_release);
+  // A CAS, not a store: a slot a reader abandoned (its writer judged dead) stays abandoned.
+  std::uint64_t w = slot_word::make(x, slot_word::kWriting);
+  sl->word.compare_exchange_strong(w, slot_word::make(x, slot_word::kCommitted), std::memory_order_release,
+                                   std::memory_order_relaxed);
 }
 
 }  // namespace stream_impl
@@ -792,7 +833,6 @@ class StreamReader {
     timespec deadline{};
     if (timeout) deadline = futex::add_ns(start, std::max<std::int64_t>(timeout->count(), 0));
     timespec next_hook = futex::add_ns(start, slice.count());
-    timespec hole_check = futex::add_ns(start, std::chrono::nanoseconds(kHoleCheck).count());
     spin = std::max<std::chrono::nanoseconds>(spin, kEmptyPoll);
     if (timeout) spin = std::min<std::chrono::nanoseconds>(spin, *timeout);
     if (spin.count() > 0) {
@@ -814,11 +854,6 @@ class StreamReader {
       if ((t = take(f)) == Took::message) return true;
       timespec now = futex::monotonic_now();
       if (timeout && !futex::before(now, deadline)) return false;
-      if (t == Took::hole && !futex::before(now, hole_check)) {
-        judge_hole();
-        hole_check = futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kHoleCheck).count());
-        continue;
-      }
       if constexpr (kHasHook<Hook>) {
         if (!futex::before(now, next_hook)) {
           between_slices();
@@ -830,7 +865,10 @@ class StreamReader {
       if constexpr (kHasHook<Hook>) {
         if (futex::before(next_hook, until)) until = next_hook;
       }
-      if (t == Took::hole && futex::before(hole_check, until)) until = hole_check;
+      if (t == Took::hole) {  // wake to judge it (take() does, once it is kHoleCheck old)
+        const timespec judge = futex::add_ns(now, std::chrono::nanoseconds(kHoleCheck).count());
+        if (futex::before(judge, until)) until = judge;
+      }
       futex::wait(&h->data_epoch, epoch, &until);
     }
   }
@@ -889,12 +927,17 @@ class StreamReader {
         std::lock_guard<std::mutex> g(s.local);
         s.own_readers.erase(index_);
       }
+      // Under the mutex when it comes within kGateCheck (writers then see the detach at their
+      // next claim, and no reaper mistakes it for a death); without it otherwise (a stopped
+      // writer holds it), which only delays what the writers see.
+      std::optional<stream_impl::StreamLock> lock = lock_for_close(s);
       // The lock first: once the state is 0 another reader of this handle (same open file
       // description) may take the entry, and releasing after that would drop its lock.
       liveness::release(s.fd.fd, s.reader_lock_offset(index_));
       std::uint64_t st = state_;
       if (r->state.compare_exchange_strong(st, 0, std::memory_order_acq_rel))
         h->readers_gen.fetch_add(1, std::memory_order_acq_rel);
+      lock.reset();
       h->space_epoch.fetch_add(1, std::memory_order_seq_cst);
       futex::wake_all(&h->space_epoch);
     }
@@ -919,6 +962,15 @@ class StreamReader {
     static_cast<MessageInfo&>(m) = info;
     m.data.resize(static_cast<std::size_t>(info.size));
     if (info.size != 0) seqlock::load_bytes(m.data.data(), src, static_cast<std::size_t>(info.size));
+  }
+
+  static std::optional<stream_impl::StreamLock> lock_for_close(detail::StreamSegment& s) noexcept {
+    if (!s.mutex_ok) return std::nullopt;
+    try {
+      return stream_impl::StreamLock::acquire(s, std::chrono::nanoseconds(kGateCheck));
+    } catch (...) {
+      return std::nullopt;
+    }
   }
 
   void advance(std::uint64_t next, bool took) noexcept {
@@ -981,23 +1033,39 @@ class StreamReader {
         advance(c + 1, false);
         continue;
       }
-      return w == slot_word::make(c, slot_word::kWriting) ? Took::hole : Took::empty;
+      if (w != slot_word::make(c, slot_word::kWriting)) return Took::empty;
+      // A hole: judged once it has stayed WRITING for kHoleCheck, counted across calls (a
+      // reader that only polls, or waits in short timeouts, judges it too).
+      const auto now = std::chrono::steady_clock::now();
+      if (!hole_seen_ || hole_seq_ != c) {
+        hole_seen_ = true;
+        hole_seq_ = c;
+        hole_since_ = now;
+        return Took::hole;
+      }
+      if (now - hole_since_ < kHoleCheck) return Took::hole;
+      hole_since_ = now;  // judge again after another kHoleCheck if its writer lives
+      if (!judge_hole()) return Took::hole;
+      // abandoned: the next look counts it and moves on
     }
   }
 
   /// The slot of the cursor has been WRITING for kHoleCheck: abandon it if its writer died.
-  void judge_hole() {
+  /// True when it is abandoned now.
+  bool judge_hole() {
     detail::StreamSegment& s = seg();
     const std::uint64_t c = cursor_;
     SlotHeader* sl = s.slot(c);
     std::uint64_t w = sl->word.load(std::memory_order_acquire);
-    if (w != slot_word::make(c, slot_word::kWriting)) return;
-    if (stream_impl::writer_alive(s, detail::get(sl->writer_index), detail::get(sl->writer_state))) return;
+    if (w != slot_word::make(c, slot_word::kWriting)) return true;  // moved on: look again
+    if (stream_impl::writer_alive(s, detail::get(sl->writer_index), detail::get(sl->writer_state)))
+      return false;
     if (sl->word.compare_exchange_strong(w, slot_word::make(c, slot_word::kAbandoned),
                                          std::memory_order_acq_rel)) {
       s.header()->abandoned.fetch_add(1, std::memory_order_relaxed);
       stream_impl::notify_readers(s.header());
     }
+    return true;
   }
 
   std::shared_ptr<detail::StreamSegment> s_;
@@ -1006,6 +1074,9 @@ class StreamReader {
   std::uint64_t cursor_ = 0;
   std::uint64_t lost_ = 0;
   std::uint64_t received_ = 0;
+  bool hole_seen_ = false;  // the cursor's slot was found WRITING, since hole_since_
+  std::uint64_t hole_seq_ = 0;
+  std::chrono::steady_clock::time_point hole_since_{};
 };
 
 /// A handle to a stream. Copies share the mapping; any thread may send through it.
@@ -1052,7 +1123,7 @@ class Stream {
     std::size_t done = 0;
     std::uint64_t last = 0;
     const Sent r = send_some(&one, 1, timeout, std::forward<Hook>(between_slices), done, last);
-    if (r != Sent::all) throw_full(seg(), 0, r == Sent::mutex_held);
+    if (r != Sent::all) throw_full(seg(), 0, r);
     return last;
   }
   std::uint64_t send(std::string_view bytes, Timeout timeout = std::nullopt) {
@@ -1084,7 +1155,7 @@ class Stream {
     std::uint64_t last = 0;
     const Sent r =
         send_some(items.data(), items.size(), timeout, std::forward<Hook>(between_slices), done, last);
-    if (r != Sent::all) throw_full(seg(), done, r == Sent::mutex_held);
+    if (r != Sent::all) throw_full(seg(), done, r);
     return last;
   }
 
@@ -1094,6 +1165,10 @@ class Stream {
     if (!s.writable_fd)
       throw ReadOnlyError("stream " + s.name +
                           ": a reader writes its cursor into the segment, and this process may only read it");
+    if (!s.mutex_ok)
+      throw LayoutError("stream " + s.name +
+                        " was created by a process with another C library or architecture: attaching a "
+                        "reader takes its mutex, which this process cannot use");
     std::optional<stream_impl::StreamLock> lock =
         stream_impl::StreamLock::acquire(s, std::chrono::seconds(10));
     if (!lock) throw WaitTimeoutError("stream " + s.name + ": its mutex stayed held for 10 s");
@@ -1151,7 +1226,7 @@ class Stream {
 
   /// What send_some() did: everything, or it stopped early because the ring stayed full or
   /// the mutex stayed held (by a stopped writer) past the timeout.
-  enum class Sent { all, full, mutex_held };
+  enum class Sent { all, full, mutex_held, busy };
 
   /// The form of send_many() that reports instead of throwing: sends items[0, n) in order;
   /// `done` counts those sent, `last` is the sequence of the last of them.
@@ -1229,7 +1304,7 @@ class Stream {
         continue;
       }
       const std::chrono::nanoseconds left = deadline.left();
-      if (left.count() == 0) return Sent::full;
+      if (left.count() == 0) return got == stream_impl::Claim::busy ? Sent::busy : Sent::full;
       if (got == stream_impl::Claim::full && !polled) {
         // A reader that is taking messages frees a slot within microseconds: poll for it
         // before paying a sleep and the reader's wake.
@@ -1264,9 +1339,15 @@ class Stream {
   }
 
   /// The StreamFullError for a send that stopped early after `done` messages.
-  [[noreturn]] static void throw_full(detail::StreamSegment& s, std::size_t done, bool mutex) {
+  [[noreturn]] static void throw_full(detail::StreamSegment& s, std::size_t done, Sent why) {
     const std::string sent = done == 0 ? "" : " (" + std::to_string(done) + " of the batch were sent)";
-    if (mutex) throw StreamFullError("stream " + s.name + ": its mutex stayed held past the timeout" + sent);
+    if (why == Sent::mutex_held)
+      throw StreamFullError("stream " + s.name + ": its mutex stayed held past the timeout" + sent);
+    if (why == Sent::busy)
+      throw StreamFullError("stream " + s.name +
+                            ": the next slot's earlier writer was still writing it past the timeout (a ring "
+                            "lapped within one send)" +
+                            sent);
     const stream_impl::GateInfo g = stream_impl::slowest_reader(s);
     throw StreamFullError("stream " + s.name + " is full: the slowest reader (pid " + std::to_string(g.pid) +
                           ", at message " + std::to_string(g.cursor) + ") is " +

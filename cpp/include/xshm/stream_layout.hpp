@@ -85,8 +85,8 @@ static_assert(sizeof(ReaderEntry) == kReaderEntrySize && offsetof(ReaderEntry, s
 struct WriterEntry {
   std::atomic<std::uint64_t> state;       // 0   0 free; (generation << 8) | 1 attached
   std::atomic<std::uint32_t> pid;         // 8
-  std::uint32_t reserved0;                // 12
-  std::atomic<std::uint64_t> sent;        // 16  messages it committed
+  std::uint32_t generation;               // 12  registrations so far (under the mutex)
+  std::atomic<std::uint64_t> sent;        // 16  messages it claimed
   std::atomic<std::int64_t> attached_ns;  // 24
   std::uint64_t reserved1[4];             // 32
 };
