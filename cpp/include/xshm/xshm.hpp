@@ -15,6 +15,7 @@
 #include "segment.hpp"
 #include "seqlock.hpp"
 #include "transaction.hpp"
+#include "typed.hpp"
 #include "utf8.hpp"
 #include "wait.hpp"
 #include "writer.hpp"
