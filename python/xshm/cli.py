@@ -2,14 +2,17 @@
 
 Exit codes, for scripts: 0 success; 1 a named segment is missing, foreign, not accessible or
 could not be removed; 2 usage error; 130 interrupted (Ctrl-C) where that is not the normal way
-out. Output is a table (with colour) in a terminal, plain text when piped, JSON with ``--json``.
-Inspecting never writes to a segment and never takes its writer mutex.
+out. Output is a table (with colour) in a terminal, plain text when piped, JSON with ``--json``;
+when the reader of a pipe leaves (``xshm ls | head -1``) the command ends quietly with 0.
+Inspecting never writes to a segment and never takes its writer mutex. Errors say what is known
+(the file's size, age and owner), not what probably happened.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import pwd
 import stat
@@ -37,9 +40,13 @@ class CliError(Exception):
 def _console(args: argparse.Namespace) -> Any:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # main() ends quietly with 0 (rich's own way exits 1)
+
     # Piped: never wrap or elide a line to fit an 80-column guess; scripts read whole rows.
     width = None if sys.stdout.isatty() else 1000
-    return Console(no_color=args.no_color or None, highlight=False, width=width)
+    return _Console(no_color=args.no_color or None, highlight=False, width=width)
 
 
 def _open(name: str) -> SharedMemoryManager:
@@ -49,13 +56,65 @@ def _open(name: str) -> SharedMemoryManager:
     except FileNotFoundError:
         raise CliError(f"no segment named '{_canon(name)}'") from None
     except PermissionError:
-        raise CliError(f"permission denied: '{_canon(name)}' belongs to another user") from None
+        raise CliError(
+            f"permission denied: '{_canon(name)}' is {_file_facts(name)}, and this process "
+            f"runs as {_owner(os.geteuid())}"
+        ) from None
     except LayoutError as e:
-        raise CliError(f"'{_canon(name)}' is not a usable xshm segment: {e}") from None
+        raise CliError(_not_usable(name, e)) from None
 
 
 def _canon(name: str) -> str:
     return name if name.startswith("/") else "/" + name
+
+
+def _path(name: str) -> str:
+    return os.path.join(SHM_DIR, _canon(name)[1:])
+
+
+def _file_facts(name: str, size: bool = True) -> str:
+    """What the file system says about a segment's file: size, age, owner, mode."""
+    try:
+        st = os.stat(_path(name))
+    except OSError as e:
+        return f"not readable ({e.strerror})"
+    return (
+        (f"{_size(st.st_size)}, " if size else "")
+        + f"modified {_ago(st.st_mtime_ns)}, owner {_owner(st.st_uid)}, "
+        + f"mode {stat.S_IMODE(st.st_mode):04o}"
+    )
+
+
+def _first_page_state(name: str) -> Optional[str]:
+    """'empty' (0 bytes) or 'zeros' (its first page is all zero bytes: a file whose creator has
+    not written its header, or never will); None otherwise or when it cannot be read."""
+    try:
+        with open(_path(name), "rb") as f:
+            head = f.read(mmap.PAGESIZE)
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    return "zeros" if head.count(0) == len(head) else None
+
+
+def _not_usable(name: str, err: Exception) -> str:
+    """The one-line report on a file in /dev/shm that does not open as an xshm segment: what
+    is known about it, and how to remove it. Guesses nothing about who made it."""
+    seg = _canon(name)
+    rm = f"if nothing is creating it, remove it with: xshm rm --force {seg[1:]}"
+    state = _first_page_state(name)
+    if state == "empty":
+        return (
+            f"'{seg}' is empty (0 bytes): not an xshm segment, or one whose creator did not "
+            f"finish; {_file_facts(name, size=False)}; {rm}"
+        )
+    if state == "zeros":
+        return (
+            f"'{seg}' has an all-zero header: not an xshm segment, or one whose creator did "
+            f"not finish; {_file_facts(name)}; {rm}"
+        )
+    return f"'{seg}' is not a usable xshm segment: {err}; {_file_facts(name)}; {rm}"
 
 
 def _owner(uid: int) -> str:
@@ -65,7 +124,22 @@ def _owner(uid: int) -> str:
         return str(uid)
 
 
-def _alive(pid: int) -> Optional[bool]:
+def _started_ns(pid: int) -> Optional[int]:
+    """When process `pid` started (CLOCK_REALTIME ns), from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    ticks = int(fields[19])  # field 22 of proc(5): start time in clock ticks after boot
+    return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1e9)
+
+
+def _alive(pid: int, since_ns: int = 0) -> Optional[bool]:
+    """Whether the process `pid` that acted at `since_ns` still runs: False when no process has
+    that pid, or when the one that has it started after `since_ns` (the pid was reused)."""
     if pid <= 0:
         return None
     try:
@@ -73,8 +147,10 @@ def _alive(pid: int) -> Optional[bool]:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = _started_ns(pid)
+    # Start times in /proc count clock ticks (10 ms): only a clear "later" means another process.
+    return not (since_ns and started is not None and started > since_ns + 20_000_000)
 
 
 def _ago(ns: int) -> str:
@@ -161,8 +237,13 @@ def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
                 )
         except PermissionError:
             row["note"] = "no access"
-        except (LayoutError, XshmError, ValueError, OSError):
-            row["note"] = "foreign"
+        except LayoutError:
+            state = _first_page_state(entry)
+            row["note"] = {"empty": "empty", "zeros": "zero header"}.get(state or "", "foreign")
+        except (XshmError, ValueError) as e:
+            row["note"] = f"unreadable: {type(e).__name__}"
+        except OSError as e:
+            row["note"] = f"unreadable: {e.strerror}"
         if row["xshm"] or show_all:
             yield row
 
@@ -242,7 +323,7 @@ def _inspect_data(name: str) -> dict[str, Any]:
             "values": _summary(snap.values),
             "last_publish_ns": snap.timestamp_ns if snap.seq else 0,
             "writer_pid": writer,
-            "writer_alive": _alive(writer),
+            "writer_alive": _alive(writer, snap.timestamp_ns if snap.seq else 0),
             "writer_mutex_owner": hdr["owner_pid"],
             "recoveries": hdr["recoveries"],
             "waiters": hdr["waiters"],
@@ -406,13 +487,17 @@ def cmd_rm(args: argparse.Namespace) -> int:
             failed += 1
         except LayoutError:
             print(
-                f"xshm: error: '{_canon(name)}' is not an xshm segment; "
+                f"xshm: error: '{_canon(name)}' is not an xshm segment ({_file_facts(name)}); "
                 "use --force to remove it anyway",
                 file=sys.stderr,
             )
             failed += 1
         except PermissionError:
-            print(f"xshm: error: permission denied removing '{_canon(name)}'", file=sys.stderr)
+            print(
+                f"xshm: error: permission denied removing '{_canon(name)}' "
+                f"({_file_facts(name)}; in {SHM_DIR} only a file's owner may remove it)",
+                file=sys.stderr,
+            )
             failed += 1
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -531,7 +616,8 @@ examples:
   xshm bench                    xshm beside multiprocessing and the installed peers
   xshm --include                where <xshm/xshm.hpp> is, for a C++ compiler
 
-exit codes: 0 success, 1 missing/foreign/inaccessible segment or failed removal, 2 usage error
+exit codes: 0 success (also when a pipe's reader leaves early, as `| head` does), 1 missing/
+foreign/inaccessible segment or failed removal, 2 usage error
 """
 
 
@@ -614,6 +700,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # also on argparse's SystemExit (--help): a closed pipe is seen here, not at exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output left (`xshm ls | head -1`, `xshm watch NAME | head`): that
+        # ends the command, quietly. Later writes (the interpreter's own flush at exit) go to
+        # /dev/null instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Optional[list[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.include:
