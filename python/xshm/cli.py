@@ -505,37 +505,45 @@ def cmd_rm(args: argparse.Namespace) -> int:
 # ---- demo / bench / paths ----
 
 
+def _demo_line(f: dict[str, Any]) -> str:
+    return (
+        f"{f['elapsed']:4.1f} s  seq {f['seq']:>5}  counter {f['counter']:>5}  "
+        f"{f['message']!r:<12} {sparkline(f['values'])}"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import _demo
 
     console = _console(args)
     if not args.json:
         console.print(
-            f"xshm demo: 1 producer, {args.consumers} Python consumers (+ the C++ "
-            f"consumer when built), {args.seconds:g} s at {args.rate:g} Hz"
+            f"xshm demo: 1 producer publishes {args.rate:g} records/s for {args.seconds:g} s to "
+            f"{args.consumers} Python consumers (+ the C++ consumer when built), each in its own "
+            "process; below, the record as it moves (message, values as a sparkline)"
         )
-    progress_cb: Optional[Callable[[int, float], None]] = None
+    progress_cb: Optional[Callable[[dict[str, Any]], None]] = None
     progress: Any = None
+    last: dict[str, Any] = {}
     if console.is_terminal and not args.json:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn
 
         progress = Progress(
-            TextColumn("publishing"),
-            BarColumn(),
-            TextColumn("{task.fields[seq]}"),
-            TimeRemainingColumn(),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[line]}"),
             console=console,
             transient=True,
         )
-        task = progress.add_task("demo", total=args.seconds, seq="")
+        task = progress.add_task("demo", total=args.seconds, line="")
         progress.start()
 
-        def progress_cb(seq: int, elapsed: float) -> None:
-            progress.update(task, completed=min(elapsed, args.seconds), seq=f"seq {seq}")
+        def progress_cb(f: dict[str, Any]) -> None:
+            last.update(f)
+            progress.update(task, completed=min(f["elapsed"], args.seconds), line=_demo_line(f))
     elif not args.json:
 
-        def progress_cb(seq: int, elapsed: float) -> None:
-            print(f"  {elapsed:4.1f} s  seq {seq}", flush=True)
+        def progress_cb(f: dict[str, Any]) -> None:
+            print(f"  {_demo_line(f)}", flush=True)
 
     try:
         fig = _demo.run(
@@ -546,29 +554,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
             progress.stop()
     if args.json:
         print(json.dumps(fig, indent=2))
-    else:
-        from rich.table import Table
+        return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
+    from rich import box
+    from rich.table import Table
 
-        console.print(f"published {fig['published']} records to {fig['segment']}")
-        from rich import box
-
-        t = Table(header_style="bold", box=box.SIMPLE_HEAD if console.is_terminal else None)
-        for col in ("consumer", "updates", "latency p50 (us)", "latency p99 (us)", "torn"):
-            t.add_column(col, justify="left" if col == "consumer" else "right")
-        for c in fig["consumers"]:
-            t.add_row(
-                c["consumer"],
-                str(c["updates"]),
-                f"{c['latency_us_p50']:.1f}",
-                f"{c['latency_us_p99']:.1f}",
-                str(c["torn"]),
-            )
-        console.print(t)
-        if not fig["cpp_consumer"]:
-            console.print(
-                "(C++ consumer not built: cmake -S . -B build/cpp && cmake --build build/cpp)"
-            )
-        console.print(f"torn snapshots: {fig['torn']}")
+    if last:
+        console.print(f"  {_demo_line(last)}", markup=False)
+    console.print(f"published {fig['published']} records to {fig['segment']}")
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD if console.is_terminal else None)
+    for col in ("consumer", "updates", "latency p50 (us)", "latency p99 (us)", "torn"):
+        t.add_column(col, justify="left" if col == "consumer" else "right")
+    for c in fig["consumers"]:
+        t.add_row(
+            c["consumer"],
+            str(c["updates"]),
+            f"{c['latency_us_p50']:.1f}",
+            f"{c['latency_us_p99']:.1f}",
+            str(c["torn"]),
+        )
+    console.print(t)
+    if not fig["cpp_consumer"]:
+        console.print(
+            "(C++ consumer not built: make demo builds it, or cmake --build BUILD_DIR "
+            "--target xshm_consumer)"
+        )
+    console.print(
+        f"torn snapshots: {fig['torn']} (every consumer checked every record it read; a "
+        "consumer reads the latest record, so one that wakes late skips the ones before)"
+    )
+    console.print(
+        f"latency: from a publish until a consumer holds the record. At {args.rate:g} "
+        "publishes/s a consumer sleeps between publishes, so each figure includes waking it "
+        "(slowest when its CPU has gone idle)."
+    )
+    pp = fig["pingpong_one_way_us"]
+    if pp:
+        console.print(
+            "ping-pong, as `xshm bench` and the README's figures measure it (two processes "
+            f"answering each other's publish at once): one-way p50 {pp['blocking_us']:.1f} us "
+            f"blocking, {pp['spinning_us']:.1f} us spinning"
+        )
     return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
 
 
