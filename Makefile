@@ -22,7 +22,7 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-spec-reader test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
+.PHONY: help setup demo readme test test-cpp test-rust test-spec-reader test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -155,6 +155,9 @@ wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh v
 
 test: $(STAMPS)/prereqs-test test-cpp test-rust test-spec-reader test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, the Go spec reader, Python, lint, benchmark smoke, fuzz, wheels
 	@echo "make test: all passed"
+
+readme: $(STAMPS)/xshm $(STAMPS)/bench-peers  ## rerun the README's console transcripts in a private /dev/shm and rewrite them
+	$(VPY) tools/readme_transcripts.py
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
 	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../benchmarks -p no:cacheprovider \
