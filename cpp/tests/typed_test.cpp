@@ -81,7 +81,7 @@ TEST(Typed, WriteTransactionValuesAsChecksTheType) {
   auto m = SharedMemoryManager::create(name.str(), CreateOptions{{3}, Dtype::Int16, 16});
   WriteTransaction tx = m.begin_write();
   EXPECT_EQ(dtype_error_of([&] { (void)tx.values_as<std::int32_t>(); }),
-            "values_as<std::int32_t>() on a int16 segment: use values_as<std::int16_t>()");
+            "values_as<std::int32_t>() on an int16 segment: use values_as<std::int16_t>()");
   tx.values_as<std::int16_t>()[1] = -5;
   EXPECT_NE(tx.values_as<std::byte>(), nullptr);
   tx.commit();

@@ -135,7 +135,8 @@ inline std::string spell_call(const char* pattern, const char* type) {
   const std::string seg_name =
       seg != nullptr ? seg->name : "dtype-code-" + std::to_string(static_cast<unsigned>(segment));
   const char* want = cpp_type_name(segment);
-  std::string text = spell_call(call, cpp_type_name(asked)) + " on a " + seg_name + " segment: ";
+  const char* article = seg_name.rfind("int", 0) == 0 ? " on an " : " on a ";  // an int8, a uint8
+  std::string text = spell_call(call, cpp_type_name(asked)) + article + seg_name + " segment: ";
   if (want != nullptr)
     text += "use " + spell_call(call, want);
   else
