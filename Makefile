@@ -77,8 +77,13 @@ $(STAMPS)/text: $(STAMPS)/apt $(STAMPS)/text-py $(RUST_SOURCES)
 	cd rust && cargo build -q --release -p xshm-text
 	touch $@
 
-$(STAMPS)/xshm: $(STAMPS)/text-py $(CPP_SOURCES) $(PY_SOURCES)
-	$(PIP) install -q --no-build-isolation .
+# xshm itself (--no-deps: .base holds numpy and rich, text-py installs xshm-text), so that it
+# and the Rust module can build side by side; package: both, installed.
+$(STAMPS)/xshm: $(STAMPS)/prereqs-demo $(VENV)/.base $(CPP_SOURCES) $(PY_SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps .
+	touch $@
+
+$(STAMPS)/package: $(STAMPS)/xshm $(STAMPS)/text-py
 	touch $@
 
 # The demo's C++ consumer alone (no tests): a Release build of one example.
@@ -99,9 +104,10 @@ $(STAMPS)/bench-peers: $(VENV)/.deps benchmarks/requirements.txt
 
 bench-peers: $(STAMPS)/bench-peers  ## the benchmarks' peers and matplotlib, pinned (benchmarks/requirements.txt)
 
-setup: $(VENV)/.deps $(STAMPS)/xshm $(STAMPS)/text $(STAMPS)/cpp  ## everything make test builds: apt packages, .venv with the tools, Rust crate, xshm, C++ tests
+setup: $(VENV)/.deps $(STAMPS)/package $(STAMPS)/text $(STAMPS)/cpp  ## everything make test builds: apt packages, .venv with the tools, Rust crate, xshm, C++ tests
 
-demo: $(STAMPS)/xshm $(STAMPS)/demo-cpp  ## the main job: a live producer and consumers (Python and C++) for a few seconds; builds only what it runs
+demo:  ## the main job: a live producer and consumers (Python and C++) for a few seconds; builds only what it runs
+	@$(MAKE) --no-print-directory -j $(JOBS) --output-sync=target $(STAMPS)/package $(STAMPS)/demo-cpp
 	cd build && XSHM_CPP_CONSUMER=$(CURDIR)/build/demo/xshm_consumer ../$(VENV)/bin/xshm demo
 
 test-cpp: $(STAMPS)/cpp  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan and TSan builds
@@ -119,7 +125,7 @@ test-rust: $(STAMPS)/apt  ## cargo test (unit, vectors, properties, header drift
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo fmt --check
 
-test-python: $(VENV)/.deps $(STAMPS)/xshm $(STAMPS)/text $(STAMPS)/bench-peers  ## pytest against the installed packages (run outside the source tree)
+test-python: $(VENV)/.deps $(STAMPS)/package $(STAMPS)/text $(STAMPS)/bench-peers  ## pytest against the installed packages (run outside the source tree)
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
 	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider -rP
 
@@ -127,7 +133,7 @@ test-spec-reader:  ## the Go reader written from docs/LAYOUT.md alone: gofmt, go
 	cd tests/spec_reader && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	cd tests/spec_reader && GOTOOLCHAIN=local CGO_ENABLED=0 go vet ./... && GOTOOLCHAIN=local CGO_ENABLED=0 go test -count=1 ./...
 
-lint: $(VENV)/.deps $(STAMPS)/xshm  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
+lint: $(VENV)/.deps $(STAMPS)/package  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
 	$(VENV)/bin/ruff check python tests benchmarks rust/python tools
 	$(VENV)/bin/ruff format --check python tests benchmarks rust/python tools
 	clang-format --dry-run -Werror $(CPP_FORMAT_FILES)
@@ -156,7 +162,7 @@ wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh v
 test: $(STAMPS)/prereqs-test test-cpp test-rust test-spec-reader test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, the Go spec reader, Python, lint, benchmark smoke, fuzz, wheels
 	@echo "make test: all passed"
 
-readme: $(STAMPS)/xshm $(STAMPS)/bench-peers  ## rerun the README's console transcripts in a private /dev/shm and rewrite them
+readme: $(STAMPS)/package $(STAMPS)/bench-peers  ## rerun the README's console transcripts in a private /dev/shm and rewrite them
 	$(VPY) tools/readme_transcripts.py
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
