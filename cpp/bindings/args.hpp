@@ -66,11 +66,10 @@ inline std::string take_error_text() {
 /// never a float.
 inline bool is_integer(PyObject* o) { return PyLong_Check(o) || (!PyFloat_Check(o) && PyIndex_Check(o)); }
 
-/// An integer parameter in 0..2**64-1: TypeError for a non-integer, ArgumentError out of range.
-inline std::uint64_t arg_u64(PyObject* o, const char* name) {
+/// arg_u64's cases off the fast path: an int out of range (its error pending), another integer
+/// type, or not an integer at all.
+[[gnu::noinline]] inline std::uint64_t arg_u64_slow(PyObject* o, const char* name) {
   if (PyLong_CheckExact(o)) {
-    const unsigned long long v = PyLong_AsUnsignedLongLong(o);
-    if (!(v == static_cast<unsigned long long>(-1) && PyErr_Occurred())) return v;
     PyErr_Clear();
   } else if (!is_integer(o)) {
     throw py::type_error(std::string(name) + " must be an integer in 0..2**64-1, not " + type_name(o));
@@ -85,6 +84,16 @@ inline std::uint64_t arg_u64(PyObject* o, const char* name) {
     PyErr_Clear();
   }
   throw xshm::ArgumentError(std::string(name) + " must be an integer in 0..2**64-1, got " + repr_of(o));
+}
+
+/// An integer parameter in 0..2**64-1: TypeError for a non-integer, ArgumentError out of range.
+/// An int in range is the inline fast path (wait(seq), publish(counter=)).
+[[gnu::always_inline]] inline std::uint64_t arg_u64(PyObject* o, const char* name) {
+  if (PyLong_CheckExact(o)) {
+    const unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v != static_cast<unsigned long long>(-1) || !PyErr_Occurred()) return v;
+  }
+  return arg_u64_slow(o, name);
 }
 
 /// A flag: True or False (numpy's bool_ and the ints 0 and 1 too). TypeError otherwise: a
