@@ -1,4 +1,5 @@
-# One command per task; CI (.ci/run) calls `make test`. Every target installs what it needs.
+# One command per task; CI (.ci/run) calls `make test`. Every target installs what it needs and
+# checks first what it cannot install (tools/prereqs.py: one line naming what is missing, why).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -6,6 +7,7 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 JOBS ?= 2
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux clang libclang-rt-14-dev clang-format
+DEMO_APT := g++ cmake ninja-build
 
 # XSHM_LONG=1 make test: the long reliability campaign (about an hour) instead of the CI scale.
 ifeq ($(XSHM_LONG),1)
@@ -20,16 +22,20 @@ TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so
 CMAKE_TEXT := -DXSHM_TEXT_LIBRARY=$(CURDIR)/$(TEXT_LIB)
 
-.PHONY: help setup demo test test-cpp test-rust test-spec-reader test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
+.PHONY: help setup demo readme test test-cpp test-rust test-spec-reader test-python lint format wheel-check fuzz bench bench-peers benchmarks bench-smoke clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.deps: pyproject.toml rust/pyproject.toml
+# .base: what building and running the package needs (all the demo needs); .deps: the tools.
+$(VENV)/.base: pyproject.toml rust/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "maturin>=1.7,<2" numpy \
-	  pytest pytest-benchmark ruff mypy rich typing_extensions cibuildwheel
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "maturin>=1.7,<2" numpy rich
+	touch $@
+
+$(VENV)/.deps: $(VENV)/.base
+	$(PIP) install -q pytest pytest-benchmark ruff mypy typing_extensions cibuildwheel
 	touch $@
 
 # Each piece of the set-up is a stamp that depends on its sources, so a narrow target
@@ -39,26 +45,51 @@ RUST_SOURCES := $(shell find rust -path rust/target -prune -o -type f \( -name '
 CPP_SOURCES := $(shell find cpp cmake -type f) CMakeLists.txt
 PY_SOURCES := $(shell find python -type f -not -name '_version.py' -not -path '*/__pycache__/*') pyproject.toml
 
-$(STAMPS)/apt: Makefile
-	@mkdir -p $(STAMPS)
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
-	fi
-	@command -v cargo >/dev/null || { echo "cargo (Rust) is needed: https://rustup.rs"; exit 1; }
-	touch $@
+PREREQS := Makefile tools/prereqs.py rust/Cargo.toml rust/Cargo.lock
 
-$(STAMPS)/text: $(STAMPS)/apt $(VENV)/.deps $(RUST_SOURCES)
-	cd rust && cargo build -q --release -p xshm-text
+# The prerequisites, checked up front (apt installs what it can; Rust and Go are named, with the
+# version needed): the demo's (a compiler, CMake, Ninja, Rust for the xshm-text module), the
+# whole set-up's (the test-only packages, Rust for the crate's tests), make test's (Go).
+$(STAMPS)/prereqs-demo: $(PREREQS)
+	@mkdir -p $(STAMPS)
+	@$(PY) tools/prereqs.py demo --apt "$(DEMO_APT)"
+	@touch $@
+
+$(STAMPS)/apt: $(PREREQS)
+	@mkdir -p $(STAMPS)
+	@$(PY) tools/prereqs.py setup --apt "$(APT_PACKAGES)"
+	@touch $@
+
+$(STAMPS)/prereqs-test: $(PREREQS) tests/spec_reader/go.mod
+	@mkdir -p $(STAMPS)
+	@$(PY) tools/prereqs.py test --apt "$(APT_PACKAGES)"
+	@touch $@
+
+# The xshm_text Python module (a maturin wheel): xshm imports it.
+$(STAMPS)/text-py: $(STAMPS)/prereqs-demo $(VENV)/.base $(RUST_SOURCES)
 	rm -rf build/wheels-text
 	cd rust && ../$(VENV)/bin/maturin build -q --release -o ../build/wheels-text
 	$(PIP) install -q --force-reinstall --no-deps build/wheels-text/*.whl
 	touch $@
 
-$(STAMPS)/xshm: $(STAMPS)/text $(CPP_SOURCES) $(PY_SOURCES)
-	$(PIP) install -q --no-build-isolation .
+# The crate's C ABI library (static and shared), for the C++ tests and the Python ABI tests.
+$(STAMPS)/text: $(STAMPS)/apt $(STAMPS)/text-py $(RUST_SOURCES)
+	cd rust && cargo build -q --release -p xshm-text
+	touch $@
+
+# xshm itself (--no-deps: .base holds numpy and rich, text-py installs xshm-text), so that it
+# and the Rust module can build side by side; package: both, installed.
+$(STAMPS)/xshm: $(STAMPS)/prereqs-demo $(VENV)/.base $(CPP_SOURCES) $(PY_SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps .
+	touch $@
+
+$(STAMPS)/package: $(STAMPS)/xshm $(STAMPS)/text-py
+	touch $@
+
+# The demo's C++ consumer alone (no tests): a Release build of one example.
+$(STAMPS)/demo-cpp: $(STAMPS)/prereqs-demo $(CPP_SOURCES)
+	cmake -S . -B build/demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DXSHM_BUILD_TESTS=OFF >/dev/null
+	cmake --build build/demo -j $(JOBS) --target xshm_consumer
 	touch $@
 
 $(STAMPS)/cpp: $(STAMPS)/text $(CPP_SOURCES) $(shell find benchmarks/cpp tests/cross_language -type f)
@@ -73,10 +104,11 @@ $(STAMPS)/bench-peers: $(VENV)/.deps benchmarks/requirements.txt
 
 bench-peers: $(STAMPS)/bench-peers  ## the benchmarks' peers and matplotlib, pinned (benchmarks/requirements.txt)
 
-setup: $(STAMPS)/xshm $(STAMPS)/cpp  ## system packages (apt), Python environment, Rust crate, xshm, C++ build
+setup: $(VENV)/.deps $(STAMPS)/package $(STAMPS)/text $(STAMPS)/cpp  ## everything make test builds: apt packages, .venv with the tools, Rust crate, xshm, C++ tests
 
-demo: setup  ## the main job: a live producer and consumers (Python and C++) for a few seconds
-	cd build && XSHM_CPP_CONSUMER=$(CURDIR)/build/cpp/xshm_consumer ../$(VENV)/bin/xshm demo
+demo:  ## the main job: a live producer and consumers (Python and C++) for a few seconds; builds only what it runs
+	@$(MAKE) --no-print-directory -j $(JOBS) --output-sync=target $(STAMPS)/package $(STAMPS)/demo-cpp
+	cd build && XSHM_CPP_CONSUMER=$(CURDIR)/build/demo/xshm_consumer ../$(VENV)/bin/xshm demo
 
 test-cpp: $(STAMPS)/cpp  ## C++ tests: plain (+ valgrind, crash campaign), ASan+UBSan and TSan builds
 	cd build/cpp && ctest --output-on-failure -j $(JOBS) -E CrashCampaign
@@ -93,7 +125,7 @@ test-rust: $(STAMPS)/apt  ## cargo test (unit, vectors, properties, header drift
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo fmt --check
 
-test-python: $(STAMPS)/xshm $(STAMPS)/bench-peers  ## pytest against the installed packages (run outside the source tree)
+test-python: $(VENV)/.deps $(STAMPS)/package $(STAMPS)/text $(STAMPS)/bench-peers  ## pytest against the installed packages (run outside the source tree)
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \
 	  ../tests ../benchmarks --benchmark-disable -p no:cacheprovider -rP
 
@@ -101,9 +133,9 @@ test-spec-reader:  ## the Go reader written from docs/LAYOUT.md alone: gofmt, go
 	cd tests/spec_reader && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	cd tests/spec_reader && GOTOOLCHAIN=local CGO_ENABLED=0 go vet ./... && GOTOOLCHAIN=local CGO_ENABLED=0 go test -count=1 ./...
 
-lint: $(STAMPS)/xshm  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
-	$(VENV)/bin/ruff check python tests benchmarks rust/python
-	$(VENV)/bin/ruff format --check python tests benchmarks rust/python
+lint: $(VENV)/.deps $(STAMPS)/package  ## ruff, stubs vs the compiled modules, mypy, actionlint, cibuildwheel build list
+	$(VENV)/bin/ruff check python tests benchmarks rust/python tools
+	$(VENV)/bin/ruff format --check python tests benchmarks rust/python tools
 	clang-format --dry-run -Werror $(CPP_FORMAT_FILES)
 	cd build && ../$(VPY) -m mypy.stubtest xshm xshm_text --allowlist ../python/stubtest-allowlist.txt
 	cd build && ../$(VENV)/bin/mypy --strict -p xshm -p xshm_text
@@ -116,8 +148,8 @@ lint: $(STAMPS)/xshm  ## ruff, stubs vs the compiled modules, mypy, actionlint, 
 CPP_FORMAT_FILES = $(shell git ls-files 'cpp/*.hpp' 'cpp/*.cpp' 'benchmarks/cpp/*.cpp' 'tests/*.cpp' 'tests/**/*.cpp')
 
 format: $(STAMPS)/apt $(VENV)/.deps  ## rewrite in the house style: ruff format, cargo fmt, clang-format (.clang-format)
-	$(VENV)/bin/ruff format -q python tests benchmarks rust/python
-	$(VENV)/bin/ruff check -q --fix python tests benchmarks rust/python
+	$(VENV)/bin/ruff format -q python tests benchmarks rust/python tools
+	$(VENV)/bin/ruff check -q --fix python tests benchmarks rust/python tools
 	cd rust && cargo fmt
 	clang-format -i $(CPP_FORMAT_FILES)
 
@@ -127,8 +159,11 @@ fuzz: setup  ## libFuzzer and atheris targets, XSHM_FUZZ_SECONDS (60) each
 wheel-check: setup  ## wheels with pip wheel + auditwheel, tested from a fresh venv; sdist
 	bash .ci/wheel-check
 
-test: test-cpp test-rust test-spec-reader test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, the Go spec reader, Python, lint, benchmark smoke, fuzz, wheels
+test: $(STAMPS)/prereqs-test test-cpp test-rust test-spec-reader test-python lint bench-smoke fuzz wheel-check  ## every test: C++ (3 builds), Rust, the Go spec reader, Python, lint, benchmark smoke, fuzz, wheels
 	@echo "make test: all passed"
+
+readme: $(STAMPS)/package $(STAMPS)/bench-peers  ## rerun the README's console transcripts in a private /dev/shm and rewrite them
+	$(VPY) tools/readme_transcripts.py
 
 bench: setup  ## micro-benchmarks against multiprocessing.shared_memory + Lock
 	cd build && ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. ../benchmarks -p no:cacheprovider \

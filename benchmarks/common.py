@@ -77,7 +77,7 @@ def percentiles(one_way_ns: list[float]) -> dict[str, float]:
 
 
 def pooled(rounds: list[dict[str, float]]) -> dict[str, float]:
-    """Medians over rounds of each round's figures (a C++ row has no fast_share)."""
+    """Medians over rounds of each round's figures."""
     keys = [k for k in ("p50_ns", "p99_ns", "p999_ns", "fast_share") if all(k in r for r in rounds)]
     out = {k: statistics.median(r[k] for r in rounds) for k in keys}
     out["rounds"] = len(rounds)

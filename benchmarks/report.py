@@ -72,8 +72,7 @@ def _latency_tables(res: dict[str, Any]) -> list[str]:
         "",
         f"Per-round p50/p99/p99.9 over {lat['hops_per_round']} hops, medians of "
         f"{lat['rounds']} interleaved rounds; x = median of per-round p50 ratios. Fast = the "
-        "share of hops under 10 µs (this VM wakes a sleeper in 2 to 3 µs or in 20 to 25 µs); "
-        "the C++ rows report percentiles only.",
+        "share of hops under 10 µs (this VM wakes a sleeper in 2 to 3 µs or in 20 to 25 µs).",
     ]
     groups: dict[int, list[str]] = {}
     for label, row in rows.items():
@@ -103,6 +102,7 @@ def _latency_tables(res: dict[str, Any]) -> list[str]:
                 f"| {label} | {r['api']} | {_us(r['p50_ns'])} | {_us(r['p99_ns'])} | "
                 f"{_us(r['p999_ns'])} | {fast} | {x} |"
             )
+        lines += _latency_reasons(res, wakeups, labels)
     floor = dig(rows, "cpp-atomic-floor", "p50_ns")
     if lat.get("ladder") and floor:
         lines += [
@@ -122,6 +122,44 @@ def _latency_tables(res: dict[str, Any]) -> list[str]:
             lines.append(f"| {rung} | {one:.0f} | {one / floor:.1f} ")
             lines[-1] += f"| {hundred:.0f} | {hundred / floor:.1f} |"
     return lines
+
+
+SLOW_SPIN_NS = 100_000  # a spinning hop this slow waited for the scheduler, not for a publish
+
+
+def _latency_reasons(res: dict[str, Any], wakeups: int, labels: list[str]) -> list[str]:
+    """One line under a latency table when some of its rows look like bugs but are not, with
+    the reason, from the run's own figures."""
+    rows = res["latency"]["rows"]
+    if wakeups == 0:
+        slow = [k for k in labels if rows[k]["p50_ns"] > SLOW_SPIN_NS]
+        if not slow:
+            return []
+        load = res["machine"].get("load average")
+        busy = f" (load average {load[0]:.1f} as the run began)" if load else ""
+        return [
+            "",
+            f"Why {', '.join(slow)} took milliseconds: a spinning hop that slow waited for the "
+            "scheduler's time slice, its two processes sharing one CPU because something else "
+            f"held the other{busy}. The machine's figure, not the library's: rerun when it is "
+            "quiet.",
+        ]
+    if wakeups != 1:
+        return []
+    has = [k for k in labels if "fast_share" in rows[k]]
+    fast = [k for k in has if rows[k]["fast_share"] >= 0.5]
+    slow = [k for k in has if rows[k]["fast_share"] < 0.5]
+    if not fast or not slow:
+        return []
+    slow_us = sorted(rows[k]["p50_ns"] / 1e3 for k in slow)[len(slow) // 2]
+    return [
+        "",
+        "Why rows that pay the same one wake-up differ up to tenfold: waking a sleeper costs 2 "
+        "to 3 µs when the scheduler runs both processes on one CPU (a context switch), and "
+        f"more (here about {slow_us:.0f} µs) when the sleeper's CPU is idle and must itself be "
+        "woken; where the scheduler placed a row's pair decides which it pays, not the row's "
+        f"code (the fast column). Under half fast in this run: {', '.join(slow)}.",
+    ]
 
 
 def _bulk_tables(res: dict[str, Any]) -> list[str]:
@@ -214,6 +252,12 @@ def _targets_table(res: dict[str, Any]) -> list[str]:
 
 def tables(res: dict[str, Any]) -> str:
     lines: list[str] = []
+    if res.get("quick"):
+        lines += [
+            "(--quick: a smoke test of every code path, a few hundred samples per row; its "
+            "figures are indicative only: make benchmarks measures.)",
+            "",
+        ]
     if "snapshot" in res:
         lines += _snapshot_table(res)
     if "latency" in res:

@@ -105,7 +105,7 @@ def measure(quick: bool, questions: list[str], out: Path) -> dict[str, Any]:
     cpp = build_cpp(out, notes) if "latency" in questions else None
     t0 = time.time()
     res: dict[str, Any] = {
-        "machine": machine(),
+        "machine": {**machine(), "load average": [round(x, 2) for x in os.getloadavg()]},
         "date": report.today(),
         "quick": quick,
         "notes": notes,

@@ -123,3 +123,23 @@ def test_no_regression_without_an_earlier_figure_says_why() -> None:
     del res["baseline"]
     [row] = [t for t in report.targets(res) if "regression" in t["target"]]
     assert row["met"] is None and "--save-baseline" in row["measured"]
+
+
+def test_rows_that_look_like_bugs_come_with_their_reason() -> None:
+    """A spinning row at the scheduler's tick, and one-wake-up rows split between the fast and
+    the slow wake-up, each get one line of reason under their table; a clean run gets none."""
+    res = _results()
+    res["machine"]["load average"] = [1.9, 1.5, 1.2]
+    text = report.tables(res)
+    assert "Why" not in text and "--quick" not in text
+    rows = res["latency"]["rows"]
+    rows["iceoryx2 publish-subscribe"]["p50_ns"] = 4_000_000.0
+    rows["cpp-xshm-block"].update(p50_ns=22_000.0, fast_share=0.0)
+    rows["py-xshm-block"].update(p50_ns=3_300.0, fast_share=1.0)
+    res["quick"] = True
+    text = report.tables(res)
+    spin = next(ln for ln in text.splitlines() if ln.startswith("Why iceoryx2"))
+    assert "time slice" in spin and "load average 1.9" in spin
+    block = next(ln for ln in text.splitlines() if ln.startswith("Why rows that pay"))
+    assert "cpp-xshm-block" in block and "py-xshm-block" not in block and "22 µs" in block
+    assert text.startswith("(--quick: a smoke test")

@@ -9,12 +9,14 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include <xshm/writer.hpp>
 
+#include "casting.hpp"
 #include "manager.hpp"
 #include "text.hpp"
 
@@ -47,7 +49,38 @@ class Record {
     return decode_message(m.data(), m.size());
   }
   /// Longer than the slot: MessageTooLongError, unless `truncate` (cut on a code point).
-  void set_message(const std::string& m, bool truncate = false) { active().set_message(m, truncate); }
+  void set_message(std::string_view m, bool truncate = false) { active().set_message(m, truncate); }
+
+  /// Copies `x` into the values as numpy assignment does (the block's shape, or one that
+  /// broadcasts to it), under the casting rule (casting.hpp). An array of the record's dtype
+  /// and shape is one copy.
+  void set_values(py::handle x, Casting casting) {
+    active();
+    py::object dst_obj = values();
+    auto* dst = py::detail::array_proxy(dst_obj.ptr());
+    auto& api = py::detail::npy_api::get();
+    if (api.PyArray_Check_(x.ptr())) {
+      const auto* a = py::detail::array_proxy(x.ptr());
+      bool same = a->descr == dst->descr && (a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) &&
+                  a->nd == dst->nd;
+      for (int i = 0; same && i < a->nd; ++i) same = a->dimensions[i] == dst->dimensions[i];
+      if (same) {  // memmove: `x` may be a view of the record's own values
+        if (st_->tx->values_bytes() != 0) std::memmove(dst->data, a->data, st_->tx->values_bytes());
+        return;
+      }
+    }
+    py::array src = cast_values(x, py::reinterpret_borrow<py::dtype>(dst->descr), casting);
+    bool fits = src.ndim() <= dst->nd;  // numpy's broadcasting, from the last dimension back
+    for (py::ssize_t i = 1; fits && i <= src.ndim(); ++i) {
+      const py::ssize_t e = src.shape(src.ndim() - i);
+      fits = e == 1 || e == dst->dimensions[dst->nd - i];
+    }
+    if (!fits)
+      throw xshm::ArgumentError("values have shape " + std::string(py::str(src.attr("shape"))) +
+                                ", the record holds " + std::string(py::str(dst_obj.attr("shape"))) +
+                                ": give that shape, or one that broadcasts to it");
+    if (api.PyArray_CopyInto_(dst_obj.ptr(), src.ptr()) < 0) throw py::error_already_set();
+  }
 
  private:
   /// The transaction, while the block runs; after it, a change would be silently lost (and a
@@ -58,7 +91,6 @@ class Record {
     return *st_->tx;
   }
 
- public:
  private:
   std::shared_ptr<BlockState> st_;
 };
@@ -74,7 +106,7 @@ class Record {
 /// the values as the block left them, and a late write through one lands in private memory.
 class WriteBlock {
  public:
-  WriteBlock(Manager& m, std::optional<double> timeout, xshm::WriteMode mode)
+  WriteBlock(Manager& m, xshm::Timeout timeout, xshm::WriteMode mode)
       : m_(m), timeout_(timeout), mode_(mode) {}
   WriteBlock(const WriteBlock&) = delete;
   WriteBlock& operator=(const WriteBlock&) = delete;
@@ -139,7 +171,7 @@ class WriteBlock {
   }
 
   Manager& m_;
-  std::optional<double> timeout_;
+  xshm::Timeout timeout_;
   xshm::WriteMode mode_;
   std::shared_ptr<BlockState> st_;
   std::optional<std::uint64_t> seq_;
@@ -148,7 +180,7 @@ class WriteBlock {
 /// `with m.lock():` the writer mutex for the caller's own critical section.
 class LockBlock {
  public:
-  LockBlock(Manager& m, std::optional<double> timeout) : m_(m), timeout_(timeout) {}
+  LockBlock(Manager& m, xshm::Timeout timeout) : m_(m), timeout_(timeout) {}
   void enter() {
     if (guard_) throw xshm::ArgumentError("this lock block is already active");
     guard_ = m_.lock(timeout_);
@@ -161,7 +193,7 @@ class LockBlock {
 
  private:
   Manager& m_;
-  std::optional<double> timeout_;
+  xshm::Timeout timeout_;
   std::shared_ptr<xshm::LockGuard> guard_;
 };
 

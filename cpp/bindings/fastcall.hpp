@@ -1,7 +1,10 @@
-// xshm._core's fast-call argument parsing: the hot methods (read, read_into, publish, wait,
-// seq) are METH_FASTCALL functions, because pybind11's dispatcher and keyword machinery cost
-// 0.2 to 1.5 us per call there. ArgSpec matches their few arguments (keyword names by
-// pointer: they arrive interned); guarded() maps exceptions like pybind11 would.
+// xshm._core's fast-call machinery: every public method is a METH_FASTCALL function and every
+// attribute a getset descriptor, put on the pybind11 classes by install(). The hot ones
+// (read, read_into, publish, wait, seq) need it because pybind11's dispatcher and keyword
+// machinery cost 0.2 to 1.5 us per call; all of them, so that a wrong argument gets xshm's
+// words (args.hpp) and Python's own arity messages, never pybind11's "incompatible function
+// arguments". ArgSpec matches the arguments (keyword names by pointer: they arrive interned);
+// guarded() maps exceptions like pybind11 would.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -67,7 +70,8 @@ struct ArgSpec {
   void parse(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** out) const {
     constexpr auto n = static_cast<Py_ssize_t>(N);
     if (nargs > n)
-      throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(n) + " arguments");
+      throw py::type_error(std::string(fname) + "() takes at most " + std::to_string(n) + " arguments (" +
+                           std::to_string(nargs) + " given)");
     for (Py_ssize_t i = 0; i < n; ++i) out[i] = i < nargs ? args[i] : nullptr;
     const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t k = 0; k < nkw; ++k) {
@@ -86,31 +90,77 @@ struct ArgSpec {
   }
 };
 
-/// An int as u64; TypeError for anything else, OverflowError when negative or too large.
-inline std::uint64_t as_u64(PyObject* o, const char* what) {
-  if (!PyLong_Check(o)) throw py::type_error(std::string(what) + " must be an int");
-  const unsigned long long v = PyLong_AsUnsignedLongLong(o);
-  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw py::error_already_set();
-  return v;
+/// The setter of an attribute that cannot be changed (set or deleted): AttributeError with xshm's reason,
+/// the `closure` of its PyGetSetDef ("WriteBlock.seq cannot be changed: ...").
+inline int refuse_set(PyObject*, PyObject*, void* closure) {
+  PyErr_SetString(PyExc_AttributeError, static_cast<const char*>(closure));
+  return -1;
 }
 
-/// A number of seconds, or nullopt for None / not given.
-inline std::optional<double> as_opt_seconds(PyObject* o, const char* what) {
-  if (o == nullptr || o == Py_None) return std::nullopt;
-  const double v = PyFloat_AsDouble(o);
-  if (v == -1.0 && PyErr_Occurred()) {
-    PyErr_Clear();
-    throw py::type_error(std::string(what) + " must be a number of seconds or None");
+/// `__init__` of the classes that xshm makes and a user does not: TypeError saying how to get
+/// one (pybind11 would say "No constructor defined!").
+inline PyObject* refuse_init(PyObject* self, PyObject*, PyObject*) {
+  const std::string cls = Py_TYPE(self)->tp_name;
+  const std::string name = cls.substr(cls.rfind('.') + 1);
+  std::string how = "made by xshm";
+  if (name == "SharedMemoryManager")
+    how = "made by SharedMemoryManager.create(name, ...) or SharedMemoryManager.open(name, ...)";
+  else if (name == "WriteBlock")
+    how = "made by m.write(), to use as `with m.write() as rec:`";
+  else if (name == "Record")
+    how = "given by `with m.write() as rec:`";
+  else if (name == "LockBlock")
+    how = "made by m.lock(), to use as `with m.lock():`";
+  PyErr_SetString(PyExc_TypeError, (name + " objects cannot be made directly: they are " + how).c_str());
+  return nullptr;
+}
+
+/// Puts fast descriptors on a pybind11 class, over its attributes of the same names: methods
+/// (`statics`: static methods, called without self), attributes, and an __init__ that refuses.
+inline void install(py::handle cls, PyMethodDef* methods, PyMethodDef* statics, PyGetSetDef* getset) {
+  auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  static PyMethodDef init_def = {
+      "__init__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(refuse_init)),
+      METH_VARARGS | METH_KEYWORDS, "Not for users: see the class's documentation."};
+  PyObject* init = PyDescr_NewMethod(type, &init_def);
+  if (init == nullptr) throw py::error_already_set();
+  cls.attr("__init__") = py::reinterpret_steal<py::object>(init);
+  for (PyMethodDef* def = methods; def != nullptr && def->ml_name != nullptr; ++def) {
+    PyObject* descr = PyDescr_NewMethod(type, def);
+    if (descr == nullptr) throw py::error_already_set();
+    cls.attr(def->ml_name) = py::reinterpret_steal<py::object>(descr);
   }
-  return v;
+  for (PyMethodDef* def = statics; def != nullptr && def->ml_name != nullptr; ++def) {
+    py::object module = cls.attr("__module__");
+    py::object fn = py::reinterpret_steal<py::object>(PyCFunction_NewEx(def, nullptr, module.ptr()));
+    if (!fn) throw py::error_already_set();
+    PyObject* sm = PyStaticMethod_New(fn.ptr());
+    if (sm == nullptr) throw py::error_already_set();
+    cls.attr(def->ml_name) = py::reinterpret_steal<py::object>(sm);
+  }
+  for (PyGetSetDef* def = getset; def != nullptr && def->name != nullptr; ++def) {
+    PyObject* descr = PyDescr_NewGetSet(type, def);
+    if (descr == nullptr) throw py::error_already_set();
+    cls.attr(def->name) = py::reinterpret_steal<py::object>(descr);
+  }
 }
 
-/// Truthiness, false when not given.
-inline bool as_bool(PyObject* o) {
-  if (o == nullptr) return false;
-  const int t = PyObject_IsTrue(o);
-  if (t < 0) throw py::error_already_set();
-  return t != 0;
+/// A METH_FASTCALL | METH_KEYWORDS function as PyMethodDef wants it.
+template <class F>
+inline PyCFunction fastcall_fn(F* f) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(f));
+}
+
+/// A setter's body run like guarded(): 0, or -1 with the Python error set.
+template <class F>
+inline int guarded_set(F&& f) noexcept {
+  PyObject* r = guarded([&]() -> py::object {
+    f();
+    return py::none();
+  });
+  if (r == nullptr) return -1;
+  Py_DECREF(r);
+  return 0;
 }
 
 }  // namespace xshm_py

@@ -22,6 +22,8 @@
 #include <xshm/manager.hpp>
 #include <xshm/window.hpp>
 
+#include "args.hpp"
+#include "casting.hpp"
 #include "snapshot.hpp"
 #include "text.hpp"
 #include "waits.hpp"
@@ -72,15 +74,20 @@ class Manager {
     view_ = make_view(dtype_, dims_, const_cast<void*>(m_.live_values()), m_.keepalive(), false);
   }
 
-  static std::unique_ptr<Manager> create(const std::string& name, const py::object& shape,
+  /// SharedMemoryManager.create; every argument already checked (manager.cpp) but the shape and
+  /// the dtype, which are parsed here.
+  static std::unique_ptr<Manager> create(std::string_view name, const py::object& shape,
                                          const py::object& dtype, std::uint64_t message_capacity,
-                                         unsigned mode, bool exist_ok, bool backup,
-                                         const std::string& errors) {
-    const DecodePolicy policy = parse_policy(errors);
+                                         std::uint64_t mode, bool exist_ok, bool backup,
+                                         DecodePolicy policy) {
     xshm::CreateOptions o;
     o.shape = parse_shape(shape);
     o.dtype = parse_dtype(dtype);
     o.message_capacity = message_capacity;
+    // Checked before mode_t narrows it (2**32 + 0o600 would pass as 0o600); the core's words.
+    if (mode > 0777)
+      throw xshm::ArgumentError("mode must be a permission mask (at most 0o777), got " +
+                                std::to_string(mode));
     o.mode = static_cast<mode_t>(mode);
     o.exist_ok = exist_ok;
     o.backup = backup;
@@ -92,17 +99,14 @@ class Manager {
     return std::make_unique<Manager>(std::move(m), policy);
   }
 
-  static std::unique_ptr<Manager> open(const std::string& name, bool readonly, double timeout,
-                                       const std::string& errors, std::optional<double> stall_timeout) {
-    const DecodePolicy policy = parse_policy(errors);
-    if (!(timeout >= 0)) throw xshm::ArgumentError("timeout must be >= 0");
-    if (stall_timeout && !(*stall_timeout > 0))
-      throw xshm::ArgumentError("stall_timeout must be > 0 or None");
+  /// SharedMemoryManager.open. `stall_timeout`: nullopt for the default.
+  static std::unique_ptr<Manager> open(std::string_view name, bool readonly, xshm::Timeout timeout,
+                                       DecodePolicy policy, std::optional<xshm::Timeout> stall_timeout) {
     xshm::OpenOptions o;
     o.readonly = readonly;
+    o.timeout = timeout;  // nullopt (None, inf): wait for the name forever
     // stall_timeout=inf: never call a live writer stalled (nullopt would mean "the default").
-    if (stall_timeout) o.stall_timeout = to_timeout(stall_timeout).value_or(xshm::kForever);
-    o.timeout = to_timeout(timeout);  // inf: wait for the name forever
+    if (stall_timeout) o.stall_timeout = stall_timeout->value_or(xshm::kForever);
     xshm::SharedMemoryManager m;
     {
       py::gil_scoped_release nogil;
@@ -172,8 +176,9 @@ class Manager {
     if (!api.PyArray_Check_(out.ptr())) throw py::type_error("read_into: out must be a numpy array");
     auto* a = py::detail::array_proxy(out.ptr());
     if (a->descr != dtype_.ptr() && !api.PyArray_EquivTypes_(a->descr, dtype_.ptr()))
-      throw py::type_error("read_into: out has dtype " + std::string(py::str(out.attr("dtype"))) +
-                           ", the segment holds " + std::string(py::str(dtype_)));
+      throw xshm::DtypeError("read_into: out has dtype " + std::string(py::str(out.attr("dtype"))) +
+                             ", the segment holds " + std::string(py::str(dtype_)) +
+                             ": pass an array of dtype " + std::string(py::str(dtype_)));
     constexpr int kNeed =
         py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
     if ((a->flags & kNeed) != kNeed)
@@ -187,7 +192,7 @@ class Manager {
   }
 
   std::uint64_t publish(const py::object& values, std::optional<std::string_view> msg_view,
-                        std::optional<std::uint64_t> c, bool truncate) {
+                        std::optional<std::uint64_t> c, bool truncate, Casting casting) {
     // Until as_values() no Python code runs and the GIL stays held, so no other thread can
     // close this handle: the fast path uses it in place (no shared_ptr copy, two atomics).
     xshm::SharedMemoryManager& held = m();
@@ -202,7 +207,7 @@ class Manager {
         return publish_gil(held, a->data, held.geometry().values_size, msg_view, c, truncate);
     }
     xshm::SharedMemoryManager local = held;  // as_values may run Python code, and the GIL may go
-    py::array arr = as_values(values, local);
+    py::array arr = as_values(values, local, casting);
     const void* data = arr.data();
     const auto bytes = static_cast<std::size_t>(arr.nbytes());
     if (bytes >= kReleaseGilBytes) return publish_nogil(local, data, bytes, msg_view, c, truncate);
@@ -227,13 +232,11 @@ class Manager {
     return local.publish(data, bytes, msg, c, truncate, std::nullopt, check_signals);
   }
 
-  std::uint64_t wait(std::uint64_t last, std::optional<double> timeout, double spin) const {
-    const xshm::Timeout limit = timeout_arg(timeout);
-    if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
+  /// `timeout_ns`: args.hpp's one-integer Timeout (kWaitForever: None).
+  std::uint64_t wait(std::uint64_t last, std::int64_t timeout_ns, std::chrono::nanoseconds spin_ns) const {
     const std::uint64_t now = m().seq();
     if (now > last) return now;  // already past: no GIL round trip
-    const auto spin_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
+    const xshm::Timeout limit = timeout_of_ns(timeout_ns);
     // The first few microseconds of a spinning wait poll with the GIL held: releasing and
     // re-taking it costs more than a cross-process hop, and a Python thread of this process
     // is held up for at most kGilSpin.
@@ -248,12 +251,11 @@ class Manager {
     }
     if (!r)
       throw xshm::WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within " +
-                                   std::to_string(*timeout) + " s");
+                                   xshm::format_duration(limit.value_or(std::chrono::nanoseconds{0})));
     return *r;
   }
 
-  std::shared_ptr<xshm::WriteTransaction> begin_write(std::optional<double> timeout, xshm::WriteMode mode) {
-    const xshm::Timeout limit = timeout_arg(timeout);
+  std::shared_ptr<xshm::WriteTransaction> begin_write(xshm::Timeout limit, xshm::WriteMode mode) {
     // A free mutex is taken with the GIL held (releasing and re-taking it costs more); when it
     // is taken, the wait goes on with the GIL released and Ctrl-C honoured.
     if (auto tx = m().try_begin_write(mode)) return std::make_shared<xshm::WriteTransaction>(std::move(*tx));
@@ -275,8 +277,7 @@ class Manager {
     w->detach();
   }
 
-  std::shared_ptr<xshm::LockGuard> lock(std::optional<double> timeout) {
-    const xshm::Timeout limit = timeout_arg(timeout);
+  std::shared_ptr<xshm::LockGuard> lock(xshm::Timeout limit) {
     xshm::SharedMemoryManager local = m();
     py::gil_scoped_release nogil;
     return std::make_shared<xshm::LockGuard>(local.lock(limit, check_signals));
@@ -316,28 +317,51 @@ class Manager {
   }
 
  private:
+  /// An int or a sequence of ints (numpy's integers too), each >= 0; () is numpy's 0-d array.
   static std::vector<std::uint64_t> parse_shape(const py::object& shape) {
     std::vector<std::uint64_t> out;
-    if (py::isinstance<py::int_>(shape)) {
+    if (is_integer(shape.ptr()) && !PyBool_Check(shape.ptr())) {
       out.push_back(checked_extent(shape));
       return out;
     }
-    if (!py::isinstance<py::sequence>(shape) || py::isinstance<py::str>(shape))
-      throw py::type_error("shape must be an int or a sequence of ints");
-    for (py::handle h : shape.cast<py::sequence>()) out.push_back(checked_extent(h));
+    if (!PySequence_Check(shape.ptr()) || PyUnicode_Check(shape.ptr()) || PyBytes_Check(shape.ptr()))
+      throw py::type_error("shape must be an int or a sequence of ints, not " + type_name(shape.ptr()));
+    py::object items = py::reinterpret_steal<py::object>(PySequence_Fast(shape.ptr(), "shape"));
+    if (!items) throw py::type_error("shape must be an int or a sequence of ints: " + take_error_text());
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(items.ptr());
+    if (n > static_cast<Py_ssize_t>(xshm::kMaxDims))  // before converting a million entries
+      throw xshm::ArgumentError("shape has " + std::to_string(n) + " dimensions; at most " +
+                                std::to_string(xshm::kMaxDims) + " are supported");
+    for (Py_ssize_t i = 0; i < n; ++i)
+      out.push_back(checked_extent(PySequence_Fast_GET_ITEM(items.ptr(), i)));
     return out;
   }
 
   static std::uint64_t checked_extent(py::handle h) {
-    if (!py::isinstance<py::int_>(h) || py::isinstance<py::bool_>(h))
-      throw py::type_error("shape entries must be ints");
-    const auto v = h.cast<long long>();
-    if (v < 0) throw xshm::ArgumentError("shape entries must be >= 0, got " + std::to_string(v));
+    if (!is_integer(h.ptr()) || PyBool_Check(h.ptr()))
+      throw py::type_error("shape entries must be ints, not " + type_name(h.ptr()));
+    py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(h.ptr()));
+    if (!i)
+      throw py::type_error("shape entries must be ints, not " + type_name(h.ptr()) + " (" +
+                           take_error_text() + ")");
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+    if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow > 0)
+      throw xshm::ArgumentError(
+          "shape is too large: the values array would exceed 2**40 bytes (an extent of " + repr_of(i.ptr()) +
+          ")");
+    if (overflow < 0 || v < 0)
+      throw xshm::ArgumentError("shape entries must be >= 0, got " + repr_of(i.ptr()));
     return static_cast<std::uint64_t>(v);
   }
 
   static xshm::Dtype parse_dtype(const py::object& dtype) {
-    py::dtype dt = py::dtype::from_args(dtype);
+    PyObject* descr = nullptr;
+    if (!py::detail::npy_api::get().PyArray_DescrConverter_(dtype.ptr(), &descr) || descr == nullptr)
+      throw xshm::DtypeError("dtype " + repr_of(dtype.ptr()) + " is not a numpy dtype (" + take_error_text() +
+                             ")");
+    py::dtype dt = py::reinterpret_steal<py::dtype>(reinterpret_cast<PyObject*>(descr));
     const char kind = dt.kind();
     const char order = dt.byteorder();
     if (dt.has_fields() || kind == 'O' || kind == 'V' || kind == 'S' || kind == 'U' || kind == 'M' ||
@@ -359,24 +383,13 @@ class Manager {
                                 ", the segment holds " + std::string(py::str(shape_)));
   }
 
-  py::array as_values(const py::object& values, const xshm::SharedMemoryManager& local) const {
-    py::array arr;
-    if (py::isinstance<py::array>(values)) {
-      arr = values.cast<py::array>();
-      if (!arr.dtype().equal(dtype_)) {
-        py::object can = py::module_::import("numpy").attr("can_cast")(arr.dtype(), dtype_, "same_kind");
-        if (!can.cast<bool>())
-          throw py::type_error("values of dtype " + std::string(py::str(arr.dtype())) +
-                               " cannot be stored as " + std::string(py::str(dtype_)) +
-                               " without changing their kind");
-        arr = py::array::ensure(arr.attr("astype")(dtype_), py::array::c_style);
-      } else if (!(arr.flags() & py::array::c_style)) {
-        arr = py::array::ensure(arr, py::array::c_style);
-      }
-    } else {
-      arr = py::module_::import("numpy").attr("ascontiguousarray")(values, dtype_);
-    }
+  /// `values` as a C-contiguous array of the segment's dtype and shape, converted under the
+  /// casting rule (casting.hpp) when their dtype is another; the shape must be the segment's.
+  py::array as_values(const py::object& values, const xshm::SharedMemoryManager& local,
+                      Casting casting) const {
+    py::array arr = cast_values(values, dtype_, casting);
     check_shape(arr, local);
+    if (!(arr.flags() & py::array::c_style)) arr = py::array::ensure(arr, py::array::c_style);
     return arr;
   }
 

@@ -1,8 +1,6 @@
 // The definitions behind snapshot.hpp (what it binds and why is said there).
 #include "snapshot.hpp"
 
-#include <structmember.h>
-
 #include <cstddef>
 
 namespace xshm_py {
@@ -31,31 +29,73 @@ PyObject* snapshot_timestamp(PyObject* self, void*) {
   return PyFloat_FromDouble(static_cast<double>(reinterpret_cast<SnapshotObject*>(self)->timestamp_ns) / 1e9);
 }
 
-PyMemberDef snapshot_members[] = {
-    {"seq", T_ULONGLONG, offsetof(SnapshotObject, seq), READONLY,
-     "The publish this record came from (1 for the first)."},
-    {"counter", T_OBJECT_EX, offsetof(SnapshotObject, counter_int), READONLY, "The writer's counter."},
-    {"timestamp_ns", T_LONGLONG, offsetof(SnapshotObject, timestamp_ns), READONLY,
-     "Wall-clock time of the publish, ns since the epoch."},
-    {"writer_pid", T_ULONGLONG, offsetof(SnapshotObject, writer_pid), READONLY,
-     "Pid of the process that published it."},
-    {"values", T_OBJECT_EX, offsetof(SnapshotObject, values), READONLY,
-     "The values (a private copy, or the read_into target)."},
-    {"message", T_OBJECT_EX, offsetof(SnapshotObject, message), READONLY, "The message, decoded from UTF-8."},
-    {nullptr, 0, 0, 0, nullptr},
-};
+PyObject* snapshot_seq(PyObject* self, void*) {
+  return PyLong_FromUnsignedLongLong(reinterpret_cast<SnapshotObject*>(self)->seq);
+}
+
+PyObject* snapshot_counter(PyObject* self, void*) {
+  PyObject* c = reinterpret_cast<SnapshotObject*>(self)->counter_int;
+  Py_INCREF(c);
+  return c;
+}
+
+PyObject* snapshot_timestamp_ns(PyObject* self, void*) {
+  return PyLong_FromLongLong(reinterpret_cast<SnapshotObject*>(self)->timestamp_ns);
+}
+
+PyObject* snapshot_writer_pid(PyObject* self, void*) {
+  return PyLong_FromUnsignedLongLong(reinterpret_cast<SnapshotObject*>(self)->writer_pid);
+}
+
+PyObject* snapshot_values(PyObject* self, void*) {
+  PyObject* v = reinterpret_cast<SnapshotObject*>(self)->values;
+  Py_INCREF(v);
+  return v;
+}
+
+PyObject* snapshot_message(PyObject* self, void*) {
+  PyObject* m = reinterpret_cast<SnapshotObject*>(self)->message;
+  Py_INCREF(m);
+  return m;
+}
+
+/// Only read() and read_into() make snapshots (the type's object fields are never null).
+PyObject* snapshot_new(PyTypeObject*, PyObject*, PyObject*) {
+  PyErr_SetString(PyExc_TypeError,
+                  "Snapshot objects cannot be made directly: they are made by m.read() and m.read_into(out)");
+  return nullptr;
+}
+
+/// A snapshot never changes: every attribute refuses to be set or deleted, saying so (CPython's member
+/// descriptors would say only "readonly attribute").
+int snapshot_refuse_set(PyObject*, PyObject*, void* closure) {
+  PyErr_Format(PyExc_AttributeError,
+               "Snapshot.%s cannot be changed: a snapshot is a consistent copy of one record and never "
+               "changes (copy its values to change them, or publish a new record)",
+               static_cast<const char*>(closure));
+  return -1;
+}
+
+#define XSHM_SNAP_ATTR(attr, doc) \
+  { #attr, snapshot_##attr, snapshot_refuse_set, doc, const_cast < char*>(#attr) }
 
 PyGetSetDef snapshot_getset[] = {
-    {"timestamp", snapshot_timestamp, nullptr,
-     "Wall-clock time of the publish, seconds since the epoch (like time.time()).", nullptr},
+    XSHM_SNAP_ATTR(seq, "The publish this record came from (1 for the first)."),
+    XSHM_SNAP_ATTR(counter, "The writer's counter."),
+    XSHM_SNAP_ATTR(timestamp_ns, "Wall-clock time of the publish, ns since the epoch."),
+    XSHM_SNAP_ATTR(timestamp, "Wall-clock time of the publish, seconds since the epoch (like time.time())."),
+    XSHM_SNAP_ATTR(writer_pid, "Pid of the process that published it."),
+    XSHM_SNAP_ATTR(values, "The values (a private copy, or the read_into target)."),
+    XSHM_SNAP_ATTR(message, "The message, decoded from UTF-8."),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
+#undef XSHM_SNAP_ATTR
 
 PyType_Slot snapshot_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(snapshot_dealloc)},
     {Py_tp_repr, reinterpret_cast<void*>(snapshot_repr)},
-    {Py_tp_members, snapshot_members},
     {Py_tp_getset, snapshot_getset},
+    {Py_tp_new, reinterpret_cast<void*>(snapshot_new)},
     {Py_tp_doc, const_cast<char*>("A consistent copy of a segment's record.")},
     {0, nullptr},
 };

@@ -1,6 +1,6 @@
-// Example producer: creates (or re-attaches to) a segment and publishes records whose values
-// all equal the counter and whose message is "tick <counter>", so any consumer can check that
-// every snapshot is consistent.
+// Example producer: creates (or re-attaches to) a float64 segment and publishes record k =
+// 1, 2, ...: counter k, message "tick k", values v[i] = |(i + k) % 32 - 16| (a wave moving one
+// step per publish), so any consumer can check that every snapshot is one whole publish.
 //   xshm_producer NAME [COUNT=1000] [RATE_HZ=1000] [--unlink]
 #include <xshm/xshm.hpp>
 
@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
     const auto period = std::chrono::duration<double>(rate > 0 ? 1.0 / rate : 0.0);
     auto next = std::chrono::steady_clock::now();
     for (long k = 1; k <= count; ++k) {
-      std::fill(values.begin(), values.end(), static_cast<double>(k));
+      for (std::size_t i = 0; i < values.size(); ++i)
+        values[i] = std::abs(static_cast<int>((i + static_cast<std::size_t>(k)) % 32) - 16);
       const std::string msg = "tick " + std::to_string(k);
       m.publish(values, msg, static_cast<std::uint64_t>(k));
       next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(period);

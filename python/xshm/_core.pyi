@@ -2,7 +2,7 @@
 compiled module by mypy.stubtest (make lint)."""
 
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +12,7 @@ LAYOUT_VERSION: int
 MAX_NAME_BYTES: int
 
 _Shape: TypeAlias = Union[int, tuple[int, ...], list[int]]
+_Casting: TypeAlias = Literal["no", "equiv", "safe", "same_kind", "unsafe"]
 
 class Snapshot:
     """A consistent copy of a segment's record."""
@@ -35,7 +36,10 @@ class Record:
     @property
     def values(self) -> npt.NDArray[Any]:
         """The values to publish, writable inside the block (the shared record itself when in
-        place); read-only when the block ends. Raises ArgumentError after the block."""
+        place); read-only when the block ends. Raises ArgumentError after the block.
+        ``rec.values = x`` is ``rec.set_values(x)``: a copy into them."""
+    @values.setter
+    def values(self, value: npt.ArrayLike) -> None: ...
     @property
     def counter(self) -> int: ...
     @counter.setter
@@ -47,15 +51,20 @@ class Record:
     def set_message(self, message: str, truncate: bool = ...) -> None:
         """Set the message. Longer than the slot raises MessageTooLongError, unless
         ``truncate=True``, which cuts it on a code-point boundary to fit."""
+    def set_values(self, values: npt.ArrayLike, casting: _Casting = ...) -> None:
+        """Copy ``values`` into the record's values as numpy assignment does (the record's
+        shape, or one that broadcasts to it). ``casting`` (numpy's vocabulary) says which dtypes
+        are converted: by default ("equiv") only the record's own, and DtypeError names the
+        casting that would convert; a list or a number is ``np.asarray``'ed first."""
 
 class WriteBlock:
     """Context manager returned by SharedMemoryManager.write()."""
     def __enter__(self) -> Record: ...
     def __exit__(
         self,
-        arg0: Optional[type[BaseException]],
-        arg1: Optional[BaseException],
-        arg2: Optional[TracebackType],
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
         /,
     ) -> None: ...
     @property
@@ -66,9 +75,10 @@ class LockBlock:
     def __enter__(self) -> None: ...
     def __exit__(
         self,
-        arg0: Optional[type[BaseException]],
-        arg1: Optional[BaseException],
-        arg2: Optional[TracebackType],
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+        /,
     ) -> None: ...
 
 class SharedMemoryManager:
@@ -88,7 +98,7 @@ class SharedMemoryManager:
     def open(
         name: str,
         readonly: bool = ...,
-        timeout: float = ...,
+        timeout: Optional[float] = ...,
         errors: str = ...,
         stall_timeout: Optional[float] = ...,
     ) -> SharedMemoryManager: ...
@@ -97,9 +107,10 @@ class SharedMemoryManager:
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
-        arg0: Optional[type[BaseException]],
-        arg1: Optional[BaseException],
-        arg2: Optional[TracebackType],
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+        /,
     ) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -145,7 +156,13 @@ class SharedMemoryManager:
         message: Optional[str] = ...,
         counter: Optional[int] = ...,
         truncate: bool = ...,
-    ) -> int: ...
+        casting: _Casting = ...,
+    ) -> int:
+        """Write and publish in one call; a field given as None keeps its value. ``values``
+        must have the segment's shape; ``casting`` (numpy's vocabulary) says which dtypes are
+        converted: by default ("equiv") only the segment's own (byte-swapped too), and
+        DtypeError names the casting that would convert; a list or a number is
+        ``np.asarray``'ed first."""
     def wait(self, seq: int, timeout: Optional[float] = ..., spin: float = ...) -> int: ...
     def write(self, timeout: Optional[float] = ..., in_place: Optional[bool] = ...) -> WriteBlock:
         """``with m.write() as rec:`` takes the writer mutex and gives the record to write;

@@ -1,10 +1,17 @@
 """The live demo (``xshm demo``): a producer and several consumers in separate processes share
 one segment for a few seconds; every consumer checks every snapshot and measures how long after
-each publish it held the record. Ends on its own and prints what it measured."""
+each publish it held the record. Then a ping-pong measures the one-way latency the way the
+benchmarks do. Ends on its own and prints what it measured.
+
+Record k (the same as cpp/examples/producer.cpp's, checked by cpp/examples/consumer.cpp):
+counter k, message "tick k", values v[i] = |(i + k) % 32 - 16|, a wave that moves one step per
+publish, so a snapshot mixing two publishes would show, and a sparkline of it shows the data
+moving."""
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -18,18 +25,24 @@ import numpy as np
 from ._core import SharedMemoryManager
 from .errors import WaitTimeoutError
 
+PERIOD = 32  # the wave's period, in elements and in publishes
+
+
+def wave(k: int, count: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The values of record k: |(i + k) % 32 - 16| for i in range(count)."""
+    return np.abs((np.arange(count) + k) % PERIOD - PERIOD // 2)
+
 
 def _producer(name: str, seconds: float, rate: float) -> None:
     with SharedMemoryManager.open(name) as m:
-        buf = np.empty(m.shape)
+        count = math.prod(m.shape)
         period = 1.0 / rate
         end = time.monotonic() + seconds
         next_t = time.monotonic()
         k = 0
         while time.monotonic() < end:
             k += 1
-            buf.fill(k)
-            m.publish(values=buf, message=f"tick {k}", counter=k)
+            m.publish(values=wave(k, count).astype(m.dtype), message=f"tick {k}", counter=k)
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
@@ -42,7 +55,7 @@ def _consumer(name: str, seconds: float, out: Any) -> None:
         torn = 0
         seq = m.seq
         end = time.monotonic() + seconds
-        values = np.empty(m.shape)
+        values = np.empty(m.shape, dtype=m.dtype)
         while time.monotonic() < end:
             try:
                 seq = m.wait(seq, timeout=0.2)
@@ -50,8 +63,8 @@ def _consumer(name: str, seconds: float, out: Any) -> None:
                 continue
             snap = m.read_into(values)
             latencies.append((time.time_ns() - snap.timestamp_ns) / 1000.0)
-            ok = bool((values == snap.counter).all()) and snap.message == f"tick {snap.counter}"
-            torn += not ok
+            ok = np.array_equal(values.ravel(), wave(snap.counter, values.size))
+            torn += not (ok and snap.message == f"tick {snap.counter}")
         out.put(
             {
                 "consumer": f"python-{os.getpid()}",
@@ -70,15 +83,15 @@ def _pct(xs: list[float], p: float) -> float:
     return round(xs[int(p * (len(xs) - 1))], 1)
 
 
-def _cpp_consumer() -> str | None:
-    """The C++ example consumer, when it was built (cmake) or can be found on PATH."""
+def _cpp_consumer() -> Optional[str]:
+    """The C++ example consumer, when it was built (make demo, cmake) or is on PATH."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (
-        os.environ.get("XSHM_CPP_CONSUMER"),
-        os.path.join(os.getcwd(), "build", "cpp", "xshm_consumer"),
-        os.path.join(here, "..", "..", "build", "cpp", "xshm_consumer"),
-        shutil.which("xshm_consumer"),
-    ):
+    cands = [os.environ.get("XSHM_CPP_CONSUMER")]
+    for build in ("demo", "cpp"):
+        cands.append(os.path.join(os.getcwd(), "build", build, "xshm_consumer"))
+        cands.append(os.path.join(here, "..", "..", "build", build, "xshm_consumer"))
+    cands.append(shutil.which("xshm_consumer"))
+    for cand in cands:
         if cand and os.access(cand, os.X_OK):
             return os.path.abspath(cand)
     return None
@@ -88,10 +101,14 @@ def run(
     seconds: float = 3.0,
     consumers: int = 2,
     rate: float = 1000.0,
-    progress: Optional[Callable[[int, float], None]] = None,
+    progress: Optional[Callable[[dict[str, Any]], None]] = None,
+    pingpong_rounds: int = 2000,
 ) -> dict[str, Any]:
     """Runs the demo and returns its figures (also printed by ``xshm demo``). ``progress`` is
-    called about twice a second with the current sequence and the seconds elapsed."""
+    called about twice a second with the record as it stands (seq, elapsed seconds, counter,
+    message, values). ``pingpong_rounds`` = 0 skips the ping-pong."""
+    from ._bench import _pingpong_xshm
+
     name = f"xshm-demo-{os.getpid()}"
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
@@ -115,7 +132,16 @@ def run(
         while producer.is_alive():
             producer.join(timeout=0.5)
             if progress is not None:
-                progress(m.seq, time.monotonic() - t0)
+                snap = m.read()
+                progress(
+                    {
+                        "seq": snap.seq,
+                        "elapsed": time.monotonic() - t0,
+                        "counter": snap.counter,
+                        "message": snap.message,
+                        "values": snap.values,
+                    }
+                )
         figures = [results.get(timeout=seconds + 30) for _ in procs]
         producer.join(timeout=30)
         for p in procs:
@@ -132,12 +158,22 @@ def run(
             cpp_proc.kill()
         m.unlink()
         m.close()
+    pingpong = {}
+    if pingpong_rounds:
+        # The benchmark's way: two processes answer each other at once, so a reader is woken
+        # the moment it sleeps (blocking) or never sleeps (spinning).
+        pingpong = {
+            "blocking_us": round(_pingpong_xshm(pingpong_rounds), 2),
+            "spinning_us": round(_pingpong_xshm(pingpong_rounds, spin=0.1), 2),
+        }
     return {
         "segment": "/" + name,
         "seconds": seconds,
+        "rate": rate,
         "published": published,
         "consumers": figures,
         "torn": sum(f["torn"] for f in figures),
         "latency_us_p50": statistics.median(f["latency_us_p50"] for f in figures),
         "cpp_consumer": cpp is not None,
+        "pingpong_one_way_us": pingpong,
     }

@@ -2,14 +2,17 @@
 
 Exit codes, for scripts: 0 success; 1 a named segment is missing, foreign, not accessible or
 could not be removed; 2 usage error; 130 interrupted (Ctrl-C) where that is not the normal way
-out. Output is a table (with colour) in a terminal, plain text when piped, JSON with ``--json``.
-Inspecting never writes to a segment and never takes its writer mutex.
+out. Output is a table (with colour) in a terminal, plain text when piped, JSON with ``--json``;
+when the reader of a pipe leaves (``xshm ls | head -1``) the command ends quietly with 0.
+Inspecting never writes to a segment and never takes its writer mutex. Errors say what is known
+(the file's size, age and owner), not what probably happened.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import pwd
 import stat
@@ -37,9 +40,13 @@ class CliError(Exception):
 def _console(args: argparse.Namespace) -> Any:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # main() ends quietly with 0 (rich's own way exits 1)
+
     # Piped: never wrap or elide a line to fit an 80-column guess; scripts read whole rows.
     width = None if sys.stdout.isatty() else 1000
-    return Console(no_color=args.no_color or None, highlight=False, width=width)
+    return _Console(no_color=args.no_color or None, highlight=False, width=width)
 
 
 def _open(name: str) -> SharedMemoryManager:
@@ -49,13 +56,65 @@ def _open(name: str) -> SharedMemoryManager:
     except FileNotFoundError:
         raise CliError(f"no segment named '{_canon(name)}'") from None
     except PermissionError:
-        raise CliError(f"permission denied: '{_canon(name)}' belongs to another user") from None
+        raise CliError(
+            f"permission denied: '{_canon(name)}' is {_file_facts(name)}, and this process "
+            f"runs as {_owner(os.geteuid())}"
+        ) from None
     except LayoutError as e:
-        raise CliError(f"'{_canon(name)}' is not a usable xshm segment: {e}") from None
+        raise CliError(_not_usable(name, e)) from None
 
 
 def _canon(name: str) -> str:
     return name if name.startswith("/") else "/" + name
+
+
+def _path(name: str) -> str:
+    return os.path.join(SHM_DIR, _canon(name)[1:])
+
+
+def _file_facts(name: str, size: bool = True) -> str:
+    """What the file system says about a segment's file: size, age, owner, mode."""
+    try:
+        st = os.stat(_path(name))
+    except OSError as e:
+        return f"not readable ({e.strerror})"
+    return (
+        (f"{_size(st.st_size)}, " if size else "")
+        + f"modified {_ago(st.st_mtime_ns)}, owner {_owner(st.st_uid)}, "
+        + f"mode {stat.S_IMODE(st.st_mode):04o}"
+    )
+
+
+def _first_page_state(name: str) -> Optional[str]:
+    """'empty' (0 bytes) or 'zeros' (its first page is all zero bytes: a file whose creator has
+    not written its header, or never will); None otherwise or when it cannot be read."""
+    try:
+        with open(_path(name), "rb") as f:
+            head = f.read(mmap.PAGESIZE)
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    return "zeros" if head.count(0) == len(head) else None
+
+
+def _not_usable(name: str, err: Exception) -> str:
+    """The one-line report on a file in /dev/shm that does not open as an xshm segment: what
+    is known about it, and how to remove it. Guesses nothing about who made it."""
+    seg = _canon(name)
+    rm = f"if nothing is creating it, remove it with: xshm rm --force {seg[1:]}"
+    state = _first_page_state(name)
+    if state == "empty":
+        return (
+            f"'{seg}' is empty (0 bytes): not an xshm segment, or one whose creator did not "
+            f"finish; {_file_facts(name, size=False)}; {rm}"
+        )
+    if state == "zeros":
+        return (
+            f"'{seg}' has an all-zero header: not an xshm segment, or one whose creator did "
+            f"not finish; {_file_facts(name)}; {rm}"
+        )
+    return f"'{seg}' is not a usable xshm segment: {err}; {_file_facts(name)}; {rm}"
 
 
 def _owner(uid: int) -> str:
@@ -65,7 +124,22 @@ def _owner(uid: int) -> str:
         return str(uid)
 
 
-def _alive(pid: int) -> Optional[bool]:
+def _started_ns(pid: int) -> Optional[int]:
+    """When process `pid` started (CLOCK_REALTIME ns), from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    ticks = int(fields[19])  # field 22 of proc(5): start time in clock ticks after boot
+    return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1e9)
+
+
+def _alive(pid: int, since_ns: int = 0) -> Optional[bool]:
+    """Whether the process `pid` that acted at `since_ns` still runs: False when no process has
+    that pid, or when the one that has it started after `since_ns` (the pid was reused)."""
     if pid <= 0:
         return None
     try:
@@ -73,8 +147,10 @@ def _alive(pid: int) -> Optional[bool]:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = _started_ns(pid)
+    # Start times in /proc count clock ticks (10 ms): only a clear "later" means another process.
+    return not (since_ns and started is not None and started > since_ns + 20_000_000)
 
 
 def _ago(ns: int) -> str:
@@ -161,8 +237,13 @@ def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
                 )
         except PermissionError:
             row["note"] = "no access"
-        except (LayoutError, XshmError, ValueError, OSError):
-            row["note"] = "foreign"
+        except LayoutError:
+            state = _first_page_state(entry)
+            row["note"] = {"empty": "empty", "zeros": "zero header"}.get(state or "", "foreign")
+        except (XshmError, ValueError) as e:
+            row["note"] = f"unreadable: {type(e).__name__}"
+        except OSError as e:
+            row["note"] = f"unreadable: {e.strerror}"
         if row["xshm"] or show_all:
             yield row
 
@@ -242,7 +323,7 @@ def _inspect_data(name: str) -> dict[str, Any]:
             "values": _summary(snap.values),
             "last_publish_ns": snap.timestamp_ns if snap.seq else 0,
             "writer_pid": writer,
-            "writer_alive": _alive(writer),
+            "writer_alive": _alive(writer, snap.timestamp_ns if snap.seq else 0),
             "writer_mutex_owner": hdr["owner_pid"],
             "recoveries": hdr["recoveries"],
             "waiters": hdr["waiters"],
@@ -406,18 +487,29 @@ def cmd_rm(args: argparse.Namespace) -> int:
             failed += 1
         except LayoutError:
             print(
-                f"xshm: error: '{_canon(name)}' is not an xshm segment; "
+                f"xshm: error: '{_canon(name)}' is not an xshm segment ({_file_facts(name)}); "
                 "use --force to remove it anyway",
                 file=sys.stderr,
             )
             failed += 1
         except PermissionError:
-            print(f"xshm: error: permission denied removing '{_canon(name)}'", file=sys.stderr)
+            print(
+                f"xshm: error: permission denied removing '{_canon(name)}' "
+                f"({_file_facts(name)}; in {SHM_DIR} only a file's owner may remove it)",
+                file=sys.stderr,
+            )
             failed += 1
     return EXIT_FAILED if failed else EXIT_OK
 
 
 # ---- demo / bench / paths ----
+
+
+def _demo_line(f: dict[str, Any]) -> str:
+    return (
+        f"{f['elapsed']:4.1f} s  seq {f['seq']:>5}  counter {f['counter']:>5}  "
+        f"{f['message']!r:<12} {sparkline(f['values'])}"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -426,31 +518,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = _console(args)
     if not args.json:
         console.print(
-            f"xshm demo: 1 producer, {args.consumers} Python consumers (+ the C++ "
-            f"consumer when built), {args.seconds:g} s at {args.rate:g} Hz"
+            f"xshm demo: 1 producer publishes {args.rate:g} records/s for {args.seconds:g} s to "
+            f"{args.consumers} Python consumers (+ the C++ consumer when built), each in its own "
+            "process; below, the record as it moves (message, values as a sparkline)"
         )
-    progress_cb: Optional[Callable[[int, float], None]] = None
+    progress_cb: Optional[Callable[[dict[str, Any]], None]] = None
     progress: Any = None
+    last: dict[str, Any] = {}
     if console.is_terminal and not args.json:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn
 
         progress = Progress(
-            TextColumn("publishing"),
-            BarColumn(),
-            TextColumn("{task.fields[seq]}"),
-            TimeRemainingColumn(),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[line]}"),
             console=console,
             transient=True,
         )
-        task = progress.add_task("demo", total=args.seconds, seq="")
+        task = progress.add_task("demo", total=args.seconds, line="")
         progress.start()
 
-        def progress_cb(seq: int, elapsed: float) -> None:
-            progress.update(task, completed=min(elapsed, args.seconds), seq=f"seq {seq}")
+        def progress_cb(f: dict[str, Any]) -> None:
+            last.update(f)
+            progress.update(task, completed=min(f["elapsed"], args.seconds), line=_demo_line(f))
     elif not args.json:
 
-        def progress_cb(seq: int, elapsed: float) -> None:
-            print(f"  {elapsed:4.1f} s  seq {seq}", flush=True)
+        def progress_cb(f: dict[str, Any]) -> None:
+            print(f"  {_demo_line(f)}", flush=True)
 
     try:
         fig = _demo.run(
@@ -461,29 +554,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
             progress.stop()
     if args.json:
         print(json.dumps(fig, indent=2))
-    else:
-        from rich.table import Table
+        return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
+    from rich import box
+    from rich.table import Table
 
-        console.print(f"published {fig['published']} records to {fig['segment']}")
-        from rich import box
-
-        t = Table(header_style="bold", box=box.SIMPLE_HEAD if console.is_terminal else None)
-        for col in ("consumer", "updates", "latency p50 (us)", "latency p99 (us)", "torn"):
-            t.add_column(col, justify="left" if col == "consumer" else "right")
-        for c in fig["consumers"]:
-            t.add_row(
-                c["consumer"],
-                str(c["updates"]),
-                f"{c['latency_us_p50']:.1f}",
-                f"{c['latency_us_p99']:.1f}",
-                str(c["torn"]),
-            )
-        console.print(t)
-        if not fig["cpp_consumer"]:
-            console.print(
-                "(C++ consumer not built: cmake -S . -B build/cpp && cmake --build build/cpp)"
-            )
-        console.print(f"torn snapshots: {fig['torn']}")
+    if last:
+        console.print(f"  {_demo_line(last)}", markup=False)
+    console.print(f"published {fig['published']} records to {fig['segment']}")
+    t = Table(header_style="bold", box=box.SIMPLE_HEAD if console.is_terminal else None)
+    for col in ("consumer", "updates", "latency p50 (us)", "latency p99 (us)", "torn"):
+        t.add_column(col, justify="left" if col == "consumer" else "right")
+    for c in fig["consumers"]:
+        t.add_row(
+            c["consumer"],
+            str(c["updates"]),
+            f"{c['latency_us_p50']:.1f}",
+            f"{c['latency_us_p99']:.1f}",
+            str(c["torn"]),
+        )
+    console.print(t)
+    if not fig["cpp_consumer"]:
+        console.print(
+            "(C++ consumer not built: make demo builds it, or cmake --build BUILD_DIR "
+            "--target xshm_consumer)"
+        )
+    console.print(
+        f"torn snapshots: {fig['torn']} (every consumer checked every record it read; a "
+        "consumer reads the latest record, so one that wakes late skips the ones before)"
+    )
+    console.print(
+        f"latency: from a publish until a consumer holds the record. At {args.rate:g} "
+        "publishes/s a consumer sleeps between publishes, so each figure includes waking it "
+        "(slowest when its CPU has gone idle)."
+    )
+    pp = fig["pingpong_one_way_us"]
+    if pp:
+        console.print(
+            "ping-pong, as `xshm bench` and the README's figures measure it (two processes "
+            f"answering each other's publish at once): one-way p50 {pp['blocking_us']:.1f} us "
+            f"blocking, {pp['spinning_us']:.1f} us spinning"
+        )
     return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
 
 
@@ -531,7 +641,8 @@ examples:
   xshm bench                    xshm beside multiprocessing and the installed peers
   xshm --include                where <xshm/xshm.hpp> is, for a C++ compiler
 
-exit codes: 0 success, 1 missing/foreign/inaccessible segment or failed removal, 2 usage error
+exit codes: 0 success (also when a pipe's reader leaves early, as `| head` does), 1 missing/
+foreign/inaccessible segment or failed removal, 2 usage error
 """
 
 
@@ -614,6 +725,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # also on argparse's SystemExit (--help): a closed pipe is seen here, not at exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output left (`xshm ls | head -1`, `xshm watch NAME | head`): that
+        # ends the command, quietly. Later writes (the interpreter's own flush at exit) go to
+        # /dev/null instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Optional[list[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.include:

@@ -52,7 +52,9 @@ class ArgumentError(XshmError, ValueError):
 
 
 class DtypeError(ArgumentError, TypeError):
-    """A dtype the layout cannot carry (only little-endian bool, integers, floats, complex)."""
+    """A dtype the layout cannot carry (only little-endian bool, integers, floats, complex), or
+    values of another dtype than the segment's that the ``casting=`` rule does not convert (the
+    message names both dtypes and the casting that would)."""
 
 
 class MessageTooLongError(ArgumentError):

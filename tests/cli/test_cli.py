@@ -97,6 +97,86 @@ def test_missing_and_foreign_are_one_line_errors(cmd: str, foreign: str) -> None
         assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("content", [b"", bytes(8192)], ids=["empty", "zero-header"])
+def test_unfinished_file_reported_with_facts(seg_name: str, content: bytes) -> None:
+    """An empty or all-zero file: what is known (size, age, owner) and how to remove it, no
+    guess about a creator that died."""
+    with open(f"/dev/shm/{seg_name}", "wb") as f:
+        f.write(content)
+    r = run("inspect", seg_name)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    err = r.stderr
+    assert ("empty (0 bytes)" if not content else "all-zero header") in err
+    assert "not an xshm segment, or one whose creator did not finish" in err
+    assert "modified" in err and "owner " in err and "mode 0" in err
+    assert f"xshm rm --force {seg_name}" in err
+    assert "died" not in err
+    rows = json.loads(run("ls", "--all", "--json").stdout)
+    row = next(x for x in rows if x["name"] == f"/{seg_name}")
+    assert row["note"] == ("empty" if not content else "zero header")
+    assert run("rm", "--force", seg_name).returncode == 0
+
+
+def test_writer_pid_reused_is_not_alive() -> None:
+    """A pid that exists now but started after the publish is another process."""
+    from xshm.cli import _alive
+
+    assert _alive(os.getpid()) is True
+    assert _alive(os.getpid(), since_ns=time.time_ns()) is True, "started before: the writer"
+    assert _alive(os.getpid(), since_ns=1) is False, "started after the publish: pid reused"
+    assert _alive(0) is None
+
+
+def _closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs xshm with stdout on a pipe whose reader is already gone: every write fails."""
+    rfd, wfd = os.pipe()
+    os.close(rfd)
+    try:
+        r = subprocess.run(
+            [*XSHM, *args], stdout=wfd, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(wfd)
+    return subprocess.CompletedProcess(r.args, r.returncode, "", r.stderr)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["ls"], ["ls", "--json"], ["inspect", "{}"], ["inspect", "{}", "--json"], ["--help"]],
+    ids=lambda a: " ".join(a),
+)
+def test_closed_pipe_is_quiet(live: xshm.SharedMemoryManager, args: list[str]) -> None:
+    r = _closed_pipe_run(*[a.format(live.name) for a in args])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", r.stderr
+
+
+def test_watch_into_head_ends_quietly(live: xshm.SharedMemoryManager) -> None:
+    """`xshm watch NAME | head -2`: a real pipe, closed by its reader after two lines."""
+    p = subprocess.Popen(
+        [*XSHM, "watch", live.name, "--interval", "0.02"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        lines = [p.stdout.readline() for _ in range(2)]
+        assert all("counter=42" in ln for ln in lines), lines
+        p.stdout.close()  # what head does after its lines
+        rc = p.wait(timeout=30)
+        err = p.stderr.read()
+        assert rc == 0 and err == "", err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for f in (p.stdout, p.stderr):
+            if f is not None:
+                f.close()
+
+
 def test_bad_name_is_a_usage_error() -> None:
     r = run("inspect", "a/b")
     assert r.returncode == 2

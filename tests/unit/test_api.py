@@ -46,7 +46,7 @@ def test_publish_and_read(seg_name: str) -> None:
 
 def test_none_fields_keep_their_values(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, shape=(3,)) as m:
-        m.publish(values=[1, 2, 3], message="one", counter=1)
+        m.publish(values=[1.0, 2.0, 3.0], message="one", counter=1)
         assert m.publish(counter=2) == 2
         snap = m.read()
         assert snap.message == "one"
@@ -56,7 +56,7 @@ def test_none_fields_keep_their_values(seg_name: str) -> None:
 
 def test_read_into_fills_the_callers_array(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, shape=(4,)) as m:
-        m.publish(values=[1, 2, 3, 4], counter=9)
+        m.publish(values=[1.0, 2.0, 3.0, 4.0], counter=9)
         out = np.zeros(4)
         snap = m.read_into(out)
         assert snap.values is out
@@ -77,7 +77,7 @@ def test_values_view_is_zero_copy_and_read_only(seg_name: str) -> None:
         assert not view.flags.writeable
         with pytest.raises(ValueError, match="read-only"):
             view[0] = 1.0
-        m.publish(values=[7, 8, 9])
+        m.publish(values=[7.0, 8.0, 9.0])
         assert view.tolist() == [7, 8, 9], "the view shows the shared array itself"
 
 
@@ -107,7 +107,7 @@ def test_write_block_publishes_on_exit(seg_name: str) -> None:
 
 def test_write_block_that_raises_publishes_nothing(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, shape=(3,)) as m:
-        m.publish(values=[1, 1, 1], counter=1)
+        m.publish(values=[1.0, 1.0, 1.0], counter=1)
 
         def failing_block() -> None:
             with m.write() as rec:
@@ -255,7 +255,7 @@ def test_mode_is_applied_exactly(seg_name: str) -> None:
 
 def test_creation_is_exclusive_unless_exist_ok(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, shape=(2,)) as m:
-        m.publish(values=[1, 2], counter=3)
+        m.publish(values=[1.0, 2.0], counter=3)
         with pytest.raises(FileExistsError):
             xshm.SharedMemoryManager.create(seg_name, shape=(2,))
         with xshm.SharedMemoryManager.create(seg_name, shape=(2,), exist_ok=True) as again:
@@ -376,10 +376,12 @@ def test_shape_must_be_ints(seg_name: str) -> None:
 def test_wrong_values_are_refused(seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name, shape=(3,), dtype="int32") as m:
         with pytest.raises(ValueError, match="shape"):
-            m.publish(values=[1, 2])
-        with pytest.raises(TypeError, match="kind"):
+            m.publish(values=np.array([1, 2], dtype=np.int32))
+        with pytest.raises(TypeError, match="float64 values into an int32 record"):
             m.publish(values=np.array([1.5, 2.5, 3.5]))
-        m.publish(values=np.array([1, 2, 3], dtype=np.int64))  # same kind: cast
+        with pytest.raises(xshm.DtypeError, match="int64 values into an int32 record"):
+            m.publish(values=np.array([1, 2, 3], dtype=np.int64))  # a conversion nobody asked for
+        m.publish(values=np.array([1, 2, 3], dtype=np.int64), casting="same_kind")
         assert m.read().values.tolist() == [1, 2, 3]
         m.publish(values=np.arange(6, dtype=np.int32)[::2])  # not contiguous: copied
         assert m.read().values.tolist() == [0, 2, 4]

@@ -37,7 +37,9 @@ class ArgumentError : public Error {
   using Error::Error;
 };
 
-/// A dtype the layout cannot carry (only little-endian bool, ints, floats, complex).
+/// A dtype the layout cannot carry (only little-endian bool, ints, floats, complex), or a typed
+/// call whose T is not the segment's element type (typed.hpp); Python: values of another dtype
+/// that its casting rule does not convert.
 class DtypeError : public ArgumentError {
  public:
   using ArgumentError::ArgumentError;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "reader.hpp"
 #include "segment.hpp"
 #include "transaction.hpp"
+#include "typed.hpp"
 #include "wait.hpp"
 #include "writer.hpp"
 
@@ -96,9 +98,22 @@ class SharedMemoryManager {
     return info;
   }
 
+  /// Typed: a consistent record's values into `out` (resized to the element count; T the
+  /// segment's element type, else DtypeError: typed.hpp).
+  template <class T>
+  RecordInfo read_into(std::vector<T>& out, std::string* message_out = nullptr) const {
+    static_assert(!std::is_same_v<T, bool>,
+                  "std::vector<bool> packs bits: read() a Snapshot and values<bool>().");
+    const detail::Segment& s = seg();
+    check_dtype<T>(s.geo.dtype, "read_into(std::vector<{}>&)");
+    out.resize(s.geo.values_size / sizeof(T));
+    return read_into(out.data(), out.size() * sizeof(T), message_out);
+  }
+
   /// A consistent copy of the whole record.
   Snapshot read() const {
     Snapshot snap;
+    snap.dtype = seg().geo.dtype;
     snap.data.resize(seg().geo.values_size);
     static_cast<RecordInfo&>(snap) = read_into(snap.data.data(), snap.data.size(), &snap.message);
     return snap;
@@ -124,7 +139,7 @@ class SharedMemoryManager {
     const detail::Segment& s = seg();
     const auto seq = writer::publish(s, values, values_bytes, message, counter, truncate, timeout,
                                      std::forward<Hook>(between_slices));
-    if (!seq) writer::throw_lock_timeout(s);
+    if (!seq) writer::throw_lock_timeout(s, timeout);
     return *seq;
   }
 
@@ -133,11 +148,19 @@ class SharedMemoryManager {
     return publish(nullptr, 0, message, counter);
   }
 
-  /// Typed convenience: publishes a vector of the segment's element type.
+  /// Typed convenience: publishes a vector of the segment's element type (typed.hpp: double
+  /// for float64, ...; std::byte for raw bytes); another T throws DtypeError, a wrong length
+  /// ArgumentError.
   template <class T>
   std::uint64_t publish(const std::vector<T>& values, std::optional<std::string_view> message = std::nullopt,
                         std::optional<std::uint64_t> counter = std::nullopt) {
-    return publish(values.data(), values.size() * sizeof(T), message, counter);
+    check_dtype<T>(seg().geo.dtype, "publish(std::vector<{}>)");
+    if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> packs bits: one byte each
+      std::vector<unsigned char> bytes(values.begin(), values.end());
+      return publish(bytes.data(), bytes.size(), message, counter);
+    } else {
+      return publish(values.data(), values.size() * sizeof(T), message, counter);
+    }
   }
 
   /// publish() only if the writer mutex is free now: nullopt (nothing published) when it is
@@ -157,7 +180,7 @@ class SharedMemoryManager {
   WriteTransaction begin_write(WriteMode mode, Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     std::optional<WriteTransaction> tx =
         WriteTransaction::begin(seg_ptr(), mode, timeout, std::forward<Hook>(between_slices));
-    if (!tx) writer::throw_lock_timeout(seg());
+    if (!tx) writer::throw_lock_timeout(seg(), timeout);
     return std::move(*tx);
   }
   template <class Hook = NoHook>
@@ -188,7 +211,7 @@ class SharedMemoryManager {
   template <class Hook = NoHook>
   LockGuard lock(Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
     std::optional<LockGuard> g = LockGuard::acquire(seg_ptr(), timeout, std::forward<Hook>(between_slices));
-    if (!g) writer::throw_lock_timeout(seg());
+    if (!g) writer::throw_lock_timeout(seg(), timeout);
     return std::move(*g);
   }
 
@@ -214,7 +237,8 @@ class SharedMemoryManager {
                      Hook&& between_slices = {}) const {
     const auto r = wait_for(last, timeout, spin, std::forward<Hook>(between_slices));
     if (!r)
-      throw WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within the timeout");
+      throw WaitTimeoutError("no publish after sequence " + std::to_string(last) + " within " +
+                             format_duration(timeout.value_or(std::chrono::nanoseconds{0})));
     return *r;
   }
 

@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "clock.hpp"
 #include "cpu.hpp"
 #include "errors.hpp"
 #include "layout.hpp"
@@ -22,6 +23,7 @@
 #include "record.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
+#include "typed.hpp"
 #include "utf8.hpp"
 
 namespace xshm {
@@ -38,15 +40,23 @@ struct RecordInfo {
 struct Snapshot : RecordInfo {
   std::vector<unsigned char> data;  // the values, raw little-endian bytes
   std::string message;              // the bytes of the message slot, unchecked (see text())
+  Dtype dtype = Dtype::Float64;     // the segment's (read() sets it); values<T>() checks T against it
 
+  /// The values as T, which must be the segment's element type (typed.hpp: double for float64,
+  /// float for float32, ...; std::byte for the raw bytes of any dtype): DtypeError otherwise,
+  /// naming the type to use.
   template <class T>
   std::vector<T> values() const {
-    static_assert(std::is_trivially_copyable_v<T>, "values<T>() copies bytes into T.");
-    if (data.size() % sizeof(T) != 0)
-      throw ArgumentError("values<T>(): sizeof(T) does not divide the values array");
-    std::vector<T> out(data.size() / sizeof(T));
-    if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
-    return out;
+    check_dtype<T>(dtype, "values<{}>()");
+    if constexpr (std::is_same_v<T, bool>) {  // std::vector<bool> packs bits: one at a time
+      std::vector<bool> out(data.size());
+      for (std::size_t i = 0; i < data.size(); ++i) out[i] = data[i] != 0;
+      return out;
+    } else {
+      std::vector<T> out(data.size() / sizeof(T));
+      if (!data.empty()) std::memcpy(out.data(), data.data(), out.size() * sizeof(T));
+      return out;
+    }
   }
 
   /// The message, checked to be UTF-8: throws MessageDecodeError (with the offset of the
@@ -111,10 +121,8 @@ inline void check_stuck(const detail::Segment& s, Stuck& st) {
                           "next complete publish");
   const std::chrono::nanoseconds limit = stall_limit(s);
   if (now - st.since > limit)
-    throw TornRecordError(
-        "no complete record of " + s.name + " for " +
-        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()) +
-        " ms: its writer (pid " + std::to_string(owner) + ") is stalled mid-write");
+    throw TornRecordError("no complete record of " + s.name + " for " + format_duration(limit) +
+                          ": its writer (pid " + std::to_string(owner) + ") is stalled mid-write");
 }
 
 /// A consistent copy: `values_out` gets values_size bytes (nullptr: skip), `message_buf`

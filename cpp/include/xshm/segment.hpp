@@ -23,10 +23,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "clock.hpp"
 #include "errors.hpp"
 #include "layout.hpp"
 #include "process.hpp"
@@ -119,6 +121,19 @@ class Mapping {
 };
 
 namespace detail {
+
+/// An OS error (std::system_error, its errno the code) whose text goes on after the OS's with
+/// what the user can do about it: "shm_open(/x): File exists: <hint>".
+class OsErrorWithHint : public std::system_error {
+ public:
+  OsErrorWithHint(int err, const std::string& call, const std::string& hint)
+      : std::system_error(err, std::generic_category(), call),
+        text_(std::make_shared<const std::string>(std::string(std::system_error::what()) + ": " + hint)) {}
+  const char* what() const noexcept override { return text_->c_str(); }
+
+ private:
+  std::shared_ptr<const std::string> text_;  // shared: copying an exception must not throw
+};
 
 /// shm_open with O_CLOEXEC, throwing std::system_error (ENOENT, EEXIST, EACCES...).
 inline Fd shm_open_checked(const std::string& name, int flags, mode_t mode) {
@@ -300,6 +315,10 @@ inline std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOp
   const std::string canon = normalize_name(name);
   const auto start = std::chrono::steady_clock::now();
   const int flags = opt.readonly ? O_RDONLY : O_RDWR;
+  // Negative counts as zero; beyond kForever as forever (a deadline must fit beside now()).
+  Timeout timeout = opt.timeout;
+  if (timeout && *timeout >= kForever) timeout = std::nullopt;
+  if (timeout) timeout = std::max(*timeout, std::chrono::nanoseconds{0});
   Fd fd;
   for (int pause_us = 100;; pause_us = std::min(pause_us * 2, 10000)) {
     int raw = ::shm_open(canon.c_str(), flags | O_CLOEXEC, 0);
@@ -307,16 +326,23 @@ inline std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOp
       fd = Fd(raw);
       break;
     }
-    if (errno != ENOENT || (opt.timeout && std::chrono::steady_clock::now() - start >= *opt.timeout))
-      throw_errno(errno, "shm_open(" + canon + ")");
+    const int err = errno;
+    if (err != ENOENT) throw_errno(err, "shm_open(" + canon + ")");
+    if (timeout && std::chrono::steady_clock::now() - start >= *timeout)
+      throw OsErrorWithHint(err, "shm_open(" + canon + ")",
+                            timeout->count() > 0
+                                ? "no segment of that name appeared within " + format_duration(*timeout)
+                                : "no segment of that name (create it first, or give open a timeout to "
+                                  "wait for its creator)");
     std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
   }
   // An opener racing the creator waits a bounded time for the ready marker.
-  const auto ready_deadline =
-      std::chrono::steady_clock::now() + kReadyWait + opt.timeout.value_or(std::chrono::nanoseconds{0});
+  const std::chrono::nanoseconds ready_wait = kReadyWait + timeout.value_or(std::chrono::nanoseconds{0});
+  const auto ready_deadline = std::chrono::steady_clock::now() + ready_wait;
   for (;;) {
     if (!flock_until(fd.get(), LOCK_SH, ready_deadline))
-      throw WaitTimeoutError("segment " + canon + " is still being created");
+      throw WaitTimeoutError("segment " + canon + " is still being created after " +
+                             format_duration(ready_wait) + " (its creator holds its lock)");
     const std::uint64_t size = file_size(fd.get());
     if (size == 0) {  // created, not yet sized: the creator has not locked it yet
       ::flock(fd.get(), LOCK_UN);
@@ -345,15 +371,34 @@ inline void unlink_if_same(const std::string& canon, dev_t dev, ino_t ino) noexc
   if (same) ::shm_unlink(canon.c_str());
 }
 
+/// A shape as numpy writes a tuple: "()", "(5,)", "(2, 3)".
+inline std::string format_shape(const std::vector<std::uint64_t>& shape) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + (shape.size() == 1 ? ",)" : ")");
+}
+
+/// What differs between the layout of an existing segment (`there`) and the one asked for,
+/// field by field, both sides: "shape (100,) there, (5,) asked; dtype float32 there, float64
+/// asked". Empty when they agree on every field that exist_ok compares.
+inline std::string layout_differences(const Geometry& there, const Geometry& asked) {
+  std::string out;
+  auto add = [&out](const char* field, const std::string& a, const std::string& b) {
+    out += (out.empty() ? "" : "; ") + std::string(field) + " " + a + " there, " + b + " asked";
+  };
+  if (there.dtype != asked.dtype) add("dtype", dtype_info(there.dtype).name, dtype_info(asked.dtype).name);
+  if (there.shape != asked.shape) add("shape", format_shape(there.shape), format_shape(asked.shape));
+  if (there.message_capacity != asked.message_capacity)
+    add("message capacity", std::to_string(there.message_capacity), std::to_string(asked.message_capacity));
+  if (there.backup != asked.backup) add("backup", there.backup ? "on" : "off", asked.backup ? "on" : "off");
+  return out;
+}
+
 /// Opens `canon` for exist_ok and checks that its layout is the one asked for.
 inline std::shared_ptr<Segment> attach_existing(const std::string& canon, const Geometry& want) {
   std::shared_ptr<Segment> s = open_segment(canon, OpenOptions{});
-  const Geometry& got = s->geo;
-  if (got.dtype != want.dtype || got.shape != want.shape || got.message_capacity != want.message_capacity ||
-      got.backup != want.backup)
-    throw LayoutError("segment " + canon + " exists with another layout (dtype " +
-                      dtype_info(got.dtype).name + ", " + std::to_string(got.shape.size()) +
-                      " dimensions, message capacity " + std::to_string(got.message_capacity) + ")");
+  const std::string diff = layout_differences(s->geo, want);
+  if (!diff.empty()) throw LayoutError("segment " + canon + " exists with another layout: " + diff);
   return s;
 }
 
@@ -368,7 +413,15 @@ inline std::shared_ptr<Segment> create_segment(std::string_view name, const Crea
   for (int attempt = 0;; ++attempt) {
     int fd = ::shm_open(canon.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, opt.mode & 0777);
     if (fd < 0) {
-      if (errno != EEXIST || !opt.exist_ok) throw_errno(errno, "shm_open(" + canon + ")");
+      const int err = errno;
+      if (err == EEXIST && !opt.exist_ok)
+        throw OsErrorWithHint(err, "shm_open(" + canon + ")",
+                              "segment " + canon +
+                                  " already exists (a segment outlives the process that created it): open "
+                                  "it with SharedMemoryManager.open, pass exist_ok=True to attach to it, or "
+                                  "remove it with `xshm rm " +
+                                  canon.substr(1) + "`");
+      if (err != EEXIST) throw_errno(err, "shm_open(" + canon + ")");
       try {
         return attach_existing(canon, geo);
       } catch (const std::system_error& e) {

@@ -27,6 +27,7 @@
 #include "errors.hpp"
 #include "segment.hpp"
 #include "seqlock.hpp"
+#include "typed.hpp"
 #include "writer.hpp"
 
 namespace xshm {
@@ -79,7 +80,7 @@ class WriteTransaction {
       tx->odd_ = seqlock::begin_slot_write(s.meta(0)->lock);  // readers go to the backup
       tx->values_ = s.values(0);
     } else {
-      tx->staged_.resize(s.geo.values_size);
+      tx->staged_.resize(std::max<std::uint64_t>(s.geo.values_size, 1));  // values() never null
       seqlock::load_bytes(tx->staged_.data(), s.values(0), s.geo.values_size);
       tx->values_ = tx->staged_.data();
     }
@@ -91,15 +92,20 @@ class WriteTransaction {
   /// published record under nobody's lock. Staged it is private to the transaction.
   void* values() noexcept { return values_; }
   std::size_t values_bytes() const noexcept { return seg_->geo.values_size; }
+  /// values() as T*, T the segment's element type (typed.hpp; std::byte for the raw bytes):
+  /// DtypeError otherwise.
   template <class T>
-  T* values_as() noexcept {
+  T* values_as() {
+    check_dtype<T>(seg_->geo.dtype, "values_as<{}>()");
     return static_cast<T*>(values_);
   }
   /// True when values() is the live slot.
   bool in_place() const noexcept { return in_place_; }
 
-  /// The message to publish: the current one until set_message().
+  /// The message to publish: the current one until set_message(). ArgumentError once the
+  /// transaction has ended (the live slot may only be read under the mutex).
   const std::string& message() {
+    require_active();
     if (!message_set_ && !message_loaded_) {
       const detail::Segment& s = *seg_;
       const std::uint32_t len = std::min(detail::load_meta(s.meta(0)).message_len, s.geo.message_capacity);
@@ -112,13 +118,14 @@ class WriteTransaction {
   /// Sets the message; longer than the slot throws MessageTooLongError unless `truncate`,
   /// which cuts on a code-point boundary.
   void set_message(std::string_view text, bool truncate = false) {
+    require_active();  // after the end it would be silently lost
     message_.assign(writer::fit_message(*seg_, text, truncate));
     message_set_ = true;
   }
 
   /// Publishes the record and releases the mutex. Returns the new sequence.
   std::uint64_t commit() {
-    if (!lock_.held()) throw ArgumentError("the write transaction is no longer active");
+    require_active();
     const detail::Segment& s = *seg_;
     const std::string_view msg = message_;
     const std::string_view* m = message_set_ ? &msg : nullptr;
@@ -150,6 +157,10 @@ class WriteTransaction {
   std::uint64_t counter = 0;
 
  private:
+  void require_active() const {
+    if (!lock_.held())
+      throw ArgumentError("the write transaction is no longer active (committed or aborted)");
+  }
   WriteTransaction(std::shared_ptr<detail::Segment> seg, WriterLock lock, bool in_place) noexcept
       : seg_(std::move(seg)), lock_(std::move(lock)), in_place_(in_place) {}
   std::shared_ptr<detail::Segment> seg_;  // declared before lock_: the mutex is released first

@@ -182,8 +182,13 @@ inline std::string_view fit_message(const detail::Segment& s, std::string_view t
       "backup: the next publish must give values, message and counter");
 }
 
-[[noreturn]] inline void throw_lock_timeout(const detail::Segment& s) {
-  throw WaitTimeoutError("timed out waiting for the writer lock of " + s.name);
+/// The writer mutex stayed taken for the whole `timeout` (never nullopt here): who held it,
+/// when the header says.
+[[noreturn]] inline void throw_lock_timeout(const detail::Segment& s, Timeout timeout) {
+  const std::uint32_t owner = s.header()->owner_pid.load(std::memory_order_relaxed);
+  throw WaitTimeoutError("the writer lock of " + s.name + " was not free within " +
+                         format_duration(timeout.value_or(std::chrono::nanoseconds{0})) +
+                         (owner != 0 ? " (held by pid " + std::to_string(owner) + ")" : std::string()));
 }
 
 /// Starts the transfers a publish will wait for, before it takes the mutex and the clock:
@@ -298,7 +303,9 @@ inline std::optional<std::uint64_t> publish(const detail::Segment& s, const void
   prefetch_live(s, values != nullptr, message ? msg.size() : 0);  // overlaps the mutex and the clock
   std::optional<WriterLock> held = WriterLock::acquire(s, timeout, std::forward<Hook>(between_slices));
   if (!held) return std::nullopt;
-  if (held->torn() && (values == nullptr || !message || !counter)) throw_torn_for_partial_write();
+  // A record without values (a shape with a zero extent) has none to give.
+  const bool all_values = values != nullptr || s.geo.values_size == 0;
+  if (held->torn() && (!all_values || !message || !counter)) throw_torn_for_partial_write();
   if (!message) require_sane_message_len(s);
   return publish_locked(s, values, message ? &msg : nullptr, counter);
 }

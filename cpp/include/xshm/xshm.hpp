@@ -17,6 +17,7 @@
 #include "stream.hpp"
 #include "stream_layout.hpp"
 #include "transaction.hpp"
+#include "typed.hpp"
 #include "utf8.hpp"
 #include "wait.hpp"
 #include "writer.hpp"

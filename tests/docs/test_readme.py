@@ -1,0 +1,146 @@
+"""The README's code, run as a user would run it, so that a quickstart cannot rot: the Python
+producer and consumer in two processes, the C++ program compiled and run, the console
+transcripts rerun and compared (tools/readme_transcripts.py: volatile parts masked), the
+prerequisites it states against what tools/prereqs.py computes. Blocks are found by their
+marker, `<!-- readme-test: ROLE -->`; an unmarked Python or C++ block is an error."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import prereqs  # noqa: E402
+import readme_transcripts as rt  # noqa: E402
+
+README = (ROOT / "README.md").read_text()
+
+
+def code(role: str, name: str) -> str:
+    """The block marked `role`, its segment renamed from "sensors" to `name` (so a run never
+    touches a real /sensors, and runs never meet)."""
+    body = rt.block(README, role).body
+    assert '"sensors"' in body, f"the {role} block no longer names its segment 'sensors'"
+    return body.replace('"sensors"', f'"{name}"')
+
+
+def test_every_code_block_is_run() -> None:
+    runnable = {"python", "cpp", "console"}
+    unmarked = [b.body[:60] for b in rt.blocks(README) if b.lang in runnable and not b.role]
+    assert not unmarked, (
+        f"README blocks no test runs (mark them <!-- readme-test: ... -->): {unmarked}"
+    )
+    roles = [b.role for b in rt.blocks(README) if b.role]
+    expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
+    assert sorted(roles) == sorted([*expected, "transcript"])
+
+
+def _python(src: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_python_quickstart_producer_and_consumer(seg_name: str) -> None:
+    consumer = _python(code("python consumer", seg_name))
+    producer = _python(code("python producer", seg_name))
+    try:
+        _, p_err = producer.communicate(timeout=120)
+        c_out, c_err = consumer.communicate(timeout=120)
+    finally:
+        for p in (producer, consumer):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert producer.returncode == 0 and p_err == "", p_err
+    assert consumer.returncode == 0 and c_err == "", c_err  # it left its loop on its own
+    lines = c_out.strip().splitlines()
+    assert len(lines) >= 2, c_out
+    counters = [int(ln.split()[0]) for ln in lines]
+    assert counters == sorted(set(counters)), "records arrive in order, each once"
+    assert re.fullmatch(r"21 zeroed \[0\. 0\. 0\.\]", lines[-1]), lines[-1]
+    assert all(re.match(r"\d+ reading \d+ \[", ln) for ln in lines[:-1]), lines
+    assert not os.path.exists(f"/dev/shm/{seg_name}"), "the producer removes its segment"
+
+
+def test_python_producer_can_be_rerun(seg_name: str) -> None:
+    """Interrupted before its unlink, the producer leaves the segment; a rerun attaches."""
+    src = code("python producer", seg_name).replace("m.unlink()", "pass  # interrupted")
+    first = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert os.path.exists(f"/dev/shm/{seg_name}")
+    again = subprocess.run(
+        [sys.executable, "-c", code("python producer", seg_name)], capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_cpp_quickstart_is_a_program(seg_name: str, tmp_path: Path) -> None:
+    gxx = shutil.which("g++")
+    assert gxx, "g++ is needed (make test installs it)"
+    src = tmp_path / "quickstart.cpp"
+    src.write_text(code("cpp program", seg_name))
+    exe = tmp_path / "quickstart"
+    flags = [
+        "-std=c++17",
+        f"-I{ROOT / 'cpp' / 'include'}",
+        "-pthread",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ]
+    build = subprocess.run([gxx, *flags, str(src), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "seq 2 counter 2 first value 2 message hello\n"
+    assert not os.path.exists(f"/dev/shm/{seg_name}"), "the program removes its segment"
+
+
+def test_console_transcripts_are_what_the_commands_print(
+    skip_or_fail: Callable[[str], None],
+) -> None:
+    try:
+        rt.namespace_prefix()
+        probe = subprocess.run(
+            [*rt.namespace_prefix(), "sh", "-c", "mount -t tmpfs x /dev/shm"], capture_output=True
+        )
+    except RuntimeError as e:
+        skip_or_fail(str(e))
+    if probe.returncode != 0:
+        skip_or_fail("no private mount namespace here (unshare -m / -rm refused)")
+    shown, fresh = rt.run_readme_transcript(README)
+    d = rt.diff(shown.body, fresh)
+    assert d is None, f"README transcripts differ from a run (make readme rewrites them):\n{d}"
+
+
+def test_masking_keeps_what_matters() -> None:
+    """The comparison's negative control: masking hides ages, pids and timings, not content."""
+    a = "created 338 ms ago by pid 23456\n snapshot  0.45 us  x  1.17 us  2.6x\ncounter 1234"
+    b = "created 2.1 s ago by pid 99\n snapshot  0.5 us  x  11.9 us  23.8x\ncounter 1234"
+    assert rt.masked(a) == rt.masked(b)
+    assert rt.masked(a) != rt.masked(a.replace("1234", "1235"))
+    assert rt.masked(a) != rt.masked(a.replace("snapshot", "publish"))
+
+
+def test_prerequisites_stated_are_the_computed_ones(skip_or_fail: Callable[[str], None]) -> None:
+    if shutil.which("cargo") is None:
+        skip_or_fail("cargo is needed to compute the Rust versions the crates ask")
+    demo = prereqs.locked_dependencies_need("xshm-text-py")
+    full = prereqs.locked_dependencies_need(None)
+    assert demo and full
+    flat = " ".join(README.split())
+    assert f"Rust ≥ {prereqs.dotted(demo[0])} (asked by the locked pyo3)" in flat, demo
+    assert demo[1].startswith("pyo3"), demo
+    assert f"Rust ≥ {prereqs.dotted(full[0])} (asked by loom's `{full[1]}`)" in flat, full
+    go = re.search(r"(?m)^go (\S+)", (ROOT / "tests/spec_reader/go.mod").read_text())
+    assert go and f"Go ≥ {go.group(1)} (`tests/spec_reader/go.mod`)" in flat
+    packages = ["libgtest-dev", "valgrind", "tmux", "clang", "libclang-rt-14-dev", "clang-format"]
+    assert all(p in flat for p in packages)
