@@ -111,6 +111,10 @@ inline PyObject* refuse_init(PyObject* self, PyObject*, PyObject*) {
     how = "given by `with m.write() as rec:`";
   else if (name == "LockBlock")
     how = "made by m.lock(), to use as `with m.lock():`";
+  else if (name == "Stream")
+    how = "made by Stream.create(name, capacity, ...) or Stream.open(name, ...)";
+  else if (name == "StreamReader")
+    how = "made by s.reader(start='oldest' or 'latest') of a Stream";
   PyErr_SetString(PyExc_TypeError, (name + " objects cannot be made directly: they are " + how).c_str());
   return nullptr;
 }

@@ -15,6 +15,7 @@
 #include <xshm/seqlock.hpp>
 #include <xshm/stream_layout.hpp>
 
+#include "args.hpp"
 #include "errors.hpp"
 #include "fastcall.hpp"
 #include "waits.hpp"
@@ -43,33 +44,51 @@ PyObject* message_repr(PyObject* self) {
                               m->data);
 }
 
+MessageObject* msg(PyObject* self) { return reinterpret_cast<MessageObject*>(self); }
+PyObject* message_data(PyObject* self, void*) {
+  Py_INCREF(msg(self)->data);
+  return msg(self)->data;
+}
+PyObject* message_seq(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(msg(self)->seq); }
+PyObject* message_timestamp_ns(PyObject* self, void*) { return PyLong_FromLongLong(msg(self)->timestamp_ns); }
 PyObject* message_timestamp(PyObject* self, void*) {
-  return PyFloat_FromDouble(static_cast<double>(reinterpret_cast<MessageObject*>(self)->timestamp_ns) / 1e9);
+  return PyFloat_FromDouble(static_cast<double>(msg(self)->timestamp_ns) / 1e9);
+}
+PyObject* message_writer_pid(PyObject* self, void*) {
+  return PyLong_FromUnsignedLongLong(msg(self)->writer_pid);
 }
 
-PyMemberDef message_members[] = {
-    {"data", T_OBJECT_EX, offsetof(MessageObject, data), READONLY,
-     "The payload: bytes, or a numpy array (a private copy) for a frame stream."},
-    {"seq", T_ULONGLONG, offsetof(MessageObject, seq), READONLY,
-     "Its sequence number: one total order per stream, from 0."},
-    {"timestamp_ns", T_LONGLONG, offsetof(MessageObject, timestamp_ns), READONLY,
-     "Wall-clock time it was sent, ns since the epoch."},
-    {"writer_pid", T_ULONGLONG, offsetof(MessageObject, writer_pid), READONLY,
-     "Pid of the process that sent it."},
-    {nullptr, 0, 0, 0, nullptr},
-};
+PyObject* message_new(PyTypeObject*, PyObject*, PyObject*) {
+  PyErr_SetString(PyExc_TypeError,
+                  "Message objects cannot be made directly: a StreamReader's recv(), try_recv(), recv_many() "
+                  "and iteration give them");
+  return nullptr;
+}
 
+int message_refuse_set(PyObject*, PyObject*, void* closure) {
+  PyErr_Format(PyExc_AttributeError,
+               "Message.%s cannot be changed: a received message is a copy of what was sent (send a new one)",
+               static_cast<const char*>(closure));
+  return -1;
+}
+
+#define XSHM_MSG_ATTR(attr, doc) \
+  { #attr, message_##attr, message_refuse_set, doc, const_cast < char*>(#attr) }
 PyGetSetDef message_getset[] = {
-    {"timestamp", message_timestamp, nullptr, "Wall-clock time it was sent, seconds since the epoch.",
-     nullptr},
+    XSHM_MSG_ATTR(data, "The payload: bytes, or a numpy array (a private copy) for a frame stream."),
+    XSHM_MSG_ATTR(seq, "Its sequence number: one total order per stream, from 0."),
+    XSHM_MSG_ATTR(timestamp_ns, "Wall-clock time it was sent, ns since the epoch."),
+    XSHM_MSG_ATTR(timestamp, "Wall-clock time it was sent, seconds since the epoch (like time.time())."),
+    XSHM_MSG_ATTR(writer_pid, "Pid of the process that sent it."),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
+#undef XSHM_MSG_ATTR
 
 PyType_Slot message_slots[] = {
     {Py_tp_dealloc, reinterpret_cast<void*>(message_dealloc)},
     {Py_tp_repr, reinterpret_cast<void*>(message_repr)},
-    {Py_tp_members, message_members},
     {Py_tp_getset, message_getset},
+    {Py_tp_new, reinterpret_cast<void*>(message_new)},
     {Py_tp_doc, const_cast<char*>("One message received from a stream (a copy).")},
     {0, nullptr},
 };
@@ -87,35 +106,22 @@ py::object make_message(py::object data, const xshm::MessageInfo& info) {
   return py::reinterpret_steal<py::object>(o);
 }
 
-// ---- arguments in xshm's words ----
+// ---- arguments in xshm's words (args.hpp) ----
 
-std::uint64_t count_arg(const py::handle& o, const char* what) {
-  if (!PyLong_Check(o.ptr()) || PyBool_Check(o.ptr()))
-    throw py::type_error(std::string(what) + " must be an int, got " + Py_TYPE(o.ptr())->tp_name);
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
-  if (overflow != 0 || v < 0)
-    throw xshm::ArgumentError(std::string(what) + " must be an int from 0 to 2**63-1, got " +
-                              std::string(py::str(o)));
-  return static_cast<std::uint64_t>(v);
+py::object borrow(PyObject* o) { return py::reinterpret_borrow<py::object>(o); }
+
+/// A count (capacity, max_bytes, max_readers, max_n): an integer >= 0.
+std::uint64_t count_arg(PyObject* o, const char* name) {
+  if (!is_integer(o) || PyBool_Check(o))
+    throw py::type_error(std::string(name) + " must be an integer, not " + type_name(o));
+  return arg_u64(o, name);
 }
 
-std::optional<double> seconds_arg(PyObject* o, const char* what) {
-  if (o == nullptr || o == Py_None) return std::nullopt;
-  if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o)))
-    throw py::type_error(std::string(what) + " must be a number of seconds or None, got " +
-                         Py_TYPE(o)->tp_name);
-  const double v = PyFloat_AsDouble(o);
-  if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-  return v;
-}
-
-xshm::Backpressure backpressure_arg(const py::handle& o) {
-  if (!py::isinstance<py::str>(o)) throw py::type_error("backpressure must be 'block' or 'drop_oldest'");
-  const std::string v = py::str(o);
+xshm::Backpressure backpressure_arg(PyObject* o) {
+  const std::string v(arg_str(o, "backpressure", " ('block' or 'drop_oldest')"));
   if (v == "block") return xshm::Backpressure::block;
   if (v == "drop_oldest") return xshm::Backpressure::drop_oldest;
-  throw xshm::ArgumentError("backpressure must be 'block' or 'drop_oldest', got '" + v + "'");
+  throw xshm::ArgumentError("backpressure must be 'block' or 'drop_oldest', got " + repr_of(o));
 }
 
 const char* backpressure_name(xshm::Backpressure b) {
@@ -137,13 +143,13 @@ xshm::Dtype frame_dtype(const py::object& dtype) {
 std::vector<std::uint64_t> frame_shape(const py::object& shape) {
   std::vector<std::uint64_t> out;
   if (shape.is_none()) return out;
-  if (PyLong_Check(shape.ptr())) {
-    out.push_back(count_arg(shape, "shape"));
+  if (is_integer(shape.ptr()) && !PyBool_Check(shape.ptr())) {
+    out.push_back(count_arg(shape.ptr(), "shape"));
     return out;
   }
   if (!py::isinstance<py::sequence>(shape) || py::isinstance<py::str>(shape))
-    throw py::type_error("shape must be an int or a sequence of ints");
-  for (py::handle h : shape.cast<py::sequence>()) out.push_back(count_arg(h, "shape entries"));
+    throw py::type_error("shape must be an int or a sequence of ints, not " + type_name(shape.ptr()));
+  for (py::handle h : shape.cast<py::sequence>()) out.push_back(count_arg(h.ptr(), "shape entries"));
   return out;
 }
 
@@ -229,8 +235,7 @@ void payload_of(PyStream& ps, PyObject* data, Payload& p) {
 /// One or more payloads: tried once with the GIL held (small copies, nothing to wait for),
 /// then with it released, waiting up to `timeout`. Returns the sequence of the last.
 std::uint64_t send_payloads(PyStream& ps, const std::pair<const void*, std::size_t>* items, std::size_t n,
-                            std::size_t total, std::optional<double> timeout) {
-  const xshm::Timeout limit = timeout_arg(timeout);
+                            std::size_t total, xshm::Timeout limit) {
   xshm::Stream& st = ps.s();
   std::size_t done = 0;
   std::uint64_t last = 0;
@@ -289,17 +294,13 @@ py::object payload_from_buffer(const Frame& f, const std::vector<unsigned char>&
 }
 
 /// One message, or None when `timeout` passed (recv raises instead).
-py::object receive(PyReader& pr, std::optional<double> timeout, double spin) {
+py::object receive(PyReader& pr, xshm::Timeout limit, std::chrono::nanoseconds spin_ns) {
   if (pr.busy)
     throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
   xshm::StreamReader& r = pr.r();
   PySink sink{pr.frame(), py::object(), {}};
   if (r.try_visit(sink)) return make_message(std::move(sink.data), sink.info);
-  const xshm::Timeout limit = timeout_arg(timeout);
-  if (!(spin >= 0)) throw xshm::ArgumentError("spin must be >= 0");
   if (limit && limit->count() == 0) return py::none();
-  const auto spin_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(spin));
   std::vector<unsigned char>& buf = pr.buf();
   xshm::MessageInfo info;
   bool got = false;
@@ -321,175 +322,12 @@ py::object receive(PyReader& pr, std::optional<double> timeout, double spin) {
   return make_message(payload_from_buffer(pr.frame(), buf, static_cast<std::size_t>(info.size)), info);
 }
 
-[[noreturn]] void raise_no_message(const PyReader& pr, std::optional<double> timeout) {
+[[noreturn]] void raise_no_message(const PyReader& pr, xshm::Timeout limit) {
   throw xshm::WaitTimeoutError("no message on stream " + pr.name() + " within " +
-                               (timeout ? std::to_string(*timeout) + " s" : std::string("the timeout")));
+                               (limit ? xshm::format_duration(*limit) : std::string("the timeout")));
 }
 
-// ---- fast entry points ----
-
-template <class T>
-T* self_as(PyObject* self) {
-  auto* inst = reinterpret_cast<py::detail::instance*>(self);
-  if (inst->simple_layout) return static_cast<T*>(inst->simple_value_holder[0]);
-  return &py::handle(self).cast<T&>();
-}
-
-PyObject* fast_send(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return guarded([&]() -> py::object {
-    static const ArgSpec<2> spec("send", {"data", "timeout"}, 1);
-    PyObject* a[2];
-    spec.parse(args, nargs, kwnames, a);
-    PyStream& ps = *self_as<PyStream>(self);
-    Payload p;
-    payload_of(ps, a[0], p);
-    const std::pair<const void*, std::size_t> one{p.ptr, p.len};
-    return py::int_(send_payloads(ps, &one, 1, p.len, seconds_arg(a[1], "timeout")));
-  });
-}
-
-PyObject* fast_try_send(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return guarded([&]() -> py::object {
-    static const ArgSpec<1> spec("try_send", {"data"}, 1);
-    PyObject* a[1];
-    spec.parse(args, nargs, kwnames, a);
-    PyStream& ps = *self_as<PyStream>(self);
-    Payload p;
-    payload_of(ps, a[0], p);
-    return py::bool_(ps.s().try_send(p.ptr, p.len).has_value());
-  });
-}
-
-PyObject* fast_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return guarded([&]() -> py::object {
-    static const ArgSpec<2> spec("recv", {"timeout", "spin"}, 0);
-    PyObject* a[2];
-    spec.parse(args, nargs, kwnames, a);
-    PyReader& pr = *self_as<PyReader>(self);
-    const std::optional<double> timeout = seconds_arg(a[0], "timeout");
-    py::object m = receive(pr, timeout, seconds_arg(a[1], "spin").value_or(0.0));
-    if (m.is_none()) raise_no_message(pr, timeout);
-    return m;
-  });
-}
-
-PyObject* fast_try_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return guarded([&]() -> py::object {
-    static const ArgSpec<0> spec("try_recv", {}, 0);
-    spec.parse(args, nargs, kwnames, nullptr);
-    PyReader& pr = *self_as<PyReader>(self);
-    PySink sink{pr.frame(), py::object(), {}};
-    if (pr.busy)
-      throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
-    if (!pr.r().try_visit(sink)) return py::none();
-    return make_message(std::move(sink.data), sink.info);
-  });
-}
-
-PyObject* reader_next(PyObject* self) {
-  return guarded([&]() -> py::object {
-    PyReader& pr = *self_as<PyReader>(self);
-    if (pr.closed()) throw py::stop_iteration();
-    return receive(pr, std::nullopt, 0.0);
-  });
-}
-
-PyObject* reader_next_method(PyObject* self, PyObject*) { return reader_next(self); }
-
-PyMethodDef g_stream_fast[] = {
-    {"send", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_send)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "send($self, /, data, timeout=None)\n--\n\n"
-     "Send one message (bytes-like, or for a frame stream a numpy array of its dtype and shape);\n"
-     "return its sequence number. Under 'block', waits (GIL released, Ctrl-C honoured) while the\n"
-     "slowest reader is a full ring behind, up to `timeout` seconds (None: forever), then raises\n"
-     "StreamFullError (a TimeoutError). A message longer than max_bytes raises MessageTooLongError."},
-    {"try_send", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_try_send)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "try_send($self, /, data)\n--\n\nSend if there is room now; False (nothing sent) when a 'block' stream "
-     "is full."},
-    {nullptr, nullptr, 0, nullptr},
-};
-
-PyMethodDef g_reader_fast[] = {
-    {"recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_recv)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "recv($self, /, timeout=None, spin=0.0)\n--\n\n"
-     "The next message (a Message: data, seq, timestamp_ns, writer_pid). Waits on a futex with the\n"
-     "GIL released (Ctrl-C honoured) up to `timeout` seconds (None: forever), then raises\n"
-     "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are)."},
-    {"try_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fast_try_recv)),
-     METH_FASTCALL | METH_KEYWORDS, "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
-    {"__next__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(reader_next_method)),
-     METH_NOARGS, "__next__($self, /)\n--\n\nThe next message, waiting as long as it takes (recv())."},
-    {nullptr, nullptr, 0, nullptr},
-};
-
-template <class T>
-void install_fast(py::class_<T>& cls, PyMethodDef* defs) {
-  auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
-  for (PyMethodDef* def = defs; def->ml_name != nullptr; ++def) {
-    PyObject* descr = PyDescr_NewMethod(type, def);
-    if (descr == nullptr) throw py::error_already_set();
-    cls.attr(def->ml_name) = py::reinterpret_steal<py::object>(descr);
-  }
-}
-
-// ---- the classes' other methods ----
-
-std::unique_ptr<PyStream> create_stream(const std::string& name, const py::object& capacity,
-                                        const py::object& max_bytes, const py::object& dtype,
-                                        const py::object& shape, const py::object& backpressure,
-                                        const py::object& max_readers, const py::object& mode,
-                                        bool exist_ok) {
-  xshm::StreamOptions o;
-  o.capacity = count_arg(capacity, "capacity");
-  o.backpressure = backpressure_arg(backpressure);
-  o.max_readers =
-      static_cast<std::uint32_t>(std::min<std::uint64_t>(count_arg(max_readers, "max_readers"), UINT32_MAX));
-  const std::uint64_t m = count_arg(mode, "mode");
-  if (m > 0777) throw xshm::ArgumentError("mode must be a permission mask (at most 0o777)");
-  o.mode = static_cast<mode_t>(m);
-  o.exist_ok = exist_ok;
-  if (!dtype.is_none()) {
-    o.dtype = frame_dtype(dtype);
-    o.shape = frame_shape(shape);
-    std::uint64_t bytes = xshm::dtype_info(*o.dtype).itemsize;
-    for (std::uint64_t e : o.shape)
-      bytes = e == 0 ? 0 : (bytes > xshm::kMaxMessageBytes / e ? UINT64_MAX : bytes * e);
-    if (!max_bytes.is_none() && count_arg(max_bytes, "max_bytes") != bytes)
-      throw xshm::ArgumentError("max_bytes " + std::string(py::str(max_bytes)) +
-                                " does not match the frame (" + std::to_string(bytes) +
-                                " bytes of dtype and shape); leave it None");
-    o.max_bytes = bytes;
-  } else {
-    if (!shape.is_none())
-      throw xshm::ArgumentError("shape needs a dtype: Stream.create(..., dtype=..., shape=...)");
-    if (!max_bytes.is_none()) o.max_bytes = count_arg(max_bytes, "max_bytes");
-  }
-  xshm::Stream s;
-  {
-    py::gil_scoped_release nogil;
-    s = xshm::Stream::create(name, o);
-  }
-  Frame f = frame_of(s.geometry());
-  return std::make_unique<PyStream>(std::move(s), std::move(f));
-}
-
-std::unique_ptr<PyStream> open_stream(const std::string& name, bool readonly, const py::object& timeout) {
-  xshm::StreamOpenOptions o;
-  o.readonly = readonly;
-  const std::optional<double> t = seconds_arg(timeout.ptr(), "timeout");
-  if (t && !(*t >= 0)) throw xshm::ArgumentError("timeout must be >= 0 or None");
-  o.timeout = t ? xshm::from_seconds(*t) : xshm::Timeout{};
-  xshm::Stream s;
-  {
-    py::gil_scoped_release nogil;
-    s = xshm::Stream::open(name, o);
-  }
-  Frame f = frame_of(s.geometry());
-  return std::make_unique<PyStream>(std::move(s), std::move(f));
-}
+// ---- what tools read ----
 
 std::string stream_repr(PyStream& ps) {
   if (ps.closed()) return "<xshm.Stream (closed)>";
@@ -551,6 +389,512 @@ py::dict header_info(PyStream& ps) {
   return d;
 }
 
+// ---- the methods: METH_FASTCALL, every argument checked in xshm's words (args.hpp) ----
+
+template <class T>
+T* self_as(PyObject* self) {
+  auto* inst = reinterpret_cast<py::detail::instance*>(self);
+  if (inst->simple_layout) return static_cast<T*>(inst->simple_value_holder[0]);
+  return &py::handle(self).cast<T&>();
+}
+
+PyStream& stream_of(PyObject* self) { return *self_as<PyStream>(self); }
+PyReader& reader_of(PyObject* self) { return *self_as<PyReader>(self); }
+
+void check_not_busy(const PyReader& pr) {
+  if (pr.busy)
+    throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
+}
+
+PyObject* fast_create(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&] {
+    static const ArgSpec<9> spec("create",
+                                 {"name", "capacity", "max_bytes", "dtype", "shape", "backpressure",
+                                  "max_readers", "mode", "exist_ok"},
+                                 2);
+    PyObject* a[9];
+    spec.parse(args, nargs, kwnames, a);
+    const std::string name(arg_str(a[0], "name"));
+    xshm::StreamOptions o;
+    o.capacity = count_arg(a[1], "capacity");
+    if (a[5] != nullptr) o.backpressure = backpressure_arg(a[5]);
+    if (a[6] != nullptr)
+      o.max_readers =
+          static_cast<std::uint32_t>(std::min<std::uint64_t>(count_arg(a[6], "max_readers"), UINT32_MAX));
+    if (a[7] != nullptr) {
+      if (!is_integer(a[7]) || PyBool_Check(a[7]))
+        throw py::type_error("mode must be an int, a permission mask such as 0o600, not " + type_name(a[7]));
+      std::uint64_t m = 01000;
+      try {
+        m = arg_u64(a[7], "mode");
+      } catch (const xshm::ArgumentError&) {
+      }
+      if (m > 0777)
+        throw xshm::ArgumentError("mode must be a permission mask (at most 0o777), got " + repr_of(a[7]));
+      o.mode = static_cast<mode_t>(m);
+    }
+    o.exist_ok = a[8] != nullptr && arg_bool(a[8], "exist_ok");
+    const bool has_dtype = a[3] != nullptr && a[3] != Py_None;
+    const bool has_shape = a[4] != nullptr && a[4] != Py_None;
+    const bool has_max = a[2] != nullptr && a[2] != Py_None;
+    if (has_dtype) {
+      o.dtype = frame_dtype(borrow(a[3]));
+      o.shape = frame_shape(has_shape ? borrow(a[4]) : py::object(py::tuple()));
+      std::uint64_t bytes = xshm::dtype_info(*o.dtype).itemsize;
+      for (std::uint64_t e : o.shape)
+        bytes = e == 0 ? 0 : (bytes > xshm::kMaxMessageBytes / e ? UINT64_MAX : bytes * e);
+      if (has_max && count_arg(a[2], "max_bytes") != bytes)
+        throw xshm::ArgumentError("max_bytes " + repr_of(a[2]) + " does not match the frame (" +
+                                  std::to_string(bytes) + " bytes of its dtype and shape); leave it None");
+      o.max_bytes = bytes;
+    } else {
+      if (has_shape)
+        throw xshm::ArgumentError("shape needs a dtype: Stream.create(name, capacity, dtype=..., shape=...)");
+      if (has_max) o.max_bytes = count_arg(a[2], "max_bytes");
+    }
+    xshm::Stream s;
+    {
+      py::gil_scoped_release nogil;
+      s = xshm::Stream::create(name, o);
+    }
+    Frame f = frame_of(s.geometry());
+    return py::cast(std::make_unique<PyStream>(std::move(s), std::move(f)));
+  });
+}
+
+PyObject* fast_open(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&] {
+    static const ArgSpec<3> spec("open", {"name", "readonly", "timeout"}, 1);
+    PyObject* a[3];
+    spec.parse(args, nargs, kwnames, a);
+    const std::string name(arg_str(a[0], "name"));
+    xshm::StreamOpenOptions o;
+    o.readonly = a[1] != nullptr && arg_bool(a[1], "readonly");
+    o.timeout = a[2] == nullptr ? xshm::Timeout{std::chrono::nanoseconds{0}} : arg_timeout(a[2]);
+    xshm::Stream s;
+    {
+      py::gil_scoped_release nogil;
+      s = xshm::Stream::open(name, o);
+    }
+    Frame f = frame_of(s.geometry());
+    return py::cast(std::make_unique<PyStream>(std::move(s), std::move(f)));
+  });
+}
+
+PyObject* fast_send(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<2> spec("send", {"data", "timeout"}, 1);
+    PyObject* a[2];
+    spec.parse(args, nargs, kwnames, a);
+    PyStream& ps = stream_of(self);
+    const xshm::Timeout limit = arg_timeout(a[1]);
+    Payload p;
+    payload_of(ps, a[0], p);
+    const std::pair<const void*, std::size_t> one{p.ptr, p.len};
+    return py::int_(send_payloads(ps, &one, 1, p.len, limit));
+  });
+}
+
+PyObject* fast_try_send(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<1> spec("try_send", {"data"}, 1);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    PyStream& ps = stream_of(self);
+    Payload p;
+    payload_of(ps, a[0], p);
+    return py::bool_(ps.s().try_send(p.ptr, p.len).has_value());
+  });
+}
+
+PyObject* fast_send_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<2> spec("send_many", {"items", "timeout"}, 1);
+    PyObject* a[2];
+    spec.parse(args, nargs, kwnames, a);
+    PyStream& ps = stream_of(self);
+    const xshm::Timeout limit = arg_timeout(a[1]);
+    if (PyUnicode_Check(a[0]) || PyBytes_Check(a[0]) || PyByteArray_Check(a[0]))
+      throw py::type_error("send_many takes an iterable of messages (a list of bytes), not one " +
+                           type_name(a[0]));
+    py::object it = py::reinterpret_steal<py::object>(PyObject_GetIter(a[0]));
+    if (!it) {
+      PyErr_Clear();
+      throw py::type_error("send_many takes an iterable of messages, not " + type_name(a[0]));
+    }
+    std::deque<Payload> keep;
+    std::vector<std::pair<const void*, std::size_t>> parts;
+    std::size_t total = 0;
+    while (PyObject* item = PyIter_Next(it.ptr())) {
+      py::object hold = py::reinterpret_steal<py::object>(item);
+      Payload& p = keep.emplace_back();
+      p.keep = hold;
+      payload_of(ps, item, p);
+      parts.emplace_back(p.ptr, p.len);
+      total += p.len;
+    }
+    if (PyErr_Occurred()) throw py::error_already_set();
+    if (parts.empty()) throw xshm::ArgumentError("send_many: no messages");
+    return py::int_(send_payloads(ps, parts.data(), parts.size(), total, limit));
+  });
+}
+
+PyObject* fast_reader(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<1> spec("reader", {"start"}, 0);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    PyStream& ps = stream_of(self);
+    xshm::Start start = xshm::Start::oldest;
+    if (a[0] != nullptr) {
+      const std::string v(arg_str(a[0], "start", " ('oldest' or 'latest')"));
+      if (v == "latest")
+        start = xshm::Start::latest;
+      else if (v != "oldest")
+        throw xshm::ArgumentError("start must be 'oldest' or 'latest', got " + repr_of(a[0]));
+    }
+    xshm::Stream& s = ps.s();
+    xshm::Stream local = s;
+    xshm::StreamReader r;
+    {
+      py::gil_scoped_release nogil;
+      r = local.reader(start);
+    }
+    return py::cast(std::make_unique<PyReader>(std::move(r), ps.frame(), local.name(), local.max_bytes()));
+  });
+}
+
+template <class F>
+PyObject* no_args(const char* fname, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, F&& f) {
+  return guarded([&]() -> py::object {
+    const ArgSpec<0> spec(fname, {}, 0);
+    spec.parse(args, nargs, kwnames, nullptr);
+    return f();
+  });
+}
+
+PyObject* fast_stream_close(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("close", args, nargs, kwnames, [&] {
+    stream_of(self).close();
+    return py::none();
+  });
+}
+
+PyObject* fast_unlink(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("unlink", args, nargs, kwnames, [&] {
+    stream_of(self).s().unlink();
+    return py::none();
+  });
+}
+
+PyObject* fast_readers(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("readers", args, nargs, kwnames,
+                 [&]() -> py::object { return readers_info(stream_of(self)); });
+}
+
+PyObject* fast_header(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("header", args, nargs, kwnames,
+                 [&]() -> py::object { return header_info(stream_of(self)); });
+}
+
+PyObject* fast_enter(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("__enter__", args, nargs, kwnames, [&] { return py::reinterpret_borrow<py::object>(self); });
+}
+
+PyObject* fast_stream_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject*) {
+  return guarded([&] {
+    if (nargs != 3) throw py::type_error("__exit__() takes 3 arguments (exc_type, exc_value, traceback)");
+    (void)args;
+    stream_of(self).close();
+    return py::bool_(false);
+  });
+}
+
+PyObject* fast_stream_repr(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("__repr__", args, nargs, kwnames,
+                 [&]() -> py::object { return py::str(stream_repr(stream_of(self))); });
+}
+
+PyObject* fast_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<2> spec("recv", {"timeout", "spin"}, 0);
+    PyObject* a[2];
+    spec.parse(args, nargs, kwnames, a);
+    PyReader& pr = reader_of(self);
+    const xshm::Timeout limit = arg_timeout(a[0]);
+    py::object m = receive(pr, limit, arg_duration(a[1], "spin"));
+    if (m.is_none()) raise_no_message(pr, limit);
+    return m;
+  });
+}
+
+PyObject* fast_try_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("try_recv", args, nargs, kwnames, [&]() -> py::object {
+    PyReader& pr = reader_of(self);
+    check_not_busy(pr);
+    PySink sink{pr.frame(), py::object(), {}};
+    if (!pr.r().try_visit(sink)) return py::none();
+    return make_message(std::move(sink.data), sink.info);
+  });
+}
+
+PyObject* fast_recv_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<2> spec("recv_many", {"max_n", "timeout"}, 1);
+    PyObject* a[2];
+    spec.parse(args, nargs, kwnames, a);
+    PyReader& pr = reader_of(self);
+    const std::uint64_t n = count_arg(a[0], "max_n");
+    const xshm::Timeout limit = arg_timeout(a[1]);
+    py::list out;
+    if (n == 0) return std::move(out);
+    py::object first = receive(pr, limit, std::chrono::nanoseconds{0});
+    if (first.is_none()) return std::move(out);
+    out.append(first);
+    while (out.size() < n) {
+      PySink sink{pr.frame(), py::object(), {}};
+      if (!pr.r().try_visit(sink)) break;
+      out.append(make_message(std::move(sink.data), sink.info));
+    }
+    return std::move(out);
+  });
+}
+
+PyObject* fast_reader_close(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("close", args, nargs, kwnames, [&] {
+    PyReader& pr = reader_of(self);
+    check_not_busy(pr);
+    if (!pr.closed()) pr.r().close();
+    return py::none();
+  });
+}
+
+PyObject* fast_reader_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject*) {
+  return guarded([&] {
+    if (nargs != 3) throw py::type_error("__exit__() takes 3 arguments (exc_type, exc_value, traceback)");
+    (void)args;
+    PyReader& pr = reader_of(self);
+    if (!pr.closed() && !pr.busy) pr.r().close();
+    return py::bool_(false);
+  });
+}
+
+PyObject* fast_iter(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("__iter__", args, nargs, kwnames, [&] { return py::reinterpret_borrow<py::object>(self); });
+}
+
+PyObject* reader_next(PyObject* self) {
+  return guarded([&]() -> py::object {
+    PyReader& pr = reader_of(self);
+    if (pr.closed()) throw py::stop_iteration();
+    return receive(pr, std::nullopt, std::chrono::nanoseconds{0});
+  });
+}
+
+PyObject* fast_next(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  PyObject* r = no_args("__next__", args, nargs, kwnames, [&] { return py::none(); });
+  if (r == nullptr) return nullptr;
+  Py_DECREF(r);
+  return reader_next(self);
+}
+
+PyObject* fast_reader_repr(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("__repr__", args, nargs, kwnames, [&]() -> py::object {
+    PyReader& pr = reader_of(self);
+    if (pr.closed()) return py::str("<xshm.StreamReader (closed)>");
+    return py::str("<xshm.StreamReader " + pr.name() + " cursor=" + std::to_string(pr.r().cursor()) +
+                   " lag=" + std::to_string(pr.r().lag()) + " lost=" + std::to_string(pr.r().lost()) + ">");
+  });
+}
+
+constexpr int kFast = METH_FASTCALL | METH_KEYWORDS;
+
+PyMethodDef g_stream_statics[] = {
+    {"create", fastcall_fn(fast_create), kFast,
+     "create(name, capacity, max_bytes=None, dtype=None, shape=None, backpressure='block', max_readers=16, "
+     "mode=384, exist_ok=False)\n--\n\n"
+     "Create a stream of `capacity` messages (exclusive; owner-only 0o600 unless `mode` says\n"
+     "otherwise; pages reserved up front). A segment of that name that exists already is\n"
+     "FileExistsError, unless exist_ok=True (LayoutError naming what differs if its layout does).\n\n"
+     "max_bytes: the largest message in bytes (default 1024). dtype/shape: a frame stream, whose\n"
+     "messages are numpy arrays of that dtype and shape (max_bytes follows; shape () is one value).\n"
+     "backpressure: 'block' (writers wait while the slowest reader is a full ring behind; with no\n"
+     "reader attached nothing waits: the last `capacity` messages are kept and what is overwritten\n"
+     "counts in `dropped`) or 'drop_oldest' (writers never wait; a lapped reader counts what it lost)."},
+    {"open", fastcall_fn(fast_open), kFast,
+     "open(name, readonly=False, timeout=0)\n--\n\n"
+     "Open an existing stream, validating every header field against the mapping.\n"
+     "readonly: may receive, may not send. timeout: seconds to wait for it to appear (None: forever)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyMethodDef g_stream_methods[] = {
+    {"send", fastcall_fn(fast_send), kFast,
+     "send($self, /, data, timeout=None)\n--\n\n"
+     "Send one message (bytes-like, or for a frame stream a numpy array of its dtype and shape);\n"
+     "return its sequence number. Under 'block', waits (GIL released, Ctrl-C honoured) while the\n"
+     "slowest reader is a full ring behind, up to `timeout` seconds (None: forever), then raises\n"
+     "StreamFullError (a TimeoutError). A message longer than max_bytes raises MessageTooLongError."},
+    {"try_send", fastcall_fn(fast_try_send), kFast,
+     "try_send($self, /, data)\n--\n\nSend if there is room now; False (nothing sent) when a 'block' stream "
+     "is full."},
+    {"send_many", fastcall_fn(fast_send_many), kFast,
+     "send_many($self, /, items, timeout=None)\n--\n\n"
+     "Send every item in order, claiming as many slots at once as there is room for; return the\n"
+     "sequence number of the last. On timeout, StreamFullError says how many were sent."},
+    {"reader", fastcall_fn(fast_reader), kFast,
+     "reader($self, /, start='oldest')\n--\n\n"
+     "Attach a new reader with its own cursor: at the oldest message the ring still holds, or at\n"
+     "the next one sent ('latest'). Under 'block' it gates writers until closed."},
+    {"close", fastcall_fn(fast_stream_close), kFast,
+     "close($self, /)\n--\n\nUnmap this handle (its readers keep the mapping). Never unlinks."},
+    {"unlink", fastcall_fn(fast_unlink), kFast,
+     "unlink($self, /)\n--\n\nRemove the stream's name, if it still names this stream."},
+    {"readers", fastcall_fn(fast_readers), kFast,
+     "readers($self, /)\n--\n\n"
+     "The attached readers as dicts (index, pid, cursor, lag, lost, received, attached_ns, alive),\n"
+     "read without taking any lock. For tools such as xshm inspect."},
+    {"header", fastcall_fn(fast_header), kFast,
+     "header($self, /)\n--\n\nThe header's fields as a dict, read without taking any lock."},
+    {"__enter__", fastcall_fn(fast_enter), kFast, "__enter__($self, /)\n--\n\n"},
+    {"__exit__", fastcall_fn(fast_stream_exit), kFast,
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\nClose the handle."},
+    {"__repr__", fastcall_fn(fast_stream_repr), kFast, "__repr__($self, /)\n--\n\n"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyMethodDef g_reader_methods[] = {
+    {"recv", fastcall_fn(fast_recv), kFast,
+     "recv($self, /, timeout=None, spin=0.0)\n--\n\n"
+     "The next message (a Message: data, seq, timestamp_ns, writer_pid). Waits on a futex with the\n"
+     "GIL released (Ctrl-C honoured) up to `timeout` seconds (None: forever), then raises\n"
+     "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are)."},
+    {"try_recv", fastcall_fn(fast_try_recv), kFast,
+     "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
+    {"recv_many", fastcall_fn(fast_recv_many), kFast,
+     "recv_many($self, /, max_n, timeout=None)\n--\n\n"
+     "Wait up to `timeout` for one message, then take every message already there, up to `max_n`;\n"
+     "a list (empty when the timeout passed)."},
+    {"close", fastcall_fn(fast_reader_close), kFast,
+     "close($self, /)\n--\n\nDetach: a 'block' writer stops waiting for this reader. Idempotent."},
+    {"__enter__", fastcall_fn(fast_enter), kFast, "__enter__($self, /)\n--\n\n"},
+    {"__exit__", fastcall_fn(fast_reader_exit), kFast,
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\nClose the reader."},
+    {"__iter__", fastcall_fn(fast_iter), kFast, "__iter__($self, /)\n--\n\n"},
+    {"__next__", fastcall_fn(fast_next), kFast,
+     "__next__($self, /)\n--\n\nThe next message, waiting as long as it takes (recv())."},
+    {"__repr__", fastcall_fn(fast_reader_repr), kFast, "__repr__($self, /)\n--\n\n"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+// ---- attributes: read-only, each refusing a set with its reason ----
+
+template <class Fn>
+PyObject* stream_get(PyObject* self, Fn fn) {
+  return guarded([&]() -> py::object { return fn(stream_of(self)); });
+}
+template <class Fn>
+PyObject* reader_get(PyObject* self, Fn fn) {
+  return guarded([&]() -> py::object { return fn(reader_of(self)); });
+}
+
+#define XSHM_SGET(attr, expr)                                                 \
+  PyObject* sget_##attr(PyObject* self, void*) {                              \
+    return stream_get(self, [](PyStream& ps) -> py::object { return expr; }); \
+  }
+XSHM_SGET(closed, py::bool_(ps.closed()))
+XSHM_SGET(name, py::str(ps.s().name()))
+XSHM_SGET(capacity, py::int_(ps.s().capacity()))
+XSHM_SGET(max_bytes, py::int_(ps.s().max_bytes()))
+XSHM_SGET(dtype, (ps.s(), ps.frame().dtype))
+XSHM_SGET(shape, (ps.s(), shape_tuple(ps.frame())))
+XSHM_SGET(backpressure, py::str(backpressure_name(ps.s().backpressure())))
+XSHM_SGET(max_readers, py::int_(ps.s().max_readers()))
+XSHM_SGET(readonly, py::bool_(ps.s().readonly()))
+XSHM_SGET(head, py::int_(ps.s().head()))
+XSHM_SGET(dropped, py::int_(ps.s().dropped()))
+XSHM_SGET(abandoned, py::int_(ps.s().abandoned()))
+XSHM_SGET(nbytes, py::int_(ps.s().geometry().total_size))
+#undef XSHM_SGET
+
+#define XSHM_RGET(attr, expr)                                                 \
+  PyObject* rget_##attr(PyObject* self, void*) {                              \
+    return reader_get(self, [](PyReader& pr) -> py::object { return expr; }); \
+  }
+XSHM_RGET(closed, py::bool_(pr.closed()))
+XSHM_RGET(lost, py::int_(pr.r().lost()))
+XSHM_RGET(lag, py::int_(pr.r().lag()))
+XSHM_RGET(received, py::int_(pr.r().received()))
+XSHM_RGET(cursor, py::int_(pr.r().cursor()))
+#undef XSHM_RGET
+
+#define XSHM_SRO(attr, doc, why) \
+  { #attr, sget_##attr, refuse_set, doc, const_cast < char*>("Stream." #attr " cannot be changed" why) }
+#define XSHM_RRO(attr, doc, why) \
+  { #attr, rget_##attr, refuse_set, doc, const_cast < char*>("StreamReader." #attr " cannot be changed" why) }
+
+PyGetSetDef g_stream_getset[] = {
+    XSHM_SRO(closed, "True after close().", ": call close()"),
+    XSHM_SRO(name, "The canonical name, with its leading '/'.",
+             ": a stream's name is fixed when it is created"),
+    XSHM_SRO(capacity, "Messages the ring holds.", ": a stream's layout is fixed when it is created"),
+    XSHM_SRO(max_bytes, "The largest message, in bytes.", ": a stream's layout is fixed when it is created"),
+    XSHM_SRO(dtype, "A frame stream's numpy dtype; None for a byte stream.",
+             ": a stream's layout is fixed when it is created"),
+    XSHM_SRO(shape, "A frame stream's shape; None for a byte stream.",
+             ": a stream's layout is fixed when it is created"),
+    XSHM_SRO(backpressure, "'block' or 'drop_oldest'.", ": a stream's layout is fixed when it is created"),
+    XSHM_SRO(max_readers, "Readers that can be attached at once.",
+             ": a stream's layout is fixed when it is created"),
+    XSHM_SRO(readonly, "True when opened with readonly=True.", ": it is chosen when the handle is opened"),
+    XSHM_SRO(head, "The sequence number the next message will get.", ": sending moves it"),
+    XSHM_SRO(dropped, "Messages overwritten while no reader was attached.", ": the writers count it"),
+    XSHM_SRO(abandoned, "Messages lost with a writer that died between its claim and its commit.",
+             ": the stream counts it"),
+    XSHM_SRO(nbytes, "Size of the segment in bytes.", ": a stream's layout is fixed when it is created"),
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyGetSetDef g_reader_getset[] = {
+    XSHM_RRO(closed, "True after close().", ": call close()"),
+    XSHM_RRO(lost,
+             "Messages this reader skipped: overwritten before it got to them ('drop_oldest'),\n"
+             "or abandoned by a writer that died between its claim and its commit.",
+             ": the reader counts it"),
+    XSHM_RRO(lag, "Messages sent (or being sent) that this reader has not taken yet.",
+             ": receiving moves it"),
+    XSHM_RRO(received, "Messages this reader has taken.", ": the reader counts it"),
+    XSHM_RRO(cursor, "The sequence number of the next message it takes.", ": receiving moves it"),
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+#undef XSHM_SRO
+#undef XSHM_RRO
+
+PyObject* fast_segment_kind(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<1> spec("segment_kind", {"name"}, 1);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    const std::string canon = xshm::normalize_name(arg_str(a[0], "name"));
+    xshm::Fd fd = xshm::detail::shm_open_checked(canon, O_RDONLY, 0);
+    const std::uint64_t size = xshm::detail::file_size(fd.get());
+    if (size < xshm::kHeaderSize) return py::str("unknown");
+    xshm::Mapping m = xshm::Mapping::map(fd.get(), xshm::kHeaderSize, false);
+    switch (xshm::peek_kind(m.data(), xshm::kHeaderSize)) {
+      case xshm::SegmentKind::record:
+        return py::str("record");
+      case xshm::SegmentKind::stream:
+        return py::str("stream");
+      default:
+        return py::str("unknown");
+    }
+  });
+}
+
+PyMethodDef g_kind_def = {"segment_kind", fastcall_fn(fast_segment_kind), kFast,
+                          "segment_kind(name)\n--\n\n"
+                          "'record', 'stream' or 'unknown', from the segment's first page (no validation)."};
+
 }  // namespace
 
 void register_stream(py::module_& mod) {
@@ -563,185 +907,19 @@ void register_stream(py::module_& mod) {
       mod, "StreamReader",
       "One reader of a stream: its own cursor, every message in order from where it "
       "started. Made by Stream.reader().");
-  reader_cls
-      .def(
-          "recv_many",
-          [](PyReader& pr, const py::object& max_n, const py::object& timeout) {
-            const std::uint64_t n = count_arg(max_n, "max_n");
-            py::list out;
-            if (n == 0) return out;
-            const std::optional<double> t = seconds_arg(timeout.ptr(), "timeout");
-            py::object first = receive(pr, t, 0.0);
-            if (first.is_none()) return out;
-            out.append(first);
-            while (out.size() < n) {
-              PySink sink{pr.frame(), py::object(), {}};
-              if (!pr.r().try_visit(sink)) break;
-              out.append(make_message(std::move(sink.data), sink.info));
-            }
-            return out;
-          },
-          py::arg("max_n"), py::arg("timeout") = py::none(),
-          "Wait up to `timeout` for one message, then take every message already there, up to\n"
-          "`max_n`; a list (empty when the timeout passed).")
-      .def(
-          "close",
-          [](PyReader& pr) {
-            if (!pr.closed()) pr.r().close();
-          },
-          "Detach: a 'block' writer stops waiting for this reader. Idempotent.")
-      .def_property_readonly("closed", &PyReader::closed, "True after close().")
-      .def_property_readonly(
-          "lost", [](PyReader& pr) { return pr.r().lost(); },
-          "Messages this reader skipped: overwritten before it got to them ('drop_oldest'),\n"
-          "or abandoned by a writer that died between its claim and its commit.")
-      .def_property_readonly(
-          "lag", [](PyReader& pr) { return pr.r().lag(); },
-          "Messages sent (or being sent) that this reader has not taken yet.")
-      .def_property_readonly(
-          "received", [](PyReader& pr) { return pr.r().received(); }, "Messages this reader has taken.")
-      .def_property_readonly(
-          "cursor", [](PyReader& pr) { return pr.r().cursor(); },
-          "The sequence number of the next message it takes.")
-      .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__",
-           [](PyReader& pr, const py::object&, const py::object&, const py::object&) {
-             if (!pr.closed()) pr.r().close();
-             return false;
-           })
-      .def("__iter__", [](py::object self) { return self; })
-      .def("__repr__", [](PyReader& pr) {
-        if (pr.closed()) return std::string("<xshm.StreamReader (closed)>");
-        return "<xshm.StreamReader " + pr.name() + " cursor=" + std::to_string(pr.r().cursor()) +
-               " lag=" + std::to_string(pr.r().lag()) + " lost=" + std::to_string(pr.r().lost()) + ">";
-      });
-  install_fast(reader_cls, g_reader_fast);
+  install(reader_cls, g_reader_methods, nullptr, g_reader_getset);
   reinterpret_cast<PyTypeObject*>(reader_cls.ptr())->tp_iternext = reader_next;
 
   py::class_<PyStream> cls(mod, "Stream",
                            "A stream: every message, in order, through a ring in shared memory. Any number\n"
                            "of writers and readers (each reader has its own cursor).");
-  cls.def_static("create", &create_stream, py::arg("name"), py::arg("capacity"),
-                 py::arg("max_bytes") = py::none(), py::arg("dtype") = py::none(),
-                 py::arg("shape") = py::none(), py::arg("backpressure") = "block",
-                 py::arg("max_readers") = 16, py::arg("mode") = 0600, py::arg("exist_ok") = false,
-                 "Create a stream of `capacity` messages (exclusive; owner-only 0600 unless `mode`\n"
-                 "says otherwise; pages reserved up front).\n\n"
-                 "max_bytes: the largest message in bytes (default 1024). dtype/shape: a frame stream,\n"
-                 "whose messages are numpy arrays of that dtype and shape (max_bytes follows).\n"
-                 "backpressure: 'block' (writers wait while the slowest reader is a full ring behind;\n"
-                 "with no reader attached nothing waits: the last `capacity` messages are kept and what\n"
-                 "is overwritten counts in `dropped`) or 'drop_oldest' (writers never wait; a lapped\n"
-                 "reader counts what it lost).\n"
-                 "exist_ok: attach to an existing stream of the same layout (LayoutError if it differs).")
-      .def_static("open", &open_stream, py::arg("name"), py::arg("readonly") = false, py::arg("timeout") = 0,
-                  "Open an existing stream, validating every header field against the mapping.\n"
-                  "readonly: may receive, may not send. timeout: seconds to wait for it to appear.")
-      .def(
-          "reader",
-          [](PyStream& ps, const py::object& start) {
-            if (!py::isinstance<py::str>(start)) throw py::type_error("start must be 'oldest' or 'latest'");
-            const std::string v = py::str(start);
-            if (v != "oldest" && v != "latest")
-              throw xshm::ArgumentError("start must be 'oldest' or 'latest', got '" + v + "'");
-            xshm::Stream& s = ps.s();
-            xshm::StreamReader r;
-            {
-              py::gil_scoped_release nogil;
-              r = s.reader(v == "oldest" ? xshm::Start::oldest : xshm::Start::latest);
-            }
-            return PyReader(std::move(r), ps.frame(), s.name(), s.max_bytes());
-          },
-          py::arg("start") = "oldest",
-          "Attach a new reader with its own cursor: at the oldest message the ring still holds,\n"
-          "or at the next one sent ('latest'). Under 'block' it gates writers until closed.")
-      .def(
-          "send_many",
-          [](PyStream& ps, const py::iterable& items, const py::object& timeout) {
-            std::deque<Payload> keep;
-            std::vector<std::pair<const void*, std::size_t>> parts;
-            std::size_t total = 0;
-            for (py::handle h : items) {
-              Payload& p = keep.emplace_back();
-              payload_of(ps, h.ptr(), p);
-              parts.emplace_back(p.ptr, p.len);
-              total += p.len;
-            }
-            if (parts.empty()) throw xshm::ArgumentError("send_many: no messages");
-            return send_payloads(ps, parts.data(), parts.size(), total,
-                                 seconds_arg(timeout.ptr(), "timeout"));
-          },
-          py::arg("items"), py::arg("timeout") = py::none(),
-          "Send every item in order, claiming as many slots at once as there is room for; returns\n"
-          "the sequence number of the last. On timeout, StreamFullError says how many were sent.")
-      .def("close", &PyStream::close, "Unmap this handle (its readers keep the mapping). Never unlinks.")
-      .def(
-          "unlink", [](PyStream& ps) { ps.s().unlink(); },
-          "Remove the stream's name, if it still names this stream.")
-      .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__",
-           [](PyStream& ps, const py::object&, const py::object&, const py::object&) {
-             ps.close();
-             return false;
-           })
-      .def_property_readonly("closed", &PyStream::closed, "True after close().")
-      .def_property_readonly(
-          "name", [](PyStream& ps) { return ps.s().name(); }, "The canonical name, with its '/'.")
-      .def_property_readonly(
-          "capacity", [](PyStream& ps) { return ps.s().capacity(); }, "Messages the ring holds.")
-      .def_property_readonly(
-          "max_bytes", [](PyStream& ps) { return ps.s().max_bytes(); }, "The largest message, in bytes.")
-      .def_property_readonly(
-          "dtype", [](PyStream& ps) { return ps.s(), ps.frame().dtype; },
-          "A frame stream's numpy dtype; None for a byte stream.")
-      .def_property_readonly(
-          "shape", [](PyStream& ps) { return ps.s(), shape_tuple(ps.frame()); },
-          "A frame stream's shape; None for a byte stream.")
-      .def_property_readonly(
-          "backpressure", [](PyStream& ps) { return backpressure_name(ps.s().backpressure()); },
-          "'block' or 'drop_oldest'.")
-      .def_property_readonly(
-          "max_readers", [](PyStream& ps) { return ps.s().max_readers(); },
-          "Readers that can be attached at once.")
-      .def_property_readonly(
-          "readonly", [](PyStream& ps) { return ps.s().readonly(); }, "True when opened with readonly=True.")
-      .def_property_readonly(
-          "head", [](PyStream& ps) { return ps.s().head(); },
-          "The sequence number the next message will get.")
-      .def_property_readonly(
-          "dropped", [](PyStream& ps) { return ps.s().dropped(); },
-          "Messages overwritten while no reader was attached.")
-      .def_property_readonly(
-          "abandoned", [](PyStream& ps) { return ps.s().abandoned(); },
-          "Messages lost with a writer that died between its claim and its commit.")
-      .def_property_readonly(
-          "nbytes", [](PyStream& ps) { return ps.s().geometry().total_size; },
-          "Size of the segment in bytes.")
-      .def("readers", &readers_info,
-           "The attached readers as dicts (index, pid, cursor, lag, lost, received, attached_ns,\n"
-           "alive), read without taking any lock. For tools such as xshm inspect.")
-      .def("header", &header_info, "The header's fields as a dict, read without taking any lock.")
-      .def("__repr__", &stream_repr);
-  install_fast(cls, g_stream_fast);
+  install(cls, g_stream_methods, g_stream_statics, g_stream_getset);
 
-  mod.def(
-      "segment_kind",
-      [](const std::string& name) {
-        const std::string canon = xshm::normalize_name(name);
-        xshm::Fd fd = xshm::detail::shm_open_checked(canon, O_RDONLY, 0);
-        const std::uint64_t size = xshm::detail::file_size(fd.get());
-        if (size < xshm::kHeaderSize) return std::string("unknown");
-        xshm::Mapping m = xshm::Mapping::map(fd.get(), xshm::kHeaderSize, false);
-        switch (xshm::peek_kind(m.data(), xshm::kHeaderSize)) {
-          case xshm::SegmentKind::record:
-            return std::string("record");
-          case xshm::SegmentKind::stream:
-            return std::string("stream");
-          default:
-            return std::string("unknown");
-        }
-      },
-      py::arg("name"), "'record', 'stream' or 'unknown', from the segment's first page (no validation).");
+  py::object module_name = mod.attr("__name__");
+  py::object fn =
+      py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_kind_def, nullptr, module_name.ptr()));
+  if (!fn) throw py::error_already_set();
+  mod.attr("segment_kind") = fn;
 }
 
 }  // namespace xshm_py
