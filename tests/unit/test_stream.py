@@ -593,3 +593,98 @@ def test_bad_create_arguments(seg_name: str) -> None:
     with pytest.raises(xshm.ArgumentError, match="mode"):
         xshm.Stream.create(seg_name, 4, mode=0o1777)
     assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_limits_are_arguments_errors_naming_the_value(seg_name: str) -> None:
+    with pytest.raises(xshm.ArgumentError, match=r"capacity must be 1 to 2\*\*30.*got 1073741825"):
+        xshm.Stream.create(seg_name, 2**30 + 1)
+    with pytest.raises(xshm.ArgumentError, match=r"max_bytes must be 1 to 2\*\*30.*got 0"):
+        xshm.Stream.create(seg_name, 4, max_bytes=0)
+    with pytest.raises(xshm.ArgumentError, match="max_readers must be 1 to 1024, got 0"):
+        xshm.Stream.create(seg_name, 4, max_readers=0)
+    with pytest.raises(xshm.ArgumentError, match="max_readers must be 1 to 1024, got 1025"):
+        xshm.Stream.create(seg_name, 4, max_readers=1025)
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_max_readers_beyond_32_bits_is_named_as_given(seg_name: str) -> None:
+    with pytest.raises(xshm.ArgumentError, match="max_readers must be 1 to 1024, got 4294967296"):
+        xshm.Stream.create(seg_name, 4, max_readers=2**32)
+
+
+def test_negative_or_nan_timeouts_are_refused(stream: xshm.Stream) -> None:
+    r = stream.reader()
+    for bad in (-1, -0.5, float("nan")):
+        with pytest.raises(xshm.ArgumentError, match="timeout must be >= 0"):
+            r.recv(timeout=bad)
+        with pytest.raises(xshm.ArgumentError, match="timeout must be >= 0"):
+            stream.send(b"x", timeout=bad)
+    assert stream.head == 0
+
+
+def test_exist_ok_tells_frames_apart_naming_both(seg_name: str) -> None:
+    with xshm.Stream.create(seg_name, 2, dtype="float32", shape=(2, 3)):
+        with pytest.raises(xshm.LayoutError, match=r"float32\(2, 3\) there, float32\(3, 2\) asked"):
+            xshm.Stream.create(seg_name, 2, dtype="float32", shape=(3, 2), exist_ok=True)
+        with pytest.raises(xshm.LayoutError, match=r"float32\(2, 3\) there, bytes asked"):
+            xshm.Stream.create(seg_name, 2, max_bytes=24, exist_ok=True)
+        with xshm.Stream.create(seg_name, 2, dtype="float32", shape=(2, 3), exist_ok=True) as same:
+            assert same.shape == (2, 3)
+
+
+def test_scalar_and_bool_frames(seg_name: str) -> None:
+    with xshm.Stream.create(seg_name, 2, dtype="int32", shape=()) as s, s.reader() as r:
+        assert (s.shape, s.max_bytes) == ((), 4)
+        s.send(np.array(-5, dtype=np.int32))
+        m = r.recv(timeout=5)
+        assert m.data.shape == () and int(m.data) == -5
+    xshm.unlink(seg_name)
+    with xshm.Stream.create(seg_name, 2, dtype=bool, shape=3) as s, s.reader() as r:
+        s.send(np.array([True, False, True]))
+        assert r.recv(timeout=5).data.tolist() == [True, False, True]
+        with pytest.raises(xshm.DtypeError, match=r"dtype >i4"):
+            s.send(np.array([1, 0, 1], dtype=">i4"))
+    xshm.unlink(seg_name)
+    with pytest.raises(xshm.DtypeError, match="big-endian"):
+        xshm.Stream.create(seg_name, 2, dtype=">i4", shape=3)
+
+
+def test_send_many_from_a_failing_generator_sends_nothing(stream: xshm.Stream) -> None:
+    def items() -> Iterator[bytes]:
+        yield b"a"
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        stream.send_many(items())
+    assert stream.head == 0
+
+
+def test_threads_share_one_handle_one_total_order(stream: xshm.Stream) -> None:
+    r = stream.reader("latest")
+    each, threads = 2000, 4
+    errors: list[BaseException] = []
+
+    def send(tid: int) -> None:
+        try:
+            for k in range(each):
+                stream.send(tid.to_bytes(1, "little") + k.to_bytes(4, "little"), timeout=30)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    ts = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    next_k = [0] * threads
+    try:
+        for seq in range(each * threads):
+            m = r.recv(timeout=30)
+            assert m.seq == seq
+            tid, k = m.data[0], int.from_bytes(m.data[1:], "little")
+            assert k == next_k[tid], f"thread {tid}: message {k}, {next_k[tid]} expected"
+            next_k[tid] += 1
+    finally:
+        for t in ts:
+            t.join(timeout=60)
+    assert not errors, errors
+    assert next_k == [each] * threads
+    assert (r.lost, stream.head) == (0, each * threads)
