@@ -7,6 +7,7 @@ XSHM_STREAM_MESSAGES scales the traffic (default 3000 per writer); XSHM_SEED rep
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing as mp
 import os
@@ -343,3 +344,52 @@ def test_readers_in_other_processes_are_listed_and_reaped_when_they_die(
                 assert s.header()["reaped"] == 1
     finally:
         run.close()
+
+
+def _racer(base: str, rounds: int, opener: bool, barrier: Any, out: Any) -> None:
+    seen = []
+    for r in range(rounds):
+        barrier.wait(WAIT)
+        name = f"{base}-{r}"
+        if opener:
+            s = xshm.Stream.open(name, timeout=WAIT)
+        else:
+            s = xshm.Stream.create(name, 8, max_bytes=32, exist_ok=True)
+        with s:
+            h = s.header()
+            seen.append((h["created_ns"], h["creator_pid"], s.capacity, s.max_bytes))
+            s.send(os.getpid().to_bytes(4, "little"), timeout=WAIT)
+    out.put((os.getpid(), seen))
+
+
+def test_racing_creators_with_exist_ok_and_an_opener_share_one_stream(seg_name: str) -> None:
+    rounds, racers = 20, 4
+    run = Run()
+    names = [f"{seg_name}-{r}" for r in range(rounds)]
+    try:
+        barrier = CTX.Barrier(racers)
+        for i in range(racers):
+            run.start(_racer, seg_name, rounds, i == 0, barrier, run.out)
+        results = dict(run.out.get(timeout=WAIT) for _ in range(racers))
+        for p in run.procs:
+            p.join(timeout=WAIT)
+            assert p.exitcode == 0
+        assert set(results) == {p.pid for p in run.procs}
+        creators = [p.pid for p in run.procs[1:]]
+        for r, name in enumerate(names):
+            views = {seen[r] for seen in results.values()}
+            assert len(views) == 1, f"round {r}: the racers saw different streams: {views}"
+            ((_, creator, capacity, max_bytes),) = views
+            assert creator in creators
+            assert (capacity, max_bytes) == (8, 32)
+            with xshm.Stream.open(name) as s, s.reader("oldest") as rd:
+                senders = [int.from_bytes(m.data, "little") for m in rd.recv_many(8, timeout=5)]
+                assert sorted(senders) == sorted(results), (
+                    f"round {r}: a racer's message is missing"
+                )
+                assert s.head == racers
+    finally:
+        run.close()
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                xshm.unlink(name)
