@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -688,3 +691,78 @@ def test_threads_share_one_handle_one_total_order(stream: xshm.Stream) -> None:
     assert not errors, errors
     assert next_k == [each] * threads
     assert (r.lost, stream.head) == (0, each * threads)
+
+
+def test_ctrl_c_interrupts_blocked_waits_and_leaves_handles_usable(stream: xshm.Stream) -> None:
+    r = stream.reader()
+
+    def interrupt_soon() -> threading.Timer:
+        t = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+        t.start()
+        return t
+
+    t = interrupt_soon()
+    with pytest.raises(KeyboardInterrupt):
+        r.recv()  # no timeout: only the signal ends it
+    t.join()
+    stream.send(b"after")
+    assert r.try_recv().data == b"after"  # not left "receiving in another thread"
+    for k in range(4):
+        stream.send(bytes([k]))
+    t = interrupt_soon()
+    with pytest.raises(KeyboardInterrupt):
+        stream.send(b"full")
+    t.join()
+    t = interrupt_soon()
+    with pytest.raises(KeyboardInterrupt):
+        stream.send_many([b"full", b"too"])
+    t.join()
+    assert stream.head == 5, "an interrupted send sent something"
+    assert [m.data for m in r.recv_many(9, timeout=0)] == [bytes([k]) for k in range(4)]
+    t = interrupt_soon()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in r:
+            pass
+    t.join()
+
+
+CLOSE_WHILE_RECEIVING = """
+import sys, threading, time, xshm
+s = xshm.Stream.create(sys.argv[1], 4)
+r = s.reader()
+if sys.argv[2] == "stream closed":
+    s.close()  # the reader holds the last reference to the mapping
+got = []
+def wait():
+    try:
+        got.append(repr(r.recv(timeout=2)))
+    except Exception as e:
+        got.append(type(e).__name__)
+t = threading.Thread(target=wait)
+t.start()
+time.sleep(0.2)  # the thread is asleep in recv, the GIL released
+try:
+    r.close()
+    closed = "closed"
+except ValueError as e:  # refusing, as try_recv does, is as good
+    closed = "refused: " + str(e)
+t.join()
+print(closed, "/", got[0])
+"""
+
+
+@pytest.mark.parametrize("handle", ["stream open", "stream closed"])
+def test_closing_a_reader_while_another_thread_receives_is_safe(seg_name: str, handle: str) -> None:
+    """Another thread's close() must either be refused (ValueError) or end the wait with
+    ClosedError; never pull the mapping from under the waiting thread."""
+    p = subprocess.run(
+        [sys.executable, "-c", CLOSE_WHILE_RECEIVING, seg_name, handle],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, f"exit {p.returncode} (-11 is SIGSEGV): {p.stdout} {p.stderr}"
+    closed, _, got = p.stdout.strip().partition(" / ")
+    assert (closed, got) == ("closed", "ClosedError") or (
+        closed.startswith("refused") and got == "WaitTimeoutError"
+    ), p.stdout
