@@ -14,6 +14,8 @@ import os
 import random
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -352,3 +354,116 @@ def test_readers_killed_while_reading_never_wedge_writers(seg_name: str) -> None
         assert fig["received"] == s.head - start
         assert s.abandoned == 0
         assert header["reaped"] >= ROUNDS - 1  # the last victim's entry may still be listed
+
+
+def _flood_small(name: str) -> None:
+    """Sends 3 KB messages flat out: each is copied with the stream mutex held."""
+    s = xshm.Stream.open(name, timeout=10)
+    k = 0
+    while True:
+        s.send(payload(OTHER, k, 380), timeout=WAIT)
+        k += 1
+
+
+def _stopped_holding_the_mutex(s: xshm.Stream, p: Any) -> int:
+    """SIGSTOPs `p` at random until it stops holding the stream mutex; returns the tries."""
+    end = time.monotonic() + WAIT
+    tries = 0
+    while time.monotonic() < end:
+        tries += 1
+        os.kill(p.pid, signal.SIGSTOP)
+        time.sleep(0.002)  # the stop takes effect
+        if s.header()["owner_pid"] == p.pid:
+            return tries
+        os.kill(p.pid, signal.SIGCONT)
+        time.sleep(random.uniform(0, 0.002))
+    raise AssertionError("the writer was never stopped holding the mutex")
+
+
+def test_a_writer_stopped_holding_the_mutex_times_others_out_then_lets_them_go(
+    seg_name: str,
+) -> None:
+    procs: list[Any] = []
+    with xshm.Stream.create(seg_name, 64, max_bytes=MAX_BYTES, backpressure="drop_oldest") as s:
+        try:
+            p = SPAWN.Process(target=_flood_small, args=(seg_name,))
+            p.start()
+            procs.append(p)
+            end = time.monotonic() + WAIT
+            while s.head < 100:
+                assert time.monotonic() < end and p.is_alive()
+                time.sleep(0.001)
+            r = s.reader("oldest")  # attached before the stop (attaching takes the mutex)
+            tries = _stopped_holding_the_mutex(s, p)
+            head = s.head
+            assert s.try_send(b"now") is False  # never sleeps, never wedges
+            with pytest.raises(xshm.StreamFullError, match="mutex stayed held") as info:
+                s.send(b"soon", timeout=0.2)
+            assert isinstance(info.value, TimeoutError)
+            committed = []
+            while (m := r.try_recv()) is not None:  # what was committed stays readable
+                committed.append(m)
+                assert parse(m.data) is not None
+            assert committed, "nothing committed before the stop was readable"
+            assert committed[-1].seq >= head - 2
+            os.kill(p.pid, signal.SIGCONT)
+            seq = s.send(b"after", timeout=WAIT)
+            assert seq >= head
+            print(f"stopped holding the mutex after {tries} tries at head {head}; sent {seq}")
+            r.close()
+        finally:
+            stop_all(procs)
+
+
+CLOSE_WHILE_ATTACHING = """
+import os, signal, sys, threading, time, xshm
+s = xshm.Stream.open(sys.argv[1])
+got = []
+def attach():
+    try:
+        got.append(type(s.reader()).__name__)
+    except Exception as e:
+        got.append(type(e).__name__)
+t = threading.Thread(target=attach)
+t.start()
+time.sleep(0.3)  # the thread waits for the mutex, the GIL released
+try:
+    s.close()
+    closed = "closed"
+except ValueError as e:
+    closed = "refused: " + str(e)
+os.kill(int(sys.argv[2]), signal.SIGCONT)  # the mutex goes free
+t.join()
+print(closed, "/", got[0])
+"""
+
+
+def test_closing_a_stream_while_another_thread_attaches_a_reader_is_safe(seg_name: str) -> None:
+    """Stream.reader() waits for the mutex with the GIL released; a close() from another thread
+    meanwhile must be refused or make the attach fail with ClosedError, never crash."""
+    procs: list[Any] = []
+    with xshm.Stream.create(seg_name, 64, max_bytes=MAX_BYTES) as s:
+        try:
+            p = SPAWN.Process(target=_flood_small, args=(seg_name,))
+            p.start()
+            procs.append(p)
+            end = time.monotonic() + WAIT
+            while s.head < 100:
+                assert time.monotonic() < end and p.is_alive()
+                time.sleep(0.001)
+            _stopped_holding_the_mutex(s, p)
+            child = subprocess.run(
+                [sys.executable, "-c", CLOSE_WHILE_ATTACHING, seg_name, str(p.pid)],
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+            )
+            os.kill(p.pid, signal.SIGCONT)
+            out = child.stdout.strip()
+            assert child.returncode == 0, f"exit {child.returncode} (-11 is SIGSEGV): {out}"
+            closed, _, got = out.partition(" / ")
+            assert (closed, got) == ("closed", "ClosedError") or (
+                closed.startswith("refused") and got == "StreamReader"
+            ), out
+        finally:
+            stop_all(procs)
