@@ -724,6 +724,8 @@ def test_ctrl_c_interrupts_blocked_waits_and_leaves_handles_usable(stream: xshm.
         for _ in r:
             pass
     t.join()
+    h = stream.header()
+    assert (h["data_waiters"], h["space_waiters"]) == (0, 0), "an interrupted wait stayed counted"
 
 
 CLOSE_WHILE_RECEIVING = """
@@ -766,3 +768,20 @@ def test_closing_a_reader_while_another_thread_receives_is_safe(seg_name: str, h
     assert (closed, got) == ("closed", "ClosedError") or (
         closed.startswith("refused") and got == "WaitTimeoutError"
     ), p.stdout
+
+
+def test_writer_table_full_names_max_writers_and_a_closed_handle_frees_its_entry(
+    seg_name: str,
+) -> None:
+    with xshm.Stream.create(seg_name, 4) as s:
+        handles = [xshm.Stream.open(seg_name) for _ in range(s.header()["max_writers"])]
+        try:
+            for h in handles:
+                h.send(b"x")  # a handle takes its writer entry at its first send
+            with pytest.raises(xshm.XshmError, match="max_writers"):
+                s.send(b"one too many")
+            handles[0].close()
+            assert s.send(b"in the freed entry") == len(handles)
+        finally:
+            for h in handles:
+                h.close()
