@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -785,3 +786,40 @@ def test_writer_table_full_names_max_writers_and_a_closed_handle_frees_its_entry
         finally:
             for h in handles:
                 h.close()
+
+
+def test_handles_inherited_across_fork_are_refused_and_leave_the_parent_alone(
+    stream: xshm.Stream,
+) -> None:
+    r = stream.reader()
+    rd, wr = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns about fork() with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through the pipe)
+        code = 0
+        try:
+            for call in (lambda: stream.send(b"x"), lambda: r.try_recv(), lambda: stream.reader()):
+                try:
+                    call()
+                    code |= 1
+                except xshm.XshmError as e:
+                    code |= 0 if "before a fork()" in str(e) else 2
+            r.close()  # closing the inherited copies detaches nothing of the parent's
+            stream.close()
+        except BaseException:
+            code |= 4
+        os.write(wr, bytes([code]))
+        os._exit(0)
+    os.close(wr)
+    try:
+        code = os.read(rd, 1)
+    finally:
+        os.close(rd)
+        os.waitpid(pid, 0)
+    assert code == b"\x00", f"child saw {code!r}: 1 a call went through, 2 another error"
+    for k in range(4):
+        stream.send(bytes([k]))
+    assert stream.try_send(b"y") is False, "the parent's reader no longer gates"
+    assert [d["pid"] for d in stream.readers()] == [os.getpid()]
+    assert r.recv(timeout=5).data == b"\x00"
