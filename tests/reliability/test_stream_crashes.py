@@ -440,7 +440,8 @@ print(closed, "/", got[0])
 
 def test_closing_a_stream_while_another_thread_attaches_a_reader_is_safe(seg_name: str) -> None:
     """Stream.reader() waits for the mutex with the GIL released; a close() from another thread
-    meanwhile must be refused or make the attach fail with ClosedError, never crash."""
+    meanwhile may be refused, fail the attach with ClosedError, or let it finish (a reader keeps
+    the mapping, as readers of a closed handle do); it must never crash."""
     procs: list[Any] = []
     with xshm.Stream.create(seg_name, 64, max_bytes=MAX_BYTES) as s:
         try:
@@ -462,7 +463,7 @@ def test_closing_a_stream_while_another_thread_attaches_a_reader_is_safe(seg_nam
             out = child.stdout.strip()
             assert child.returncode == 0, f"exit {child.returncode} (-11 is SIGSEGV): {out}"
             closed, _, got = out.partition(" / ")
-            assert (closed, got) == ("closed", "ClosedError") or (
+            assert (closed, got) in {("closed", "ClosedError"), ("closed", "StreamReader")} or (
                 closed.startswith("refused") and got == "StreamReader"
             ), out
         finally:
