@@ -468,3 +468,83 @@ def test_closing_a_stream_while_another_thread_attaches_a_reader_is_safe(seg_nam
             ), out
         finally:
             stop_all(procs)
+
+
+def _flood_big(name: str) -> None:
+    """Sends 64 KB messages flat out: each is copied after the mutex is released."""
+    s = xshm.Stream.open(name, timeout=10)
+    k = 0
+    while True:
+        s.send(payload(OTHER, k, max(WORDS)), timeout=WAIT)
+        k += 1
+
+
+def _drain(r: Any, fig: dict[str, int]) -> None:
+    while (m := r.try_recv()) is not None:
+        fig["n"] += 1
+        fig["torn"] += parse(m.data) is None
+
+
+def _stopped_mid_copy(s: xshm.Stream, r: Any, p: Any, fig: dict[str, int]) -> int:
+    """SIGSTOPs `p` until it stops between a claim and its commit: the polling reader `r` then
+    stays short of head. Returns the tries."""
+    end = time.monotonic() + WAIT
+    tries = 0
+    while time.monotonic() < end:
+        tries += 1
+        os.kill(p.pid, signal.SIGSTOP)
+        time.sleep(0.002)
+        _drain(r, fig)
+        if r.cursor < s.head:
+            return tries
+        os.kill(p.pid, signal.SIGCONT)
+        time.sleep(random.uniform(0, 0.003))
+    raise AssertionError("the writer was never stopped between a claim and its commit")
+
+
+def test_a_polling_reader_waits_out_a_stopped_writer_and_skips_a_dead_ones_hole(
+    seg_name: str,
+) -> None:
+    """A reader that only polls (try_recv) never skips the slot of a writer that is stopped but
+    alive, and gets past the slot of one that died, counting it lost."""
+    procs: list[Any] = []
+    fig = {"n": 0, "torn": 0}
+    with xshm.Stream.create(seg_name, 16, max_bytes=MAX_BYTES) as s, s.reader("latest") as r:
+        try:
+            p = SPAWN.Process(target=_flood_big, args=(seg_name,))
+            p.start()
+            procs.append(p)
+            tries = _stopped_mid_copy(s, r, p, fig)
+            hole = r.cursor
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:  # polled well past the hole check
+                _drain(r, fig)
+                time.sleep(0.005)
+            assert (r.cursor, r.lost, s.abandoned) == (hole, 0, 0), (
+                "a live writer's slot was skipped"
+            )
+            os.kill(p.pid, signal.SIGCONT)
+            end = time.monotonic() + WAIT
+            while r.cursor <= hole:
+                assert time.monotonic() < end, "the resumed writer's message never came"
+                _drain(r, fig)
+            assert r.lost == 0
+
+            tries += _stopped_mid_copy(s, r, p, fig)
+            hole = r.cursor
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(timeout=WAIT)
+            end = time.monotonic() + WAIT
+            while r.cursor < s.head:
+                assert time.monotonic() < end, f"the polling reader is stuck at {r.cursor}"
+                _drain(r, fig)
+                time.sleep(0.001)
+            print(f"holes found after {tries} stops; figures {fig}; lost={r.lost}")
+            assert r.cursor == s.head > hole
+            assert (r.lost, s.abandoned) == (1, 1)
+            assert fig["torn"] == 0
+            assert fig["n"] == r.received
+            s.send(b"after", timeout=WAIT)  # and a writer goes on
+            assert r.try_recv().data == b"after"
+        finally:
+            stop_all(procs)
