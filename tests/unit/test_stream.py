@@ -738,7 +738,7 @@ if sys.argv[2] == "stream closed":
 got = []
 def wait():
     try:
-        got.append(repr(r.recv(timeout=2)))
+        got.append(repr(r.recv(timeout=1)))
     except Exception as e:
         got.append(type(e).__name__)
 t = threading.Thread(target=wait)
