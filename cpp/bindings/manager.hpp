@@ -356,6 +356,9 @@ class Manager {
     return static_cast<std::uint64_t>(v);
   }
 
+ public:
+  /// A numpy dtype (anything np.dtype() takes) as the core's code; DtypeError in xshm's words for
+  /// what numpy cannot read and what xshm cannot carry. Streams' frames use it too.
   static xshm::Dtype parse_dtype(const py::object& dtype) {
     PyObject* descr = nullptr;
     if (!py::detail::npy_api::get().PyArray_DescrConverter_(dtype.ptr(), &descr) || descr == nullptr)
@@ -372,6 +375,8 @@ class Manager {
       throw xshm::DtypeError("big-endian dtype " + std::string(py::str(dt)) + " is not supported");
     return xshm::parse_dtype(std::string(py::str(dt.attr("name"))));
   }
+
+ private:
 
   void check_shape(const py::array& a, const xshm::SharedMemoryManager& local) const {
     const auto& shape = local.shape();

@@ -18,6 +18,7 @@
 #include "args.hpp"
 #include "errors.hpp"
 #include "fastcall.hpp"
+#include "manager.hpp"
 #include "waits.hpp"
 
 namespace xshm_py {
@@ -128,17 +129,8 @@ const char* backpressure_name(xshm::Backpressure b) {
   return b == xshm::Backpressure::block ? "block" : "drop_oldest";
 }
 
-/// A frame's dtype as the core's code; the same rules as a record's values.
-xshm::Dtype frame_dtype(const py::object& dtype) {
-  py::dtype dt = py::dtype::from_args(dtype);
-  const char kind = dt.kind();
-  if (dt.has_fields() || (kind != 'b' && kind != 'i' && kind != 'u' && kind != 'f' && kind != 'c'))
-    throw xshm::DtypeError("unsupported dtype " + std::string(py::str(dt)) +
-                           ": a frame holds bool, integers, floats or complex numbers");
-  if (dt.byteorder() == '>')
-    throw xshm::DtypeError("big-endian dtype " + std::string(py::str(dt)) + " is not supported");
-  return xshm::parse_dtype(std::string(py::str(dt.attr("name"))));
-}
+/// A frame's dtype as the core's code: the same rules and words as a record's values.
+xshm::Dtype frame_dtype(const py::object& dtype) { return Manager::parse_dtype(dtype); }
 
 std::vector<std::uint64_t> frame_shape(const py::object& shape) {
   std::vector<std::uint64_t> out;
@@ -187,24 +179,25 @@ struct Payload {
   }
 };
 
-void payload_of(PyStream& ps, PyObject* data, Payload& p) {
+/// The bytes of `data` (the parameter `what`: "data", "items[3]") for this stream.
+void payload_of(PyStream& ps, PyObject* data, Payload& p, const std::string& what) {
   const Frame& f = ps.frame();
   if (f.is_frame()) {
     auto& api = py::detail::npy_api::get();
+    const std::string frame = "a numpy array of dtype " + std::string(py::str(f.dtype)) + " and shape " +
+                              std::string(py::str(shape_tuple(f)));
     if (!api.PyArray_Check_(data))
-      throw py::type_error(std::string("a frame stream sends numpy arrays of dtype ") +
-                           std::string(py::str(f.dtype)) + " and shape " +
-                           std::string(py::str(shape_tuple(f))) + ", got " + Py_TYPE(data)->tp_name);
+      throw py::type_error(what + " must be " + frame + " (this is a frame stream), not " + type_name(data));
     auto* a = py::detail::array_proxy(data);
     if (a->descr != f.dtype.ptr() && !api.PyArray_EquivTypes_(a->descr, f.dtype.ptr()))
-      throw xshm::DtypeError("the frame has dtype " + std::string(py::str(py::handle(data).attr("dtype"))) +
-                             ", the stream carries " + std::string(py::str(f.dtype)));
+      throw xshm::DtypeError(what + " has dtype " + std::string(py::str(py::handle(data).attr("dtype"))) +
+                             "; the stream carries frames of " + std::string(py::str(f.dtype)));
     bool same = a->nd == static_cast<int>(f.dims.size());
     for (std::size_t i = 0; same && i < f.dims.size(); ++i) same = a->dimensions[i] == f.dims[i];
     if (!same)
-      throw xshm::ArgumentError("the frame has shape " +
-                                std::string(py::str(py::handle(data).attr("shape"))) +
-                                ", the stream carries " + std::string(py::str(shape_tuple(f))));
+      throw xshm::ArgumentError(what + " has shape " + std::string(py::str(py::handle(data).attr("shape"))) +
+                                "; the stream carries frames of shape " +
+                                std::string(py::str(shape_tuple(f))));
     py::array arr = py::reinterpret_borrow<py::array>(data);
     if (!(a->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_))
       arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
@@ -219,13 +212,12 @@ void payload_of(PyStream& ps, PyObject* data, Payload& p) {
     return;
   }
   if (PyUnicode_Check(data))
-    throw py::type_error("send takes bytes-like data, not str: encode it first (text.encode())");
+    throw py::type_error(what + " must be bytes-like, not str: encode it first (text.encode())");
   if (PyObject_GetBuffer(data, &p.view, PyBUF_C_CONTIGUOUS) != 0) {
     PyErr_Clear();
     throw py::type_error(
-        std::string("send takes bytes-like data (bytes, bytearray, memoryview, a C-contiguous "
-                    "numpy array), got ") +
-        Py_TYPE(data)->tp_name);
+        what + " must be bytes-like (bytes, bytearray, memoryview, a C-contiguous numpy array), not " +
+        type_name(data));
   }
   p.has_view = true;
   p.ptr = p.view.buf;
@@ -418,9 +410,13 @@ PyObject* fast_create(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObje
     xshm::StreamOptions o;
     o.capacity = count_arg(a[1], "capacity");
     if (a[5] != nullptr) o.backpressure = backpressure_arg(a[5]);
-    if (a[6] != nullptr)
-      o.max_readers =
-          static_cast<std::uint32_t>(std::min<std::uint64_t>(count_arg(a[6], "max_readers"), UINT32_MAX));
+    if (a[6] != nullptr) {
+      const std::uint64_t n = count_arg(a[6], "max_readers");
+      if (n == 0 || n > xshm::kMaxStreamReaders)
+        throw xshm::ArgumentError("max_readers must be 1 to " + std::to_string(xshm::kMaxStreamReaders) +
+                                  ", got " + std::to_string(n));
+      o.max_readers = static_cast<std::uint32_t>(n);
+    }
     if (a[7] != nullptr) {
       if (!is_integer(a[7]) || PyBool_Check(a[7]))
         throw py::type_error("mode must be an int, a permission mask such as 0o600, not " + type_name(a[7]));
@@ -489,7 +485,7 @@ PyObject* fast_send(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
     PyStream& ps = stream_of(self);
     const xshm::Timeout limit = arg_timeout(a[1]);
     Payload p;
-    payload_of(ps, a[0], p);
+    payload_of(ps, a[0], p, "data");
     const std::pair<const void*, std::size_t> one{p.ptr, p.len};
     return py::int_(send_payloads(ps, &one, 1, p.len, limit));
   });
@@ -502,7 +498,7 @@ PyObject* fast_try_send(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     spec.parse(args, nargs, kwnames, a);
     PyStream& ps = stream_of(self);
     Payload p;
-    payload_of(ps, a[0], p);
+    payload_of(ps, a[0], p, "data");
     return py::bool_(ps.s().try_send(p.ptr, p.len).has_value());
   });
 }
@@ -515,12 +511,12 @@ PyObject* fast_send_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     PyStream& ps = stream_of(self);
     const xshm::Timeout limit = arg_timeout(a[1]);
     if (PyUnicode_Check(a[0]) || PyBytes_Check(a[0]) || PyByteArray_Check(a[0]))
-      throw py::type_error("send_many takes an iterable of messages (a list of bytes), not one " +
+      throw py::type_error("items must be an iterable of messages (a list of bytes), not one " +
                            type_name(a[0]));
     py::object it = py::reinterpret_steal<py::object>(PyObject_GetIter(a[0]));
     if (!it) {
       PyErr_Clear();
-      throw py::type_error("send_many takes an iterable of messages, not " + type_name(a[0]));
+      throw py::type_error("items must be an iterable of messages (a list of bytes), not " + type_name(a[0]));
     }
     std::deque<Payload> keep;
     std::vector<std::pair<const void*, std::size_t>> parts;
@@ -529,7 +525,7 @@ PyObject* fast_send_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs
       py::object hold = py::reinterpret_steal<py::object>(item);
       Payload& p = keep.emplace_back();
       p.keep = hold;
-      payload_of(ps, item, p);
+      payload_of(ps, item, p, "items[" + std::to_string(parts.size()) + "]");
       parts.emplace_back(p.ptr, p.len);
       total += p.len;
     }
@@ -674,7 +670,8 @@ PyObject* fast_reader_exit(PyObject* self, PyObject* const* args, Py_ssize_t nar
     if (nargs != 3) throw py::type_error("__exit__() takes 3 arguments (exc_type, exc_value, traceback)");
     (void)args;
     PyReader& pr = reader_of(self);
-    if (!pr.closed() && !pr.busy) pr.r().close();
+    check_not_busy(pr);
+    if (!pr.closed()) pr.r().close();
     return py::bool_(false);
   });
 }
