@@ -114,7 +114,9 @@ def _not_usable(name: str, err: Exception) -> str:
             f"'{seg}' has an all-zero header: not an xshm segment, or one whose creator did "
             f"not finish; {_file_facts(name)}; {rm}"
         )
-    return f"'{seg}' is not a usable xshm segment: {err}; {_file_facts(name)}; {rm}"
+    # The core's text for a segment never made ready already says how to remove it.
+    removal = "" if "xshm rm --force" in str(err) else f"; {rm}"
+    return f"'{seg}' is not a usable xshm segment: {err}; {_file_facts(name)}{removal}"
 
 
 def _owner(uid: int) -> str:
@@ -237,9 +239,10 @@ def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
                 )
         except PermissionError:
             row["note"] = "no access"
-        except LayoutError:
+        except LayoutError as e:
             state = _first_page_state(entry)
-            row["note"] = {"empty": "empty", "zeros": "zero header"}.get(state or "", "foreign")
+            other = "not ready" if "not READY" in str(e) else "foreign"
+            row["note"] = {"empty": "empty", "zeros": "zero header"}.get(state or "", other)
         except (XshmError, ValueError) as e:
             row["note"] = f"unreadable: {type(e).__name__}"
         except OSError as e:

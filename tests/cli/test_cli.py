@@ -118,6 +118,32 @@ def test_unfinished_file_reported_with_facts(seg_name: str, content: bytes) -> N
     assert run("rm", "--force", seg_name).returncode == 0
 
 
+def test_segment_never_made_ready_reported_with_its_removal_once(seg_name: str) -> None:
+    """A header written but its state never READY: what the core knows (not a guess that its
+    creator died) and the way to remove it, said once; ls marks it 'not ready', not foreign."""
+    xshm.SharedMemoryManager.create(seg_name).close()
+    path = f"/dev/shm/{seg_name}"
+    with open(path, "r+b") as f:
+        head = f.read(4096)
+        assert head.count(b"REDY") == 1, "the state word, READY, appears once in the header"
+        f.seek(head.index(b"REDY"))
+        f.write(bytes(4))  # state 0: as a creator that stopped before its last store
+    r = run("inspect", seg_name)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    err = r.stderr
+    assert (
+        "state is 0, not READY: the segment was never made ready (its creator stopped before "
+        "finishing it, or is still creating it)" in err
+    )
+    assert err.count(f"xshm rm --force {seg_name}") == 1
+    assert "unlink(force=True)" in err and "modified" in err and "died" not in err
+    rows = json.loads(run("ls", "--all", "--json").stdout)
+    assert next(x for x in rows if x["name"] == f"/{seg_name}")["note"] == "not ready"
+    assert run("rm", "--force", seg_name).returncode == 0
+    assert not os.path.exists(path)
+
+
 def test_writer_pid_reused_is_not_alive() -> None:
     """A pid that exists now but started after the publish is another process."""
     from xshm.cli import _alive
