@@ -18,7 +18,7 @@ import pwd
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -209,6 +209,11 @@ def _summary(values: np.ndarray[Any, Any], first: int = 5) -> dict[str, Any]:
 # ---- ls ----
 
 
+def _shape_text(shape: Sequence[int]) -> str:
+    """A shape as numpy writes it, in ls and inspect alike: (100,), (2, 3), (0,), ()."""
+    return str(tuple(int(n) for n in shape))
+
+
 def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
     for entry in sorted(os.listdir(SHM_DIR)):
         path = os.path.join(SHM_DIR, entry)
@@ -273,7 +278,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         if r["xshm"]:
             table.add_row(
                 r["name"],
-                "x".join(map(str, r["shape"])) or "()",
+                _shape_text(r["shape"]),
                 r["dtype"],
                 str(r["message_capacity"]),
                 _size(r["size"]),
@@ -360,7 +365,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"version {info['layout_version']}, {_size(info['size'])}, "
             f"backup {'on' if info['backup'] else 'off'}",
         ),
-        ("values", f"{info['dtype']}[{', '.join(map(str, info['shape']))}]"),
+        ("values", f"{info['dtype']}, shape {_shape_text(info['shape'])}"),
         ("message slot", f"{info['message_capacity']} bytes"),
         ("permissions", f"{info['mode']} {info['owner']}"),
         ("created", f"{_ago(info['created_ns'])} by pid {info['creator_pid']}"),
