@@ -145,9 +145,15 @@ TEST(Validate, RefusesStateNotReadyAndImpossibleMutexSize) {
   const auto good = valid_image(&geo);
   auto img = good;
   std::memset(img.data() + 12, 0, 4);  // state 0: the creator never finished
-  expect_layout_error(img, "never made ready");
-  std::vector<unsigned char> zero(img.size(), 0);  // it died before writing the header
-  expect_layout_error(zero, "never made ready");
+  // What is known, no guess that the creator died; no name is known here.
+  const std::string not_ready =
+      "state is 0, not READY: the segment was never made ready (its creator stopped before finishing it, or "
+      "is "
+      "still creating it); if nothing is creating it, remove it with unlink(force=True) / xshm rm --force "
+      "NAME";
+  expect_layout_error(img, not_ready);
+  std::vector<unsigned char> zero(img.size(), 0);  // it stopped before writing the header
+  expect_layout_error(zero, not_ready);
   img[0] = 'Y';  // not ready, and foreign
   expect_layout_error(img, "bad magic");
   img = good;

@@ -192,8 +192,8 @@ TEST(Manager, RefusesForeignTruncatedAndUnreadySegments) {
 }
 
 TEST(Manager, UnlinkWithoutForceRemovesASegmentWhoseCreatorDiedBeforeItWasReady) {
-  // "never made ready ... remove it with unlink": an empty file (died before ftruncate) and a
-  // zero first page (died before writing the header) are xshm's own leftovers.
+  // "never made ready ... remove it with unlink": an empty file (stopped before ftruncate) and
+  // a zero first page (stopped before writing the header) are xshm's own leftovers.
   for (const off_t size : {off_t{0}, off_t{8192}}) {
     ScopedName name;
     int fd = ::shm_open(name.str().c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);

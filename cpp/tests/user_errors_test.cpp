@@ -3,10 +3,14 @@
 // one by one (durations as people write them, the existing segment, the layout that differs),
 // then a sweep: out-of-range timeouts, wrong byte counts, bad names and parameters, a closed
 // handle, a transaction used after its end.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <string>
@@ -137,6 +141,41 @@ TEST(UserErrors, OpeningAMissingSegmentSaysWhatToDo) {
   EXPECT_EQ(errno_of([&] { SharedMemoryManager::open(name.str(), o); }), ENOENT);
   const std::string later = what_of<std::system_error>([&] { SharedMemoryManager::open(name.str(), o); });
   EXPECT_TRUE(contains(later, "no segment of that name appeared within 30 ms")) << later;
+}
+
+TEST(UserErrors, ASegmentNeverMadeReadySaysWhatIsKnownAndHowToRemoveIt) {
+  // Only its state is known, not why: the text says that, guesses no death, and gives the way
+  // out, which works.
+  const std::string why = "(its creator stopped before finishing it, or is still creating it)";
+  ScopedName name;
+  const std::string bare = name.str().substr(1);
+  const std::string removal =
+      "if nothing is creating it, remove it with unlink(force=True) / xshm rm --force " + bare;
+  {
+    auto m = SharedMemoryManager::create(name.str());
+    const int fd = ::shm_open(name.str().c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    const std::uint32_t zero = 0;  // READY taken back: as a creator that stopped just before it
+    ASSERT_EQ(::pwrite(fd, &zero, sizeof zero, offsetof(Header, state)), 4);
+    ::close(fd);
+  }
+  EXPECT_EQ(what_of<LayoutError>([&] { SharedMemoryManager::open(name.str()); }),
+            "segment " + name.str() + ": state is 0, not READY: the segment was never made ready " + why +
+                "; " + removal);
+  SharedMemoryManager::unlink(name.str(), true);
+  EXPECT_EQ(errno_of([&] { SharedMemoryManager::open(name.str()); }), ENOENT);
+
+  const int fd = ::shm_open(name.str().c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);  // never sized
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  const std::string empty = what_of<LayoutError>([&] { SharedMemoryManager::open(name.str()); });
+  EXPECT_EQ(empty, "segment " + name.str() +
+                       " was never made ready: it is still empty (0 bytes) after 2 s (its creator stopped "
+                       "before sizing it, or is still creating it); " +
+                       removal);
+  EXPECT_FALSE(contains(empty, "died"));
+  SharedMemoryManager::unlink(name.str(), true);
+  EXPECT_EQ(errno_of([&] { SharedMemoryManager::open(name.str()); }), ENOENT);
 }
 
 // ---- the sweep: nothing a caller passes is undefined behaviour ----

@@ -18,7 +18,7 @@ import pwd
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -114,7 +114,9 @@ def _not_usable(name: str, err: Exception) -> str:
             f"'{seg}' has an all-zero header: not an xshm segment, or one whose creator did "
             f"not finish; {_file_facts(name)}; {rm}"
         )
-    return f"'{seg}' is not a usable xshm segment: {err}; {_file_facts(name)}; {rm}"
+    # The core's text for a segment never made ready already says how to remove it.
+    removal = "" if "xshm rm --force" in str(err) else f"; {rm}"
+    return f"'{seg}' is not a usable xshm segment: {err}; {_file_facts(name)}{removal}"
 
 
 def _owner(uid: int) -> str:
@@ -207,6 +209,11 @@ def _summary(values: np.ndarray[Any, Any], first: int = 5) -> dict[str, Any]:
 # ---- ls ----
 
 
+def _shape_text(shape: Sequence[int]) -> str:
+    """A shape as numpy writes it, in ls and inspect alike: (100,), (2, 3), (0,), ()."""
+    return str(tuple(int(n) for n in shape))
+
+
 def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
     for entry in sorted(os.listdir(SHM_DIR)):
         path = os.path.join(SHM_DIR, entry)
@@ -237,9 +244,10 @@ def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
                 )
         except PermissionError:
             row["note"] = "no access"
-        except LayoutError:
+        except LayoutError as e:
             state = _first_page_state(entry)
-            row["note"] = {"empty": "empty", "zeros": "zero header"}.get(state or "", "foreign")
+            other = "not ready" if "not READY" in str(e) else "foreign"
+            row["note"] = {"empty": "empty", "zeros": "zero header"}.get(state or "", other)
         except (XshmError, ValueError) as e:
             row["note"] = f"unreadable: {type(e).__name__}"
         except OSError as e:
@@ -270,7 +278,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         if r["xshm"]:
             table.add_row(
                 r["name"],
-                "x".join(map(str, r["shape"])) or "()",
+                _shape_text(r["shape"]),
                 r["dtype"],
                 str(r["message_capacity"]),
                 _size(r["size"]),
@@ -357,7 +365,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"version {info['layout_version']}, {_size(info['size'])}, "
             f"backup {'on' if info['backup'] else 'off'}",
         ),
-        ("values", f"{info['dtype']}[{', '.join(map(str, info['shape']))}]"),
+        ("values", f"{info['dtype']}, shape {_shape_text(info['shape'])}"),
         ("message slot", f"{info['message_capacity']} bytes"),
         ("permissions", f"{info['mode']} {info['owner']}"),
         ("created", f"{_ago(info['created_ns'])} by pid {info['creator_pid']}"),

@@ -78,13 +78,36 @@ def test_ls_hides_foreign_unless_all(foreign: str) -> None:
 def test_inspect_text_and_json(live: xshm.SharedMemoryManager) -> None:
     r = run("inspect", live.name)
     assert r.returncode == 0
-    assert "hello cli" in r.stdout and "float64[50]" in r.stdout and "free" in r.stdout
+    assert "hello cli" in r.stdout and "float64, shape (50,)" in r.stdout and "free" in r.stdout
     info = json.loads(run("inspect", live.name, "--json").stdout)
     assert info["counter"] == 42 and info["seq"] == 1 and info["message"] == "hello cli"
     assert info["values"]["min"] == 0.0 and info["values"]["max"] == 1.0
     assert info["writer_pid"] == os.getpid() and info["writer_alive"] is True
     assert info["writer_mutex_owner"] == 0 and info["layout_version"] == 1
     assert live.seq == 1, "inspecting never writes"
+
+
+@pytest.mark.parametrize(
+    ("shape", "text"), [((0,), "(0,)"), ((), "()"), ((2, 3), "(2, 3)"), ((7,), "(7,)")]
+)
+def test_shape_is_written_as_numpy_does_in_ls_and_inspect(
+    seg_name: str, shape: tuple[int, ...], text: str
+) -> None:
+    """numpy's notation, the one xshm's errors use: (0,) and () are not 0 and an empty cell;
+    --json gives the shape as a list, [0] and [] (JSON's tuple), in ls and inspect alike."""
+    assert str(np.empty(shape).shape) == text, "the notation is numpy's own"
+    with xshm.SharedMemoryManager.create(seg_name, shape=shape, dtype="int16"):
+        ls = run("ls")
+        line = next(ln for ln in ls.stdout.splitlines() if f"/{seg_name} " in ln)
+        cells = text.split()  # "(2, 3)" is two words
+        assert line.split()[1 : 2 + len(cells)] == [*cells, "int16"], line
+        inspect = run("inspect", seg_name)
+        assert inspect.returncode == 0
+        rows = [ln.rstrip() for ln in inspect.stdout.splitlines()]
+        assert f"values            int16, shape {text}" in rows, inspect.stdout
+        row = next(x for x in json.loads(run("ls", "--json").stdout) if x["name"] == f"/{seg_name}")
+        assert row["shape"] == list(shape)
+        assert json.loads(run("inspect", seg_name, "--json").stdout)["shape"] == list(shape)
 
 
 @pytest.mark.parametrize("cmd", ["inspect", "watch"])
@@ -116,6 +139,32 @@ def test_unfinished_file_reported_with_facts(seg_name: str, content: bytes) -> N
     row = next(x for x in rows if x["name"] == f"/{seg_name}")
     assert row["note"] == ("empty" if not content else "zero header")
     assert run("rm", "--force", seg_name).returncode == 0
+
+
+def test_segment_never_made_ready_reported_with_its_removal_once(seg_name: str) -> None:
+    """A header written but its state never READY: what the core knows (not a guess that its
+    creator died) and the way to remove it, said once; ls marks it 'not ready', not foreign."""
+    xshm.SharedMemoryManager.create(seg_name).close()
+    path = f"/dev/shm/{seg_name}"
+    with open(path, "r+b") as f:
+        head = f.read(4096)
+        assert head.count(b"REDY") == 1, "the state word, READY, appears once in the header"
+        f.seek(head.index(b"REDY"))
+        f.write(bytes(4))  # state 0: as a creator that stopped before its last store
+    r = run("inspect", seg_name)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    err = r.stderr
+    assert (
+        "state is 0, not READY: the segment was never made ready (its creator stopped before "
+        "finishing it, or is still creating it)" in err
+    )
+    assert err.count(f"xshm rm --force {seg_name}") == 1
+    assert "unlink(force=True)" in err and "modified" in err and "died" not in err
+    rows = json.loads(run("ls", "--all", "--json").stdout)
+    assert next(x for x in rows if x["name"] == f"/{seg_name}")["note"] == "not ready"
+    assert run("rm", "--force", seg_name).returncode == 0
+    assert not os.path.exists(path)
 
 
 def test_writer_pid_reused_is_not_alive() -> None:

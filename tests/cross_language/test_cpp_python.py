@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,40 +37,77 @@ def cpp_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def wave(k: int, count: int = 100) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Record k's values in the C++ examples (producer.cpp writes them, consumer.cpp checks
+    them): v[i] = |(i + k) % 32 - 16|, a wave moving one step per publish."""
+    i = np.arange(count)
+    return np.abs((i + k) % 32 - 16).astype(np.float64)
+
+
 def test_cpp_producer_python_consumer(cpp_bin: Path, seg_name: str) -> None:
     prod = subprocess.Popen([str(cpp_bin / "producer"), seg_name, "400", "2000"])
     try:
         with xshm.SharedMemoryManager.open(seg_name, readonly=True, timeout=10) as m:
-            assert m.shape == (100,)
-            seq, seen = 0, 0
+            assert m.shape == (100,) and m.dtype == np.float64
+            seq, last, seen = 0, 0, 0
             while True:
                 seq = m.wait(seq, timeout=10)
                 snap = m.read()
-                seen += 1
-                assert (snap.values == snap.counter).all()
-                assert snap.message == f"tick {snap.counter}"
+                k = snap.counter
+                assert last < k <= 400, f"record {k} after record {last}"
+                assert snap.seq == k, "record k is the k-th publish into a fresh segment"
+                np.testing.assert_array_equal(snap.values, wave(k), err_msg=f"record {k}")
+                assert snap.message == f"tick {k}"
                 assert snap.writer_pid == prod.pid
-                if snap.counter == 400:
+                seen, last = seen + 1, k
+                if k == 400:
                     break
         assert seen > 5
     finally:
         assert prod.wait(timeout=30) == 0
 
 
+def _run_cpp_consumer(
+    cpp_bin: Path, m: xshm.SharedMemoryManager, last: int, message: Callable[[int], str]
+) -> tuple[int, dict[str, Any]]:
+    """Runs consumer.cpp until it sees counter `last`; publishes records 1..last (values
+    wave(k), the message given) and then record `last` again until the consumer has ended: it
+    counts only the publishes after it opened, so it cannot miss the end however late it starts."""
+    cons = subprocess.Popen(
+        [str(cpp_bin / "consumer"), m.name.lstrip("/"), "30", str(last)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for k in range(1, last + 1):
+            m.publish(values=wave(k), message=message(k), counter=k)
+        watchdog = time.monotonic() + 60
+        while cons.poll() is None and time.monotonic() < watchdog:
+            m.publish(values=wave(last), message=message(last), counter=last)
+            time.sleep(0.01)
+        out, _ = cons.communicate(timeout=60)
+    finally:
+        if cons.poll() is None:
+            cons.kill()
+            cons.wait()
+    return cons.returncode, json.loads(out)
+
+
 def test_python_producer_cpp_consumer(cpp_bin: Path, seg_name: str) -> None:
     with xshm.SharedMemoryManager.create(seg_name) as m:
-        cons = subprocess.Popen(
-            [str(cpp_bin / "consumer"), seg_name, "20", "300"], stdout=subprocess.PIPE, text=True
-        )
-        for k in range(1, 301):
-            m.publish(values=np.full(100, float(k)), message=f"tick {k}", counter=k)
-            if k % 50 == 0:
-                subprocess.run([sys.executable, "-c", "pass"], check=True)  # let it catch up
-        out, _ = cons.communicate(timeout=60)
-        assert cons.returncode == 0, out
-        figures = json.loads(out)
-        assert figures["torn"] == 0
-        assert figures["updates"] >= 1
+        code, figures = _run_cpp_consumer(cpp_bin, m, 300, lambda k: f"tick {k}")
+    assert code == 0, figures
+    assert figures["dtype"] == "float64"
+    assert figures["torn"] == 0
+    assert figures["updates"] >= 1
+
+
+def test_cpp_consumer_checks_the_message_of_record_k(cpp_bin: Path, seg_name: str) -> None:
+    """The negative control: the right wave under another record's message is not record k."""
+    with xshm.SharedMemoryManager.create(seg_name) as m:
+        code, figures = _run_cpp_consumer(cpp_bin, m, 50, lambda k: f"tick {k + 1}")
+    assert code == 1, figures
+    assert figures["torn"] == figures["updates"] >= 1
 
 
 def test_cpp_writer_python_reader_exist_ok_layout_mismatch(cpp_bin: Path, seg_name: str) -> None:

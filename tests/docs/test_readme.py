@@ -6,6 +6,7 @@ marker, `<!-- readme-test: ROLE -->`; an unmarked Python or C++ block is an erro
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shutil
@@ -13,6 +14,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+import pytest
+import xshm
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -128,6 +133,33 @@ def test_masking_keeps_what_matters() -> None:
     assert rt.masked(a) == rt.masked(b)
     assert rt.masked(a) != rt.masked(a.replace("1234", "1235"))
     assert rt.masked(a) != rt.masked(a.replace("snapshot", "publish"))
+
+
+def test_the_casting_rule_is_as_the_readme_states(seg_name: str) -> None:
+    """The casting paragraph's calls exist as written and do what it says: by default another
+    dtype is refused, by publish and by `rec.values = x` alike; `casting=` converts, in publish
+    and in `rec.set_values(x, casting=...)`."""
+    para = next(p for p in README.split("\n\n") if p.startswith("Types are not converted"))
+    flat = " ".join(para.split())
+    assert '`publish(values=..., casting="equiv")` by default' in flat
+    assert (
+        "`rec.values = x` in a write block copies `x` into the record under the same rule" in flat
+    )
+    assert '`rec.set_values(x, casting="safe")`' in flat
+    for fn in (xshm.SharedMemoryManager.publish, xshm.Record.set_values):
+        assert inspect.signature(fn).parameters["casting"].default == "equiv", fn
+    with xshm.SharedMemoryManager.create(seg_name, shape=(3,)) as m:
+        x = np.arange(3)  # int64 into float64
+        with pytest.raises(xshm.DtypeError, match="casting='safe'"):
+            m.publish(values=x)
+        with pytest.raises(xshm.DtypeError, match="casting='safe'"), m.write() as rec:
+            rec.values = x
+        assert m.seq == 0
+        with m.write() as rec:
+            rec.set_values(x, casting="safe")
+        assert m.read().values.tolist() == [0.0, 1.0, 2.0]
+        m.publish(values=x + 1, casting="safe")
+        assert m.read().values.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_prerequisites_stated_are_the_computed_ones(skip_or_fail: Callable[[str], None]) -> None:

@@ -628,12 +628,8 @@ def test_sweep_a_closed_handle(seg_name: str) -> None:
         _cleanup(seg_name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xshm.text is xshm_text (rust/text-py), whose pyo3 argument conversion leaks "
-    "\"can't convert negative int to unsigned\" and \"'NoneType' is not an instance of 'bytes'\"",
-)
 def test_sweep_xshm_text() -> None:
+    outcomes: dict[str, set[str]] = {}
     for name in (
         "cut",
         "cut_str",
@@ -645,11 +641,69 @@ def test_sweep_xshm_text() -> None:
     ):
         fn = getattr(xshm.text, name)
         params = list(inspect.signature(fn).parameters)
-        good: dict[str, Any] = {"data": b"abc", "text": "abc", "max_bytes": 2}
+        good: dict[str, Any] = {"data": b"ab", "text": "abc", "max_bytes": 2}  # even: UTF-16
+        assert set(params) <= set(good), f"{name}: a parameter the sweep does not know: {params}"
+        fn(**{p: good[p] for p in params})
         for param in params:
             for bad in BAD_VALUES:
                 args = {p: good[p] for p in params}
                 args[param] = bad
-                _check(
+                outcome = _check(
                     f"xshm.text.{name}({param}={bad!r})", lambda fn=fn, args=args: fn(**args), param
                 )
+                outcomes.setdefault(f"{name}.{param}", set()).add(outcome)
+    for key, seen in outcomes.items():  # the sweep tried what it meant to
+        assert seen - {"ok"}, f"{key} accepted every bad value"
+
+
+def test_xshm_text_errors_name_the_parameter_and_the_range() -> None:
+    t = xshm.text
+    expected: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: t.cut(b"x", -1), ValueError, "max_bytes must be an integer in 0..2**64-1, got -1"),
+        (
+            lambda: t.cut(b"x", 2**64),
+            ValueError,
+            "max_bytes must be an integer in 0..2**64-1, got 18446744073709551616",
+        ),
+        (
+            lambda: t.cut_str("x", -(2**70)),
+            ValueError,
+            "max_bytes must be an integer in 0..2**64-1, got -1180591620717411303424",
+        ),
+        (
+            lambda: t.cut(b"x", 1.5),
+            TypeError,
+            "max_bytes must be an integer in 0..2**64-1, not float",
+        ),
+        (
+            lambda: t.cut(b"x", None),
+            TypeError,
+            "max_bytes must be an integer in 0..2**64-1, not NoneType",
+        ),
+        (lambda: t.cut(None, 1), TypeError, "data must be bytes, not NoneType"),
+        (lambda: t.validate("abc"), TypeError, "data must be bytes, not str"),
+        (lambda: t.cut_str(b"x", 1), TypeError, "text must be a str, not bytes"),
+        (lambda: t.encode_utf16(None), TypeError, "text must be a str, not NoneType"),
+        (
+            lambda: t.cut_str("\ud800", 1),
+            ValueError,
+            "text cannot be encoded as UTF-8: 'utf-8' codec can't encode character '\\ud800' "
+            "in position 0: surrogates not allowed",
+        ),
+    ]
+    for call, kind, message in expected:
+        with pytest.raises(kind) as e:
+            call()
+        assert type(e.value) is kind and str(e.value) == message
+    with pytest.raises(
+        ValueError, match=r"^max_bytes must be .*, got 1148130695274254524\d+\.\.\.$"
+    ):
+        t.cut(b"x", 2**2000)  # the number shortened, as xshm's own messages do
+    with pytest.raises(ValueError, match=r"^max_bytes must be .*, got (np\.int64\()?-1\)?$"):
+        t.cut(b"x", np.int64(-1))  # numpy 2 writes np.int64(-1), numpy 1 -1
+    with pytest.raises(UnicodeDecodeError) as d:  # invalid UTF-8 keeps its own error
+        t.validate(b"ok\xffno")
+    assert d.value.start == 2
+    # integers as numpy and Python spell them still work, whole inputs come back unchanged
+    assert t.cut(b"abc", np.uint8(2)) == b"ab" and t.cut(b"abc", True) == b"a"
+    assert t.cut(b"abc", 2**64 - 1) == b"abc" and t.cut_str("a\u00e9", 2) == "a"

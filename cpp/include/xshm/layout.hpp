@@ -253,12 +253,22 @@ inline Geometry compute_geometry(Dtype dtype, const std::vector<std::uint64_t>& 
   return g;
 }
 
+/// How to remove a segment that was never made ready, for the errors that report one: `canon`
+/// is its canonical name ("/x"), or empty where it is not known.
+inline std::string never_ready_removal(std::string_view canon) {
+  const std::string_view bare =
+      canon.empty() ? std::string_view("NAME") : canon.substr(canon[0] == '/' ? 1 : 0);
+  return "if nothing is creating it, remove it with unlink(force=True) / xshm rm --force " +
+         std::string(bare);
+}
+
 /// Checks the header of a segment mapped with `mapped` bytes, exactly as docs/LAYOUT.md
 /// ("What an opener must refuse") lists it, in that order, and returns the geometry. Nothing
-/// is dereferenced beyond `mapped`. Throws LayoutError naming the first bad field. Not checked
-/// here: the mutex ABI (only writers need it; the opener checks it) and the record contents
-/// (the reader checks them at every read).
-inline Geometry validate_header(const void* base, std::uint64_t mapped) {
+/// is dereferenced beyond `mapped`. Throws LayoutError naming the first bad field; `canon`, the
+/// segment's name if known, goes into the removal hint of a segment never made ready. Not
+/// checked here: the mutex ABI (only writers need it; the opener checks it) and the record
+/// contents (the reader checks them at every read).
+inline Geometry validate_header(const void* base, std::uint64_t mapped, std::string_view canon = {}) {
   if (mapped < kHeaderSize)
     throw LayoutError("segment is " + std::to_string(mapped) + " bytes, smaller than the xshm header (" +
                       std::to_string(kHeaderSize) + "): not an xshm segment, or truncated");
@@ -267,12 +277,13 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped) {
   // below was written before it.
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
   const bool magic_ok = std::memcmp(h->magic, kMagic, sizeof kMagic) == 0;
-  // A creator that died before writing the header leaves a zero page: "never made ready",
-  // not "bad magic".
+  // A creator that stopped before writing the header leaves a zero page: "never made ready",
+  // not "bad magic". Only the state is known, not why: say so, not guess that it died.
   if (state != kStateReady && (magic_ok || h->magic[0] == '\0'))
     throw LayoutError("state is " + std::to_string(state) +
-                      ", not READY: the segment was never made ready (its creator died while "
-                      "creating it; remove it with unlink)");
+                      ", not READY: the segment was never made ready (its creator stopped before "
+                      "finishing it, or is still creating it); " +
+                      never_ready_removal(canon));
   if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
   // Version 2 is the stream family (stream_layout.hpp): its `kind` is at offset 28.
   if (h->layout_version == 2 && h->flags == 2)

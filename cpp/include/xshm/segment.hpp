@@ -232,7 +232,7 @@ inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int f
   try {
     // The ready marker first (its acquire load pairs with build_segment()'s release store),
     // then every identity field, in docs/LAYOUT.md's order; nothing read beyond `size`.
-    s->geo = validate_header(h, size);
+    s->geo = validate_header(h, size, canon);
   } catch (const LayoutError& e) {
     throw LayoutError("segment " + canon + ": " + e.what());
   }
@@ -347,9 +347,10 @@ inline std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOp
     if (size == 0) {  // created, not yet sized: the creator has not locked it yet
       ::flock(fd.get(), LOCK_UN);
       if (std::chrono::steady_clock::now() >= ready_deadline)
-        throw LayoutError("segment " + canon +
-                          " was never made ready: its creator died while creating it "
-                          "(remove it with unlink)");
+        throw LayoutError("segment " + canon + " was never made ready: it is still empty (0 bytes) after " +
+                          format_duration(ready_wait) +
+                          " (its creator stopped before sizing it, or is still creating it); " +
+                          never_ready_removal(canon));
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
