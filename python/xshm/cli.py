@@ -1,11 +1,13 @@
-"""The ``xshm`` command (also ``python -m xshm``): see what shared memory holds and how it moves.
+"""The ``xshm`` command (also ``python -m xshm``): see what shared memory holds and how it moves,
+records (the latest value) and streams (every message, in order) alike.
 
 Exit codes, for scripts: 0 success; 1 a named segment is missing, foreign, not accessible or
 could not be removed; 2 usage error; 130 interrupted (Ctrl-C) where that is not the normal way
 out. Output is a table (with colour) in a terminal, plain text when piped, JSON with ``--json``;
 when the reader of a pipe leaves (``xshm ls | head -1``) the command ends quietly with 0.
-Inspecting never writes to a segment and never takes its writer mutex. Errors say what is known
-(the file's size, age and owner), not what probably happened.
+Inspecting never writes to a segment and never takes its writer mutex (a stream is opened
+read-only: no reader is attached, nothing is reaped). Errors say what is known (the file's size,
+age and owner), not what probably happened.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from . import __version__, get_cmake_dir, get_include
-from ._core import SharedMemoryManager
+from ._core import SharedMemoryManager, Stream, segment_kind
 from ._core import unlink as _unlink
 from .errors import LayoutError, XshmError
 
@@ -49,10 +52,11 @@ def _console(args: argparse.Namespace) -> Any:
     return _Console(no_color=args.no_color or None, highlight=False, width=width)
 
 
-def _open(name: str) -> SharedMemoryManager:
-    """Opens read-only for inspection; turns the usual failures into one-line errors."""
+@contextmanager
+def _opening(name: str) -> Iterator[None]:
+    """Turns the usual failures of opening `name` into one-line errors."""
     try:
-        return SharedMemoryManager.open(name, readonly=True)
+        yield
     except FileNotFoundError:
         raise CliError(f"no segment named '{_canon(name)}'") from None
     except PermissionError:
@@ -62,6 +66,15 @@ def _open(name: str) -> SharedMemoryManager:
         ) from None
     except LayoutError as e:
         raise CliError(_not_usable(name, e)) from None
+
+
+def _open(name: str) -> Union[SharedMemoryManager, Stream]:
+    """Opens a record or a stream read-only for inspection: a stream handle attaches no reader
+    and sends nothing, so looking changes nothing."""
+    with _opening(name):
+        if segment_kind(name) == "stream":
+            return Stream.open(name, readonly=True)
+        return SharedMemoryManager.open(name, readonly=True)
 
 
 def _canon(name: str) -> str:
@@ -214,6 +227,42 @@ def _shape_text(shape: Sequence[int]) -> str:
     return str(tuple(int(n) for n in shape))
 
 
+def _frame_text(dtype: Any, shape: Sequence[int]) -> str:
+    return f"{dtype} {_shape_text(shape)}"
+
+
+def _record_row(m: SharedMemoryManager) -> dict[str, Any]:
+    snap = m.read()
+    return {
+        "kind": "record",
+        "shape": list(m.shape),
+        "dtype": str(m.dtype),
+        "message_capacity": m.message_capacity,
+        "seq": m.seq,
+        "counter": snap.counter,
+        "last_publish_ns": snap.timestamp_ns if snap.seq else 0,
+    }
+
+
+def _stream_row(s: Stream) -> dict[str, Any]:
+    hdr = s.header()
+    readers = s.readers()
+    return {
+        "kind": "stream",
+        "capacity": hdr["capacity"],
+        "max_bytes": hdr["max_bytes"],
+        "dtype": None if s.dtype is None else str(s.dtype),
+        "shape": None if s.shape is None else list(s.shape),
+        "backpressure": hdr["backpressure"],
+        "max_readers": hdr["max_readers"],
+        "readers": len(readers),
+        "readers_alive": sum(1 for r in readers if r["alive"]),
+        "head": hdr["head"],
+        "dropped": hdr["dropped"],
+        "abandoned": hdr["abandoned"],
+    }
+
+
 def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
     for entry in sorted(os.listdir(SHM_DIR)):
         path = os.path.join(SHM_DIR, entry)
@@ -225,23 +274,19 @@ def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
             continue
         row: dict[str, Any] = {
             "name": "/" + entry,
+            "kind": None,
             "size": st.st_size,
             "mode": f"{stat.S_IMODE(st.st_mode):04o}",
             "owner": _owner(st.st_uid),
             "xshm": False,
         }
         try:
-            with SharedMemoryManager.open(entry, readonly=True) as m:
-                snap = m.read()
-                row.update(
-                    xshm=True,
-                    shape=list(m.shape),
-                    dtype=str(m.dtype),
-                    message_capacity=m.message_capacity,
-                    seq=m.seq,
-                    counter=snap.counter,
-                    last_publish_ns=snap.timestamp_ns if snap.seq else 0,
-                )
+            if segment_kind(entry) == "stream":
+                with Stream.open(entry, readonly=True) as s:
+                    row.update(xshm=True, **_stream_row(s))
+            else:
+                with SharedMemoryManager.open(entry, readonly=True) as m:
+                    row.update(xshm=True, **_record_row(m))
         except PermissionError:
             row["note"] = "no access"
         except LayoutError as e:
@@ -254,6 +299,25 @@ def _entries(show_all: bool) -> Iterator[dict[str, Any]]:
             row["note"] = f"unreadable: {e.strerror}"
         if row["xshm"] or show_all:
             yield row
+
+
+def _ls_holds(r: dict[str, Any]) -> str:
+    """What one record or message holds: the ls 'holds' column."""
+    if r["kind"] == "record":
+        return f"{_frame_text(r['dtype'], r['shape'])}, msg {r['message_capacity']} B"
+    what = f"{r['max_bytes']} B" if r["dtype"] is None else _frame_text(r["dtype"], r["shape"])
+    return f"{r['capacity']} x {what}, {r['backpressure']}"
+
+
+def _ls_state(r: dict[str, Any]) -> str:
+    """Where it is now: the ls 'state' column."""
+    if r["kind"] == "record":
+        return f"seq {r['seq']}, counter {r['counter']}"
+    dead = r["readers"] - r["readers_alive"]
+    readers = f"{r['readers']} reader{'' if r['readers'] == 1 else 's'}" + (
+        f" ({dead} dead)" if dead else ""
+    )
+    return f"head {r['head']}, dropped {r['dropped']}, {readers}"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -270,29 +334,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from rich import box
 
     table = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, header_style="bold")
-    for col in ("name", "shape", "dtype", "msg", "size", "mode", "owner", "seq", "counter"):
-        table.add_column(
-            col, justify="right" if col in ("msg", "size", "seq", "counter") else "left"
-        )
+    for col in ("name", "kind", "size", "mode", "owner", "holds", "state"):
+        table.add_column(col, justify="right" if col == "size" else "left")
     for r in rows:
         if r["xshm"]:
             table.add_row(
                 r["name"],
-                _shape_text(r["shape"]),
-                r["dtype"],
-                str(r["message_capacity"]),
+                r["kind"],
                 _size(r["size"]),
                 r["mode"],
                 r["owner"],
-                str(r["seq"]),
-                str(r["counter"]),
+                _ls_holds(r),
+                _ls_state(r),
             )
         else:
             table.add_row(
                 f"[dim]{r['name']}[/dim]",
                 f"[yellow]{r.get('note', 'foreign')}[/yellow]",
-                "",
-                "",
                 _size(r["size"]),
                 r["mode"],
                 r["owner"],
@@ -307,59 +365,112 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _inspect_data(name: str) -> dict[str, Any]:
-    with _open(name) as m:
-        hdr = m.header()
-        snap = m.read()
-        st = os.stat(os.path.join(SHM_DIR, m.name[1:]))
-        writer = snap.writer_pid if snap.seq else 0
-        return {
-            "name": m.name,
-            "layout_version": hdr["layout_version"],
-            "shape": list(m.shape),
-            "dtype": str(m.dtype),
-            "message_capacity": m.message_capacity,
-            "backup": m.backup,
-            "size": hdr["total_size"],
-            "mode": f"{stat.S_IMODE(st.st_mode):04o}",
-            "owner": _owner(st.st_uid),
-            "creation_id": hdr["creation_id"],
-            "created_ns": hdr["created_ns"],
-            "creator_pid": hdr["creator_pid"],
-            "seq": snap.seq,
-            "counter": snap.counter,
-            "message": snap.message,
-            "values": _summary(snap.values),
-            "last_publish_ns": snap.timestamp_ns if snap.seq else 0,
-            "writer_pid": writer,
-            "writer_alive": _alive(writer, snap.timestamp_ns if snap.seq else 0),
-            "writer_mutex_owner": hdr["owner_pid"],
-            "recoveries": hdr["recoveries"],
-            "waiters": hdr["waiters"],
-            "layout": {
-                "record_size": hdr["record_size"],
-                "record_offsets": list(hdr["record_offsets"]),
-                "values_offset": hdr["values_offset"],
-                "values_size": hdr["values_size"],
-                "message_offset": hdr["message_offset"],
-            },
-        }
+    with _open(name) as seg:
+        if isinstance(seg, Stream):
+            return _stream_data(seg)
+        return _record_data(seg)
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    info = _inspect_data(args.name)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return EXIT_OK
+def _record_data(m: SharedMemoryManager) -> dict[str, Any]:
+    hdr = m.header()
+    snap = m.read()
+    st = os.stat(os.path.join(SHM_DIR, m.name[1:]))
+    writer = snap.writer_pid if snap.seq else 0
+    return {
+        "name": m.name,
+        "kind": "record",
+        "layout_version": hdr["layout_version"],
+        "shape": list(m.shape),
+        "dtype": str(m.dtype),
+        "message_capacity": m.message_capacity,
+        "backup": m.backup,
+        "size": hdr["total_size"],
+        "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        "owner": _owner(st.st_uid),
+        "creation_id": hdr["creation_id"],
+        "created_ns": hdr["created_ns"],
+        "creator_pid": hdr["creator_pid"],
+        "seq": snap.seq,
+        "counter": snap.counter,
+        "message": snap.message,
+        "values": _summary(snap.values),
+        "last_publish_ns": snap.timestamp_ns if snap.seq else 0,
+        "writer_pid": writer,
+        "writer_alive": _alive(writer, snap.timestamp_ns if snap.seq else 0),
+        "writer_mutex_owner": hdr["owner_pid"],
+        "recoveries": hdr["recoveries"],
+        "waiters": hdr["waiters"],
+        "layout": {
+            "record_size": hdr["record_size"],
+            "record_offsets": list(hdr["record_offsets"]),
+            "values_offset": hdr["values_offset"],
+            "values_size": hdr["values_size"],
+            "message_offset": hdr["message_offset"],
+        },
+    }
+
+
+READER_FIELDS = ("index", "pid", "alive", "cursor", "lag", "lost", "received", "attached_ns")
+
+
+def _stream_data(s: Stream) -> dict[str, Any]:
+    hdr = s.header()
+    readers = s.readers()
+    st = os.stat(os.path.join(SHM_DIR, s.name[1:]))
+    return {
+        "name": s.name,
+        "kind": "stream",
+        "layout_version": hdr["layout_version"],
+        "size": hdr["total_size"],
+        "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        "owner": _owner(st.st_uid),
+        "capacity": hdr["capacity"],
+        "max_bytes": hdr["max_bytes"],
+        "slot_size": hdr["slot_size"],
+        "dtype": None if s.dtype is None else str(s.dtype),
+        "shape": None if s.shape is None else list(s.shape),
+        "backpressure": hdr["backpressure"],
+        "max_readers": hdr["max_readers"],
+        "max_writers": hdr["max_writers"],
+        "created_ns": hdr["created_ns"],
+        "creator_pid": hdr["creator_pid"],
+        "head": hdr["head"],
+        "dropped": hdr["dropped"],
+        "abandoned": hdr["abandoned"],
+        "recoveries": hdr["recoveries"],
+        "reaped": hdr["reaped"],
+        "writer_mutex_owner": hdr["owner_pid"],
+        "waiting_readers": hdr["data_waiters"],
+        "waiting_writers": hdr["space_waiters"],
+        "readers": [{k: r[k] for k in READER_FIELDS} for r in readers],
+    }
+
+
+ALIVE = {True: "[green]alive[/green]", False: "[red]exited[/red]", None: "-"}
+BACKPRESSURE = {
+    "block": "block (writers wait while the slowest reader is a full ring behind)",
+    "drop_oldest": "drop_oldest (writers never wait; a lapped reader counts what it lost)",
+}
+
+
+def _grid() -> Any:
     from rich.table import Table
 
-    console = _console(args)
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    alive = {True: "[green]alive[/green]", False: "[red]exited[/red]", None: "-"}
+    return t
+
+
+def _mutex_text(owner: int) -> str:
+    return f"held by pid {owner}" if owner else "free"
+
+
+def _record_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     v = info["values"]
-    rows = [
+    return [
         ("segment", info["name"]),
+        ("kind", "record (the latest value)"),
         (
             "layout",
             f"version {info['layout_version']}, {_size(info['size'])}, "
@@ -386,15 +497,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "last publish",
             f"{_ago(info['last_publish_ns'])}"
             + (
-                f" by pid {info['writer_pid']} ({alive[info['writer_alive']]})"
+                f" by pid {info['writer_pid']} ({ALIVE[info['writer_alive']]})"
                 if info["writer_pid"]
                 else ""
             ),
         ),
-        (
-            "writer mutex",
-            f"held by pid {info['writer_mutex_owner']}" if info["writer_mutex_owner"] else "free",
-        ),
+        ("writer mutex", _mutex_text(info["writer_mutex_owner"])),
         ("recoveries", str(info["recoveries"])),
         ("sleeping readers", str(info["waiters"])),
         (
@@ -405,9 +513,85 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"+{info['layout']['message_offset']}",
         ),
     ]
+
+
+def _stream_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    n = len(info["readers"])
+    dead = sum(1 for r in info["readers"] if not r["alive"])
+    message = (
+        f"bytes, up to {info['max_bytes']} each"
+        if info["dtype"] is None
+        else f"frames {info['dtype']}, shape {_shape_text(info['shape'])} "
+        f"({info['max_bytes']} bytes)"
+    )
+    return [
+        ("segment", info["name"]),
+        ("kind", "stream (every message, in order)"),
+        (
+            "layout",
+            f"version {info['layout_version']}, {_size(info['size'])}, "
+            f"{info['capacity']} slots of {info['slot_size']} bytes",
+        ),
+        ("messages", message),
+        ("backpressure", BACKPRESSURE.get(info["backpressure"], info["backpressure"])),
+        ("permissions", f"{info['mode']} {info['owner']}"),
+        ("created", f"{_ago(info['created_ns'])} by pid {info['creator_pid']}"),
+        ("head", f"{info['head']} (the next message's sequence number)"),
+        ("dropped", f"{info['dropped']} (overwritten while no reader was attached)"),
+        ("abandoned", f"{info['abandoned']} (lost with a writer that died sending)"),
+        ("recoveries", f"{info['recoveries']} (of the mutex, after its holder died)"),
+        ("reaped", f"{info['reaped']} (dead readers detached, dead writers' entries reused)"),
+        ("writer mutex", _mutex_text(info["writer_mutex_owner"])),
+        ("sleeping readers", str(info["waiting_readers"])),
+        ("waiting writers", str(info["waiting_writers"])),
+        (
+            "readers",
+            f"{n} of {info['max_readers']} attached"
+            + (f", {dead} of them dead (a writer detaches them)" if dead else ""),
+        ),
+    ]
+
+
+def _reader_table(readers: list[dict[str, Any]], console: Any, lag_only: bool = False) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, header_style="bold")
+    cols = ["reader", "pid", "alive", "cursor", "lag", "lost", "received"]
+    if lag_only:
+        cols.remove("cursor")
+    else:
+        cols.append("attached")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("alive", "attached") else "right")
+    for r in readers:
+        cells = {
+            "reader": str(r["index"]),
+            "pid": str(r["pid"]),
+            "alive": "[green]alive[/green]" if r["alive"] else "[red]dead[/red]",
+            "cursor": str(r.get("cursor", "")),
+            "lag": str(r["lag"]),
+            "lost": str(r["lost"]),
+            "received": str(r["received"]),
+            "attached": _ago(r.get("attached_ns", 0)),
+        }
+        t.add_row(*(cells[c] for c in cols))
+    return t
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = _inspect_data(args.name)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    console = _console(args)
+    t = _grid()
+    rows = _stream_rows(info) if info["kind"] == "stream" else _record_rows(info)
     for k, val in rows:
         t.add_row(k, val)
     console.print(t)
+    if info["kind"] == "stream" and info["readers"]:
+        console.print(_reader_table(info["readers"], console))
     return EXIT_OK
 
 
@@ -433,26 +617,99 @@ def _watch_frames(m: SharedMemoryManager, interval: float) -> Iterator[dict[str,
         }
 
 
+def _stream_watch_frames(s: Stream, interval: float) -> Iterator[dict[str, Any]]:
+    last_head = s.head
+    last_t = time.monotonic()
+    while True:
+        time.sleep(interval)
+        hdr = s.header()
+        readers = s.readers()
+        now = time.monotonic()
+        rate = (hdr["head"] - last_head) / (now - last_t) if now > last_t else 0.0
+        last_head, last_t = hdr["head"], now
+        yield {
+            "head": hdr["head"],
+            "messages_per_s": rate,
+            "dropped": hdr["dropped"],
+            "abandoned": hdr["abandoned"],
+            "readers": [
+                {k: r[k] for k in ("index", "pid", "alive", "lag", "lost", "received")}
+                for r in readers
+            ],
+        }
+
+
+def _record_render(name: str, f: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"xshm watch {name}  (Ctrl-C to quit)", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("updates/s", f"{f['updates_per_s']:.1f}")
+    t.add_row("last publish", f["since_last_publish"])
+    t.add_row("seq", str(f["seq"]))
+    t.add_row("counter", str(f["counter"]))
+    t.add_row("message", repr(f["message"]))
+    t.add_row("values", f["spark"])
+    return t
+
+
+def _record_line(f: dict[str, Any]) -> str:
+    return (
+        f"seq={f['seq']} updates/s={f['updates_per_s']:.1f} "
+        f"last={f['since_last_publish']!r} counter={f['counter']} "
+        f"message={f['message']!r} values={f['spark']}"
+    )
+
+
+def _stream_render(name: str, f: dict[str, Any], console: Any) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    t = Table(title=f"xshm watch {name}  (Ctrl-C to quit)", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("messages/s", f"{f['messages_per_s']:.1f}")
+    t.add_row("head", str(f["head"]))
+    t.add_row("dropped", str(f["dropped"]))
+    t.add_row("abandoned", str(f["abandoned"]))
+    t.add_row("readers", str(len(f["readers"])))
+    if not f["readers"]:
+        return t
+    return Group(t, _reader_table(f["readers"], console, lag_only=True))
+
+
+def _stream_line(f: dict[str, Any]) -> str:
+    lags = ",".join(
+        f"#{r['index']}:{r['lag']}" + ("" if r["alive"] else "(dead)") for r in f["readers"]
+    )
+    return (
+        f"head={f['head']} messages/s={f['messages_per_s']:.1f} dropped={f['dropped']} "
+        f"abandoned={f['abandoned']} readers={len(f['readers'])} lag={lags or '-'}"
+    )
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
-    m = _open(args.name)
-    frames = _watch_frames(m, args.interval)
+    seg = _open(args.name)
     console = _console(args)
+    frames: Iterator[dict[str, Any]]
+    if isinstance(seg, Stream):
+        frames = _stream_watch_frames(seg, args.interval)
+
+        def render(f: dict[str, Any]) -> Any:
+            return _stream_render(seg.name, f, console)
+
+        line: Callable[[dict[str, Any]], str] = _stream_line
+    else:
+        frames = _watch_frames(seg, args.interval)
+
+        def render(f: dict[str, Any]) -> Any:
+            return _record_render(seg.name, f)
+
+        line = _record_line
     try:
         if console.is_terminal and not args.json:
             from rich.live import Live
-            from rich.table import Table
-
-            def render(f: dict[str, Any]) -> Table:
-                t = Table(title=f"xshm watch {m.name}  (Ctrl-C to quit)", show_header=False)
-                t.add_column(style="bold")
-                t.add_column()
-                t.add_row("updates/s", f"{f['updates_per_s']:.1f}")
-                t.add_row("last publish", f["since_last_publish"])
-                t.add_row("seq", str(f["seq"]))
-                t.add_row("counter", str(f["counter"]))
-                t.add_row("message", repr(f["message"]))
-                t.add_row("values", f["spark"])
-                return t
 
             with Live(console=console, auto_refresh=False, transient=False) as live:
                 for i, f in enumerate(frames, 1):
@@ -464,18 +721,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps({k: v for k, v in f.items() if k != "spark"}), flush=True)
                 else:
-                    print(
-                        f"seq={f['seq']} updates/s={f['updates_per_s']:.1f} "
-                        f"last={f['since_last_publish']!r} counter={f['counter']} "
-                        f"message={f['message']!r} values={f['spark']}",
-                        flush=True,
-                    )
+                    print(line(f), flush=True)
                 if args.count and i >= args.count:
                     break
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way out of watch
     finally:
-        m.close()
+        seg.close()
     return EXIT_OK
 
 
@@ -641,10 +893,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 EPILOG = """\
 examples:
-  xshm ls                       xshm segments on this machine (--all: every segment)
+  xshm ls                       xshm segments, records and streams (--all: every segment)
   xshm inspect sensors          header, layout and the current record of /sensors
-  xshm watch sensors            live view; Ctrl-C to leave
-  xshm rm sensors old-feed      remove segments (--force for non-xshm ones)
+  xshm inspect events           a stream's counters and its readers (lag, lost, alive)
+  xshm watch sensors            live view (a stream: messages/s, readers' lag); Ctrl-C to leave
+  xshm rm sensors events        remove segments (--force for non-xshm ones)
   xshm demo                     a producer and consumers for a few seconds
   xshm bench                    xshm beside multiprocessing and the installed peers
   xshm --include                where <xshm/xshm.hpp> is, for a C++ compiler
@@ -657,7 +910,7 @@ foreign/inaccessible segment or failed removal, 2 usage error
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="xshm",
-        description="Shared-memory records for Python and "
+        description="Shared-memory records and streams for Python and "
         "C++: inspect, watch and manage xshm segments.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -681,14 +934,19 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("ls", cmd_ls, "list the xshm segments on this machine", "xshm ls --all")
+    sp = add(
+        "ls",
+        cmd_ls,
+        "list the xshm segments (records and streams) on this machine",
+        "xshm ls --all",
+    )
     sp.add_argument("--all", action="store_true", help="also list foreign segments (marked)")
     sp.add_argument("--json", action="store_true", help="JSON output")
 
     sp = add(
         "inspect",
         cmd_inspect,
-        "show a segment's header, layout and current record",
+        "show a segment's header, layout and current record (a stream: counters, readers)",
         "xshm inspect sensors --json",
     )
     sp.add_argument("name")
@@ -697,7 +955,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "watch",
         cmd_watch,
-        "live view of a segment (Ctrl-C to quit)",
+        "live view of a segment: a record's updates, a stream's messages/s and readers' lag "
+        "(Ctrl-C to quit)",
         "xshm watch sensors --interval 0.2",
     )
     sp.add_argument("name")
@@ -705,7 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--count", type=int, default=0, help="stop after N refreshes (0: never)")
     sp.add_argument("--json", action="store_true", help="one JSON object per refresh")
 
-    sp = add("rm", cmd_rm, "remove xshm segments", "xshm rm sensors old-feed")
+    sp = add("rm", cmd_rm, "remove xshm segments (records and streams)", "xshm rm sensors events")
     sp.add_argument("names", nargs="+", metavar="NAME")
     sp.add_argument("--force", action="store_true", help="also remove segments that are not xshm's")
     sp.add_argument("-q", "--quiet", action="store_true")

@@ -64,6 +64,7 @@ def test_ls_lists_xshm_and_marks_foreign(live: xshm.SharedMemoryManager) -> None
     rows = json.loads(run("ls", "--json").stdout)
     row = next(x for x in rows if x["name"] == live.name)
     assert row["xshm"] and row["shape"] == [50] and row["seq"] == 1 and row["counter"] == 42
+    assert row["kind"] == "record" and line.split()[1] == "record"
     assert row["message_capacity"] == 32 and row["mode"] == "0600"
 
 
@@ -71,7 +72,7 @@ def test_ls_hides_foreign_unless_all(foreign: str) -> None:
     assert f"/{foreign}" not in run("ls").stdout
     rows = json.loads(run("ls", "--all", "--json").stdout)
     row = next(x for x in rows if x["name"] == f"/{foreign}")
-    assert row["xshm"] is False and row["note"] == "foreign"
+    assert row["xshm"] is False and row["note"] == "foreign" and row["kind"] is None
     assert "foreign" in next(ln for ln in run("ls", "--all").stdout.splitlines() if foreign in ln)
 
 
@@ -84,6 +85,7 @@ def test_inspect_text_and_json(live: xshm.SharedMemoryManager) -> None:
     assert info["values"]["min"] == 0.0 and info["values"]["max"] == 1.0
     assert info["writer_pid"] == os.getpid() and info["writer_alive"] is True
     assert info["writer_mutex_owner"] == 0 and info["layout_version"] == 1
+    assert info["kind"] == "record" and "record (the latest value)" in r.stdout
     assert live.seq == 1, "inspecting never writes"
 
 
@@ -99,8 +101,7 @@ def test_shape_is_written_as_numpy_does_in_ls_and_inspect(
     with xshm.SharedMemoryManager.create(seg_name, shape=shape, dtype="int16"):
         ls = run("ls")
         line = next(ln for ln in ls.stdout.splitlines() if f"/{seg_name} " in ln)
-        cells = text.split()  # "(2, 3)" is two words
-        assert line.split()[1 : 2 + len(cells)] == [*cells, "int16"], line
+        assert " record " in line and f" int16 {text}, msg 256 B " in line, line
         inspect = run("inspect", seg_name)
         assert inspect.returncode == 0
         rows = [ln.rstrip() for ln in inspect.stdout.splitlines()]
