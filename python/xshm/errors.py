@@ -89,9 +89,10 @@ class WaitTimeoutError(XshmError, TimeoutError):
 
 
 class StreamFullError(WaitTimeoutError):
-    """A send on a ``"block"`` stream ran out of time: the slowest attached reader stayed a full
-    ring behind (or the stream's mutex stayed held by a stopped writer). Nothing was sent, or,
-    for ``send_many``, the message says how many were."""
+    """A send ran out of time: on a ``"block"`` stream the slowest attached reader stayed a full
+    ring behind; on either policy, the stream's mutex stayed held by a stopped writer, or the
+    next slot's earlier writer was still writing it. Nothing was sent, or, for ``send_many``,
+    the message says how many were."""
 
 
 class ClosedError(XshmError, ValueError):

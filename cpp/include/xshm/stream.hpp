@@ -218,7 +218,7 @@ inline std::shared_ptr<StreamSegment> map_stream(const std::string& canon, int f
       throw LayoutError("segment " + canon +
                         " is a record, not a stream: open it with SharedMemoryManager.open");
     try {
-      s->geo = validate_stream_header(first.data(), size);
+      s->geo = validate_stream_header(first.data(), size, canon);
     } catch (const LayoutError& e) {
       throw LayoutError("segment " + canon + ": " + e.what());
     }
@@ -589,13 +589,13 @@ inline void ensure_writer(StreamSegment& s) {
     // A free entry, or one whose writer is gone (its slots then judge dead: the state changes).
     if (st != 0 && liveness::held_by_other(s.fd.fd, s.writer_lock_offset(i))) continue;
     if (!liveness::hold(s.fd.fd, s.writer_lock_offset(i))) continue;
-    if (st != 0) s.header()->reaped.fetch_add(1, std::memory_order_relaxed);
     e->generation += 1;  // under the mutex; never reset, so a dead writer's slots never match
     const std::uint64_t mine = entry_state(e->generation);
     e->pid.store(static_cast<std::uint32_t>(detail::current_pid()), std::memory_order_relaxed);
     e->sent.store(0, std::memory_order_relaxed);
     e->attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
     e->state.store(mine, std::memory_order_release);
+    if (st != 0) s.header()->reaped.fetch_add(1, std::memory_order_relaxed);  // a dead writer's entry
     s.writer_state.store(mine, std::memory_order_release);
     s.writer_index.store(static_cast<int>(i), std::memory_order_release);
     return;
@@ -661,10 +661,11 @@ struct GateInfo {
 
 inline GateInfo slowest_reader(StreamSegment& s) {
   GateInfo g{UINT64_MAX, 0};
+  const std::uint64_t head = s.header()->head.load(std::memory_order_acquire);
   for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
     ReaderEntry* r = s.reader(i);
     if (r->state.load(std::memory_order_acquire) == 0) continue;
-    const std::uint64_t c = r->cursor.load(std::memory_order_acquire);
+    const std::uint64_t c = std::min(r->cursor.load(std::memory_order_acquire), head);
     if (c < g.cursor) g = GateInfo{c, r->pid.load(std::memory_order_relaxed)};
   }
   return g;
@@ -746,7 +747,7 @@ inline Claim claim_locked(StreamSegment& s, std::uint64_t n, std::uint64_t& firs
 }
 
 /// Fills a claimed slot and commits it.
-inline void fill_and_commit(StreamSegment& s, std::uint64_t x, const void* data, std::uint64_t len) noexcept {
+inline bool fill_and_commit(StreamSegment& s, std::uint64_t x, const void* data, std::uint64_t len) noexcept {
   SlotHeader* sl = s.slot(x);
   put(sl->length, len);
   put(sl->timestamp_ns, detail::realtime_ns());
@@ -756,8 +757,8 @@ inline void fill_and_commit(StreamSegment& s, std::uint64_t x, const void* data,
   // sees the payload and fields above.
   // A CAS, not a store: a slot a reader abandoned (its writer judged dead) stays abandoned.
   std::uint64_t w = slot_word::make(x, slot_word::kWriting);
-  sl->word.compare_exchange_strong(w, slot_word::make(x, slot_word::kCommitted), std::memory_order_release,
-                                   std::memory_order_relaxed);
+  return sl->word.compare_exchange_strong(w, slot_word::make(x, slot_word::kCommitted),
+                                          std::memory_order_release, std::memory_order_relaxed);
 }
 
 }  // namespace stream_impl
@@ -775,7 +776,10 @@ class StreamReader {
         state_(o.state_),
         cursor_(o.cursor_),
         lost_(o.lost_),
-        received_(o.received_) {
+        received_(o.received_),
+        hole_seen_(o.hole_seen_),
+        hole_seq_(o.hole_seq_),
+        hole_since_(o.hole_since_) {
     o.s_.reset();
   }
   StreamReader& operator=(StreamReader&& o) noexcept {
@@ -788,6 +792,9 @@ class StreamReader {
       cursor_ = o.cursor_;
       lost_ = o.lost_;
       received_ = o.received_;
+      hole_seen_ = o.hole_seen_;
+      hole_seq_ = o.hole_seq_;
+      hole_since_ = o.hole_since_;
     }
     return *this;
   }
@@ -1130,8 +1137,9 @@ class Stream {
     return send(bytes.data(), bytes.size(), timeout);
   }
 
-  /// Sends if there is room now; nullopt when a "block" stream is full (or its mutex stays
-  /// held by a stopped writer for kLockPoll). Never sleeps.
+  /// Sends if there is room now; nullopt when a "block" stream is full, its mutex stays held
+  /// (a stopped writer) for kLockPoll, or the next slot's earlier writer is still writing it
+  /// (a ring lapped within one send, either policy). Never sleeps.
   std::optional<std::uint64_t> try_send(const void* data, std::size_t size) {
     const std::pair<const void*, std::size_t> one{data, size};
     std::size_t done = 0;
@@ -1249,6 +1257,7 @@ class Stream {
     std::optional<stream_impl::Sleeping> sleeping;
     std::optional<timespec> next_hook;
     bool polled = false;
+    std::size_t lost_commits = 0;  // slots readers abandoned before this writer committed them
     done = 0;
     while (done < n) {
       // SYNC POINT (once sleeping): seq_cst, pairs with the reader's notify_writers fence.
@@ -1277,7 +1286,8 @@ class Stream {
           for (std::uint64_t j = 0; j < want; ++j) bytes += items[done + j].second;
           if (bytes <= kFillUnderLock) {
             for (std::uint64_t j = 0; j < want; ++j)
-              stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
+              lost_commits +=
+                  !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
             filled = true;
           }
         }
@@ -1297,7 +1307,8 @@ class Stream {
       if (got == stream_impl::Claim::made) {
         if (!filled)
           for (std::uint64_t j = 0; j < want; ++j)
-            stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
+            lost_commits +=
+                !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
         stream_impl::notify_readers(h);
         done += want;
         last = first + want - 1;
@@ -1335,6 +1346,10 @@ class Stream {
       }
       futex::wait(&h->space_epoch, epoch, &until);
     }
+    if (lost_commits != 0)
+      throw Error("stream " + s.name + ": " + std::to_string(lost_commits) +
+                  " of the messages sent were abandoned by readers that judged this writer dead (was its "
+                  "handle closed while it sent?)");
     return Sent::all;
   }
 

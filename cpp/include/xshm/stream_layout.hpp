@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "errors.hpp"
@@ -239,7 +240,8 @@ inline SegmentKind peek_kind(const void* base, std::uint64_t mapped) noexcept {
 
 /// Checks a stream header mapped with `mapped` bytes, in docs/LAYOUT.md's order, and returns
 /// its geometry. Nothing is read beyond `mapped`. Throws LayoutError naming the first bad field.
-inline StreamGeometry validate_stream_header(const void* base, std::uint64_t mapped) {
+inline StreamGeometry validate_stream_header(const void* base, std::uint64_t mapped,
+                                             std::string_view canon = {}) {
   if (mapped < kHeaderSize)
     throw LayoutError("segment is " + std::to_string(mapped) + " bytes, smaller than the xshm header (" +
                       std::to_string(kHeaderSize) + "): not an xshm segment, or truncated");
@@ -249,8 +251,9 @@ inline StreamGeometry validate_stream_header(const void* base, std::uint64_t map
   const bool magic_ok = std::memcmp(h->magic, kMagic, sizeof kMagic) == 0;
   if (state != kStateReady && (magic_ok || h->magic[0] == '\0'))
     throw LayoutError("state is " + std::to_string(state) +
-                      ", not READY: the segment was never made ready (its creator died while "
-                      "creating it; remove it with unlink)");
+                      ", not READY: the segment was never made ready (its creator stopped before "
+                      "finishing it, or is still creating it); " +
+                      never_ready_removal(canon));
   if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
   if (h->layout_version == kLayoutVersion)
     throw LayoutError(
