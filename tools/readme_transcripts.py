@@ -2,16 +2,17 @@
 """The README's code blocks, kept true by running them.
 
 A fenced block right after a marker line ``<!-- readme-test: ROLE -->`` is one the tests run
-(tests/docs/test_readme.py): ROLE is ``python producer``, ``python consumer``, ``cpp program``,
-``transcript setup`` (Python that makes the segment the transcripts show) or ``transcript`` (a
-``console`` block: ``$ command`` lines, each followed by its output).
+(tests/docs/test_readme.py): ROLE is ``python producer``, ``python consumer``, ``stream
+producer``, ``stream consumer``, ``cpp program``, ``transcript setup`` (Python that makes the
+segments the transcripts show) or ``transcript`` (a ``console`` block: ``$ command`` lines, each
+followed by its output).
 
     python tools/readme_transcripts.py           rewrite the transcripts of README.md from a run
     python tools/readme_transcripts.py --check   run them and compare (volatile parts masked)
 
 `make readme` runs the first. The commands run in a private mount namespace whose /dev/shm is
-an empty tmpfs (``unshare -m`` as root, ``unshare -rm`` otherwise), holding only the segment the
-setup block makes: ``xshm ls`` shows it alone and the names are the README's own. ``xshm`` is
+an empty tmpfs (``unshare -m`` as root, ``unshare -rm`` otherwise), holding only the segments the
+setup block makes: ``xshm ls`` shows them alone and the names are the README's own. ``xshm`` is
 the one this Python runs (``python -m xshm``).
 """
 

@@ -1,5 +1,6 @@
 """The README's code, run as a user would run it, so that a quickstart cannot rot: the Python
-producer and consumer in two processes, the C++ program compiled and run, the console
+producer and consumer in two processes (a record's and a stream's), the C++ program compiled and
+run, the console
 transcripts rerun and compared (tools/readme_transcripts.py: volatile parts masked), the
 prerequisites it states against what tools/prereqs.py computes. Blocks are found by their
 marker, `<!-- readme-test: ROLE -->`; an unmarked Python or C++ block is an error."""
@@ -27,12 +28,12 @@ import readme_transcripts as rt  # noqa: E402
 README = (ROOT / "README.md").read_text()
 
 
-def code(role: str, name: str) -> str:
-    """The block marked `role`, its segment renamed from "sensors" to `name` (so a run never
-    touches a real /sensors, and runs never meet)."""
+def code(role: str, name: str, segment: str = "sensors") -> str:
+    """The block marked `role`, its segment renamed from `segment` to `name` (so a run never
+    touches a real /sensors or /events, and runs never meet)."""
     body = rt.block(README, role).body
-    assert '"sensors"' in body, f"the {role} block no longer names its segment 'sensors'"
-    return body.replace('"sensors"', f'"{name}"')
+    assert f'"{segment}"' in body, f"the {role} block no longer names its segment '{segment}'"
+    return body.replace(f'"{segment}"', f'"{name}"')
 
 
 def test_every_code_block_is_run() -> None:
@@ -43,6 +44,7 @@ def test_every_code_block_is_run() -> None:
     )
     roles = [b.role for b in rt.blocks(README) if b.role]
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
+    expected += ["stream producer", "stream consumer"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -87,6 +89,62 @@ def test_python_producer_can_be_rerun(seg_name: str) -> None:
     assert not os.path.exists(f"/dev/shm/{seg_name}")
 
 
+def _stream_lines(out: str) -> tuple[list[int], int]:
+    """The stream consumer's output: the sequence numbers of "SEQ event K" lines (K checked
+    against SEQ), and its last line's count of lost messages."""
+    lines = out.strip().splitlines()
+    assert lines and lines[-1].startswith("lost "), out
+    seqs = []
+    for ln in lines[:-1]:
+        m = re.fullmatch(r"(\d+) event (\d+)", ln)
+        assert m, ln
+        seqs.append(int(m.group(1)))
+        assert int(m.group(2)) == int(m.group(1)) % 100, ln
+    return seqs, int(lines[-1].split()[1])
+
+
+def test_stream_quickstart_producer_and_consumer(seg_name: str) -> None:
+    """The consumer started first (it waits for the stream), the producer beside it: every
+    message, in order, each once, none lost; the consumer leaves on its own and removes it."""
+    consumer = _python(code("stream consumer", seg_name, "events"))
+    producer = _python(code("stream producer", seg_name, "events"))
+    try:
+        _, p_err = producer.communicate(timeout=120)
+        c_out, c_err = consumer.communicate(timeout=120)
+    finally:
+        for p in (producer, consumer):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert producer.returncode == 0 and p_err == "", p_err
+    assert consumer.returncode == 0 and c_err == "", c_err
+    assert _stream_lines(c_out) == (list(range(100)), 0), c_out
+    assert not os.path.exists(f"/dev/shm/{seg_name}"), "the consumer removes the stream"
+
+
+def test_stream_producer_can_be_rerun_and_the_consumer_come_after(seg_name: str) -> None:
+    """Run twice with no consumer, the producer reuses the stream it left; a consumer started
+    afterwards gets all 200 messages the ring kept, in order."""
+    for _ in range(2):
+        r = subprocess.run(
+            [sys.executable, "-c", code("stream producer", seg_name, "events")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert os.path.exists(f"/dev/shm/{seg_name}")
+    c = subprocess.run(
+        [sys.executable, "-c", code("stream consumer", seg_name, "events")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert c.returncode == 0 and c.stderr == "", c.stderr
+    assert _stream_lines(c.stdout) == (list(range(200)), 0), c.stdout
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
 def test_cpp_quickstart_is_a_program(seg_name: str, tmp_path: Path) -> None:
     gxx = shutil.which("g++")
     assert gxx, "g++ is needed (make test installs it)"
@@ -107,6 +165,66 @@ def test_cpp_quickstart_is_a_program(seg_name: str, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == "seq 2 counter 2 first value 2 message hello\n"
     assert not os.path.exists(f"/dev/shm/{seg_name}"), "the program removes its segment"
+
+
+STREAM_CPP = r"""
+#include <xshm/xshm.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+int main(int, char** argv) {
+  xshm::StreamOptions opt;
+  opt.capacity = 16;
+  opt.max_bytes = 64;
+  opt.backpressure = xshm::Backpressure::block;
+  auto s = xshm::Stream::create(argv[1], opt);
+  auto o = xshm::Stream::open(argv[1]);
+  auto r = o.reader();
+  s.send("hello");
+  const bool ok = s.try_send("again").has_value();
+  const std::string a = "a", b = "b";
+  s.send_many({{a.data(), a.size()}, {b.data(), b.size()}});
+  const xshm::Message m = r.recv(std::chrono::seconds(1));
+  const auto t = r.try_recv();
+  const auto rest = r.recv_many(8, std::chrono::seconds(1));
+  std::printf("%llu %s %d %zu %zu\n", static_cast<unsigned long long>(m.seq),
+              std::string(m.data.begin(), m.data.end()).c_str(), ok ? 1 : 0, t ? t->data.size() : 0,
+              rest.size());
+  xshm::Stream::unlink(argv[1]);
+}
+"""
+
+
+def test_stream_cpp_names_are_the_headers(seg_name: str, tmp_path: Path) -> None:
+    """The C++ names the Streams section gives exist as written: a program using each of them
+    compiles against the header and runs."""
+    para = " ".join(next(p for p in README.split("\n\n") if p.startswith("C++: ")).split())
+    for name in (
+        "`xshm::Stream::create(name, opt)`",
+        "`xshm::StreamOptions`: `capacity`, `max_bytes`, `backpressure`",
+        "`xshm::Stream::open(name)`",
+        "`s.send(bytes)`",
+        "`s.reader()`",
+        "`r.recv(timeout)`",
+        "`try_send`, `send_many`, `try_recv` and `recv_many`",
+    ):
+        assert name in para, (name, para)
+    gxx = shutil.which("g++")
+    assert gxx, "g++ is needed (make test installs it)"
+    src = tmp_path / "stream.cpp"
+    src.write_text(STREAM_CPP)
+    exe = tmp_path / "stream"
+    flags = ["-std=c++17", f"-I{ROOT / 'cpp' / 'include'}", "-pthread", "-Wall", "-Wextra"]
+    build = subprocess.run(
+        [gxx, *flags, "-Werror", str(src), "-o", str(exe)], capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stderr
+    r = subprocess.run([str(exe), seg_name], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "0 hello 1 5 2\n"
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
 
 
 def test_console_transcripts_are_what_the_commands_print(
