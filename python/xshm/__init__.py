@@ -1,9 +1,11 @@
 """xshm: live data shared between processes on one machine.
 
-A segment holds one record: a ``counter``, a typed ``values`` array and a UTF-8 ``message``.
-Writers publish it under a robust process-shared mutex; any number of readers take consistent
-snapshots without locks (a seqlock), or look at the values in place through a zero-copy numpy
-view. The same segment is read and written by C++ programs that include ``<xshm/xshm.hpp>``.
+Two kinds of segment. A record holds the latest value: a ``counter``, a typed ``values`` array
+and a UTF-8 ``message``; writers publish it under a robust process-shared mutex, and any number
+of readers take consistent snapshots without locks (a seqlock), or look at the values in place
+through a zero-copy numpy view. A stream (:class:`Stream`) carries every message, in order,
+through a ring: any number of writers, and readers that each have their own cursor. C++
+programs that include ``<xshm/xshm.hpp>`` read and write the same segments.
 
 >>> import xshm
 >>> with xshm.SharedMemoryManager.create("doctest-xshm", shape=(3,)) as m:
