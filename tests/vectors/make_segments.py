@@ -1,5 +1,7 @@
 """Regenerates the golden segment vectors (tests/vectors/*.seg) and their manifest
-(tests/vectors/segments.tsv) from the real implementation.
+(tests/vectors/segments.tsv) from the real implementation, and the golden streams
+(tests/vectors/streams/*.seg, streams/streams.tsv) from docs/LAYOUT.md Part II alone (see
+"Streams" below: no xshm call makes them).
 
 Each valid vector is a segment the installed ``xshm`` package created and published; the states
 no API call leaves behind (a writer that died mid-write, in the backup refresh, or before it
@@ -14,7 +16,8 @@ timestamps, and every pid (creator, writers, owner, the mutex's owner TID) becom
 list pointers in the mutex (addresses in the dead owner's memory) become 0.
 
 Usage: python tests/vectors/make_segments.py [OUT_DIR]   (default: this directory). Linux on
-x86-64 with glibc only: the mutex bytes are glibc's x86-64 pthread_mutex_t.
+x86-64 with glibc only: the mutex bytes are glibc's x86-64 pthread_mutex_t (the streams'
+are written as such, anywhere: write_streams(OUT_DIR) alone needs no xshm).
 """
 
 from __future__ import annotations
@@ -639,6 +642,1011 @@ def corrupt_vectors() -> list[Vector]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Streams (layout version 2). Unlike the records above, these are written byte by byte from
+# docs/LAYOUT.md Part II (sections 16-28) alone: no xshm call makes or touches them, so a
+# disagreement between the page and the code shows as a failing vector test instead of being
+# copied into the vector. Each sends its messages by the steps of 25.2-25.4 (register, claim,
+# fill, commit) on a zero file, as the page says a fresh stream is (21.1); the states no send
+# leaves (a writer dead mid-copy or holding the mutex) are the same steps cut short.
+# Normalised like the records (section 13): creation_id CREATION_ID, created_ns CREATED_NS,
+# every timestamp_ns (a slot's, a table entry's attached_ns) derived from it, and every pid
+# above PID_MAX_LIMIT: the creator and writer A are DEAD_PID, writer B DEAD_PID + 1 (two, so
+# that a reader must return each slot's own writer_pid).
+# --------------------------------------------------------------------------------------------
+
+STREAMS_DIR = "streams"
+STREAM_VERSION, KIND_STREAM, FLAG_DROP_OLDEST = 2, 2, 1  # 16, 18.1
+READY = 0x59444552  # "READ" little-endian (4.1)
+PAGE = 4096
+DEAD_PID_2 = DEAD_PID + 1
+# 5.1: dtype code -> (numpy name, itemsize)
+DTYPES = {
+    1: ("bool", 1),
+    2: ("int8", 1),
+    3: ("uint8", 1),
+    4: ("int16", 2),
+    5: ("uint16", 2),
+    6: ("int32", 4),
+    7: ("uint32", 4),
+    8: ("int64", 8),
+    9: ("uint64", 8),
+    10: ("float16", 2),
+    11: ("float32", 4),
+    12: ("float64", 8),
+    13: ("complex64", 8),
+    14: ("complex128", 16),
+}
+# 18.1 identity
+S_VERSION, S_STATE, S_TOTAL, S_HEADER_SIZE, S_KIND, S_FLAGS = 8, 12, 16, 24, 28, 32
+S_CAPACITY, S_MAX_BYTES, S_SLOT_SIZE, S_SLOTS_OFFSET = 36, 40, 48, 56
+S_MAX_READERS, S_MAX_WRITERS, S_READERS_OFFSET, S_WRITERS_OFFSET = 64, 68, 72, 80
+S_DTYPE, S_NDIM, S_SHAPE = 88, 92, 96
+S_MUTEX_SIZE, S_MUTEX_ABI, S_CREATION_ID, S_CREATED_NS, S_CREATOR_PID = 160, 164, 168, 184, 192
+# 18.2 head line, 18.4 stats line, 18.5 writer line and mutex
+S_HEAD, S_DATA_EPOCH, S_CLAIM_SEQ, S_CLAIM_DROPPED = 256, 264, 272, 280
+S_DROPPED, S_ABANDONED, S_READERS_GEN, S_REAPED = 384, 392, 400, 404
+S_OWNER_PID, S_RECOVERIES, S_MUTEX = 448, 452, 512
+S_RESERVED = [(196, 256), (288, 320), (328, 384), (408, 448), (456, 512), (576, PAGE)]
+# 19.1 reader entry, 19.2 writer entry, 20.1 slot header
+RE_CURSOR, RE_STATE, RE_PID, RE_GENERATION, RE_ATTACHED_NS = 0, 64, 72, 76, 80
+WE_STATE, WE_PID, WE_SENT, WE_ATTACHED_NS = 0, 8, 16, 24
+SL_WORD, SL_LENGTH, SL_TIMESTAMP, SL_WRITER_PID = 0, 8, 16, 24
+SL_WRITER_INDEX, SL_WRITER_STATE = 28, 32
+SLOT_HEADER = 64
+# 20.2 slot word tags
+WRITING, COMMITTED, ABANDONED = 1, 2, 3
+# glibc x86-64 pthread_mutex_t (section 2, A.2): __kind at +16 is 0x92 after pthread_mutex_init
+# with 7.1 step 7's attributes; __count (+4) is 1 once it has been locked; a holder that died
+# leaves FUTEX_OWNER_DIED in __lock (+0), its TID in __owner (+8) and __nusers (+12) at 1.
+MUTEX_SIZE_GLIBC_X86_64 = 40
+MX_COUNT, MX_NUSERS, MX_KIND, MUTEX_KIND = 4, 12, 16, 0x92
+
+
+def round_up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def word(x: int, tag: int) -> int:
+    return (x << 2) | tag
+
+
+def entry_state(generation: int) -> int:
+    return (generation << 8) | 1
+
+
+@dataclass
+class StreamGeometry:
+    capacity: int
+    max_bytes: int
+    drop_oldest: bool
+    max_readers: int
+    max_writers: int
+    dtype: int
+    shape: tuple[int, ...]
+    slot_size: int
+    readers_offset: int
+    writers_offset: int
+    slots_offset: int
+    total_size: int
+
+
+class GeometryRefused(ValueError):
+    pass
+
+
+def stream_geometry(
+    capacity: int,
+    max_bytes: int,
+    *,
+    drop_oldest: bool = False,
+    max_readers: int = 4,
+    max_writers: int = 4,
+    dtype: int = 0,
+    shape: tuple[int, ...] = (),
+) -> StreamGeometry:
+    """Section 17, step by step, with its refusals in its order."""
+    if not 1 <= capacity <= 1 << 30:
+        raise GeometryRefused(f"capacity must be 1 to 2**30 messages, got {capacity}")
+    if not 1 <= max_bytes <= 1 << 30:
+        raise GeometryRefused(f"max_bytes must be 1 to 2**30 bytes, got {max_bytes}")
+    if not 1 <= max_readers <= 1024:
+        raise GeometryRefused(f"max_readers must be 1 to 1024, got {max_readers}")
+    if not 1 <= max_writers <= 1024:
+        raise GeometryRefused(f"max_writers must be 1 to 1024, got {max_writers}")
+    if dtype == 0:
+        if shape:
+            raise GeometryRefused("a byte stream has no shape")
+    else:
+        if dtype not in DTYPES:
+            raise GeometryRefused(f"unknown dtype code {dtype}")
+        if len(shape) > 8:
+            raise GeometryRefused("ndim exceeds 8")
+        nbytes = DTYPES[dtype][1]
+        for e in shape:
+            if e != 0 and nbytes > (1 << 30) // e:
+                raise GeometryRefused("a frame is limited to 2**30 bytes")
+            nbytes *= e
+        if nbytes != max_bytes:
+            raise GeometryRefused(
+                f"a frame of this dtype and shape is {nbytes} bytes, not {max_bytes}"
+            )
+    slot_size = 64 + round_up(max_bytes, 64)
+    if capacity > (1 << 40) // slot_size:
+        raise GeometryRefused("the ring would exceed 2**40 bytes")
+    readers_offset = PAGE
+    writers_offset = readers_offset + 128 * max_readers
+    slots_offset = round_up(writers_offset + 64 * max_writers, PAGE)
+    total_size = round_up(slots_offset + capacity * slot_size, PAGE)
+    return StreamGeometry(
+        capacity,
+        max_bytes,
+        drop_oldest,
+        max_readers,
+        max_writers,
+        dtype,
+        tuple(shape),
+        slot_size,
+        readers_offset,
+        writers_offset,
+        slots_offset,
+        total_size,
+    )
+
+
+def check_geometry_table() -> None:
+    """The examples of section 17's table, so that the formula above is the page's."""
+    rows = [
+        ((1024, 1024, 16, 64, 0, ()), (1088, 6144, 12288, 1126400)),
+        ((4, 64, 16, 64, 0, ()), (128, 6144, 12288, 16384)),
+        ((8, 3686400, 16, 64, 11, (480, 640, 3)), (3686464, 6144, 12288, 29507584)),
+        ((1000, 100, 1024, 1024, 0, ()), (192, 135168, 200704, 393216)),
+        ((1 << 24, 65472, 1, 1, 0, ()), (65536, 4224, 8192, (1 << 40) + 8192)),
+    ]
+    for (cap, mb, nr, nw, dt, sh), want in rows:
+        g = stream_geometry(cap, mb, max_readers=nr, max_writers=nw, dtype=dt, shape=sh)
+        assert (g.slot_size, g.writers_offset, g.slots_offset, g.total_size) == want, (cap, g)
+    for cap, mb, dt, sh in [
+        ((1 << 24) + 1, 65472, 0, ()),
+        (1 << 30, 1024, 0, ()),
+        (4, 1 << 31, 3, (1 << 15, 1 << 15, 2)),
+    ]:
+        try:
+            stream_geometry(cap, mb, max_readers=1, max_writers=1, dtype=dt, shape=sh)
+        except GeometryRefused:
+            continue
+        raise AssertionError(f"section 17 refuses capacity {cap}, max_bytes {mb}")
+
+
+@dataclass
+class Sent:
+    """A message as a reader at 'oldest' must receive it."""
+
+    seq: int
+    pid: int
+    timestamp_ns: int
+    payload: bytes
+
+    def cell(self) -> str:
+        return f"{self.seq}:{self.pid}:{self.timestamp_ns}:{self.payload.hex()}"
+
+
+class StreamImage:
+    """The bytes of one stream, changed only by the steps of docs/LAYOUT.md Part II."""
+
+    def __init__(self, g: StreamGeometry) -> None:
+        self.g = g
+        self.b = bytearray(g.total_size)  # 21.1: everything but the header page is zero
+        b = self.b
+        # 18.1, in 21.2 step 6's order; state last (step 7).
+        b[0:8] = b"XSHMSEG\x00"
+        u32(b, S_VERSION, STREAM_VERSION)
+        u64(b, S_TOTAL, g.total_size)
+        u32(b, S_HEADER_SIZE, PAGE)
+        u32(b, S_KIND, KIND_STREAM)
+        u32(b, S_FLAGS, FLAG_DROP_OLDEST if g.drop_oldest else 0)
+        u32(b, S_CAPACITY, g.capacity)
+        u64(b, S_MAX_BYTES, g.max_bytes)
+        u64(b, S_SLOT_SIZE, g.slot_size)
+        u64(b, S_SLOTS_OFFSET, g.slots_offset)
+        u32(b, S_MAX_READERS, g.max_readers)
+        u32(b, S_MAX_WRITERS, g.max_writers)
+        u64(b, S_READERS_OFFSET, g.readers_offset)
+        u64(b, S_WRITERS_OFFSET, g.writers_offset)
+        u32(b, S_DTYPE, g.dtype)
+        u32(b, S_NDIM, len(g.shape))
+        for i, e in enumerate(g.shape):
+            u64(b, S_SHAPE + 8 * i, e)
+        u32(b, S_MUTEX_SIZE, MUTEX_SIZE_GLIBC_X86_64)
+        u32(b, S_MUTEX_ABI, ABI_GLIBC_X86_64)
+        b[S_CREATION_ID : S_CREATION_ID + 16] = CREATION_ID
+        u64(b, S_CREATED_NS, CREATED_NS)
+        u32(b, S_CREATOR_PID, DEAD_PID)
+        u32(b, S_MUTEX + MX_KIND, MUTEX_KIND)
+        u32(b, S_STATE, READY)
+        self.writer_entry: dict[int, int] = {}  # writer pid -> its entry
+
+    # --- offsets (19, 20.1) ---
+    def reader_at(self, i: int) -> int:
+        return self.g.readers_offset + 128 * i
+
+    def writer_at(self, j: int) -> int:
+        return self.g.writers_offset + 64 * j
+
+    def slot_at(self, x: int) -> int:
+        return self.g.slots_offset + (x % self.g.capacity) * self.g.slot_size
+
+    def slot_word(self, x: int) -> int:
+        return u64(self.b, self.slot_at(x) + SL_WORD)
+
+    @property
+    def head(self) -> int:
+        return u64(self.b, S_HEAD)
+
+    def lock_mutex(self) -> None:
+        """A lock and unlock of the mutex leave __count 1 (A.2); nothing else stays."""
+        u32(self.b, S_MUTEX + MX_COUNT, 1)
+
+    # --- 25.2: the writer entry ---
+    def register(self, j: int, pid: int) -> None:
+        at = self.writer_at(j)
+        st = u64(self.b, at + WE_STATE)
+        if st != 0:  # a dead writer's entry, taken over
+            u32(self.b, S_REAPED, u32(self.b, S_REAPED) + 1)
+        u32(self.b, at + WE_PID, pid)
+        u64(self.b, at + WE_SENT, 0)
+        u64(self.b, at + WE_ATTACHED_NS, CREATED_NS)
+        u64(self.b, at + WE_STATE, (((st >> 8) + 1) << 8) | 1)
+        self.writer_entry[pid] = j
+
+    def close_writer(self, pid: int) -> None:
+        """A clean close: the entry's state back to 0 (25.2, last paragraph)."""
+        u64(self.b, self.writer_at(self.writer_entry.pop(pid)) + WE_STATE, 0)
+
+    # --- 25.3: the claim (no reader attached in any vector but one; no gate is reached) ---
+    def claim(self, pid: int, n: int, *, die: str | None = None) -> int:
+        """Claims n sequence numbers for the writer `pid`, registering it at its first claim.
+        `die`: where the claimant dies holding the mutex, as recovery (24.2) then finds it:
+        "before-mark" (step 7.1 of the first slot done, not its mark), "after-mark" (the first
+        slot marked, not its step 7.4), "after-marks" (every slot marked, not step 8)."""
+        b, g = self.b, self.g
+        self.lock_mutex()
+        if pid not in self.writer_entry:
+            free = [j for j in range(g.max_writers) if u64(b, self.writer_at(j)) == 0]
+            self.register(free[0], pid)
+        j = self.writer_entry[pid]
+        me = self.writer_at(j)
+        h = self.head
+        any_reader = any(u64(b, self.reader_at(i) + RE_STATE) != 0 for i in range(g.max_readers))
+        if any_reader and not g.drop_oldest:  # step 4: no vector claims past the gate
+            gate = min(
+                u64(b, self.reader_at(i) + RE_CURSOR)
+                for i in range(g.max_readers)
+                if u64(b, self.reader_at(i) + RE_STATE) != 0
+            )
+            assert h + n <= gate + g.capacity
+        for k in range(n):  # step 5: no vector claims over a hole
+            assert h + k < g.capacity or self.slot_word(h + k) & 3 != WRITING
+        u64(b, me + WE_SENT, u64(b, me + WE_SENT) + n)
+        drops = not any_reader
+        for k in range(n):
+            x = h + k
+            overwrite = drops and x >= g.capacity
+            if overwrite:
+                u64(b, S_CLAIM_DROPPED, u64(b, S_DROPPED) + 1)
+                u64(b, S_CLAIM_SEQ, x + 1)
+            if die == "before-mark":
+                self._die_holding_mutex(pid)
+                return h
+            s = self.slot_at(x)
+            u32(b, s + SL_WRITER_INDEX, j)
+            u64(b, s + SL_WRITER_STATE, u64(b, me + WE_STATE))
+            u64(b, s + SL_WORD, word(x, WRITING))
+            if die == "after-mark":
+                self._die_holding_mutex(pid)
+                return h
+            if overwrite:
+                u64(b, S_DROPPED, u64(b, S_CLAIM_DROPPED))
+        if die == "after-marks":
+            self._die_holding_mutex(pid)
+            return h
+        assert die is None
+        u64(b, S_HEAD, h + n)
+        u64(b, S_CLAIM_SEQ, 0)
+        return h
+
+    def _die_holding_mutex(self, pid: int) -> None:
+        b = self.b
+        u32(b, S_OWNER_PID, pid)  # 24.1: the locker's pid after locking
+        u32(b, S_MUTEX, FUTEX_OWNER_DIED)  # the kernel's mark; no TID (section 2)
+        u32(b, S_MUTEX + M_OWNER, pid)
+        u32(b, S_MUTEX + MX_NUSERS, 1)
+
+    # --- 25.4: filling and committing ---
+    def fill(self, x: int, pid: int, payload: bytes) -> None:
+        b, s = self.b, self.slot_at(x)
+        assert self.slot_word(x) == word(x, WRITING) and len(payload) <= self.g.max_bytes
+        u64(b, s + SL_LENGTH, len(payload))
+        u64(b, s + SL_TIMESTAMP, timestamp_of(x))
+        u32(b, s + SL_WRITER_PID, pid)
+        b[s + SLOT_HEADER : s + SLOT_HEADER + len(payload)] = payload
+
+    def commit(self, x: int) -> None:
+        u64(self.b, self.slot_at(x) + SL_WORD, word(x, COMMITTED))
+
+    def notify_readers(self) -> None:
+        u32(self.b, S_DATA_EPOCH, u32(self.b, S_DATA_EPOCH) + 1)
+
+    def send(self, pid: int, *payloads: bytes) -> list[Sent]:
+        """One claim of len(payloads) messages, filled and committed in order (send_many)."""
+        h = self.claim(pid, len(payloads))
+        out = []
+        for k, p in enumerate(payloads):
+            self.fill(h + k, pid, p)
+            self.commit(h + k)
+            out.append(Sent(h + k, pid, timestamp_of(h + k), p))
+        self.notify_readers()
+        return out
+
+    # --- 26.4: a reader judged a hole dead ---
+    def abandon(self, x: int) -> None:
+        assert self.slot_word(x) == word(x, WRITING)
+        u64(self.b, self.slot_at(x) + SL_WORD, word(x, ABANDONED))
+        u64(self.b, S_ABANDONED, u64(self.b, S_ABANDONED) + 1)
+        self.notify_readers()
+
+    # --- 26.1: a reader attached (its process since died: nobody holds its lock) ---
+    def attach_dead_reader(self, i: int, pid: int) -> None:
+        b, at = self.b, self.reader_at(i)
+        self.lock_mutex()
+        h = self.head
+        gen = u32(b, at + RE_GENERATION) + 1
+        u32(b, at + RE_GENERATION, gen)
+        u64(b, at + RE_CURSOR, h - self.g.capacity if h >= self.g.capacity else 0)
+        u32(b, at + RE_PID, pid)
+        u64(b, at + RE_ATTACHED_NS, CREATED_NS)
+        u64(b, at + RE_STATE, entry_state(gen))
+        u32(b, S_READERS_GEN, u32(b, S_READERS_GEN) + 1)
+
+
+@dataclass
+class StreamVector:
+    file: str
+    data: bytes | None  # None: a row about a file written elsewhere (a record vector)
+    open_as: str = "stream"  # stream | record: which opener the row is about
+    stage: str = "ok"  # ok | open | attach | recv
+    error: str = "-"
+    error_text: str = "-"
+    peek: str = "stream"  # record | stream | unknown (section 16's dispatch)
+    backpressure: str = "-"
+    capacity: str = "-"
+    max_bytes: str = "-"
+    max_readers: str = "-"
+    max_writers: str = "-"
+    dtype: str = "-"
+    shape: str = "-"
+    head_open: str = "-"
+    head: str = "-"
+    cursor: str = "-"
+    messages: str = "-"
+    lost: str = "-"
+    abandoned: str = "-"
+    dropped: str = "-"
+    recoveries: str = "-"
+    note: str = ""
+
+
+STREAM_COLUMNS = [
+    "file",
+    "open_as",
+    "stage",
+    "error",
+    "error_text",
+    "peek",
+    "backpressure",
+    "capacity",
+    "max_bytes",
+    "max_readers",
+    "max_writers",
+    "dtype",
+    "shape",
+    "head_open",
+    "head",
+    "cursor",
+    "messages",
+    "lost",
+    "abandoned",
+    "dropped",
+    "recoveries",
+    "note",
+]
+
+
+def stream_ok(
+    file: str,
+    img: StreamImage,
+    messages: list[Sent],
+    *,
+    head: int | None = None,
+    cursor: int,
+    lost: int = 0,
+    abandoned: int | None = None,
+    dropped: int | None = None,
+    recoveries: int = 0,
+    stage: str = "ok",
+    note: str = "",
+) -> StreamVector:
+    """A valid stream: what a reader attached at 'oldest' takes from it, and the header after."""
+    g = img.g
+    v = StreamVector(file, bytes(img.b), stage=stage, note=note)
+    v.backpressure = "drop_oldest" if g.drop_oldest else "block"
+    v.capacity, v.max_bytes = str(g.capacity), str(g.max_bytes)
+    v.max_readers, v.max_writers = str(g.max_readers), str(g.max_writers)
+    v.dtype = DTYPES[g.dtype][0] if g.dtype else "bytes"
+    v.shape = str(g.shape) if g.dtype else "-"
+    v.head_open = str(img.head)
+    v.head = str(img.head if head is None else head)
+    v.cursor = str(cursor)
+    v.messages = " ".join(m.cell() for m in messages) or "-"
+    v.lost = str(lost)
+    v.abandoned = str(u64(img.b, S_ABANDONED) if abandoned is None else abandoned)
+    v.dropped = str(u64(img.b, S_DROPPED) if dropped is None else dropped)
+    v.recoveries = str(recoveries)
+    return v
+
+
+def payload(x: int, max_bytes: int) -> bytes:
+    """Message x of a byte stream: raw bytes; lengths vary, so that a slot keeps an earlier
+    lap's bytes past a shorter message."""
+    text = bytes([x & 0xFF, 0x00, 0xFF]) + f" message {x} ".encode() + "✓".encode()
+    n = (x * 11 + 5) % (max_bytes + 1)
+    return (text * (max_bytes // len(text) + 1))[:n]
+
+
+def frame(dtype: str, shape: tuple[int, ...], k: int) -> bytes:
+    return np.ascontiguousarray(pattern(dtype, shape, k)).tobytes()
+
+
+def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
+    out: list[StreamVector] = []
+    bases: dict[str, StreamImage] = {}
+    A, B = DEAD_PID, DEAD_PID_2
+
+    # A fresh stream, the geometry of section 17's second example (4, 64, 16, 64).
+    img = StreamImage(stream_geometry(4, 64, max_readers=16, max_writers=64))
+    assert img.g.total_size == 16384
+    out.append(
+        stream_ok("stream-bytes-empty.seg", img, [], cursor=0, note="as create leaves it (21.1)")
+    )
+
+    # A few messages from two writers: one empty, one of exactly max_bytes, raw bytes, a batch.
+    img = StreamImage(stream_geometry(8, 100))
+    msgs = img.send(A, b"")
+    msgs += img.send(B, bytes(range(100)))
+    msgs += img.send(A, b"\x00\xff\ntwo in one claim", "héllo ✓".encode())
+    img.close_writer(B)
+    bases["bytes"] = img
+    out.append(
+        stream_ok(
+            "stream-bytes-committed.seg",
+            img,
+            msgs,
+            cursor=0,
+            note="4 messages (empty, max_bytes long, a batch of 2) from 2 writers; B closed since",
+        )
+    )
+
+    # drop_oldest, wrapped: 10 messages through 4 slots with nobody attached (dropped 6).
+    img = StreamImage(stream_geometry(4, 24, drop_oldest=True))
+    sent: list[Sent] = []
+    for x in range(10):
+        sent += img.send(A if x % 3 else B, payload(x, 24))
+    assert img.head == 10 and u64(img.b, S_DROPPED) == 6
+    out.append(
+        stream_ok(
+            "stream-drop-oldest-wrapped.seg",
+            img,
+            sent[6:],
+            cursor=6,
+            note="head 10 > capacity 4: oldest is 6 (slot 2); earlier laps' bytes past each length",
+        )
+    )
+
+    # drop_oldest with one slot: only the last message is retained.
+    img = StreamImage(stream_geometry(1, 32, drop_oldest=True, dtype=14, shape=(2,)))
+    sent = []
+    for k in range(3):
+        sent += img.send(A, frame("complex128", (2,), k))
+    out.append(
+        stream_ok(
+            "stream-frames-complex128-2-cap1.seg",
+            img,
+            sent[2:],
+            cursor=2,
+            note="capacity 1, drop_oldest: oldest is head - 1",
+        )
+    )
+
+    # Frames: float32 (2, 3) and a 0-d int16.
+    img = StreamImage(stream_geometry(4, 24, dtype=11, shape=(2, 3)))
+    sent = []
+    for k in range(3):
+        sent += img.send(A, frame("float32", (2, 3), k))
+    bases["frames"] = img
+    out.append(stream_ok("stream-frames-float32-2x3.seg", img, sent, cursor=0))
+
+    img = StreamImage(stream_geometry(4, 2, dtype=4, shape=()))
+    sent = img.send(B, frame("int16", (), 1), frame("int16", (), 2))
+    out.append(stream_ok("stream-frames-int16-scalar.seg", img, sent, cursor=0, note="shape ()"))
+
+    # A writer (A, entry 0) died between its claim of 2 and its commit: slot 2 stays WRITING
+    # with its fields and half its payload written; B committed 3 after it. Nobody holds the
+    # lock byte of entry 0, whose state is still the slot's writer_state: a waiting reader
+    # judges it dead after kHoleCheck (26.4) and skips it.
+    def with_hole(tag: str, edit: Callable[[StreamImage], None] | None, note: str) -> None:
+        img = StreamImage(stream_geometry(8, 32))
+        msgs = img.send(A, payload(0, 32)) + img.send(B, payload(1, 32))
+        h = img.claim(A, 1)
+        p = b"half of message 2 and its tail.."
+        img.fill(h, A, p[:16])
+        u64(img.b, img.slot_at(h) + SL_LENGTH, len(p))
+        msgs += img.send(B, payload(3, 32))
+        if edit is not None:
+            edit(img)
+        out.append(
+            stream_ok(
+                f"stream-writing-{tag}.seg",
+                img,
+                [msgs[0], msgs[1], msgs[2]],
+                cursor=0,
+                lost=1,
+                abandoned=1,
+                note=note,
+            )
+        )
+
+    with_hole(
+        "dead", None, "slot 2 WRITING, entry 0 unlocked with the slot's state: abandoned, lost 1"
+    )
+
+    def freed(img: StreamImage) -> None:
+        u64(img.b, img.writer_at(0) + WE_STATE, 0)
+
+    with_hole(
+        "freed", freed, "as writing-dead, but entry 0 freed since (state 0): dead, no lock asked"
+    )
+
+    def bad_index(img: StreamImage) -> None:
+        u32(img.b, img.slot_at(2) + SL_WRITER_INDEX, 7)
+
+    with_hole("bad-index", bad_index, "as writing-dead, but writer_index 7 >= max_writers 4: dead")
+
+    # A slot already ABANDONED: skipped at once, counted lost.
+    img = StreamImage(stream_geometry(8, 32))
+    msgs = img.send(A, payload(0, 32))
+    h = img.claim(B, 1)
+    img.abandon(h)
+    msgs += img.send(A, payload(2, 32))
+    out.append(
+        stream_ok(
+            "stream-abandoned.seg",
+            img,
+            msgs,
+            cursor=0,
+            lost=1,
+            note="slot 1 ABANDONED (abandoned 1): skipped by a take, no wait",
+        )
+    )
+
+    # A claimant died holding the mutex after marking 2 and 3 and before advancing head (25.3
+    # step 8): the reader's attach locks the mutex and recovers (24.2): both abandoned, head 4.
+    img = StreamImage(stream_geometry(8, 32))
+    msgs = img.send(B, payload(0, 32)) + img.send(B, payload(1, 32))
+    img.claim(A, 2, die="after-marks")
+    assert img.head == 2 and img.slot_word(3) == word(3, WRITING)
+    out.append(
+        stream_ok(
+            "stream-owner-died-claim.seg",
+            img,
+            msgs,
+            head=4,
+            cursor=0,
+            lost=2,
+            abandoned=2,
+            recoveries=1,
+            note="died in a claim of 2 after both marks: recovery abandons 2 and 3, head 2 -> 4",
+        )
+    )
+
+    # The same, but a waiting reader had already judged the mark at head (26.4 "Holes at head"):
+    # recovery steps past A(2) as past W(2).
+    img = StreamImage(stream_geometry(8, 32))
+    msgs = img.send(B, payload(0, 32)) + img.send(B, payload(1, 32))
+    img.claim(A, 2, die="after-marks")
+    img.abandon(2)
+    out.append(
+        stream_ok(
+            "stream-owner-died-judged.seg",
+            img,
+            msgs,
+            head=4,
+            cursor=0,
+            lost=2,
+            abandoned=2,
+            recoveries=1,
+            note="as owner-died-claim, but slot 2 already ABANDONED by a reader: head still -> 4",
+        )
+    )
+
+    # drop_oldest, nobody attached: the dead claimant was overwriting message 0 (x = 4):
+    # claim_dropped and claim_seq stored (25.3 step 7.1), slot 0 marked, dropped not yet stored.
+    img = StreamImage(stream_geometry(4, 32, drop_oldest=True))
+    msgs = []
+    for x in range(4):
+        msgs += img.send(B, payload(x, 32))
+    img.claim(A, 1, die="after-mark")
+    assert u64(img.b, S_CLAIM_SEQ) == 5 and u64(img.b, S_DROPPED) == 0
+    out.append(
+        stream_ok(
+            "stream-owner-died-overwrite.seg",
+            img,
+            msgs[1:],
+            head=5,
+            cursor=1,
+            lost=1,
+            abandoned=1,
+            dropped=1,
+            recoveries=1,
+            note="died after marking 4 over 0: recovery stores dropped 1 and abandons 4",
+        )
+    )
+
+    # The same claimant dying one step earlier: claim_seq stored, slot 0 not yet marked.
+    img = StreamImage(stream_geometry(4, 32, drop_oldest=True))
+    msgs = []
+    for x in range(4):
+        msgs += img.send(B, payload(x, 32))
+    img.claim(A, 1, die="before-mark")
+    assert u64(img.b, S_CLAIM_SEQ) == 5 and img.slot_word(0) == word(0, COMMITTED)
+    out.append(
+        stream_ok(
+            "stream-owner-died-before-mark.seg",
+            img,
+            msgs,
+            head=4,
+            cursor=0,
+            recoveries=1,
+            note="died between claim_seq and the mark: recovery leaves dropped 0 and head 4",
+        )
+    )
+
+    # A reader that died attached, at cursor 0 of a full block ring (it gates every writer).
+    img = StreamImage(stream_geometry(4, 32))
+    img.attach_dead_reader(0, A)
+    msgs = []
+    for x in range(4):
+        msgs += img.send(B, payload(x, 32))
+    out.append(
+        stream_ok(
+            "stream-dead-reader-full.seg",
+            img,
+            msgs,
+            cursor=0,
+            note="block, full (head 4), reader 0 attached at 0 and dead: a waiting writer reaps it",
+        )
+    )
+
+    # Another C library's mutex: a read-only handle opens it (S20 is for handles that lock the
+    # mutex); a writable open and a reader's attach are refused.
+    for tag, off, value in [
+        ("mutex-abi-other", S_MUTEX_ABI, 0x0202),
+        ("mutex-size-48", S_MUTEX_SIZE, 48),
+    ]:
+        img = StreamImage(bases["bytes"].g)
+        img.b[:] = bases["bytes"].b
+        u32(img.b, off, value)
+        v = stream_ok(f"stream-{tag}.seg", img, [], cursor=0, stage="attach")
+        v.error, v.error_text = "LayoutError", "another C library or architecture"
+        v.head, v.cursor, v.messages, v.lost = "-", "-", "-", "-"
+        v.abandoned, v.dropped, v.recoveries = "-", "-", "-"
+        v.note = "read-only open accepted; a writable open and reader() refused (S20, Appendix C 2)"
+        out.append(v)
+
+    # A committed slot whose length exceeds max_bytes: the take after message 0 is refused.
+    img = StreamImage(stream_geometry(8, 100))
+    msgs = img.send(A, payload(0, 100)) + img.send(A, payload(1, 100))
+    u64(img.b, img.slot_at(1) + SL_LENGTH, 101)
+    v = stream_ok("stream-length-101.seg", img, msgs[:1], cursor=0, stage="recv")
+    v.error, v.error_text = "LayoutError", "message 1 claims 101 bytes, more than max_bytes"
+    v.lost, v.abandoned, v.dropped, v.recoveries = "-", "-", "-", "-"
+    v.note = "26.2: a committed length > max_bytes is refused, not copied"
+    out.append(v)
+    return out, bases
+
+
+def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
+    """One vector per refusal of section 22 a file can show (S3-S19), then the kind refusals."""
+    out: list[StreamVector] = []
+    good = bytes(bases["bytes"].b)
+    frames = bytes(bases["frames"].b)
+    total = len(good)
+
+    def refused(tag: str, data: bytes, text: str, peek: str = "stream", note: str = "") -> None:
+        out.append(
+            StreamVector(
+                f"stream-corrupt-{tag}.seg",
+                data,
+                stage="open",
+                error="LayoutError",
+                error_text=text,
+                peek=peek,
+                note=note,
+            )
+        )
+
+    def poke(base: bytes, *edits: tuple[int, int, int]) -> bytes:
+        """edits: (offset, width in bytes, value)."""
+        b = bytearray(base)
+        for off, width, value in edits:
+            changed = int.from_bytes(b[off : off + width], "little") != value
+            assert changed or len(edits) > 1, f"poke at {off} changes nothing"
+            b[off : off + width] = value.to_bytes(width, "little")
+        return bytes(b)
+
+    refused("short", good[:100], "is 100 bytes, smaller than the xshm header", peek="unknown")  # S3
+    refused(
+        "not-ready",
+        poke(good, (S_STATE, 4, 0)),
+        "state is 0, not READY: the segment was never made ready",
+        note="S5; the dispatch does not look at state",
+    )
+    refused(
+        "bad-magic",
+        poke(good, (0, 8, int.from_bytes(b"XSHMSEX\x00", "little"))),
+        "bad magic: not an xshm segment",
+        peek="unknown",
+    )  # S6
+    refused(
+        "version-3",
+        poke(good, (S_VERSION, 4, 3)),
+        "layout version 3 is not supported (this build reads versions 1 and 2)",
+        peek="unknown",
+    )
+    refused("header-size", poke(good, (S_HEADER_SIZE, 4, 8192)), "header_size 8192 is not 4096")
+    refused(
+        "kind-1",
+        poke(good, (S_KIND, 4, 1)),
+        "kind 1 is not a stream (2)",
+        peek="unknown",
+        note="S9: kind 1 is reserved for a version-2 record",
+    )
+    refused("kind-3", poke(good, (S_KIND, 4, 3)), "kind 3 is not a stream (2)", peek="unknown")
+    refused(
+        "unknown-flags", poke(good, (S_FLAGS, 4, 3)), "unknown flags 3", note="S10: the whole word"
+    )
+    refused("ndim-9", poke(frames, (S_NDIM, 4, 9)), "ndim 9 exceeds 8")  # S11
+    refused(
+        "bytes-ndim-1",
+        poke(good, (S_NDIM, 4, 1), (S_SHAPE, 8, 100)),
+        "a byte stream (dtype 0) has ndim 0",
+    )  # S12
+    refused("unknown-dtype", poke(frames, (S_DTYPE, 4, 15)), "unknown dtype code 15")  # S13
+    refused("unused-shape", poke(frames, (S_SHAPE + 16, 8, 1)), "unused shape entries are not zero")
+    refused(
+        "bytes-unused-shape",
+        poke(good, (S_SHAPE, 8, 1)),
+        "unused shape entries are not zero",
+        note="S14: a byte stream's shape[0..8) are all unused",
+    )
+    refused(
+        "mutex-size-0",
+        poke(good, (S_MUTEX_SIZE, 4, 0)),
+        "mutex_size 0 does not fit the 64-byte mutex slot",
+    )  # S15
+    refused(
+        "mutex-size-65",
+        poke(good, (S_MUTEX_SIZE, 4, 65)),
+        "mutex_size 65 does not fit the 64-byte mutex slot",
+    )
+    for lo, hi in S_RESERVED:  # S16: the first and the last byte of every reserved range
+        for at in (lo, hi - 1):
+            text = f"reserved header byte {at} is not zero"
+            refused(f"reserved-{at}", poke(good, (at, 1, 1)), text)
+    refused(
+        "reserved-300-4095",
+        poke(good, (4095, 1, 1), (300, 1, 0x80)),
+        "reserved header byte 300 is not zero",
+        note="S16 names the lowest",
+    )
+    # S17, with the header's own values; each refusal in section 17's order.
+    geo = "impossible geometry: "
+    refused(
+        "capacity-0",
+        poke(good, (S_CAPACITY, 4, 0)),
+        geo + "capacity must be 1 to 2**30 messages, got 0",
+    )
+    refused(
+        "capacity-2p30-1",
+        poke(good, (S_CAPACITY, 4, (1 << 30) + 1)),
+        geo + "capacity must be 1 to 2**30 messages, got 1073741825",
+    )
+    refused(
+        "max-bytes-0",
+        poke(good, (S_MAX_BYTES, 8, 0)),
+        geo + "max_bytes must be 1 to 2**30 bytes, got 0",
+    )
+    refused(
+        "max-bytes-2p30-1",
+        poke(good, (S_MAX_BYTES, 8, (1 << 30) + 1)),
+        geo + "max_bytes must be 1 to 2**30 bytes, got 1073741825",
+    )
+    refused(
+        "max-readers-0", poke(good, (S_MAX_READERS, 4, 0)), geo + "max_readers must be 1 to 1024"
+    )
+    refused(
+        "max-readers-1025",
+        poke(good, (S_MAX_READERS, 4, 1025)),
+        geo + "max_readers must be 1 to 1024",
+    )
+    refused(
+        "max-writers-0", poke(good, (S_MAX_WRITERS, 4, 0)), geo + "max_writers must be 1 to 1024"
+    )
+    refused(
+        "frame-size",
+        poke(frames, (S_MAX_BYTES, 8, 32)),
+        geo + "a frame of this dtype and shape is 24 bytes, not 32",
+        note="float32 (2, 3) with max_bytes 32 (slot_size still matches)",
+    )
+    refused(
+        "frame-too-big",
+        poke(
+            frames,
+            (S_DTYPE, 4, 3),
+            (S_NDIM, 4, 3),
+            (S_SHAPE, 8, 1 << 15),
+            (S_SHAPE + 8, 8, 1 << 15),
+            (S_SHAPE + 16, 8, 2),
+            (S_MAX_BYTES, 8, 1 << 30),
+        ),
+        geo + "a frame is limited to 2**30 bytes",
+        note="uint8 (2^15, 2^15, 2): refused at the third extent (section 17's table)",
+    )
+    ring = stream_geometry(1 << 24, 65472, max_readers=1, max_writers=1)  # the inclusive limit
+    refused(
+        "ring-too-big",
+        poke(
+            good,
+            (S_CAPACITY, 4, (1 << 24) + 1),
+            (S_MAX_BYTES, 8, 65472),
+            (S_SLOT_SIZE, 8, 65536),
+            (S_MAX_READERS, 4, 1),
+            (S_MAX_WRITERS, 4, 1),
+            (S_WRITERS_OFFSET, 8, 4224),
+            (S_SLOTS_OFFSET, 8, 8192),
+            (S_TOTAL, 8, ring.total_size + 65536),
+        ),
+        geo + "capacity * max_bytes is too large: the ring would exceed 2**40 bytes",
+        note="2^24 + 1 slots of 65536 bytes (section 17's table)",
+    )
+    at_limit = poke(
+        good,
+        (S_CAPACITY, 4, 1 << 24),
+        (S_MAX_BYTES, 8, 65472),
+        (S_SLOT_SIZE, 8, 65536),
+        (S_MAX_READERS, 4, 1),
+        (S_MAX_WRITERS, 4, 1),
+        (S_WRITERS_OFFSET, 8, 4224),
+        (S_SLOTS_OFFSET, 8, 8192),
+        (S_TOTAL, 8, ring.total_size),
+    )
+    refused(
+        "ring-limit-truncated",
+        at_limit[:8192],
+        f"segment is truncated: header says {ring.total_size} bytes, only 8192 exist",
+        note="2^24 slots of 65536 bytes: the 2^40 limit is inclusive, so only S19 refuses it",
+    )
+    # S18: each of the four.
+    geo_bad = "sizes or offsets in the header do not match its capacity, max_bytes and tables"
+    refused("slot-size", poke(good, (S_SLOT_SIZE, 8, 256)), geo_bad)
+    refused("slots-offset", poke(good, (S_SLOTS_OFFSET, 8, 3 * PAGE)), geo_bad)
+    refused("readers-offset", poke(good, (S_READERS_OFFSET, 8, PAGE + 128)), geo_bad)
+    refused("writers-offset", poke(good, (S_WRITERS_OFFSET, 8, PAGE + 128 * 3)), geo_bad)
+    # S19
+    refused(
+        "total-size",
+        poke(good, (S_TOTAL, 8, total + PAGE)),
+        f"total_size {total + PAGE} does not match the layout ({total})",
+    )
+    refused(
+        "truncated",
+        good[: total - PAGE],
+        f"segment is truncated: header says {total} bytes, only {total - PAGE} exist",
+    )
+
+    # The kinds (16): a record opened as a stream (S4, before state), a stream as a record.
+    for rec, note in [
+        ("../published-float64-4.seg", "a record: S4"),
+        ("../corrupt-not-ready.seg", "a record that is not READY: S4 is looked at before state"),
+    ]:
+        out.append(
+            StreamVector(
+                rec,
+                None,
+                stage="open",
+                error="LayoutError",
+                error_text="is a record, not a stream: open it with SharedMemoryManager.open",
+                peek="record",
+                note=note,
+            )
+        )
+    out.append(
+        StreamVector(
+            "stream-bytes-committed.seg",
+            None,
+            open_as="record",
+            stage="open",
+            error="LayoutError",
+            error_text="it is a stream (layout version 2), not a record: open it with Stream.open",
+            note="section 8 item 6 names the stream",
+        )
+    )
+    out.append(
+        StreamVector(
+            "stream-corrupt-kind-1.seg",
+            None,
+            open_as="record",
+            stage="open",
+            error="LayoutError",
+            error_text="layout version 2 is not supported",
+            peek="unknown",
+            note="version 2 but not kind 2: item 6's other text",
+        )
+    )
+    return out
+
+
+def stream_vectors() -> list[StreamVector]:
+    check_geometry_table()
+    valid, bases = stream_valid_vectors()
+    return valid + stream_refused_vectors(bases)
+
+
+def write_streams(out_dir: Path) -> list[StreamVector]:
+    vectors = stream_vectors()
+    d = out_dir / STREAMS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Golden streams (layout version 2): what an opener must do with each file. Written by",
+        "# make_segments.py from docs/LAYOUT.md Part II alone (no xshm call). Use them as",
+        "# section 13 says: copy the file to /dev/shm/<unique name>, open it, compare, unlink.",
+        "# '-': not applicable. Informative: error_text (a substring of the reference's message)",
+        "# and note; every other column is normative.",
+        "# open_as: the opener the row is about (stream: Stream.open; record:",
+        "#   SharedMemoryManager.open); file: relative to this directory.",
+        "# stage: ok (opens read-only and writable, the file unchanged; a reader attached at",
+        "#   'oldest' takes exactly `messages`, then finds none); open (both opens refused);",
+        "#   attach (a read-only open is accepted, a writable open and reader() are refused);",
+        "#   recv (as ok for `messages`, then the next receive is refused).",
+        "# Normalised as section 13 says; the writers' pids are 4194305 and 4194306 (both above",
+        "#   PID_MAX_LIMIT), a message's timestamp_ns is created_ns + seq milliseconds.",
+        "# peek: section 16's dispatch of the file (the reference's peek_kind).",
+        "# head_open: the header's head after opening; head, cursor: after a reader attached at",
+        "#   'oldest' (its attach may recover, 24.2): the header's head and that reader's cursor.",
+        "# messages: seq:writer_pid:timestamp_ns:payload-hex for each, in order ('-': none).",
+        "# lost, abandoned, dropped, recoveries: the reader's lost count and the header's words",
+        "#   once it has taken every message (a take that skips a hole waits kHoleCheck first).",
+        "\t".join(STREAM_COLUMNS),
+    ]
+    for v in vectors:
+        if v.data is not None:
+            (d / v.file).write_bytes(v.data)
+        row = [str(getattr(v, c)) for c in STREAM_COLUMNS]
+        assert all("\t" not in c and "\n" not in c for c in row), row
+        lines.append("\t".join(row))
+    (d / "streams.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return vectors
+
+
 def main(out_dir: Path = HERE) -> list[Vector]:
     vectors = published_vectors() + state_vectors() + corrupt_vectors()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -656,6 +1664,7 @@ def main(out_dir: Path = HERE) -> list[Vector]:
         assert all("\t" not in c and "\n" not in c for c in row), row
         lines.append("\t".join(row))
     (out_dir / "segments.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_streams(out_dir)
     return vectors
 
 
@@ -663,3 +1672,6 @@ if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     vs = main(target)
     print(f"{len(vs)} vectors, {sum(len(v.data) for v in vs)} bytes, in {target}")
+    ss = sorted((target / STREAMS_DIR).glob("*.seg"))
+    n = sum(p.stat().st_size for p in ss)
+    print(f"{len(ss)} streams, {n} bytes, in {target / STREAMS_DIR}")
