@@ -437,15 +437,10 @@ TEST(StreamVectors, Writer) {  // what a reader took, then one more message from
   EXPECT_GE(checked, 14);
 }
 
-// docs/LAYOUT.md 19.2 (writer entry offset 12 reserved) and 25.2 step 4: a writer taking over
-// a dead writer's entry stores state (((old state) >> 8) + 1) << 8 | 1, so that writer's
-// WRITING slot (writer_state = the old state) judges dead (23.2) and is abandoned. The reference
-// keeps a registration count at offset 12 instead (WriterEntry::generation) and stores
-// (count + 1) << 8 | 1: in this vector, written from the page, offset 12 is 0, so the new
-// writer's state equals the dead one's, the hole looks alive while the new writer lives, and
-// the reader stops at it for good. Disabled while the page and the code disagree (run it with
-// --gtest_also_run_disabled_tests).
-TEST(StreamVectors, DISABLED_ANewWriterDoesNotReviveADeadWritersHole) {
+// docs/LAYOUT.md 25.2 step 4: a writer taking over a dead writer's entry gets the next
+// generation (writer-entry offset 12, + 1), so the dead writer's WRITING slot (writer_state the
+// old state) still judges dead while the new writer lives, and a reader passes it.
+TEST(StreamVectors, ANewWriterDoesNotReviveADeadWritersHole) {
   if (!kMutexPlatform) GTEST_SKIP() << "sending locks the vectors' mutex, glibc x86-64's";
   for (const Row& r : stream_manifest()) {
     if (r.at("file") != "stream-writing-dead.seg") continue;
@@ -453,6 +448,14 @@ TEST(StreamVectors, DISABLED_ANewWriterDoesNotReviveADeadWritersHole) {
     install_bytes(stream_file(r), name);
     xshm::Stream w = open_stream(name, false);
     EXPECT_EQ(w.send(std::string_view("after"), 5s), 4u);  // registers: takes entry 0 over
+    const std::vector<unsigned char> b = read_all("/dev/shm" + name.str());
+    std::uint64_t at = 0, state = 0;
+    std::uint32_t generation = 0;
+    std::memcpy(&at, b.data() + 80, 8);  // writers_offset (18.1); entry 0 (19.2):
+    std::memcpy(&generation, b.data() + at + 12, 4);
+    std::memcpy(&state, b.data() + at, 8);
+    EXPECT_EQ(generation, 2u);
+    EXPECT_EQ(state, (2u << 8) | 1u);
     xshm::Stream ro = open_stream(name, true);
     xshm::StreamReader rd = ro.reader();
     for (std::uint64_t seq : {0u, 1u, 3u, 4u}) {

@@ -312,17 +312,17 @@ def test_stream_writer(row: dict[str, str], seg_name: str) -> None:
 
 
 @pytest.mark.skipif(not WRITER_PLATFORM, reason="sending locks the vectors' glibc x86-64 mutex")
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/LAYOUT.md 19.2 and 25.2 step 4: a writer taking over a dead writer's entry "
-    "stores state ((old >> 8) + 1) << 8 | 1; the reference stores (count + 1) << 8 | 1 from a "
-    "count at writer-entry offset 12, which the page calls reserved (0 in this vector): the "
-    "new state equals the dead writer's and its hole looks alive for good",
-)
 def test_a_new_writer_does_not_revive_a_dead_writers_hole(seg_name: str) -> None:
+    """docs/LAYOUT.md 25.2 step 4: a writer taking over the dead writer's entry 0 gets the next
+    generation (offset 12 + 1), so the dead writer's WRITING slot still judges dead while the
+    new writer lives, and a reader passes it."""
     _install_bytes((STREAMS / "stream-writing-dead.seg").read_bytes(), seg_name)
     with xshm.Stream.open(seg_name) as w:
         assert w.send(b"after", timeout=5.0) == 4  # registers: takes the dead entry 0 over
+        b = Path(f"/dev/shm/{seg_name}").read_bytes()
+        at = int.from_bytes(b[80:88], "little")  # writers_offset (18.1); entry 0 (19.2):
+        assert int.from_bytes(b[at + 12 : at + 16], "little") == 2  # generation
+        assert int.from_bytes(b[at : at + 8], "little") == (2 << 8) | 1  # state
         with xshm.Stream.open(seg_name, readonly=True) as s, s.reader() as r:
             seqs = []
             with contextlib.suppress(xshm.WaitTimeoutError):

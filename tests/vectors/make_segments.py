@@ -690,7 +690,7 @@ S_OWNER_PID, S_RECOVERIES, S_MUTEX = 448, 452, 512
 S_RESERVED = [(196, 256), (288, 320), (328, 384), (408, 448), (456, 512), (576, PAGE)]
 # 19.1 reader entry, 19.2 writer entry, 20.1 slot header
 RE_CURSOR, RE_STATE, RE_PID, RE_GENERATION, RE_ATTACHED_NS = 0, 64, 72, 76, 80
-WE_STATE, WE_PID, WE_SENT, WE_ATTACHED_NS = 0, 8, 16, 24
+WE_STATE, WE_PID, WE_GENERATION, WE_SENT, WE_ATTACHED_NS = 0, 8, 12, 16, 24
 SL_WORD, SL_LENGTH, SL_TIMESTAMP, SL_WRITER_PID = 0, 8, 16, 24
 SL_WRITER_INDEX, SL_WRITER_STATE = 28, 32
 SLOT_HEADER = 64
@@ -889,26 +889,29 @@ class StreamImage:
 
     # --- 25.2: the writer entry ---
     def register(self, j: int, pid: int) -> None:
-        at = self.writer_at(j)
-        st = u64(self.b, at + WE_STATE)
+        b, at = self.b, self.writer_at(j)
+        st = u64(b, at + WE_STATE)
         if st != 0:  # a dead writer's entry, taken over
-            u32(self.b, S_REAPED, u32(self.b, S_REAPED) + 1)
-        u32(self.b, at + WE_PID, pid)
-        u64(self.b, at + WE_SENT, 0)
-        u64(self.b, at + WE_ATTACHED_NS, CREATED_NS)
-        u64(self.b, at + WE_STATE, (((st >> 8) + 1) << 8) | 1)
+            u32(b, S_REAPED, u32(b, S_REAPED) + 1)
+        generation = u32(b, at + WE_GENERATION) + 1  # never reset (19, 19.2)
+        u32(b, at + WE_GENERATION, generation)
+        u32(b, at + WE_PID, pid)
+        u64(b, at + WE_SENT, 0)
+        u64(b, at + WE_ATTACHED_NS, CREATED_NS)
+        u64(b, at + WE_STATE, entry_state(generation))
         self.writer_entry[pid] = j
 
     def close_writer(self, pid: int) -> None:
         """A clean close: the entry's state back to 0 (25.2, last paragraph)."""
         u64(self.b, self.writer_at(self.writer_entry.pop(pid)) + WE_STATE, 0)
 
-    # --- 25.3: the claim (no reader attached in any vector but one; no gate is reached) ---
+    # --- 25.3: the claim. No gate is reached and no reader is reaped: the one vector with an
+    # attached reader (dead-reader-full) has it alive while the claims run; it dies after. ---
     def claim(self, pid: int, n: int, *, die: str | None = None) -> int:
         """Claims n sequence numbers for the writer `pid`, registering it at its first claim.
         `die`: where the claimant dies holding the mutex, as recovery (24.2) then finds it:
-        "before-mark" (step 7.1 of the first slot done, not its mark), "after-mark" (the first
-        slot marked, not its step 7.4), "after-marks" (every slot marked, not step 8)."""
+        "before-mark" (step 8.1 of the first slot done, not its mark), "after-mark" (the first
+        slot marked, not its step 8.4), "after-marks" (every slot marked, not step 9)."""
         b, g = self.b, self.g
         self.lock_mutex()
         if pid not in self.writer_entry:
@@ -918,14 +921,14 @@ class StreamImage:
         me = self.writer_at(j)
         h = self.head
         any_reader = any(u64(b, self.reader_at(i) + RE_STATE) != 0 for i in range(g.max_readers))
-        if any_reader and not g.drop_oldest:  # step 4: no vector claims past the gate
+        if any_reader and not g.drop_oldest:  # step 5: no vector claims past the gate
             gate = min(
                 u64(b, self.reader_at(i) + RE_CURSOR)
                 for i in range(g.max_readers)
                 if u64(b, self.reader_at(i) + RE_STATE) != 0
             )
             assert h + n <= gate + g.capacity
-        for k in range(n):  # step 5: no vector claims over a hole
+        for k in range(n):  # step 6: no vector claims over a hole
             assert h + k < g.capacity or self.slot_word(h + k) & 3 != WRITING
         u64(b, me + WE_SENT, u64(b, me + WE_SENT) + n)
         drops = not any_reader
@@ -936,33 +939,33 @@ class StreamImage:
                 u64(b, S_CLAIM_DROPPED, u64(b, S_DROPPED) + 1)
                 u64(b, S_CLAIM_SEQ, x + 1)
             if die == "before-mark":
-                self._die_holding_mutex(pid)
+                self.die_holding_mutex(pid)
                 return h
             s = self.slot_at(x)
             u32(b, s + SL_WRITER_INDEX, j)
             u64(b, s + SL_WRITER_STATE, u64(b, me + WE_STATE))
             u64(b, s + SL_WORD, word(x, WRITING))
             if die == "after-mark":
-                self._die_holding_mutex(pid)
+                self.die_holding_mutex(pid)
                 return h
             if overwrite:
                 u64(b, S_DROPPED, u64(b, S_CLAIM_DROPPED))
         if die == "after-marks":
-            self._die_holding_mutex(pid)
+            self.die_holding_mutex(pid)
             return h
         assert die is None
         u64(b, S_HEAD, h + n)
         u64(b, S_CLAIM_SEQ, 0)
         return h
 
-    def _die_holding_mutex(self, pid: int) -> None:
+    def die_holding_mutex(self, pid: int) -> None:
         b = self.b
         u32(b, S_OWNER_PID, pid)  # 24.1: the locker's pid after locking
         u32(b, S_MUTEX, FUTEX_OWNER_DIED)  # the kernel's mark; no TID (section 2)
         u32(b, S_MUTEX + M_OWNER, pid)
         u32(b, S_MUTEX + MX_NUSERS, 1)
 
-    # --- 25.4: filling and committing ---
+    # --- 25.4: filling and committing (under the mutex or not: the same bytes) ---
     def fill(self, x: int, pid: int, payload: bytes) -> None:
         b, s = self.b, self.slot_at(x)
         assert self.slot_word(x) == word(x, WRITING) and len(payload) <= self.g.max_bytes
@@ -971,7 +974,8 @@ class StreamImage:
         u32(b, s + SL_WRITER_PID, pid)
         b[s + SLOT_HEADER : s + SLOT_HEADER + len(payload)] = payload
 
-    def commit(self, x: int) -> None:
+    def commit(self, x: int) -> None:  # the CAS from W(x)
+        assert self.slot_word(x) == word(x, WRITING)
         u64(self.b, self.slot_at(x) + SL_WORD, word(x, COMMITTED))
 
     def notify_readers(self) -> None:
@@ -1179,18 +1183,21 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
     sent = img.send(B, frame("int16", (), 1), frame("int16", (), 2))
     out.append(stream_ok("stream-frames-int16-scalar.seg", img, sent, cursor=0, note="shape ()"))
 
-    # A writer (A, entry 0) died between its claim of 2 and its commit: slot 2 stays WRITING
+    # A writer (A, entry 0) died between its claim of 2 and its commit: a message of more than
+    # 4 KiB, so it was copying with the mutex free (25.3, last paragraph). Slot 2 stays WRITING
     # with its fields and half its payload written; B committed 3 after it. Nobody holds the
-    # lock byte of entry 0, whose state is still the slot's writer_state: a waiting reader
-    # judges it dead after kHoleCheck (26.4) and skips it.
+    # lock byte of entry 0, whose state is still the slot's writer_state: a reader judges it
+    # dead kHoleCheck after it first found it (26.4) and skips it.
+    big = 4160
+
     def with_hole(tag: str, edit: Callable[[StreamImage], None] | None, note: str) -> None:
-        img = StreamImage(stream_geometry(8, 32))
-        msgs = img.send(A, payload(0, 32)) + img.send(B, payload(1, 32))
+        img = StreamImage(stream_geometry(8, big))
+        msgs = img.send(A, payload(0, big)) + img.send(B, payload(1, big))
         h = img.claim(A, 1)
-        p = b"half of message 2 and its tail.."
-        img.fill(h, A, p[:16])
+        p = bytes(range(256)) * 17  # 4352 bytes > kFillUnderLock
+        img.fill(h, A, p[: len(p) // 2])
         u64(img.b, img.slot_at(h) + SL_LENGTH, len(p))
-        msgs += img.send(B, payload(3, 32))
+        msgs += img.send(B, payload(3, big))
         if edit is not None:
             edit(img)
         out.append(
@@ -1221,12 +1228,15 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
 
     with_hole("bad-index", bad_index, "as writing-dead, but writer_index 7 >= max_writers 4: dead")
 
-    # A slot already ABANDONED: skipped at once, counted lost.
-    img = StreamImage(stream_geometry(8, 32))
-    msgs = img.send(A, payload(0, 32))
+    # A slot already ABANDONED (B died copying a message of more than 4 KiB, and a reader
+    # judged it): skipped at once, counted lost.
+    img = StreamImage(stream_geometry(8, big))
+    msgs = img.send(A, payload(0, big))
     h = img.claim(B, 1)
+    img.fill(h, B, b"abandoned " * 10)
+    u64(img.b, img.slot_at(h) + SL_LENGTH, 4100)
     img.abandon(h)
-    msgs += img.send(A, payload(2, 32))
+    msgs += img.send(A, payload(2, big))
     out.append(
         stream_ok(
             "stream-abandoned.seg",
@@ -1239,7 +1249,7 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
     )
 
     # A claimant died holding the mutex after marking 2 and 3 and before advancing head (25.3
-    # step 8): the reader's attach locks the mutex and recovers (24.2): both abandoned, head 4.
+    # step 9): the reader's attach locks the mutex and recovers (24.2): both abandoned, head 4.
     img = StreamImage(stream_geometry(8, 32))
     msgs = img.send(B, payload(0, 32)) + img.send(B, payload(1, 32))
     img.claim(A, 2, die="after-marks")
@@ -1279,7 +1289,7 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
     )
 
     # drop_oldest, nobody attached: the dead claimant was overwriting message 0 (x = 4):
-    # claim_dropped and claim_seq stored (25.3 step 7.1), slot 0 marked, dropped not yet stored.
+    # claim_dropped and claim_seq stored (25.3 step 8.1), slot 0 marked, dropped not yet stored.
     img = StreamImage(stream_geometry(4, 32, drop_oldest=True))
     msgs = []
     for x in range(4):
@@ -1320,7 +1330,30 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
         )
     )
 
-    # A reader that died attached, at cursor 0 of a full block ring (it gates every writer).
+    # A writer died filling a small claim, which it does holding the mutex (25.3, last
+    # paragraph): head is past its mark, so recovery finds nothing at head, and the mark is an
+    # ordinary hole, judged dead like any other (24.2 step 2, 26.4).
+    img = StreamImage(stream_geometry(8, 32))
+    msgs = img.send(B, payload(0, 32)) + img.send(B, payload(1, 32))
+    h = img.claim(A, 1)
+    img.fill(h, A, b"filled under the mutex"[:10])
+    img.die_holding_mutex(A)
+    out.append(
+        stream_ok(
+            "stream-owner-died-filling.seg",
+            img,
+            msgs,
+            head=3,
+            cursor=0,
+            lost=1,
+            abandoned=1,
+            recoveries=1,
+            note="died filling a small claim under the mutex: recovery leaves head 3; 2 is a hole",
+        )
+    )
+
+    # A reader attached at cursor 0 of a block ring, alive while 4 messages filled it, then
+    # killed: it gates every writer until one reaps it (25.3 step 5, 25.5).
     img = StreamImage(stream_geometry(4, 32))
     img.attach_dead_reader(0, A)
     msgs = []
