@@ -1,7 +1,11 @@
 // Package specreader is an independent, read-only implementation of the xshm
-// segment layout (docs/LAYOUT.md, version 1), written from the specification
-// alone. It opens a segment read-only, validates its header, takes consistent
-// snapshots with the seqlock protocol and waits for publishes on the futex.
+// segment layout (docs/LAYOUT.md), written from the specification alone.
+// Records (version 1): it opens a segment read-only, validates its header,
+// takes consistent snapshots with the seqlock protocol and waits for publishes
+// on the futex. Streams (version 2, kind 2): it opens a stream read-only,
+// validates its header, and looks at the ring and the tables without
+// attaching (Stream); a model of an attached reader runs on a private copy
+// (SimulateOldestReader).
 //
 // It never locks the writer mutex, never publishes and never recovers: a Go
 // program without cgo cannot call glibc's pthread_mutex_* (LAYOUT.md section 2).
@@ -27,6 +31,11 @@ const (
 	KindTorn Kind = "TornRecordError"
 	// KindArgument: an invalid argument (for example an invalid name).
 	KindArgument Kind = "ArgumentError"
+	// KindDtype: a dtype code that is not one of 5.1 (stream geometry at create).
+	KindDtype Kind = "DtypeError"
+	// KindError: the base kind, raised as itself (a full table, used-up
+	// sequence numbers; section 22).
+	KindError Kind = "Error"
 	// KindTimeout: a wait, or the ready wait of an open, timed out.
 	KindTimeout Kind = "WaitTimeoutError"
 	// KindNotFound, KindPermission, KindOS: OS failures; Errno keeps the errno.

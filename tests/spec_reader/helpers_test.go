@@ -30,7 +30,7 @@ func shmCopy(t testing.TB, file string) (name, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name = uniqueName(strings.TrimSuffix(file, ".seg"))
+	name = uniqueName(strings.TrimSuffix(filepath.Base(file), ".seg"))
 	path = ShmDir + "/" + name
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func tempCopy(t testing.TB, file string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), file)
+	path := filepath.Join(t.TempDir(), filepath.Base(file))
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,13 @@ type manifestRow map[string]string
 
 func readManifest(t testing.TB) []manifestRow {
 	t.Helper()
-	f, err := os.Open(filepath.Join(vectorsDir, "segments.tsv"))
+	return readManifestFile(t, filepath.Join(vectorsDir, "segments.tsv"))
+}
+
+// readManifestFile reads a manifest in the format of section 13.
+func readManifestFile(t testing.TB, path string) []manifestRow {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

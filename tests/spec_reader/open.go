@@ -115,18 +115,22 @@ func sleepDoubling(pause *time.Duration, maxPause time.Duration, deadline time.T
 	}
 }
 
-func openPath(path string, opt *Options) (seg *Segment, err error) {
+// openReady is 7.2 steps 1 to 3 (21.3 steps 1 to 3 for a stream, with a
+// read-only descriptor: this package only looks): open, retrying ENOENT until
+// the timeout, then the ready wait and the size-0 loop. It returns the
+// descriptor holding LOCK_SH and the file's fstat; the caller unlocks and
+// closes it. stream only changes the texts of the refusals.
+func openReady(path string, opt *Options, stream bool) (fd int, st syscall.Stat_t, err error) {
 	var o Options
 	if opt != nil {
 		o = *opt
 	}
 	if o.Timeout < 0 {
-		return nil, argErr("negative timeout")
+		return -1, st, argErr("negative timeout")
 	}
 	start := time.Now()
 
-	// 7.2 step 1: open, retrying ENOENT until the timeout.
-	var fd int
+	// Step 1: open, retrying ENOENT until the timeout.
 	pause := 100 * time.Microsecond
 	for {
 		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
@@ -137,15 +141,19 @@ func openPath(path string, opt *Options) (seg *Segment, err error) {
 			continue
 		}
 		if !errors.Is(err, syscall.ENOENT) || time.Since(start) >= o.Timeout {
-			return nil, osErr("open", path, err)
+			return -1, st, osErr("open", path, err)
 		}
 		sleepDoubling(&pause, 10*time.Millisecond, start.Add(o.Timeout))
 	}
-	defer syscall.Close(fd) // step 7 (the mappings stay)
+	defer func() {
+		if err != nil {
+			syscall.Close(fd)
+			fd = -1
+		}
+	}()
 
 	// Steps 2 and 3: the ready wait.
 	deadline := time.Now().Add(2*time.Second + o.Timeout)
-	var st syscall.Stat_t
 	for {
 		pause = 50 * time.Microsecond
 		for {
@@ -157,28 +165,51 @@ func openPath(path string, opt *Options) (seg *Segment, err error) {
 				continue
 			}
 			if !errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, osErr("flock", path, err)
+				return fd, st, osErr("flock", path, err)
 			}
 			if !time.Now().Before(deadline) {
-				return nil, timeoutErr("%s is still being created (no shared lock within the ready wait)", path)
+				if stream {
+					return fd, st, timeoutErr("stream %s is still being created (no shared lock within the ready wait)", path)
+				}
+				return fd, st, timeoutErr("%s is still being created (no shared lock within the ready wait)", path)
 			}
 			sleepDoubling(&pause, 5*time.Millisecond, deadline)
 		}
 		if err = syscall.Fstat(fd, &st); err != nil {
 			syscall.Flock(fd, syscall.LOCK_UN)
-			return nil, osErr("fstat", path, err)
+			return fd, st, osErr("fstat", path, err)
 		}
 		if st.Size != 0 {
-			break
+			return fd, st, nil
 		}
 		syscall.Flock(fd, syscall.LOCK_UN)
 		if !time.Now().Before(deadline) {
-			return nil, layoutErr("%s was never made ready (size 0)", path)
+			if stream {
+				return fd, st, layoutErr("segment %s is an empty file: not an xshm segment, or its creator stopped before sizing it", path)
+			}
+			return fd, st, layoutErr("%s was never made ready (size 0)", path)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	defer syscall.Flock(fd, syscall.LOCK_UN) // step 7
+}
 
+func openPath(path string, opt *Options) (seg *Segment, err error) {
+	fd, st, err := openReady(path, opt, false)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)                  // step 7 (the mappings stay)
+	defer syscall.Flock(fd, syscall.LOCK_UN) // step 7
+	return finishRecord(fd, &st, path, opt)
+}
+
+// finishRecord is 7.2 steps 4 to 6 on a descriptor that went through openReady.
+func finishRecord(fd int, stp *syscall.Stat_t, path string, opt *Options) (seg *Segment, err error) {
+	var o Options
+	if opt != nil {
+		o = *opt
+	}
+	st := *stp
 	// Step 4: size, then map the whole file read-only.
 	if st.Size < HeaderSize {
 		return nil, layoutErr("%s is %d bytes, smaller than the xshm header (%d)", path, st.Size, HeaderSize)
@@ -254,7 +285,12 @@ func validateHeader(mem []byte, fileSize uint64) (Geometry, error) {
 	u32 := func(off int) uint32 { return binary.LittleEndian.Uint32(mem[off:]) }
 	u64 := func(off int) uint64 { return binary.LittleEndian.Uint64(mem[off:]) }
 	if v := u32(offVersion); v != layoutV1 { // item 6
-		return g, layoutErr("layout version %d is not supported (this reader knows version 1)", v)
+		if v == layoutV2 && u32(offKind) == kindStream { // section 16: name the other kind
+			return g, layoutErr("it is a stream (layout version 2), not a record: open it with Stream.open " +
+				"(this package: OpenStream)")
+		}
+		return g, layoutErr("layout version %d is not supported (this reader knows version 1; "+
+			"version 2 only as a stream)", v)
 	}
 	if v := u32(offHeaderSize); v != HeaderSize { // item 7
 		return g, layoutErr("header_size %d is not %d", v, HeaderSize)

@@ -1,10 +1,12 @@
 """Cross-language check: the real xshm (Python) writes, the spec-built Go reader reads and waits.
 
-Run from /work/main/build:
-    /work/main/.venv/bin/python -m pytest ../tests/spec_reader/test_live.py
+Run from a build directory, with a Python that has xshm installed, e.g.:
+    cd build && me-venv/bin/python -m pytest ../tests/spec_reader/test_live.py
 
-Uses only the Python quickstart API of README.md (create / publish / unlink / close); what it
-reads from the segment file directly (the `waiters` word) comes from docs/LAYOUT.md.
+Uses only the Python API of README.md: the quickstart (create / publish / unlink / close) for
+records, the "Streams" section (Stream.create / send / send_many / reader / recv / dropped /
+unlink / close) for streams; what it reads from the segment file directly (the `waiters` word)
+comes from docs/LAYOUT.md.
 """
 
 import json
@@ -277,3 +279,165 @@ def test_go_errors(cli, segments):
     assert rc != 0 and err["error"] == "FileNotFoundError"
     rc, (err,) = run_cli(cli, "..")
     assert rc != 0 and err["error"] == "ArgumentError"
+
+
+# --- Streams (layout version 2) -------------------------------------------------------------
+# Only the Python API of README.md's "Streams" section: Stream.create(name, capacity=...,
+# max_bytes=..., backpressure=...), send, send_many, reader(start="oldest") as a context
+# manager, recv(timeout=...), the message's seq/data/writer_pid, r.lost, s.dropped, unlink,
+# close. Everything else is the Go reader's dump (a look without attaching).
+
+
+@pytest.fixture
+def streams():
+    """Creates streams with unique names; unlinks and closes every one afterwards."""
+    made = []
+
+    def create(**kw):
+        name = f"xshm-specgo-live-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+        s = xshm.Stream.create(name, **kw)
+        made.append((name, s))
+        return name, s
+
+    yield create
+    for name, s in made:
+        try:
+            s.unlink()
+        finally:
+            s.close()
+        assert not os.path.exists("/dev/shm/" + name), name
+
+
+def dump(cli, target, *flags):
+    rc, (d,) = run_cli(cli, *flags, target)
+    assert rc == 0, d
+    assert d["kind"] == "stream", d
+    return d
+
+
+def used(entries):
+    return [e for e in entries if e["attached"]]
+
+
+def test_go_dumps_python_stream(cli, streams):
+    name, s = streams(capacity=8, max_bytes=64)
+    sent = [b"", b"hello", "h\u00e9llo \u2713".encode(), bytes(range(64)), b"\x00\xff" * 7]
+    before = time.time_ns()
+    seqs = [s.send(m) for m in sent]
+    after = time.time_ns()
+    assert seqs == list(range(len(sent)))
+    path = "/dev/shm/" + name
+    with open(path, "rb") as f:
+        image = f.read()
+    for target in (name, "/" + name, path):
+        d = dump(cli, target)
+        assert d["backpressure"] == "block" and d["capacity"] == 8 and d["max_bytes"] == 64
+        assert d["dtype"] == "bytes" and d["shape"] == []
+        assert d["head"] == len(sent) and d["ring_head"] == len(sent) and d["oldest"] == 0
+        assert d["dropped"] == 0 and d["abandoned"] == 0 and d["recoveries"] == 0
+        assert d["never_written"] == 8 - len(sent)
+        assert [m["seq"] for m in d["messages"]] == seqs
+        assert [bytes.fromhex(m["payload"]) for m in d["messages"]] == sent
+        assert [m["length"] for m in d["messages"]] == [len(m) for m in sent]
+        for m in d["messages"]:
+            assert m["writer_pid"] == os.getpid()
+            assert before <= m["timestamp_ns"] <= after
+        assert [sl["status"] for sl in d["slots"]] == ["committed"] * len(sent)
+        (w,) = used(d["writers"])
+        assert w["pid"] == os.getpid() and w["sent"] == len(sent) and w["alive"] is True
+        assert w["state"] == (w["generation"] << 8) | 1
+        assert used(d["readers"]) == []
+        assert d["creator_pid"] == os.getpid()
+    # Looking changed nothing.
+    with open(path, "rb") as f:
+        assert f.read() == image
+
+
+def test_go_sees_python_reader(cli, streams):
+    name, s = streams(capacity=8, max_bytes=64)
+    for k in range(5):
+        s.send(f"m{k}".encode())
+    with s.reader(start="oldest") as r:
+        got = [r.recv(timeout=5) for _ in range(2)]
+        assert [m.seq for m in got] == [0, 1] and got[0].writer_pid == os.getpid()
+        d = dump(cli, name)
+        (e,) = used(d["readers"])
+        assert e["pid"] == os.getpid() and e["alive"] is True
+        assert e["cursor"] == 2 and e["received"] == 2 and e["lost"] == 0
+        assert e["state"] == (e["generation"] << 8) | 1
+        # The model of a second reader, attached at oldest, takes all five.
+        d = dump(cli, name, "--oldest")
+        model = d["reader_at_oldest"]
+        assert model["cursor0"] == 0 and model["stopped_at"] == "empty"
+        assert [bytes.fromhex(m["payload"]) for m in model["messages"]] == [
+            f"m{k}".encode() for k in range(5)
+        ]
+        assert r.lost == 0
+    d = dump(cli, name)
+    assert used(d["readers"]) == []
+    assert [e["generation"] for e in d["readers"] if e["generation"]] == [1]
+
+
+@pytest.mark.parametrize("backpressure", ["block", "drop_oldest"])
+def test_go_sees_the_ring_wrap(cli, streams, backpressure):
+    """With no reader attached neither backpressure waits; the ring keeps the last 8."""
+    name, s = streams(capacity=8, max_bytes=64, backpressure=backpressure)
+    seqs = s.send_many([f"message {k}".encode() for k in range(13)])
+    for k in range(13, 20):
+        seqs = s.send(f"message {k}".encode())
+    assert seqs == 19
+    d = dump(cli, name)
+    assert d["backpressure"] == backpressure
+    assert d["head"] == 20 and d["oldest"] == 12 and d["never_written"] == 0
+    assert d["dropped"] == s.dropped == 12
+    assert [m["seq"] for m in d["messages"]] == list(range(12, 20))
+    assert [m["text"] for m in d["messages"]] == [f"message {k}" for k in range(12, 20)]
+    assert {m["writer_pid"] for m in d["messages"]} == {os.getpid()}
+
+
+def test_go_reads_while_python_sends(cli, streams):
+    """Every message of every dump taken while Python overwrites the ring is whole."""
+    name, s = streams(capacity=8, max_bytes=64, backpressure="drop_oldest")
+
+    def payload(k):
+        return (f"{k}:" + "abcdefghijklmnopqrstuvwxyz0123456789"[: k % 37]).encode()
+
+    stop = threading.Event()
+    count = [0]
+
+    def writer():
+        k = 0
+        while not stop.is_set():
+            assert s.send(payload(k)) == k
+            k += 1
+        count[0] = k
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        checked = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            d = dump(cli, name)
+            for m in d["messages"]:
+                assert bytes.fromhex(m["payload"]) == payload(m["seq"]), m
+                assert m["writer_pid"] == os.getpid()
+                checked += 1
+            seqs = [m["seq"] for m in d["messages"]]
+            assert seqs == sorted(seqs)
+    finally:
+        stop.set()
+        t.join()
+    assert checked > 0 and count[0] > 0
+    print(f"{count[0]} messages sent, {checked} copies checked")
+
+
+def test_go_stream_errors(cli, segments, streams):
+    name, m = segments((4,), "float64")
+    rc, (err,) = run_cli(cli, "--stream", name)
+    assert rc != 0 and err["error"] == "LayoutError" and "is a record, not a stream" in err["detail"]
+    sname, s = streams(capacity=4, max_bytes=16)
+    rc, (err,) = run_cli(cli, "--record", sname)
+    assert rc != 0 and err["error"] == "LayoutError" and "it is a stream" in err["detail"]
+    rc, (err,) = run_cli(cli, "--stream", f"xshm-specgo-live-missing-{uuid.uuid4().hex}")
+    assert rc != 0 and err["error"] == "FileNotFoundError"

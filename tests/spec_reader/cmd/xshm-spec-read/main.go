@@ -3,6 +3,17 @@
 //
 //	xshm-spec-read [--wait SEQ] [--timeout S] [--follow N] [--file] NAME_OR_PATH
 //
+// A stream (layout version 2) is dumped instead, as one JSON line: its
+// geometry, header counters, reader and writer tables, and every written slot
+// of the ring in sequence order (a look without attaching: nothing is stored):
+//
+//	xshm-spec-read [--stream] [--oldest] [--file] NAME_OR_PATH
+//
+// Without --stream or --record the kind is dispatched from the file's first
+// page (LAYOUT.md section 16); --stream and --record force one opener, which
+// then refuses the other kind. --oldest adds "reader_at_oldest": what a reader
+// attached at "oldest" would take, from a model run on a private copy.
+//
 // NAME_OR_PATH is a segment name (/dev/shm/<body>) unless --file is given or
 // it contains a "/" after its first character (then it is a file path).
 // Errors print {"error": "<Kind>", "detail": "..."} and exit with status 1
@@ -52,6 +63,9 @@ func run(args []string) int {
 	asFile := fs.Bool("file", false, "NAME_OR_PATH is a file path")
 	noAlias := fs.Bool("no-alias", false, "never map the writable header alias (wait blind)")
 	stall := fs.Float64("stall-timeout", 0, "without BACKUP, give up on a stalled writer after `S` seconds (0: default)")
+	forceStream := fs.Bool("stream", false, "open NAME_OR_PATH as a stream (refuse a record)")
+	forceRecord := fs.Bool("record", false, "open NAME_OR_PATH as a record (refuse a stream)")
+	oldest := fs.Bool("oldest", false, "stream: add what a reader attached at oldest would take (a model on a private copy)")
 	if err := fs.Parse(args); err != nil {
 		printError(string(specreader.KindArgument), err.Error())
 		return 2
@@ -66,17 +80,44 @@ func run(args []string) int {
 		NoAlias:      *noAlias,
 		StallTimeout: max(seconds(*stall), 0),
 	}
-	var seg *specreader.Segment
+	if *forceStream && *forceRecord {
+		printError(string(specreader.KindArgument), "--stream and --record exclude each other")
+		return 2
+	}
+	isPath := *asFile || strings.Contains(strings.TrimPrefix(target, "/"), "/")
+	var h specreader.Handle
 	var err error
-	if *asFile || strings.Contains(strings.TrimPrefix(target, "/"), "/") {
-		seg, err = specreader.OpenFile(target, opt)
-	} else {
-		seg, err = specreader.Open(target, opt)
+	switch {
+	case *forceStream && isPath:
+		h, err = specreader.OpenStreamFile(target, opt)
+	case *forceStream:
+		h, err = specreader.OpenStream(target, opt)
+	case *forceRecord && isPath:
+		h, err = specreader.OpenFile(target, opt)
+	case *forceRecord:
+		h, err = specreader.Open(target, opt)
+	case isPath:
+		h, err = specreader.OpenAnyFile(target, opt)
+	default:
+		h, err = specreader.OpenAny(target, opt)
 	}
 	if err != nil {
 		return fail(err)
 	}
-	defer seg.Close()
+	defer h.Close()
+	if st, ok := h.(*specreader.Stream); ok {
+		if *waitSeq != "" || *follow > 0 {
+			printError(string(specreader.KindArgument), "--wait and --follow apply to records, not streams")
+			return 2
+		}
+		line, err := streamJSON(st, *oldest)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println(string(line))
+		return 0
+	}
+	seg := h.(*specreader.Segment)
 
 	waiting := *waitSeq != "" || *follow > 0
 	var last uint64
