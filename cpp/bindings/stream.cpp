@@ -184,10 +184,10 @@ void payload_of(PyStream& ps, PyObject* data, Payload& p, const std::string& wha
   const Frame& f = ps.frame();
   if (f.is_frame()) {
     auto& api = py::detail::npy_api::get();
-    const std::string frame = "a numpy array of dtype " + std::string(py::str(f.dtype)) + " and shape " +
-                              std::string(py::str(shape_tuple(f)));
-    if (!api.PyArray_Check_(data))
-      throw py::type_error(what + " must be " + frame + " (this is a frame stream), not " + type_name(data));
+    if (!api.PyArray_Check_(data))  // (messages built on the error paths only: str(dtype) costs µs)
+      throw py::type_error(what + " must be a numpy array of dtype " + std::string(py::str(f.dtype)) +
+                           " and shape " + std::string(py::str(shape_tuple(f))) +
+                           " (this is a frame stream), not " + type_name(data));
     auto* a = py::detail::array_proxy(data);
     if (a->descr != f.dtype.ptr() && !api.PyArray_EquivTypes_(a->descr, f.dtype.ptr()))
       throw xshm::DtypeError(what + " has dtype " + std::string(py::str(py::handle(data).attr("dtype"))) +

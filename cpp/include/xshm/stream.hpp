@@ -62,6 +62,7 @@ inline constexpr std::chrono::milliseconds kGateCheck{10};
 inline constexpr std::chrono::microseconds kLockPoll{20};
 inline constexpr std::chrono::microseconds kFullPoll{50};
 inline constexpr std::chrono::microseconds kEmptyPoll{2};
+inline constexpr unsigned kPollPauses = 16;
 /// Claims of at most this many payload bytes are filled and committed before the mutex is
 /// released: the slot's line is then taken from a polling reader once per message, not twice.
 inline constexpr std::size_t kFillUnderLock = 4096;
@@ -126,7 +127,7 @@ struct StreamSegment {
   std::atomic<std::uint64_t> writer_state{0};
   // Under `local`: the reader entries this handle holds.
   std::mutex local;
-  std::set<std::uint32_t> own_readers;
+  std::multiset<std::uint32_t> own_readers;
   // Under the stream mutex: what the last scan of the reader table found.
   std::uint32_t scan_gen = 0;
   bool scanned = false;
@@ -678,7 +679,8 @@ inline Claim claim_locked(StreamSegment& s, std::uint64_t n, std::uint64_t& firs
   StreamHeader* h = s.header();
   ensure_writer(s);
   const std::uint64_t head = h->head.load(std::memory_order_relaxed);
-  if (head + n - 1 > kMaxStreamSeq) throw Error("stream " + s.name + " has used all 2**62 sequence numbers");
+  if (head > kMaxStreamSeq - (n - 1))
+    throw Error("stream " + s.name + " has used all 2**62 sequence numbers");
   if (!s.scanned || h->readers_gen.load(std::memory_order_acquire) != s.scan_gen) scan_readers(s);
   const std::uint64_t cap = s.geo.capacity;
   // Dead readers are detached when they would gate a claim (at most every kGateCheck: it asks
@@ -844,10 +846,16 @@ class StreamReader {
     if (timeout) spin = std::min<std::chrono::nanoseconds>(spin, *timeout);
     if (spin.count() > 0) {
       const timespec spin_end = futex::add_ns(start, spin.count());
+      unsigned pauses = 1;
       for (unsigned i = 0;; ++i) {
-        cpu::relax();
+        // Back off between looks, up to kPollPauses: each look takes the slot's line from a
+        // writer that is about to fill it, and a look every few nanoseconds makes every send
+        // wait for the line (measured: 2.2 M against 5.9 M messages/s, Python to Python). A
+        // reader that finds messages again takes them from a backlog without looking in vain.
+        for (unsigned k = 0; k < pauses; ++k) cpu::relax();
+        if (pauses < kPollPauses) pauses *= 2;
         if ((t = take(f)) == Took::message) return true;
-        if ((i & 63) == 63) {
+        if ((i & 15) == 15) {
           const timespec now = futex::monotonic_now();
           if (timeout && !futex::before(now, deadline)) return false;
           if (!futex::before(now, spin_end)) break;
@@ -930,20 +938,23 @@ class StreamReader {
     if (!s.fd.forked && s.pid == detail::current_pid()) {
       StreamHeader* h = s.header();
       ReaderEntry* r = s.reader(index_);
-      {
-        std::lock_guard<std::mutex> g(s.local);
-        s.own_readers.erase(index_);
-      }
       // Under the mutex when it comes within kGateCheck (writers then see the detach at their
-      // next claim, and no reaper mistakes it for a death); without it otherwise (a stopped
-      // writer holds it), which only delays what the writers see.
+      // next claim, no reaper runs meanwhile, and no reader attaches to this entry); without
+      // it otherwise (a stopped writer holds it), which only delays what the writers see.
       std::optional<stream_impl::StreamLock> lock = lock_for_close(s);
-      // The lock first: once the state is 0 another reader of this handle (same open file
-      // description) may take the entry, and releasing after that would drop its lock.
+      // The entry stays this handle's own (never judged dead by a reaper of this handle) until
+      // its state is 0; the lock byte goes first: once the state is 0 another reader of this
+      // handle (same open file description) may take the entry, and a release after that would
+      // drop its lock.
       liveness::release(s.fd.fd, s.reader_lock_offset(index_));
       std::uint64_t st = state_;
       if (r->state.compare_exchange_strong(st, 0, std::memory_order_acq_rel))
         h->readers_gen.fetch_add(1, std::memory_order_acq_rel);
+      {
+        std::lock_guard<std::mutex> g(s.local);
+        auto it = s.own_readers.find(index_);  // one instance: a later attachment keeps its own
+        if (it != s.own_readers.end()) s.own_readers.erase(it);
+      }
       lock.reset();
       h->space_epoch.fetch_add(1, std::memory_order_seq_cst);
       futex::wake_all(&h->space_epoch);
@@ -1027,10 +1038,16 @@ class StreamReader {
       }
       const std::uint64_t ws = slot_word::seq(w);
       if (w != 0 && ws > c) {  // lapped: the ring has moved past the cursor
+        // A real lap left a later sequence of the same slot; anything else is a corrupt word,
+        // which must not walk the cursor forward one number at a time.
+        if (ws % cap != c % cap || ws > kMaxStreamSeq)
+          throw LayoutError("stream " + s.name + ": slot of message " + std::to_string(c) +
+                            " holds a word for message " + std::to_string(ws) + " (corrupt segment)");
         const std::uint64_t head = s.header()->head.load(std::memory_order_acquire);
         std::uint64_t next = head >= cap ? head - cap + 1 : 0;
         if (cap == 1) next = head;
-        next = std::max(next, c + 1);
+        // Every sequence up to ws - capacity has had its slot claimed again: lost for sure.
+        next = std::max({next, c + 1, ws - cap + 1});
         count_lost(next - c);
         advance(next, false);
         continue;
