@@ -5,7 +5,6 @@ performance section between its markers, and the plots. Nothing here measures.""
 from __future__ import annotations
 
 import statistics
-
 import time
 from pathlib import Path
 from typing import Any, Optional

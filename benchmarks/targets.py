@@ -204,8 +204,8 @@ TARGETS = [
            _delivery_target("view delivery / copy (backup=off)"), 1.25, False),
     Target(5, "must", "64 MiB: `read_into()` ≥ 0.8x the in-process copy bandwidth (backup off)",
            _delivery_target("read_into / copy bandwidth (backup=off)"), 0.8, True),
-    Target(14, "must", "stream, 64-byte messages one at a time, Python→Python: ≥ 10x the messages/s "
-           "of faster-fifo", _stream_target("xshm stream", "faster-fifo"), 10, True),
+    Target(14, "must", "stream, 64-byte messages one at a time, Python→Python: ≥ 10x the "
+           "messages/s of faster-fifo", _stream_target("xshm stream", "faster-fifo"), 10, True),
     Target(14, "must", "… and ≥ 20x `multiprocessing.Queue`",
            _stream_target("xshm stream", "multiprocessing.Queue"), 20, True),
     Target(14, "should", "… and ahead of iceoryx2's publish-subscribe configured lossless",

@@ -30,7 +30,12 @@ SIZE = 64
 
 # label -> (api as the table prints it, set-up, batch, module it needs)
 ROWS: dict[str, tuple[str, Callable[..., Any], int, Optional[str]]] = {
-    "xshm stream": ("`s.send(b)` / `r.recv()`, 'block', capacity 1024", xshm_pair("block"), 1, None),
+    "xshm stream": (
+        "`s.send(b)` / `r.recv()`, 'block', capacity 1024",
+        xshm_pair("block"),
+        1,
+        None,
+    ),
     "faster-fifo": ("`q.put(b)` / `q.get()`", ff_pair, 1, "faster_fifo"),
     "multiprocessing.Queue": ("`q.put(b)` / `q.get()`, maxsize 1024", mpq_pair, 1, None),
     "iceoryx2 publish-subscribe, lossless": (
@@ -39,7 +44,12 @@ ROWS: dict[str, tuple[str, Callable[..., Any], int, Optional[str]]] = {
         1,
         "iceoryx2",
     ),
-    "xshm stream, batches": (f"`s.send_many()` / `r.recv_many({BATCH})`", xshm_pair("block"), BATCH, None),
+    "xshm stream, batches": (
+        f"`s.send_many()` / `r.recv_many({BATCH})`",
+        xshm_pair("block"),
+        BATCH,
+        None,
+    ),
     "faster-fifo, batches": (
         f"`q.put_many()` / `q.get_many(max_messages_to_get={BATCH})`",
         ff_pair,
@@ -115,7 +125,7 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
         setups = {STREAM_HOP: stream_hop_setup(SPIN, SIZE), RECORD_HOP: BY_LABEL[RECORD_HOP].setup}
         lat_rounds: dict[str, list[dict[str, float]]] = {k: [] for k in setups}
         for r in range(lrounds):
-            for label in (list(setups) if r % 2 == 0 else list(setups)[::-1]):
+            for label in list(setups) if r % 2 == 0 else list(setups)[::-1]:
                 lat_rounds[label].append(_latency_round(setups[label], hops, warmup))
         lat = {
             label: {

@@ -377,7 +377,6 @@ class Manager {
   }
 
  private:
-
   void check_shape(const py::array& a, const xshm::SharedMemoryManager& local) const {
     const auto& shape = local.shape();
     bool same = static_cast<std::size_t>(a.ndim()) == shape.size();

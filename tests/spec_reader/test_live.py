@@ -433,10 +433,12 @@ def test_go_reads_while_python_sends(cli, streams):
 
 
 def test_go_stream_errors(cli, segments, streams):
-    name, m = segments((4,), "float64")
+    name, _m = segments((4,), "float64")
     rc, (err,) = run_cli(cli, "--stream", name)
-    assert rc != 0 and err["error"] == "LayoutError" and "is a record, not a stream" in err["detail"]
-    sname, s = streams(capacity=4, max_bytes=16)
+    assert (
+        rc != 0 and err["error"] == "LayoutError" and "is a record, not a stream" in err["detail"]
+    )
+    sname, _s = streams(capacity=4, max_bytes=16)
     rc, (err,) = run_cli(cli, "--record", sname)
     assert rc != 0 and err["error"] == "LayoutError" and "it is a stream" in err["detail"]
     rc, (err,) = run_cli(cli, "--stream", f"xshm-specgo-live-missing-{uuid.uuid4().hex}")

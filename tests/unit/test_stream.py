@@ -263,14 +263,19 @@ def test_frames_round_trip_as_private_ndarray_copies(seg_name: str) -> None:
 def test_frames_refuse_wrong_shape_dtype_and_bytes_naming_both(seg_name: str) -> None:
     with xshm.Stream.create(seg_name, 2, dtype="int16", shape=4) as s:
         assert s.shape == (4,)
-        with pytest.raises(xshm.ArgumentError, match=r"shape \(5,\).*carries frames of shape \(4,\)"):
+        with pytest.raises(
+            xshm.ArgumentError, match=r"shape \(5,\).*carries frames of shape \(4,\)"
+        ):
             s.send(np.zeros(5, dtype=np.int16))
-        with pytest.raises(xshm.ArgumentError, match=r"shape \(2, 2\).*carries frames of shape \(4,\)"):
+        with pytest.raises(
+            xshm.ArgumentError, match=r"shape \(2, 2\).*carries frames of shape \(4,\)"
+        ):
             s.send(np.zeros((2, 2), dtype=np.int16))
         with pytest.raises(xshm.DtypeError, match=r"dtype int32.*carries frames of int16"):
             s.send(np.zeros(4, dtype=np.int32))
         with pytest.raises(
-            TypeError, match=r"data must be a numpy array of dtype int16 and shape \(4,\).*not bytes"
+            TypeError,
+            match=r"data must be a numpy array of dtype int16 and shape \(4,\).*not bytes",
         ):
             s.send(b"\x00" * 8)
         with pytest.raises(TypeError, match=r"items\[1\] must be a numpy array.*not bytes"):

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import xshm
-
 from test_user_errors import BAD_VALUES, _check, _judge_set  # the same judge as the records
 
 
@@ -71,9 +70,13 @@ def _calls(w: _World) -> dict[str, tuple[Callable[..., object], dict[str, Any]]]
 
 
 def test_every_public_method_is_swept() -> None:
-    stream = {n for n in dir(xshm.Stream) if not n.startswith("_") and callable(getattr(xshm.Stream, n))}
+    stream = {
+        n for n in dir(xshm.Stream) if not n.startswith("_") and callable(getattr(xshm.Stream, n))
+    }
     reader = {
-        n for n in dir(xshm.StreamReader) if not n.startswith("_") and callable(getattr(xshm.StreamReader, n))
+        n
+        for n in dir(xshm.StreamReader)
+        if not n.startswith("_") and callable(getattr(xshm.StreamReader, n))
     }
     covered = {"create", "open", "send", "try_send", "send_many", "reader", "readers", "header"}
     assert stream == covered | {"close", "unlink"}, stream ^ (covered | {"close", "unlink"})
@@ -107,9 +110,13 @@ def test_sweep_arity_keywords_and_construction(seg_name: str) -> None:
     w = _World(seg_name)
     try:
         for obj in (w.s, w.r):
-            for name in [n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n))]:
+            for name in [
+                n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n))
+            ]:
                 fn = getattr(obj, name)
-                assert _check(f"{name}(too many)", lambda fn=fn: fn(*range(12))) == "TypeError", name
+                assert _check(f"{name}(too many)", lambda fn=fn: fn(*range(12))) == "TypeError", (
+                    name
+                )
                 assert _check(f"{name}(bogus=1)", lambda fn=fn: fn(bogus_keyword=1)) == "TypeError"
             assert _check("__exit__()", obj.__exit__) == "TypeError"
             assert _check("__enter__(1)", lambda obj=obj: obj.__enter__(1)) == "TypeError"
@@ -128,7 +135,9 @@ def test_sweep_every_attribute_set_and_delete(seg_name: str) -> None:
         msg = w.r.recv(timeout=1)
         for obj in (w.s, w.r, msg):
             cls = type(obj)
-            for attr in [n for n in dir(cls) if not n.startswith("_") and not callable(getattr(cls, n))]:
+            for attr in [
+                n for n in dir(cls) if not n.startswith("_") and not callable(getattr(cls, n))
+            ]:
                 where = f"{cls.__name__}.{attr}"
                 for bad in (None, -1, "x"):
                     _judge_set(where, lambda obj=obj, attr=attr, bad=bad: setattr(obj, attr, bad))
@@ -148,7 +157,10 @@ def test_sweep_closed_handles(seg_name: str) -> None:
                 continue
             with pytest.raises(xshm.ClosedError):
                 fn(**good)
-        for obj, attrs in ((w.s, ("name", "capacity", "head", "dropped")), (w.r, ("lost", "lag", "cursor"))):
+        for obj, attrs in (
+            (w.s, ("name", "capacity", "head", "dropped")),
+            (w.r, ("lost", "lag", "cursor")),
+        ):
             for attr in attrs:
                 with pytest.raises(xshm.ClosedError):
                     getattr(obj, attr)
