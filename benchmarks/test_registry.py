@@ -34,6 +34,25 @@ def test_every_question_has_a_module() -> None:
         assert callable(importlib.import_module(f"benchmarks.questions.{name}").run)
 
 
+def _streams() -> dict[str, Any]:
+    """The streams question's section, every row of its table (figures made up)."""
+    from benchmarks.questions import streams
+
+    rows = {
+        label: {
+            "api": api,
+            "msgs_per_s": 1e6,
+            "per_round": [1e6] * 5,
+            "lost": 0.0,
+            "rounds": 5,
+        }
+        for label, (api, _, _, _) in streams.ROWS.items()
+    }
+    hop = {"p50_ns": 500.0, "p99_ns": 900.0, "p50_per_round": [500.0] * 8, "rounds": 8}
+    latency = {streams.STREAM_HOP: hop, streams.RECORD_HOP: hop}
+    return {"size": 64, "messages": 1000, "rows": rows, "latency": latency}
+
+
 def _results() -> dict[str, Any]:
     """A results.json with every registry row, as the questions write it (figures made up)."""
     phase = {"ns": 500.0, "writer_per_s": 1e5, "ns_per_round": [500.0, 510.0, 490.0]}
@@ -92,6 +111,7 @@ def _results() -> dict[str, Any]:
         "latency": {"rounds": 8, "hops_per_round": 2000, "rows": latency, "ladder": {}},
         "bulk": bulk,
         "readers": {"writer": "1 kHz", "rows": {"read() + fields": {"1": 1e6}}},
+        "streams": _streams(),
         "baseline": {"from": "earlier", "write block ns": 2000.0, "write block / publish": 10.0},
     }
 
