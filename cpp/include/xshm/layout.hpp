@@ -262,19 +262,16 @@ inline std::string never_ready_removal(std::string_view canon) {
          std::string(bare);
 }
 
-/// Checks the header of a segment mapped with `mapped` bytes, exactly as docs/LAYOUT.md
-/// ("What an opener must refuse") lists it, in that order, and returns the geometry. Nothing
-/// is dereferenced beyond `mapped`. Throws LayoutError naming the first bad field; `canon`, the
-/// segment's name if known, goes into the removal hint of a segment never made ready. Not
-/// checked here: the mutex ABI (only writers need it; the opener checks it) and the record
-/// contents (the reader checks them at every read).
-inline Geometry validate_header(const void* base, std::uint64_t mapped, std::string_view canon = {}) {
+/// The checks every layout version shares, in their order: the page is there, the ready
+/// marker (acquire), the magic. Magic and state sit at the same offsets in every version
+/// (stream_layout.hpp's header too), so both validators start here.
+inline void validate_prefix(const void* base, std::uint64_t mapped, std::string_view canon) {
   if (mapped < kHeaderSize)
     throw LayoutError("segment is " + std::to_string(mapped) + " bytes, smaller than the xshm header (" +
                       std::to_string(kHeaderSize) + "): not an xshm segment, or truncated");
   const auto* h = static_cast<const Header*>(base);
   // SYNC POINT: pairs with the creator's release store of READY: every identity field read
-  // below was written before it.
+  // after this was written before it.
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
   const bool magic_ok = std::memcmp(h->magic, kMagic, sizeof kMagic) == 0;
   // A creator that stopped before writing the header leaves a zero page: "never made ready",
@@ -285,6 +282,17 @@ inline Geometry validate_header(const void* base, std::uint64_t mapped, std::str
                       "finishing it, or is still creating it); " +
                       never_ready_removal(canon));
   if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
+}
+
+/// Checks the header of a segment mapped with `mapped` bytes, exactly as docs/LAYOUT.md
+/// ("What an opener must refuse") lists it, in that order, and returns the geometry. Nothing
+/// is dereferenced beyond `mapped`. Throws LayoutError naming the first bad field; `canon`, the
+/// segment's name if known, goes into the removal hint of a segment never made ready. Not
+/// checked here: the mutex ABI (only writers need it; the opener checks it) and the record
+/// contents (the reader checks them at every read).
+inline Geometry validate_header(const void* base, std::uint64_t mapped, std::string_view canon = {}) {
+  validate_prefix(base, mapped, canon);
+  const auto* h = static_cast<const Header*>(base);
   // Version 2 is the stream family (stream_layout.hpp): its `kind` is at offset 28.
   if (h->layout_version == 2 && h->flags == 2)
     throw LayoutError("it is a stream (layout version 2), not a record: open it with Stream.open");

@@ -145,6 +145,9 @@ struct StreamHeader {
   std::atomic<std::uint32_t> recoveries;                     // 452
   alignas(kCacheLine) unsigned char mutex[64];               // 512 pthread_mutex_t
 };
+static_assert(offsetof(StreamHeader, magic) == offsetof(Header, magic) &&
+                  offsetof(StreamHeader, state) == offsetof(Header, state),
+              "The prefix every version shares (validate_prefix) sits where the record's does.");
 static_assert(offsetof(StreamHeader, kind) == 28 && offsetof(StreamHeader, capacity) == 36 &&
                   offsetof(StreamHeader, shape) == 96 && offsetof(StreamHeader, mutex_size) == 160 &&
                   offsetof(StreamHeader, creator_pid) == 192 && offsetof(StreamHeader, head) == 256 &&
@@ -242,19 +245,8 @@ inline SegmentKind peek_kind(const void* base, std::uint64_t mapped) noexcept {
 /// its geometry. Nothing is read beyond `mapped`. Throws LayoutError naming the first bad field.
 inline StreamGeometry validate_stream_header(const void* base, std::uint64_t mapped,
                                              std::string_view canon = {}) {
-  if (mapped < kHeaderSize)
-    throw LayoutError("segment is " + std::to_string(mapped) + " bytes, smaller than the xshm header (" +
-                      std::to_string(kHeaderSize) + "): not an xshm segment, or truncated");
+  validate_prefix(base, mapped, canon);  // the page, READY (acquire), the magic (layout.hpp)
   const auto* h = static_cast<const StreamHeader*>(base);
-  // SYNC POINT: pairs with the creator's release store of READY.
-  const std::uint32_t state = h->state.load(std::memory_order_acquire);
-  const bool magic_ok = std::memcmp(h->magic, kMagic, sizeof kMagic) == 0;
-  if (state != kStateReady && (magic_ok || h->magic[0] == '\0'))
-    throw LayoutError("state is " + std::to_string(state) +
-                      ", not READY: the segment was never made ready (its creator stopped before "
-                      "finishing it, or is still creating it); " +
-                      never_ready_removal(canon));
-  if (!magic_ok) throw LayoutError("bad magic: not an xshm segment");
   if (h->layout_version == kLayoutVersion)
     throw LayoutError(
         "it is a record (layout version 1), not a stream: open it with SharedMemoryManager.open");
