@@ -13,7 +13,7 @@
 #include <xshm/layout.hpp>
 #include <xshm/manager.hpp>
 #include <xshm/segment.hpp>
-#include <xshm/stream_layout.hpp>
+#include <xshm/stream/layout.hpp>
 
 #include "args.hpp"
 #include "blocks.hpp"

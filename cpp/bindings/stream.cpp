@@ -13,7 +13,7 @@
 #include <utility>
 
 #include <xshm/seqlock.hpp>
-#include <xshm/stream_layout.hpp>
+#include <xshm/stream/layout.hpp>
 
 #include "args.hpp"
 #include "errors.hpp"

@@ -1,6 +1,6 @@
 // xshm.Stream, xshm.StreamReader and xshm.Message as Python sees them: a handle on one stream
 // that converts Python data (bytes-likes, or numpy frames of the stream's dtype and shape) for
-// the core's Stream (cpp/include/xshm/stream.hpp), tries every send and receive once with the
+// the core's Stream (cpp/include/xshm/stream/stream.hpp), tries every send and receive once with the
 // GIL held (nothing to wait for: no GIL round trip) and waits with it released, Ctrl-C
 // honoured. Message is a small C type like Snapshot (a pybind11 instance costs ~200 ns). The
 // hot methods (send, try_send, recv, try_recv, iteration) are METH_FASTCALL (fastcall.hpp).
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include <xshm/stream.hpp>
+#include <xshm/stream/stream.hpp>
 
 namespace xshm_py {
 

@@ -538,3 +538,163 @@ TEST(StreamCrash, AForkedChildDoesNotKeepADeadParentsReaderAlive) {
   ::close(ready[0]);
   ::close(ready[1]);
 }
+
+namespace {
+
+/// Polls `cond` for up to 5 s.
+template <class F>
+bool eventually(F cond) {
+  const auto end = std::chrono::steady_clock::now() + 5s;
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+// A process killed while asleep in a wait must not leave its count in the header: every send
+// (or receive) would then pay a futex wake syscall for ever.
+TEST(StreamCrash, AReaderKilledAsleepGivesItsWaiterCountBack) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8, 64, xshm::Backpressure::drop_oldest));
+  const xshm::StreamHeader* h = s.header();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    auto r = mine.reader(xshm::Start::latest);
+    (void)r.recv();  // sleeps: nothing is sent
+    ::_exit(0);
+  }
+  ASSERT_TRUE(eventually([&] { return h->data_waiters.load() == 1; }));
+  ::kill(pid, SIGKILL);
+  reap(pid);
+  EXPECT_EQ(h->data_waiters.load(), 1u);  // nobody gave it back yet
+  s.send("x");                            // its wake wakes nobody: the sender sweeps
+  EXPECT_EQ(h->data_waiters.load(), 0u);
+  EXPECT_EQ(s.segment()->reader(0)->sleeping.load(), 0u);
+}
+
+TEST(StreamCrash, AWriterKilledAsleepGivesItsWaiterCountBack) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  auto r = s.reader(xshm::Start::latest);
+  const xshm::StreamHeader* h = s.header();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto mine = xshm::Stream::open(n.str());
+    for (int i = 0; i < 5; ++i) mine.send("x");  // the fifth sleeps: the reader reads nothing
+    ::_exit(0);
+  }
+  ASSERT_TRUE(eventually([&] { return h->space_waiters.load() == 1; }));
+  ::kill(pid, SIGKILL);
+  reap(pid);
+  EXPECT_EQ(h->space_waiters.load(), 1u);
+  (void)r.recv(1s);  // its wake of writers wakes nobody: the reader sweeps
+  EXPECT_EQ(h->space_waiters.load(), 0u);
+}
+
+TEST(StreamCrash, ALiveSleeperIsNeverSwept) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8, 64, xshm::Backpressure::drop_oldest));
+  const xshm::StreamHeader* h = s.header();
+  std::atomic<bool> got{false};
+  std::thread t([&] {
+    auto mine = xshm::Stream::open(n.str());
+    auto r = mine.reader(xshm::Start::latest);
+    got = text(r.recv(10s)) == "x";
+  });
+  ASSERT_TRUE(eventually([&] { return h->data_waiters.load() == 1; }));
+  xshm::detail::StreamSegment& seg = *s.segment();
+  seg.last_sweep_ns.store(0);
+  xshm::stream_impl::sweep_sleeping_readers(seg);  // it holds its lock: alive
+  EXPECT_EQ(h->data_waiters.load(), 1u);
+  s.send("x");
+  t.join();
+  EXPECT_TRUE(got.load());
+  EXPECT_EQ(h->data_waiters.load(), 0u);
+}
+
+// A writer killed between its commit and its wake: a reader asleep with no timeout still takes
+// the message, within kLostWakeCheck.
+TEST(StreamCrash, AWakeLostWithItsWriterDelaysAReaderAtMostASecond) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto r = s.reader(xshm::Start::latest);
+  std::atomic<bool> asleep{false};
+  std::thread commit_without_wake([&] {
+    while (s.header()->data_waiters.load() == 0) std::this_thread::sleep_for(1ms);
+    asleep = true;
+    auto seg = s.segment();
+    std::uint64_t first = 0;
+    {
+      auto lock = xshm::stream_impl::StreamLock::acquire(*seg, std::nullopt);
+      ASSERT_EQ(xshm::stream_impl::claim_locked(*seg, 1, first), xshm::stream_impl::Claim::made);
+    }
+    ASSERT_TRUE(xshm::stream_impl::fill_and_commit(*seg, first, "late", 4));  // no notify_readers
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  xshm::Message m = r.recv();  // no timeout
+  const auto took = std::chrono::steady_clock::now() - t0;
+  commit_without_wake.join();
+  EXPECT_TRUE(asleep.load());
+  EXPECT_EQ(text(m), "late");
+  EXPECT_LT(took, xshm::kLostWakeCheck + 2s);
+}
+
+TEST(Stream, AReaderEntryRecordsWhereItStarted) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4, 64, xshm::Backpressure::drop_oldest));
+  for (int i = 0; i < 6; ++i) s.send("x");
+  auto r = s.reader(xshm::Start::oldest);
+  const xshm::ReaderEntry* e = s.segment()->reader(r.index());
+  EXPECT_EQ(e->start.load(), 2u);
+  for (int i = 0; i < 9; ++i) s.send("y");  // laps it
+  while (r.try_recv()) {
+  }
+  EXPECT_EQ(e->received.load() + e->lost.load(), e->cursor.load() - e->start.load());
+  EXPECT_GT(e->lost.load(), 0u);
+}
+
+TEST(Stream, ACorruptSlotIsRefusedWhereItStands) {
+  ScopedName n;
+  xshm::StreamOptions o = opts(4, 8);
+  o.dtype = xshm::Dtype::Float32;
+  o.shape = {2};
+  auto s = xshm::Stream::create(n.str(), o);
+  auto r = s.reader(xshm::Start::latest);
+  const float frame[2] = {1, 2};
+  s.send(frame, sizeof frame);
+  xshm::SlotHeader* sl = s.segment()->slot(0);
+  sl->length = 4;  // a short frame
+  EXPECT_THROW(r.recv(1s), xshm::LayoutError);
+  EXPECT_THROW(r.recv(1s), xshm::LayoutError);  // again: the cursor stays on it
+  EXPECT_EQ(r.cursor(), 0u);
+  sl->length = 8;
+  EXPECT_EQ(r.recv(1s).size, 8u);
+  s.segment()->slot(1)->word.store(xshm::slot_word::make(1, 0));  // a word with no tag
+  EXPECT_THROW(r.try_recv(), xshm::LayoutError);
+}
+
+TEST(Stream, InterruptStopsAReceiveWaitingInAnotherThread) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(4));
+  auto r = s.reader(xshm::Start::latest);
+  std::atomic<int> outcome{0};
+  std::thread consumer([&] {
+    try {
+      (void)r.recv();  // no timeout: only the interrupt ends it
+      outcome = 1;
+    } catch (const xshm::ClosedError&) {
+      outcome = 2;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return s.header()->data_waiters.load() == 1; }));
+  r.interrupt();
+  consumer.join();
+  EXPECT_EQ(outcome.load(), 2);
+  EXPECT_THROW(r.try_recv(), xshm::ClosedError);
+  EXPECT_EQ(s.header()->data_waiters.load(), 0u);
+  r.close();
+}

@@ -31,9 +31,9 @@ inline WaitResult wait(const std::atomic<std::uint32_t>* word, std::uint32_t exp
   return WaitResult::Woken;  // 0, EAGAIN (value changed) or EINTR
 }
 
-/// Wakes every process sleeping on the word.
-inline void wake_all(std::atomic<std::uint32_t>* word) noexcept {
-  ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+/// Wakes every process sleeping on the word; returns how many it woke (-1 on an error).
+inline long wake_all(std::atomic<std::uint32_t>* word) noexcept {
+  return ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
 inline timespec monotonic_now() noexcept {

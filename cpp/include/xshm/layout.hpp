@@ -264,7 +264,7 @@ inline std::string never_ready_removal(std::string_view canon) {
 
 /// The checks every layout version shares, in their order: the page is there, the ready
 /// marker (acquire), the magic. Magic and state sit at the same offsets in every version
-/// (stream_layout.hpp's header too), so both validators start here.
+/// (stream/layout.hpp's header too), so both validators start here.
 inline void validate_prefix(const void* base, std::uint64_t mapped, std::string_view canon) {
   if (mapped < kHeaderSize)
     throw LayoutError("segment is " + std::to_string(mapped) + " bytes, smaller than the xshm header (" +
@@ -293,7 +293,7 @@ inline void validate_prefix(const void* base, std::uint64_t mapped, std::string_
 inline Geometry validate_header(const void* base, std::uint64_t mapped, std::string_view canon = {}) {
   validate_prefix(base, mapped, canon);
   const auto* h = static_cast<const Header*>(base);
-  // Version 2 is the stream family (stream_layout.hpp): its `kind` is at offset 28.
+  // Version 2 is the stream family (stream/layout.hpp): its `kind` is at offset 28.
   if (h->layout_version == 2 && h->flags == 2)
     throw LayoutError("it is a stream (layout version 2), not a record: open it with Stream.open");
   if (h->layout_version != kLayoutVersion)

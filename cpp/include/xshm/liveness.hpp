@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -89,10 +90,18 @@ inline void install_fork_handlers() {
 }
 }  // namespace impl
 
-inline void enroll(Registered* r) {
+/// Opens `canon` for a handle's liveness locks and registers the descriptor in one step, under
+/// the registry mutex that fork() takes first: a fork in another thread between the two would
+/// give the child a copy of the descriptor that it never closes, and the handle's locks would
+/// then outlive this process. -1 (errno set) on failure.
+inline int open_registered(Registered* r, const char* canon, int flags) {
   impl::install_fork_handlers();
   std::lock_guard<std::mutex> g(impl::registry_mutex());
+  const int fd = ::shm_open(canon, flags | O_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  r->fd = fd;
   impl::registry().insert(r);
+  return fd;
 }
 
 inline void withdraw(Registered* r) noexcept {

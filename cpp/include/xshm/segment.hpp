@@ -1,10 +1,9 @@
-// A segment's whole lifecycle, and nothing of what happens inside it: the name rules every
-// language shares, a file descriptor and a mapping with RAII lifetimes, create (build the
-// header, then mark it ready), open (wait for the ready marker, validate every identity field
-// against the mapping), attach to an existing segment of the same layout, unlink by name or by
-// handle. Only the creator writes the identity fields, once, before the ready marker; everyone
-// else maps them and checks them. Records, locks and waits are the business of reader.hpp,
-// writer.hpp and wait.hpp, which reach the bytes through detail::Segment.
+// A record segment (layout version 1): the mapped, validated handle every record API reaches
+// the bytes through (detail::Segment), and its create (build the header, then mark it ready),
+// open (validate every identity field against the mapping) and exist_ok attach, over the
+// lifecycle every kind shares (lifecycle.hpp). Only the creator writes the identity fields,
+// once, before the ready marker; everyone else maps them and checks them. Records, locks and
+// waits are the business of reader.hpp, writer.hpp and wait.hpp.
 #pragma once
 
 #include <fcntl.h>
@@ -31,135 +30,11 @@
 #include "clock.hpp"
 #include "errors.hpp"
 #include "layout.hpp"
+#include "lifecycle.hpp"
 #include "process.hpp"
 #include "robust_mutex.hpp"
 
 namespace xshm {
-
-inline constexpr std::size_t kMaxNameBytes = 255;
-
-/// The canonical form of a segment name: exactly one leading '/', then 1 to 255 bytes with
-/// no '/' and no NUL, and not "." or "..". A name without the slash gets one. Throws
-/// ArgumentError otherwise, so every language names the same segment with the same string.
-inline std::string normalize_name(std::string_view name) {
-  std::string_view body = name;
-  if (!body.empty() && body.front() == '/') body.remove_prefix(1);
-  if (body.empty()) throw ArgumentError("segment name is empty");
-  if (body.size() > kMaxNameBytes)
-    throw ArgumentError("segment name is " + std::to_string(body.size()) +
-                        " bytes after the leading '/'; at most 255 are allowed");
-  if (body.find('/') != std::string_view::npos)
-    throw ArgumentError("segment name '" + std::string(name) + "' contains '/' after the leading one");
-  if (body.find('\0') != std::string_view::npos) throw ArgumentError("segment name contains a NUL byte");
-  if (body == "." || body == "..")
-    throw ArgumentError("segment name '" + std::string(name) + "' is not allowed");
-  return "/" + std::string(body);
-}
-
-/// An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-/// An owned mapping; munmap on destruction.
-class Mapping {
- public:
-  Mapping() = default;
-  Mapping(void* base, std::size_t size) noexcept : base_(base), size_(size) {}
-  Mapping(Mapping&& o) noexcept : base_(std::exchange(o.base_, nullptr)), size_(std::exchange(o.size_, 0)) {}
-  Mapping& operator=(Mapping&& o) noexcept {
-    if (this != &o) {
-      reset();
-      base_ = std::exchange(o.base_, nullptr);
-      size_ = std::exchange(o.size_, 0);
-    }
-    return *this;
-  }
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() { reset(); }
-
-  static Mapping map(int fd, std::size_t size, bool writable) {
-    void* p = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) detail::throw_errno(errno, "mmap");
-    return Mapping(p, size);
-  }
-  void* data() const noexcept { return base_; }
-  std::size_t size() const noexcept { return size_; }
-  explicit operator bool() const noexcept { return base_ != nullptr; }
-  void reset() noexcept {
-    if (base_ != nullptr) ::munmap(base_, size_);
-    base_ = nullptr;
-    size_ = 0;
-  }
-
- private:
-  void* base_ = nullptr;
-  std::size_t size_ = 0;
-};
-
-namespace detail {
-
-/// An OS error (std::system_error, its errno the code) whose text goes on after the OS's with
-/// what the user can do about it: "shm_open(/x): File exists: <hint>".
-class OsErrorWithHint : public std::system_error {
- public:
-  OsErrorWithHint(int err, const std::string& call, const std::string& hint)
-      : std::system_error(err, std::generic_category(), call),
-        text_(std::make_shared<const std::string>(std::string(std::system_error::what()) + ": " + hint)) {}
-  const char* what() const noexcept override { return text_->c_str(); }
-
- private:
-  std::shared_ptr<const std::string> text_;  // shared: copying an exception must not throw
-};
-
-/// shm_open with O_CLOEXEC, throwing std::system_error (ENOENT, EEXIST, EACCES...).
-inline Fd shm_open_checked(const std::string& name, int flags, mode_t mode) {
-  int fd = ::shm_open(name.c_str(), flags | O_CLOEXEC, mode);
-  if (fd < 0) throw_errno(errno, "shm_open(" + name + ")");
-  return Fd(fd);
-}
-
-/// flock with a deadline: LOCK_NB in a loop so an opener never waits unboundedly on a
-/// creator that is stuck. Returns false when the deadline passed.
-inline bool flock_until(int fd, int op, std::chrono::steady_clock::time_point deadline) {
-  for (int pause_us = 50;; pause_us = pause_us < 5000 ? pause_us * 2 : 5000) {
-    if (::flock(fd, op | LOCK_NB) == 0) return true;
-    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno(errno, "flock");
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
-  }
-}
-
-inline std::uint64_t file_size(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw_errno(errno, "fstat");
-  return static_cast<std::uint64_t>(st.st_size);
-}
-
-}  // namespace detail
 
 /// Parameters of create().
 struct CreateOptions {
@@ -217,9 +92,6 @@ struct Segment {
   int slots() const noexcept { return geo.backup ? 2 : 1; }
 };
 
-/// How long an opener racing the creator waits for the ready marker, beyond its own timeout.
-inline constexpr std::chrono::seconds kReadyWait{2};
-
 /// Maps an opened segment of `size` bytes and checks it: the ready marker, every identity
 /// field (validate_header), and for a writer the mutex ABI.
 inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int fd, std::uint64_t size,
@@ -261,13 +133,7 @@ inline std::shared_ptr<Segment> map_and_validate(const std::string& canon, int f
 /// openers wait for the ready marker), then maps it like an opener would.
 inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, const Geometry& geo,
                                               mode_t mode) {
-  while (::flock(fd.get(), LOCK_EX) != 0)  // an opener may hold LOCK_SH for a moment
-    if (errno != EINTR) throw_errno(errno, "flock");
-  if (::fchmod(fd.get(), mode) != 0) throw_errno(errno, "fchmod");  // umask masked it
-  if (::ftruncate(fd.get(), static_cast<off_t>(geo.total_size)) != 0) throw_errno(errno, "ftruncate");
-  // Reserve the pages now: a full /dev/shm fails here with ENOSPC instead of SIGBUS later.
-  if (int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(geo.total_size)); rc != 0)
-    throw_errno(rc, "posix_fallocate(" + canon + ", " + std::to_string(geo.total_size) + " bytes)");
+  reserve_file(fd.get(), canon, geo.total_size, mode);
   Mapping map = Mapping::map(fd.get(), geo.total_size, true);
   auto* h = static_cast<Header*>(map.data());  // fresh pages are zero
   std::memcpy(h->magic, kMagic, sizeof kMagic);
@@ -311,65 +177,16 @@ inline std::shared_ptr<Segment> build_segment(const std::string& canon, Fd fd, c
 
 /// Opens an existing segment: waits up to `timeout` for its name and a bounded time for its
 /// ready marker, then maps and validates it.
-inline std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOptions& opt) {
+template <class Hook = NoHook>
+std::shared_ptr<Segment> open_segment(std::string_view name, const OpenOptions& opt,
+                                      Hook&& between_slices = {}) {
   const std::string canon = normalize_name(name);
-  const auto start = std::chrono::steady_clock::now();
-  const int flags = opt.readonly ? O_RDONLY : O_RDWR;
-  // Negative counts as zero; beyond kForever as forever (a deadline must fit beside now()).
-  Timeout timeout = opt.timeout;
-  if (timeout && *timeout >= kForever) timeout = std::nullopt;
-  if (timeout) timeout = std::max(*timeout, std::chrono::nanoseconds{0});
-  Fd fd;
-  for (int pause_us = 100;; pause_us = std::min(pause_us * 2, 10000)) {
-    int raw = ::shm_open(canon.c_str(), flags | O_CLOEXEC, 0);
-    if (raw >= 0) {
-      fd = Fd(raw);
-      break;
-    }
-    const int err = errno;
-    if (err != ENOENT) throw_errno(err, "shm_open(" + canon + ")");
-    if (timeout && std::chrono::steady_clock::now() - start >= *timeout)
-      throw OsErrorWithHint(err, "shm_open(" + canon + ")",
-                            timeout->count() > 0
-                                ? "no segment of that name appeared within " + format_duration(*timeout)
-                                : "no segment of that name (create it first, or give open a timeout to "
-                                  "wait for its creator)");
-    std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
-  }
-  // An opener racing the creator waits a bounded time for the ready marker.
-  const std::chrono::nanoseconds ready_wait = kReadyWait + timeout.value_or(std::chrono::nanoseconds{0});
-  const auto ready_deadline = std::chrono::steady_clock::now() + ready_wait;
-  for (;;) {
-    if (!flock_until(fd.get(), LOCK_SH, ready_deadline))
-      throw WaitTimeoutError("segment " + canon + " is still being created after " +
-                             format_duration(ready_wait) + " (its creator holds its lock)");
-    const std::uint64_t size = file_size(fd.get());
-    if (size == 0) {  // created, not yet sized: the creator has not locked it yet
-      ::flock(fd.get(), LOCK_UN);
-      if (std::chrono::steady_clock::now() >= ready_deadline)
-        throw LayoutError("segment " + canon + " was never made ready: it is still empty (0 bytes) after " +
-                          format_duration(ready_wait) +
-                          " (its creator stopped before sizing it, or is still creating it); " +
-                          never_ready_removal(canon));
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      continue;
-    }
-    std::shared_ptr<Segment> s = map_and_validate(canon, fd.get(), size, opt.readonly);
-    s->stall_timeout = opt.stall_timeout;
-    ::flock(fd.get(), LOCK_UN);
-    return s;
-  }
-}
-
-/// Removes `canon` only if it still names the file (device, inode) given. Best effort: for
-/// clean-up after a failure, whose own error is the one to report.
-inline void unlink_if_same(const std::string& canon, dev_t dev, ino_t ino) noexcept {
-  const int fd = ::shm_open(canon.c_str(), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return;
-  struct stat st {};
-  const bool same = ::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
-  ::close(fd);
-  if (same) ::shm_unlink(canon.c_str());
+  ReadyFile f =
+      open_ready(canon, OpenRequest{!opt.readonly, false, opt.timeout}, std::forward<Hook>(between_slices));
+  std::shared_ptr<Segment> s = map_and_validate(canon, f.fd.get(), f.size, opt.readonly);
+  s->stall_timeout = opt.stall_timeout;
+  f.unlock();
+  return s;
 }
 
 /// A shape as numpy writes a tuple: "()", "(5,)", "(2, 3)".
@@ -407,75 +224,14 @@ inline std::shared_ptr<Segment> attach_existing(const std::string& canon, const 
 /// published last behind the ready marker. A failure removes the half-built name.
 inline std::shared_ptr<Segment> create_segment(std::string_view name, const CreateOptions& opt) {
   const std::string canon = normalize_name(name);
-  Geometry geo = compute_geometry(opt.dtype, opt.shape, opt.message_capacity, opt.backup);
-  if (opt.mode > 0777) throw ArgumentError("mode must be a permission mask (at most 0o777)");
-  // exist_ok: a segment removed between our EEXIST and our open is created after all (a
-  // bounded number of times: a name that keeps coming and going is someone else's race).
-  for (int attempt = 0;; ++attempt) {
-    int fd = ::shm_open(canon.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, opt.mode & 0777);
-    if (fd < 0) {
-      const int err = errno;
-      if (err == EEXIST && !opt.exist_ok)
-        throw OsErrorWithHint(err, "shm_open(" + canon + ")",
-                              "segment " + canon +
-                                  " already exists (a segment outlives the process that created it): open "
-                                  "it with SharedMemoryManager.open, pass exist_ok=True to attach to it, or "
-                                  "remove it with `xshm rm " +
-                                  canon.substr(1) + "`");
-      if (err != EEXIST) throw_errno(err, "shm_open(" + canon + ")");
-      try {
-        return attach_existing(canon, geo);
-      } catch (const std::system_error& e) {
-        if (e.code().value() != ENOENT || attempt >= 100) throw;
-        continue;
-      }
-    }
-    Fd owned(fd);
-    struct stat mine {};
-    const bool known = ::fstat(fd, &mine) == 0;
-    try {
-      return build_segment(canon, std::move(owned), geo, opt.mode & 0777);
-    } catch (...) {
-      // Remove the half-built name, but only if it is still ours: after a failure another
-      // process may already have removed it and created its own under the same name.
-      if (known) unlink_if_same(canon, mine.st_dev, mine.st_ino);
-      throw;
-    }
-  }
-}
-
-/// Removes a segment name. Unless `force`, refuses a file that is not an xshm segment; one
-/// whose creator died before it was sized (size 0) or before it wrote the header (a zero
-/// first page) is an xshm segment that was never made ready, and is removed.
-inline void unlink_segment(std::string_view name, bool force) {
-  const std::string canon = normalize_name(name);
-  if (!force) {
-    Fd fd = shm_open_checked(canon, O_RDONLY, 0);
-    const std::uint64_t size = file_size(fd.get());
-    bool ours = size == 0;
-    if (!ours) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, kHeaderSize));
-      Mapping m = Mapping::map(fd.get(), n, false);
-      const auto* bytes = static_cast<const unsigned char*>(m.data());
-      ours = (n >= sizeof kMagic && std::memcmp(bytes, kMagic, sizeof kMagic) == 0) ||
-             std::all_of(bytes, bytes + n, [](unsigned char b) { return b == 0; });
-    }
-    if (!ours)
-      throw LayoutError("segment " + canon + " is not an xshm segment; refusing to remove it without force");
-  }
-  if (::shm_unlink(canon.c_str()) != 0) throw_errno(errno, "shm_unlink(" + canon + ")");
+  const Geometry geo = compute_geometry(opt.dtype, opt.shape, opt.message_capacity, opt.backup);
+  return create_exclusive(
+      canon, opt.mode, opt.exist_ok, "SharedMemoryManager.open", [&] { return attach_existing(canon, geo); },
+      [&](Fd fd) { return build_segment(canon, std::move(fd), geo, opt.mode); });
 }
 
 /// Removes this segment's name, if the name still refers to this segment.
-inline void unlink_segment(const Segment& s) {
-  Fd fd = shm_open_checked(s.name, O_RDONLY, 0);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw_errno(errno, "fstat");
-  if (st.st_dev != s.dev || st.st_ino != s.ino)
-    throw_errno(ENOENT, "shm_unlink(" + s.name +
-                            "): this segment was already removed and the name now belongs to another one");
-  if (::shm_unlink(s.name.c_str()) != 0) throw_errno(errno, "shm_unlink(" + s.name + ")");
-}
+inline void unlink_segment(const Segment& s) { unlink_same(s.name, s.dev, s.ino); }
 
 }  // namespace detail
 

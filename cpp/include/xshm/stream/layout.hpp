@@ -16,8 +16,8 @@
 #include <string_view>
 #include <vector>
 
-#include "errors.hpp"
-#include "layout.hpp"
+#include "../errors.hpp"
+#include "../layout.hpp"
 
 namespace xshm {
 
@@ -72,14 +72,18 @@ struct ReaderEntry {
   std::atomic<std::uint64_t> cursor;      // 0   the next sequence this reader takes
   std::atomic<std::uint64_t> lost;        // 8   messages it skipped (lapped or abandoned)
   std::atomic<std::uint64_t> received;    // 16  messages it took
-  std::uint64_t reserved0[5];             // 24
+  std::atomic<std::uint64_t> start;       // 24  the cursor it attached at (received + lost = cursor - start)
+  std::atomic<std::uint32_t> sleeping;    // 32  its generation while counted in data_waiters, else 0
+  std::uint32_t reserved0a;               // 36
+  std::uint64_t reserved0[3];             // 40
   std::atomic<std::uint64_t> state;       // 64  0 free; (generation << 8) | 1 attached
   std::atomic<std::uint32_t> pid;         // 72  informational
   std::uint32_t generation;               // 76  attachments so far (under the mutex)
   std::atomic<std::int64_t> attached_ns;  // 80
   std::uint64_t reserved2[5];             // 88
 };
-static_assert(sizeof(ReaderEntry) == kReaderEntrySize && offsetof(ReaderEntry, state) == 64,
+static_assert(sizeof(ReaderEntry) == kReaderEntrySize && offsetof(ReaderEntry, start) == 24 &&
+                  offsetof(ReaderEntry, sleeping) == 32 && offsetof(ReaderEntry, state) == 64,
               "ReaderEntry offsets are the ones docs/LAYOUT.md documents.");
 
 /// One writer handle that has sent at least once.
@@ -89,14 +93,23 @@ struct WriterEntry {
   std::uint32_t generation;               // 12  registrations so far (under the mutex)
   std::atomic<std::uint64_t> sent;        // 16  messages it claimed
   std::atomic<std::int64_t> attached_ns;  // 24
-  std::uint64_t reserved1[4];             // 32
+  std::atomic<std::uint32_t> sleeping;    // 32  its generation while counted in space_waiters, else 0
+  std::uint32_t reserved1a;               // 36
+  std::uint64_t reserved1[3];             // 40
 };
-static_assert(sizeof(WriterEntry) == kWriterEntrySize, "WriterEntry fills one cache line.");
+static_assert(sizeof(WriterEntry) == kWriterEntrySize && offsetof(WriterEntry, sleeping) == 32,
+              "WriterEntry fills one cache line, at the offsets docs/LAYOUT.md documents.");
 
 inline constexpr std::uint64_t kEntryAttached = 1;
 inline constexpr std::uint64_t entry_state(std::uint64_t generation) noexcept {
   return (generation << 8) | kEntryAttached;
 }
+/// The generation of an entry's state word, as its `sleeping` field holds it.
+inline constexpr std::uint32_t entry_generation(std::uint64_t state) noexcept {
+  return static_cast<std::uint32_t>(state >> 8);
+}
+/// The next generation of an entry: never 0, which `sleeping` reserves for "not asleep".
+inline constexpr std::uint32_t next_generation(std::uint32_t g) noexcept { return g + 1 == 0 ? 1 : g + 1; }
 
 /// Page 0 of a stream segment. Identity [0, 256) is written once by the creator before
 /// `state` turns READY; the control lines after it each have their own cache line.

@@ -1,0 +1,352 @@
+// xshm::Stream: every message, in order, through a ring of slots in one shared-memory segment
+// (layout version 2, layout.hpp; docs/LAYOUT.md "Streams").
+//
+// The protocol in one paragraph. Writers take the stream's robust mutex only to claim: under
+// it a writer reads `head`, checks room (under "block", the slowest attached reader must be
+// less than a ring behind), marks the slot WRITING for that sequence with its writer-table
+// entry, and advances `head`. It then copies the payload with the mutex free and stores the
+// slot word COMMITTED (release), and wakes sleeping readers. So sequence numbers give one
+// total order, writers copy in parallel, and a writer killed anywhere leaves either nothing
+// (killed before its mark: the next writer sees EOWNERDEAD and repairs `head`) or a slot
+// marked WRITING by a writer-table entry whose kernel lock is gone: a reader that finds a
+// slot WRITING for kHoleCheck judges its writer and, if it is dead, marks the slot ABANDONED
+// (counted in `abandoned`); every reader counts it in its `lost` and moves on. Readers own a
+// cursor line each and take messages by sequence number: a committed slot of their sequence
+// is copied and re-checked (seqlock style: under "drop_oldest" a writer may overwrite it
+// meanwhile; the copy is then discarded and the lap counted as lost). Liveness of readers and
+// writers is an OFD lock on their table entry (liveness.hpp), never a pid.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../clock.hpp"
+#include "../cpu.hpp"
+#include "../errors.hpp"
+#include "../futex.hpp"
+#include "../liveness.hpp"
+#include "../process.hpp"
+#include "../robust_mutex.hpp"
+#include "../seqlock.hpp"
+#include "layout.hpp"
+#include "protocol.hpp"
+#include "reader.hpp"
+#include "segment.hpp"
+
+namespace xshm {
+
+/// A handle to a stream. Copies share the mapping; any thread may send through it.
+class Stream {
+ public:
+  Stream() = default;
+
+  /// Creates a stream: exclusive, `mode` permissions (0600), pages reserved up front.
+  static Stream create(std::string_view name, const StreamOptions& opt = {}) {
+    return Stream(detail::create_stream(name, opt));
+  }
+  /// Opens an existing stream, validating every header field against the mapping.
+  /// `between_slices()` runs about every 100 ms while it waits for the name (it may throw).
+  template <class Hook = NoHook>
+  static Stream open(std::string_view name, const StreamOpenOptions& opt = {}, Hook&& between_slices = {}) {
+    return Stream(detail::open_stream(name, opt, std::forward<Hook>(between_slices)));
+  }
+  /// Removes a stream's name (as SharedMemoryManager::unlink: an xshm segment of any kind).
+  static void unlink(std::string_view name, bool force = false) { detail::unlink_segment(name, force); }
+
+  bool is_open() const noexcept { return s_ != nullptr; }
+  const std::string& name() const { return seg().name; }
+  std::uint64_t capacity() const { return seg().geo.capacity; }
+  std::uint64_t max_bytes() const { return seg().geo.max_bytes; }
+  Backpressure backpressure() const { return seg().geo.backpressure; }
+  std::uint32_t max_readers() const { return seg().geo.max_readers; }
+  std::uint32_t max_writers() const { return seg().geo.max_writers; }
+  bool readonly() const { return seg().readonly; }
+  const StreamGeometry& geometry() const { return seg().geo; }
+  /// The sequence number the next message will get.
+  std::uint64_t head() const { return seg().header()->head.load(std::memory_order_acquire); }
+  /// Messages overwritten while no reader was attached.
+  std::uint64_t dropped() const { return seg().header()->dropped.load(std::memory_order_relaxed); }
+  /// Messages lost because their writer died between its claim and its commit.
+  std::uint64_t abandoned() const { return seg().header()->abandoned.load(std::memory_order_relaxed); }
+  std::uint32_t recoveries() const { return seg().header()->recoveries.load(std::memory_order_relaxed); }
+  const StreamHeader* header() const { return seg().header(); }
+
+  /// Sends one message of `size` bytes; returns its sequence number. Under "block", waits up
+  /// to `timeout` (nullopt: forever) while the ring is full, then throws StreamFullError.
+  /// `between_slices()` runs about every kStreamSlice while it waits (it may throw).
+  template <class Hook = NoHook>
+  std::uint64_t send(const void* data, std::size_t size, Timeout timeout = std::nullopt,
+                     Hook&& between_slices = {}) {
+    const std::pair<const void*, std::size_t> one{data, size};
+    std::size_t done = 0;
+    std::uint64_t last = 0;
+    const Sent r = send_some(&one, 1, timeout, std::forward<Hook>(between_slices), done, last);
+    if (r != Sent::all) throw_full(seg(), 0, r);
+    return last;
+  }
+  std::uint64_t send(std::string_view bytes, Timeout timeout = std::nullopt) {
+    return send(bytes.data(), bytes.size(), timeout);
+  }
+
+  /// Sends if there is room now; nullopt when a "block" stream is full, its mutex stays held
+  /// (a stopped writer) for kLockPoll, or the next slot's earlier writer is still writing it
+  /// (a ring lapped within one send, either policy). Never sleeps.
+  std::optional<std::uint64_t> try_send(const void* data, std::size_t size) {
+    const std::pair<const void*, std::size_t> one{data, size};
+    std::size_t done = 0;
+    std::uint64_t last = 0;
+    if (send_some(&one, 1, std::chrono::nanoseconds{0}, NoHook{}, done, last) != Sent::all)
+      return std::nullopt;
+    return last;
+  }
+  std::optional<std::uint64_t> try_send(std::string_view bytes) {
+    return try_send(bytes.data(), bytes.size());
+  }
+
+  /// Sends every message in order, claiming as many slots at once as there is room for;
+  /// returns the sequence number of the last. On timeout, StreamFullError says how many went
+  /// (they are in the stream).
+  template <class Hook = NoHook>
+  std::uint64_t send_many(const std::vector<std::pair<const void*, std::size_t>>& items,
+                          Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
+    if (items.empty()) throw ArgumentError("send_many: no messages");
+    std::size_t done = 0;
+    std::uint64_t last = 0;
+    const Sent r =
+        send_some(items.data(), items.size(), timeout, std::forward<Hook>(between_slices), done, last);
+    if (r != Sent::all) throw_full(seg(), done, r);
+    return last;
+  }
+
+  /// Attaches a new reader. Needs a handle whose file is open for writing (its cursor line).
+  /// `between_slices()` runs about every 100 ms while it waits for the mutex (it may throw).
+  template <class Hook = NoHook>
+  StreamReader reader(Start start = Start::oldest, Hook&& between_slices = {}) {
+    detail::StreamSegment& s = seg();
+    if (!s.writable_fd)
+      throw ReadOnlyError("stream " + s.name +
+                          ": a reader writes its cursor into the segment, and this process may only read it");
+    if (!s.mutex_ok)
+      throw LayoutError("stream " + s.name +
+                        " was created by a process with another C library or architecture: attaching a "
+                        "reader takes its mutex, which this process cannot use");
+    std::optional<stream_impl::StreamLock> lock =
+        stream_impl::StreamLock::acquire(s, std::chrono::seconds(10), std::forward<Hook>(between_slices));
+    if (!lock) throw WaitTimeoutError("stream " + s.name + ": its mutex stayed held for 10 s");
+    StreamHeader* h = s.header();
+    for (int pass = 0; pass < 2; ++pass) {
+      for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
+        ReaderEntry* r = s.reader(i);
+        const std::uint64_t st = r->state.load(std::memory_order_acquire);
+        // A free entry; one still marked asleep belongs to a closed reader whose wait has not
+        // returned yet (its count is its own to give back).
+        if (st != 0 || r->sleeping.load(std::memory_order_acquire) != 0) continue;
+        if (!liveness::hold(s.fd.fd, s.reader_lock_offset(i))) continue;
+        const std::uint64_t head = h->head.load(std::memory_order_relaxed);
+        std::uint64_t cursor = head;
+        if (start == Start::oldest) cursor = head >= s.geo.capacity ? head - s.geo.capacity : 0;
+        // Under the mutex; tells this attachment from the entry's earlier ones.
+        r->generation = next_generation(r->generation);
+        const std::uint64_t mine = entry_state(r->generation);
+        r->start.store(cursor, std::memory_order_relaxed);
+        r->cursor.store(cursor, std::memory_order_relaxed);
+        r->lost.store(0, std::memory_order_relaxed);
+        r->received.store(0, std::memory_order_relaxed);
+        r->pid.store(static_cast<std::uint32_t>(detail::current_pid()), std::memory_order_relaxed);
+        r->attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
+        {
+          std::lock_guard<std::mutex> g(s.local);
+          s.own_readers.insert(i);
+        }
+        // SYNC POINT: release, with the fields above; writers scan under the mutex we hold.
+        r->state.store(mine, std::memory_order_release);
+        h->readers_gen.fetch_add(1, std::memory_order_acq_rel);
+        return StreamReader(s_, i, mine, cursor);
+      }
+      if (pass == 0 && !stream_impl::reap_readers(s)) break;
+    }
+    throw Error("stream " + s.name + " has all " + std::to_string(s.geo.max_readers) +
+                " reader entries in use by live readers (max_readers); close a reader or create the "
+                "stream with more");
+  }
+
+  /// The mapped segment, for bindings and tests that drive the protocol steps themselves.
+  const std::shared_ptr<detail::StreamSegment>& segment() const {
+    seg();
+    return s_;
+  }
+
+  /// Unmaps; readers made from this handle keep the mapping until they close.
+  void close() noexcept { s_.reset(); }
+  /// Removes this stream's name, if the name still refers to this stream.
+  void unlink() {
+    const detail::StreamSegment& s = seg();
+    Fd fd = detail::shm_open_checked(s.name, O_RDONLY, 0);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) detail::throw_errno(errno, "fstat");
+    if (st.st_dev != s.dev || st.st_ino != s.ino)
+      detail::throw_errno(ENOENT, "shm_unlink(" + s.name + "): the name now belongs to another segment");
+    if (::shm_unlink(s.name.c_str()) != 0) detail::throw_errno(errno, "shm_unlink(" + s.name + ")");
+  }
+
+  /// What send_some() did: everything, or it stopped early because the ring stayed full or
+  /// the mutex stayed held (by a stopped writer) past the timeout.
+  enum class Sent { all, full, mutex_held, busy };
+
+  /// The form of send_many() that reports instead of throwing: sends items[0, n) in order;
+  /// `done` counts those sent, `last` is the sequence of the last of them.
+  template <class Hook>
+  Sent send_some(const std::pair<const void*, std::size_t>* items, std::size_t n, Timeout timeout,
+                 Hook&& between_slices, std::size_t& done, std::uint64_t& last) {
+    detail::StreamSegment& s = seg();
+    if (s.readonly) throw ReadOnlyError("stream " + s.name + " was opened read-only");
+    for (std::size_t i = 0; i < n; ++i)
+      if (s.geo.dtype != 0 && items[i].second != s.geo.max_bytes)
+        throw ArgumentError("a frame of stream " + s.name + " is " + std::to_string(s.geo.max_bytes) +
+                            " bytes, not " + std::to_string(items[i].second));
+    for (std::size_t i = 0; i < n; ++i)
+      if (items[i].second > s.geo.max_bytes)
+        throw MessageTooLongError("message is " + std::to_string(items[i].second) + " bytes; stream " +
+                                  s.name + " takes at most " + std::to_string(s.geo.max_bytes) +
+                                  " (max_bytes)");
+    StreamHeader* h = s.header();
+    stream_impl::LazyDeadline deadline(timeout);  // no clock read unless it has to wait
+    std::optional<stream_impl::Sleeper> sleeping;
+    std::optional<timespec> next_hook;
+    bool polled = false;
+    std::size_t lost_commits = 0;  // slots readers abandoned before this writer committed them
+    done = 0;
+    while (done < n) {
+      // SYNC POINT (once sleeping): seq_cst, pairs with the reader's notify_writers fence.
+      const std::uint32_t epoch = h->space_epoch.load(std::memory_order_seq_cst);
+      std::uint64_t first = 0;
+      std::uint64_t want = std::min<std::uint64_t>(n - done, s.geo.capacity);
+      stream_impl::Claim got = stream_impl::Claim::full;
+      bool filled = false;
+      {
+        const std::chrono::nanoseconds left = deadline.left();
+        std::optional<stream_impl::StreamLock> lock = stream_impl::StreamLock::acquire(
+            s, left == std::chrono::nanoseconds::max() ? Timeout{} : Timeout{left}, between_slices);
+        if (!lock) return Sent::mutex_held;
+        got = stream_impl::claim_locked(s, want, first);
+        if (got == stream_impl::Claim::full && want > 1) {
+          // Take what room there is now rather than wait for the whole batch.
+          const std::uint64_t head = h->head.load(std::memory_order_relaxed);
+          const std::uint64_t room = s.gate + s.geo.capacity > head ? s.gate + s.geo.capacity - head : 0;
+          if (room > 0) {
+            want = std::min(want, room);
+            got = stream_impl::claim_locked(s, want, first);
+          }
+        }
+        if (got == stream_impl::Claim::made) {
+          std::size_t bytes = 0;
+          for (std::uint64_t j = 0; j < want; ++j) bytes += items[done + j].second;
+          if (bytes <= kFillUnderLock) {
+            for (std::uint64_t j = 0; j < want; ++j)
+              lost_commits +=
+                  !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
+            filled = true;
+          }
+        }
+        if (got == stream_impl::Claim::full && deadline.left().count() > 0) {
+          if (polled && !sleeping) {
+            const int w = s.writer_index.load(std::memory_order_relaxed);  // registered by the claim
+            sleeping.emplace(h->space_waiters, s.writer(static_cast<std::uint32_t>(w))->sleeping,
+                             entry_generation(s.writer_state.load(std::memory_order_relaxed)));
+            // SYNC POINT: pairs with the reader's fence in notify_writers: either it sees this
+            // waiter, or the next claim's scan sees its cursor.
+#if !XSHM_TSAN
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+            continue;
+          }
+          if (sleeping && stream_impl::reap_readers(s)) continue;
+        }
+      }
+      if (got == stream_impl::Claim::made) {
+        if (!filled)
+          for (std::uint64_t j = 0; j < want; ++j)
+            lost_commits +=
+                !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
+        stream_impl::notify_readers(s);
+        done += want;
+        last = first + want - 1;
+        continue;
+      }
+      const std::chrono::nanoseconds left = deadline.left();
+      if (left.count() == 0) return got == stream_impl::Claim::busy ? Sent::busy : Sent::full;
+      if (got == stream_impl::Claim::full && !polled) {
+        // A reader that is taking messages frees a slot within microseconds: poll for it
+        // before paying a sleep and the reader's wake.
+        polled = true;
+        const auto poll_end =
+            std::chrono::steady_clock::now() + std::min<std::chrono::nanoseconds>(kFullPoll, left);
+        for (unsigned i = 0; !stream_impl::has_room(s, want); ++i) {
+          cpu::relax();
+          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= poll_end) break;
+        }
+        continue;
+      }
+      const timespec now = futex::monotonic_now();
+      if (!next_hook) next_hook = futex::add_ns(now, std::chrono::nanoseconds(kStreamSlice).count());
+      if constexpr (kHasHook<Hook>) {
+        if (!futex::before(now, *next_hook)) {
+          between_slices();
+          next_hook = futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kStreamSlice).count());
+        }
+      }
+      // Busy (a slot's previous writer still copying): a short pause. Full: sleep until a
+      // reader moves, and look at the gating readers' liveness every kGateCheck.
+      const std::int64_t nap =
+          got == stream_impl::Claim::busy ? 50'000 : std::chrono::nanoseconds(kGateCheck).count();
+      timespec until = futex::add_ns(now, std::min<std::int64_t>(nap, left.count()));
+      if constexpr (kHasHook<Hook>) {
+        if (futex::before(*next_hook, until)) until = *next_hook;
+      }
+      futex::wait(&h->space_epoch, epoch, &until);
+    }
+    if (lost_commits != 0)
+      throw Error("stream " + s.name + ": " + std::to_string(lost_commits) +
+                  " of the messages sent were abandoned by readers that judged this writer dead (was its "
+                  "handle closed while it sent?)");
+    return Sent::all;
+  }
+
+  /// The StreamFullError for a send that stopped early after `done` messages.
+  [[noreturn]] static void throw_full(detail::StreamSegment& s, std::size_t done, Sent why) {
+    const std::string sent = done == 0 ? "" : " (" + std::to_string(done) + " of the batch were sent)";
+    if (why == Sent::mutex_held)
+      throw StreamFullError("stream " + s.name + ": its mutex stayed held past the timeout" + sent);
+    if (why == Sent::busy)
+      throw StreamFullError("stream " + s.name +
+                            ": the next slot's earlier writer was still writing it past the timeout (a ring "
+                            "lapped within one send)" +
+                            sent);
+    const stream_impl::GateInfo g = stream_impl::slowest_reader(s);
+    throw StreamFullError("stream " + s.name + " is full: the slowest reader (pid " + std::to_string(g.pid) +
+                          ", at message " + std::to_string(g.cursor) + ") is " +
+                          std::to_string(s.geo.capacity) + " messages behind" + sent);
+  }
+
+ private:
+  explicit Stream(std::shared_ptr<detail::StreamSegment> s) : s_(std::move(s)) {}
+
+  detail::StreamSegment& seg() const {
+    if (s_ == nullptr) throw ClosedError("the stream handle is closed");
+    s_->check_usable();
+    return *s_;
+  }
+
+  std::shared_ptr<detail::StreamSegment> s_;
+};
+
+}  // namespace xshm
