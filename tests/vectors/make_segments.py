@@ -689,8 +689,9 @@ S_DROPPED, S_ABANDONED, S_READERS_GEN, S_REAPED = 384, 392, 400, 404
 S_OWNER_PID, S_RECOVERIES, S_MUTEX = 448, 452, 512
 S_RESERVED = [(196, 256), (288, 320), (328, 384), (408, 448), (456, 512), (576, PAGE)]
 # 19.1 reader entry, 19.2 writer entry, 20.1 slot header
-RE_CURSOR, RE_STATE, RE_PID, RE_GENERATION, RE_ATTACHED_NS = 0, 64, 72, 76, 80
-WE_STATE, WE_PID, WE_GENERATION, WE_SENT, WE_ATTACHED_NS = 0, 8, 12, 16, 24
+RE_CURSOR, RE_LOST, RE_RECEIVED, RE_START, RE_SLEEPING = 0, 8, 16, 24, 32
+RE_STATE, RE_PID, RE_GENERATION, RE_ATTACHED_NS = 64, 72, 76, 80
+WE_STATE, WE_PID, WE_GENERATION, WE_SENT, WE_ATTACHED_NS, WE_SLEEPING = 0, 8, 12, 16, 24, 32
 SL_WORD, SL_LENGTH, SL_TIMESTAMP, SL_WRITER_PID = 0, 8, 16, 24
 SL_WRITER_INDEX, SL_WRITER_STATE = 28, 32
 SLOT_HEADER = 64
@@ -1006,7 +1007,11 @@ class StreamImage:
         h = self.head
         gen = u32(b, at + RE_GENERATION) + 1
         u32(b, at + RE_GENERATION, gen)
-        u64(b, at + RE_CURSOR, h - self.g.capacity if h >= self.g.capacity else 0)
+        cursor = h - self.g.capacity if h >= self.g.capacity else 0
+        u64(b, at + RE_CURSOR, cursor)
+        u64(b, at + RE_START, cursor)  # the cursor it attached at (19.1)
+        u64(b, at + RE_LOST, 0)
+        u64(b, at + RE_RECEIVED, 0)
         u32(b, at + RE_PID, pid)
         u64(b, at + RE_ATTACHED_NS, CREATED_NS)
         u64(b, at + RE_STATE, entry_state(gen))
@@ -1382,7 +1387,7 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
         v.error, v.error_text = "LayoutError", "another C library or architecture"
         v.head, v.cursor, v.messages, v.lost = "-", "-", "-", "-"
         v.abandoned, v.dropped, v.recoveries = "-", "-", "-"
-        v.note = "read-only open accepted; a writable open and reader() refused (S20, Appendix C 2)"
+        v.note = "read-only open accepted; a writable open (S20) and reader() (26.1) refused"
         out.append(v)
 
     # A committed slot whose length exceeds max_bytes: the take after message 0 is refused.
@@ -1394,6 +1399,47 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
     v.lost, v.abandoned, v.dropped, v.recoveries = "-", "-", "-", "-"
     v.note = "26.2: a committed length > max_bytes is refused, not copied"
     out.append(v)
+
+    # The other corrupt words and lengths a take refuses where it stands (26.2, 22): a word with
+    # no tag (never stored, 20.2), here for a later lap's number, which must not be taken for a
+    # lap; a word for a later number of another slot; a frame shorter than max_bytes.
+    def refused_take(file: str, img: StreamImage, msgs: list[Sent], text: str, note: str) -> None:
+        v = stream_ok(file, img, msgs, cursor=0, stage="recv")
+        v.error, v.error_text = "LayoutError", text
+        v.lost, v.abandoned, v.dropped, v.recoveries = "-", "-", "-", "-"
+        v.note = note
+        out.append(v)
+
+    img = StreamImage(stream_geometry(8, 100))
+    msgs = img.send(A, payload(0, 100)) + img.send(A, payload(1, 100))
+    u64(img.b, img.slot_at(1) + SL_WORD, word(9, 0))
+    refused_take(
+        "stream-word-no-tag.seg",
+        img,
+        msgs[:1],
+        "slot of message 1 holds a word with no tag, for message 9",
+        "26.2 step 3: tag 0 with x 9 > 0 in slot 1 (not a lap): refused, and again at every take",
+    )
+    img = StreamImage(stream_geometry(8, 100))
+    msgs = img.send(A, payload(0, 100)) + img.send(A, payload(1, 100))
+    u64(img.b, img.slot_at(1) + SL_WORD, word(10, COMMITTED))
+    refused_take(
+        "stream-word-other-slot.seg",
+        img,
+        msgs[:1],
+        "slot of message 1 holds a word for message 10",
+        "26.2 step 4: C(10) in slot 1 of 8 (10 mod 8 = 2): not a lap, refused",
+    )
+    img = StreamImage(stream_geometry(4, 24, dtype=11, shape=(2, 3)))
+    msgs = img.send(A, frame("float32", (2, 3), 0)) + img.send(A, frame("float32", (2, 3), 1))
+    u64(img.b, img.slot_at(1) + SL_LENGTH, 20)
+    refused_take(
+        "stream-frame-short.seg",
+        img,
+        msgs[:1],
+        "message 1 claims 20 bytes, not the frame's 24",
+        "26.2 step 2: a committed frame shorter than max_bytes is refused, not copied",
+    )
     return out, bases
 
 
@@ -1499,7 +1545,7 @@ def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
         geo + "capacity must be 1 to 2**30 messages, got 0",
     )
     refused(
-        "capacity-2p30-1",
+        "capacity-2p30-plus-1",
         poke(good, (S_CAPACITY, 4, (1 << 30) + 1)),
         geo + "capacity must be 1 to 2**30 messages, got 1073741825",
     )
@@ -1509,7 +1555,7 @@ def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
         geo + "max_bytes must be 1 to 2**30 bytes, got 0",
     )
     refused(
-        "max-bytes-2p30-1",
+        "max-bytes-2p30-plus-1",
         poke(good, (S_MAX_BYTES, 8, (1 << 30) + 1)),
         geo + "max_bytes must be 1 to 2**30 bytes, got 1073741825",
     )
@@ -1523,6 +1569,11 @@ def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
     )
     refused(
         "max-writers-0", poke(good, (S_MAX_WRITERS, 4, 0)), geo + "max_writers must be 1 to 1024"
+    )
+    refused(
+        "max-writers-1025",
+        poke(good, (S_MAX_WRITERS, 4, 1025)),
+        geo + "max_writers must be 1 to 1024",
     )
     refused(
         "frame-size",
@@ -1635,6 +1686,17 @@ def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
             note="version 2 but not kind 2: item 6's other text",
         )
     )
+    out.append(
+        StreamVector(
+            "stream-corrupt-not-ready.seg",
+            None,
+            open_as="record",
+            stage="open",
+            error="LayoutError",
+            error_text="state is 0, not READY: the segment was never made ready",
+            note="a stream that is not READY: item 4 is looked at before item 6 (section 16)",
+        )
+    )
     return out
 
 
@@ -1650,8 +1712,11 @@ def write_streams(out_dir: Path) -> list[StreamVector]:
     d.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Golden streams (layout version 2): what an opener must do with each file. Written by",
-        "# make_segments.py from docs/LAYOUT.md Part II alone (no xshm call). Use them as",
-        "# section 13 says: copy the file to /dev/shm/<unique name>, open it, compare, unlink.",
+        "# make_segments.py from docs/LAYOUT.md Part II alone (no xshm call); the reference's",
+        "# suites (cpp/tests/vectors_test.cpp StreamVectors.*, tests/unit/test_vectors.py",
+        "# test_stream_*) run every row against it. docs/LAYOUT.md section 13 defines the",
+        "# columns below. Use them as section 13 says: copy the file to",
+        "# /dev/shm/<unique name>, open it, compare, unlink.",
         "# '-': not applicable. Informative: error_text (a substring of the reference's message)",
         "# and note; every other column is normative.",
         "# open_as: the opener the row is about (stream: Stream.open; record:",
@@ -1664,7 +1729,8 @@ def write_streams(out_dir: Path) -> list[StreamVector]:
         "#   PID_MAX_LIMIT), a message's timestamp_ns is created_ns + seq milliseconds.",
         "# peek: section 16's dispatch of the file (the reference's peek_kind).",
         "# head_open: the header's head after opening; head, cursor: after a reader attached at",
-        "#   'oldest' (its attach may recover, 24.2): the header's head and that reader's cursor.",
+        "#   'oldest' (its attach may recover, 24.2): the header's head and that reader's cursor",
+        "#   (its start, 19.1).",
         "# messages: seq:writer_pid:timestamp_ns:payload-hex for each, in order ('-': none).",
         "# lost, abandoned, dropped, recoveries: the reader's lost count and the header's words",
         "#   once it has taken every message (a take that skips a hole waits kHoleCheck first).",
