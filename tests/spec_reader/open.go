@@ -275,7 +275,8 @@ func validateHeader(mem []byte, fileSize uint64) (Geometry, error) {
 	magicOK := [8]byte(mem[offMagic:offMagic+8]) == magic
 	if state != stateReady {
 		if magicOK || mem[0] == 0 {
-			return g, layoutErr("segment was never made ready (state 0x%08x)", state)
+			return g, layoutErr("state is %d, not READY: the segment was never made ready (its creator stopped "+
+				"before finishing it, or is still creating it)", state)
 		}
 		return g, layoutErr("bad magic %q: not an xshm segment", mem[offMagic:offMagic+8])
 	}

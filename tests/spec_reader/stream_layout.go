@@ -61,6 +61,8 @@ const (
 	reCursor        = 0
 	reLost          = 8
 	reReceived      = 16
+	reStart         = 24 // the cursor it attached at (28.2)
+	reSleeping      = 32 // u32: its generation while counted in data_waiters (23.4)
 	reState         = 64
 	rePID           = 72
 	reGeneration    = 76
@@ -72,6 +74,7 @@ const (
 	weGeneration    = 12
 	weSent          = 16
 	weAttachedNs    = 24
+	weSleeping      = 32 // u32: its generation while counted in space_waiters (23.4)
 )
 
 // Slot header (20.1) and slot word tags (20.2).
@@ -219,6 +222,15 @@ func ComputeStreamGeometry(p StreamParams) (StreamGeometry, error) {
 	g.SlotsOffset = roundUp(g.WritersOffset+writerEntrySize*p.MaxWriters, PageSize)
 	g.TotalSize = roundUp(g.SlotsOffset+p.Capacity*g.SlotSize, PageSize)
 	return g, nil
+}
+
+// saneLength is 26.2's test of a committed length: at most max_bytes in a
+// byte stream, exactly max_bytes in a frame stream.
+func (g StreamGeometry) saneLength(n uint64) bool {
+	if g.IsFrames() {
+		return n == g.MaxBytes
+	}
+	return n <= g.MaxBytes
 }
 
 // SlotOffset is slot i's offset from the start of the file.

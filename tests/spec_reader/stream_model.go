@@ -194,6 +194,7 @@ func (m *streamMem) simulateOldest(who string, abi uint32) (*ReaderModel, error)
 	gen := m.h32(off+reGeneration) + 1
 	store32(m.ctrl, off+reGeneration, gen)
 	store64(m.ctrl, off+reCursor, r.Cursor0)
+	store64(m.ctrl, off+reStart, r.Cursor0) // 26.1 step 3: the cursor it attached at
 	store64(m.ctrl, off+reLost, 0)
 	store64(m.ctrl, off+reReceived, 0)
 	store64(m.ctrl, off+reState, uint64(gen)<<8|1)
@@ -222,7 +223,8 @@ func (m *streamMem) simulateOldest(who string, abi uint32) (*ReaderModel, error)
 }
 
 // take is one take of 26.2 on the model's memory: a message, or why there is
-// none yet ("empty", "hole"), or a refusal.
+// none yet ("empty", "hole"), or a refusal. A refusal leaves the cursor and
+// the counts as they were, so the next take refuses again (22).
 func (m *streamMem) take(r *ReaderModel, who string) (*Message, string, error) {
 	g := m.g
 	for {
@@ -235,8 +237,9 @@ func (m *streamMem) take(r *ReaderModel, who string) (*Message, string, error) {
 			length := load64(p, slLength)
 			ts := int64(load64(p, slTimestamp))
 			pid := load32(p, slWriterPID)
+			sane := g.saneLength(length)
 			var payload []byte
-			if length <= g.MaxBytes {
+			if sane {
 				payload = make([]byte, length)
 				copyAtomic(payload, at(p, slPayload), length)
 			}
@@ -244,25 +247,36 @@ func (m *streamMem) take(r *ReaderModel, who string) (*Message, string, error) {
 				continue
 			}
 			if length > g.MaxBytes {
-				return nil, "", layoutErr("stream %s: message %d claims %d bytes, more than max_bytes (%d) (corrupt segment)",
+				return nil, "", layoutErr("stream %s: message %d claims %d bytes, more than max_bytes %d (corrupt segment)",
+					who, c, length, g.MaxBytes)
+			}
+			if !sane {
+				return nil, "", layoutErr("stream %s: message %d claims %d bytes, not the frame's %d (corrupt segment)",
 					who, c, length, g.MaxBytes)
 			}
 			r.Received++
 			r.Cursor = c + 1
 			return &Message{Seq: c, Length: length, TimestampNs: ts, WriterPID: pid, Payload: payload}, "", nil
-		case w != 0 && x > c: // 3. lapped (26.3)
+		case w != 0 && w&3 == 0: // 3. tag 0 with x > 0: never stored (20.2)
+			return nil, "", layoutErr("stream %s: slot of message %d holds a word with no tag, for message %d "+
+				"(corrupt segment)", who, c, x)
+		case x > c: // 4. a later sequence number: a lap (26.3), if it is of this slot
+			if x%g.Capacity != c%g.Capacity {
+				return nil, "", layoutErr("stream %s: slot of message %d holds a word for message %d (corrupt segment)",
+					who, c, x)
+			}
 			h := m.h64(soHead)
 			next := uint64(0)
 			if h >= g.Capacity {
 				next = h - g.Capacity + 1
 			}
-			next = max(next, c+1)
+			next = max(next, c+1, x-g.Capacity+1)
 			r.Lost += next - c
 			r.Cursor = next
-		case w == wordOf(c, tagAbandoned): // 4.
+		case w == wordOf(c, tagAbandoned): // 5.
 			r.Lost++
 			r.Cursor = c + 1
-		case w == wordOf(c, tagWriting): // 5. a hole: judge it (26.4)
+		case w == wordOf(c, tagWriting): // 6. a hole: judge it (26.4)
 			if m.writerAlive(load32(p, slWriterIndex), load64(p, slWriterState)) {
 				return nil, "hole", nil
 			}
@@ -270,7 +284,7 @@ func (m *streamMem) take(r *ReaderModel, who string) (*Message, string, error) {
 				add64(m.ctrl, soAbandoned, 1)
 				add32(m.ctrl, soDataEpoch, 1)
 			}
-		default: // 6. 0, or an older lap
+		default: // 7. 0, or an older lap
 			return nil, "empty", nil
 		}
 	}

@@ -70,12 +70,25 @@ type ReaderEntry struct {
 	State      uint64 // 0 free; (generation << 8) | 1 attached
 	Generation uint32
 	Attached   bool // state ≠ 0 (25.3 step 3's test)
-	Alive      bool // attached and its lock byte held by some description (23.2)
+	Alive      bool // attached and its lock byte held by some description (23.2, 21.5)
 	Cursor     uint64
 	Lost       uint64
 	Received   uint64
+	Start      uint64 // the cursor it attached at (19.1 offset 24)
+	// Sleeping is 0, or the generation of the attachment counted in the
+	// header's data_waiters (23.4). Non-zero on an entry that is not alive: a
+	// count nobody has taken back yet.
+	Sleeping   uint32
 	PID        uint32
 	AttachedNs int64
+}
+
+// CountGap is (received + lost) − (cursor − start) for an attached entry
+// (28.2): 0, or positive by the messages of the one advance whose counter the
+// reader has stored and whose cursor it has not yet (Appendix C). Anything
+// else is a bug or corruption.
+func (e ReaderEntry) CountGap() int64 {
+	return int64(e.Received+e.Lost) - int64(e.Cursor-e.Start)
 }
 
 // WriterEntry is one entry of the writer table (19.2).
@@ -84,8 +97,9 @@ type WriterEntry struct {
 	State      uint64
 	Generation uint32
 	Attached   bool // registered: state ≠ 0
-	Alive      bool // registered and its lock byte held (25.2 step 1's test)
+	Alive      bool // registered and its lock byte held (25.2 step 1's test, 23.2)
 	Sent       uint64
+	Sleeping   uint32 // 0, or the generation counted in space_waiters (23.4)
 	PID        uint32
 	AttachedNs int64
 }
@@ -103,6 +117,8 @@ func (m *streamMem) reader(i uint64) ReaderEntry {
 	e.Cursor = m.h64(off + reCursor)
 	e.Lost = m.h64(off + reLost)
 	e.Received = m.h64(off + reReceived)
+	e.Start = m.h64(off + reStart)
+	e.Sleeping = m.h32(off + reSleeping)
 	e.PID = m.h32(off + rePID)
 	e.AttachedNs = int64(m.h64(off + reAttachedNs))
 	e.Attached = e.State != 0
@@ -115,6 +131,7 @@ func (m *streamMem) writer(j uint64) WriterEntry {
 	e := WriterEntry{Index: j, State: m.h64(off + weState)}
 	e.Generation = m.h32(off + weGeneration)
 	e.Sent = m.h64(off + weSent)
+	e.Sleeping = m.h32(off + weSleeping)
 	e.PID = m.h32(off + wePID)
 	e.AttachedNs = int64(m.h64(off + weAttachedNs))
 	e.Attached = e.State != 0
@@ -172,8 +189,9 @@ type SlotView struct {
 	Status SlotStatus
 	Seq    uint64 // x of the word (0 for never written)
 
-	// Committed: the message (26.2 step 2). Payload is nil when Length >
-	// max_bytes (CorruptLength): 26.2 refuses such a message, never copies it.
+	// Committed: the message (26.2 step 2). Payload is nil when the length is
+	// not sane (CorruptLength: more than max_bytes, or in a frame stream other
+	// than max_bytes): 26.2 refuses such a message, never copies it.
 	Length        uint64
 	TimestampNs   int64
 	WriterPID     uint32
@@ -216,7 +234,7 @@ func (m *streamMem) readSlot(i uint64, withPayload bool) SlotView {
 		idx := load32(p, slWriterIndex)
 		ws := load64(p, slWriterState)
 		var payload []byte
-		if v.Status == SlotCommitted && withPayload && length <= m.g.MaxBytes {
+		if v.Status == SlotCommitted && withPayload && m.g.saneLength(length) {
 			payload = make([]byte, length)
 			copyAtomic(payload, at(p, slPayload), length)
 		}
@@ -230,7 +248,7 @@ func (m *streamMem) readSlot(i uint64, withPayload bool) SlotView {
 		v.WriterIndex, v.WriterState = idx, ws
 		if v.Status == SlotCommitted {
 			v.Length, v.TimestampNs, v.WriterPID = length, ts, pid
-			v.CorruptLength = length > m.g.MaxBytes
+			v.CorruptLength = !m.g.saneLength(length)
 			v.Payload = payload
 		}
 		if v.Status == SlotWriting {

@@ -457,6 +457,148 @@ func TestStreamModelTakes(t *testing.T) {
 	}
 }
 
+// The reader entry's start (offset 24) and sleeping (offset 32), the writer
+// entry's sleeping (offset 32), as 19.1, 19.2 and 23.4 place them, and 28.2's
+// check from outside.
+func TestStreamEntriesStartAndSleeping(t *testing.T) {
+	im := newStreamImage(4, 16, 4, 2, true, 0)
+	im.reader(0, 3, true, 12, 1, 7, 5555) // attached at 4: 7 + 1 = 12 − 4
+	im.put64(4096+24, 4)
+	im.put32(4096+32, 3)                  // counted in data_waiters
+	im.reader(1, 1, true, 10, 0, 5, 6666) // attached at 6: received stored, cursor not yet
+	im.put64(4096+128+24, 6)
+	im.reader(2, 2, false, 0, 0, 0, 7777) // free, and a count nobody took back
+	im.put32(4096+256+32, 2)
+	im.writer(0, 5, true, 9, 1111)
+	im.put32(im.writersOff+32, 5) // counted in space_waiters
+	im.put32(268, 1)              // data_waiters
+	im.put32(324, 1)              // space_waiters
+	s, err := OpenStreamFile(im.write(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rs, _ := s.Readers()
+	if r := rs[0]; r.Start != 4 || r.Sleeping != 3 || r.CountGap() != 0 || r.Alive {
+		t.Errorf("reader 0 %+v gap %d", r, r.CountGap())
+	}
+	if r := rs[1]; r.Start != 6 || r.Sleeping != 0 || r.CountGap() != 1 {
+		t.Errorf("reader 1 %+v gap %d", r, r.CountGap())
+	}
+	if r := rs[2]; r.Attached || r.Sleeping != 2 {
+		t.Errorf("reader 2 %+v", r)
+	}
+	ws, _ := s.Writers()
+	if w := ws[0]; w.Sleeping != 5 || w.Generation != 5 || w.Sent != 9 {
+		t.Errorf("writer 0 %+v", w)
+	}
+	if c, _ := s.Counters(); c.DataWaiters != 1 || c.SpaceWaiters != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// 26.2's refusals of corrupt slots, each leaving the cursor and the counts
+// where they were, so that the next take refuses again (22); and 26.3's lap
+// from a word newer than the head loaded.
+func TestStreamModelRefusesCorruptSlots(t *testing.T) {
+	open := func(im *streamImage) streamMem {
+		s, err := OpenStreamFile(im.write(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		mem, keep := s.privateCopy()
+		t.Cleanup(func() { runtime.KeepAlive(keep) })
+		return mem
+	}
+	refusedTwice := func(name string, mem streamMem, cursor uint64, text string) {
+		t.Helper()
+		r := &ReaderModel{Cursor: cursor, Lost: 2, Received: 3}
+		for i := 0; i < 2; i++ {
+			msg, stop, err := mem.take(r, "x")
+			if msg != nil || stop != "" || !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), text) {
+				t.Errorf("%s, take %d: %+v %q %v, want LayoutError %q", name, i, msg, stop, err, text)
+			}
+			if r.Cursor != cursor || r.Lost != 2 || r.Received != 3 {
+				t.Errorf("%s, take %d: the refusal moved the reader: %+v", name, i, r)
+			}
+		}
+	}
+	im := newStreamImage(4, 16, 2, 2, true, 0)
+	w := im.writer(0, 1, true, 0, 1)
+	for x := uint64(0); x < 2; x++ {
+		im.commit(x, []byte{byte(x)}, 100, 0, w)
+	}
+	im.put64(256, 4)
+	im.put64(im.slot(2), 6<<2)   // tag 0, x = 6 > cursor 2: not a lap, corrupt
+	im.put64(im.slot(3), 1<<2)   // tag 0, x = 1 < cursor 3: not "empty", corrupt
+	im.put64(im.slot(1), 6<<2|2) // C(6) in slot 1: a later number of another slot
+	mem := open(im)
+	refusedTwice("tag 0 ahead", mem, 2, "slot of message 2 holds a word with no tag, for message 6")
+	refusedTwice("tag 0 behind", mem, 3, "slot of message 3 holds a word with no tag, for message 1")
+	refusedTwice("another slot's number", mem, 1, "slot of message 1 holds a word for message 6")
+
+	// Frames: a committed length other than max_bytes, short or long.
+	fr := newStreamImage(4, 16, 2, 2, false, uint32(Uint8), 16)
+	w = fr.writer(0, 1, true, 0, 1)
+	fr.commit(0, make([]byte, 16), 100, 0, w)
+	fr.commit(1, make([]byte, 15), 100, 0, w)
+	fr.commit(2, make([]byte, 16), 100, 0, w)
+	fr.put64(fr.slot(2)+8, 17)
+	fr.put64(256, 3)
+	mem = open(fr)
+	r := &ReaderModel{}
+	if msg, _, err := mem.take(r, "x"); err != nil || msg == nil || msg.Length != 16 {
+		t.Errorf("a whole frame: %+v %v", msg, err)
+	}
+	refusedTwice("short frame", mem, 1, "message 1 claims 15 bytes, not the frame's 16")
+	refusedTwice("long frame", mem, 2, "message 2 claims 17 bytes, more than max_bytes")
+	if v := mem.readSlot(1, true); !v.CorruptLength || v.Payload != nil {
+		t.Errorf("the look at a short frame: %+v", v)
+	}
+
+	// A lap seen before its claim stored head: slot 1 holds W(9) while head is
+	// still 5, so next = max(5 − 4 + 1, 1 + 1, 9 − 4 + 1) = 6 (26.3), 1..5 lost.
+	lp := newStreamImage(4, 16, 2, 2, true, 0)
+	w = lp.writer(0, 1, true, 0, 1)
+	for x := uint64(2); x < 5; x++ {
+		lp.commit(x, []byte{byte(x)}, 100, 0, w)
+	}
+	lp.mark(9, 1, 0, w)
+	lp.put64(256, 5)
+	mem = open(lp)
+	r = &ReaderModel{Cursor: 1}
+	msg, stop, err := mem.take(r, "x")
+	if msg != nil || stop != "empty" || err != nil || r.Cursor != 6 || r.Lost != 5 {
+		t.Errorf("lap past a stale head: %+v %q %v %+v", msg, stop, err, r)
+	}
+}
+
+// 26.1 step 3: the model's attach stores start with the cursor.
+func TestStreamModelAttachStoresStart(t *testing.T) {
+	im := newStreamImage(4, 16, 2, 2, true, 0)
+	w := im.writer(0, 1, true, 0, 1)
+	for x := uint64(0); x < 10; x++ {
+		im.commit(x, []byte{byte(x)}, 100, 0, w)
+	}
+	im.put64(256, 10)
+	s, err := OpenStreamFile(im.write(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mem, keep := s.privateCopy()
+	defer runtime.KeepAlive(keep)
+	m, err := mem.simulateOldest("x", 0x0101)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := mem.reader(m.Entry)
+	if m.Cursor0 != 6 || e.Start != 6 || e.Cursor != 10 || e.Received != 4 || e.CountGap() != 0 || !e.Attached {
+		t.Errorf("model %+v, entry %+v", m, e)
+	}
+}
+
 // The attach model's recovery (24.2) on hand-built states, and its refusal of
 // another mutex ABI, and of a held mutex.
 func TestStreamModelRecovery(t *testing.T) {

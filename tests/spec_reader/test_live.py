@@ -365,6 +365,8 @@ def test_go_sees_python_reader(cli, streams):
         assert e["pid"] == os.getpid() and e["alive"] is True
         assert e["cursor"] == 2 and e["received"] == 2 and e["lost"] == 0
         assert e["state"] == (e["generation"] << 8) | 1
+        # 19.1: where it attached (oldest of a ring not yet full: 0); not asleep now; 28.2.
+        assert e["start"] == 0 and e["sleeping"] == 0 and e["count_gap"] == 0
         # The model of a second reader, attached at oldest, takes all five.
         d = dump(cli, name, "--oldest")
         model = d["reader_at_oldest"]

@@ -127,6 +127,23 @@ func TestStreamDump(t *testing.T) {
 	if m.Head != 2 || !m.Model.Recovered || m.Model.Head != 4 || m.Model.Lost != 2 || len(m.Model.Messages) != 2 {
 		t.Errorf("%+v", m)
 	}
+	// A reader entry shows start, sleeping and its count gap (19.1, 28.2).
+	_, out = runCLI(t, streamVector(t, "stream-dead-reader-full.seg"))
+	var r struct {
+		Readers []struct {
+			Cursor, Start uint64
+			Sleeping      uint32
+			Attached      bool
+			CountGap      *int64 `json:"count_gap"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Readers) != 1 || !r.Readers[0].Attached || r.Readers[0].Start != 0 || r.Readers[0].Sleeping != 0 ||
+		r.Readers[0].CountGap == nil || *r.Readers[0].CountGap != 0 {
+		t.Errorf("readers: %s", out)
+	}
 	// A frame stream's messages carry their values.
 	_, out = runCLI(t, streamVector(t, "stream-frames-int16-scalar.seg"))
 	if !strings.Contains(out, `"values":[-32]`) || !strings.Contains(out, `"shape":[]`) {

@@ -24,6 +24,11 @@ type jsonReader struct {
 	Cursor     uint64 `json:"cursor"`
 	Lost       uint64 `json:"lost"`
 	Received   uint64 `json:"received"`
+	Start      uint64 `json:"start"`
+	Sleeping   uint32 `json:"sleeping"`
+	// CountGap is (received + lost) − (cursor − start), attached entries only
+	// (28.2): 0, or the one advance in progress.
+	CountGap   *int64 `json:"count_gap,omitempty"`
 	PID        uint32 `json:"pid"`
 	AttachedNs int64  `json:"attached_ns"`
 }
@@ -35,6 +40,7 @@ type jsonWriter struct {
 	Attached   bool   `json:"attached"`
 	Alive      bool   `json:"alive"`
 	Sent       uint64 `json:"sent"`
+	Sleeping   uint32 `json:"sleeping"`
 	PID        uint32 `json:"pid"`
 	AttachedNs int64  `json:"attached_ns"`
 }
@@ -187,9 +193,14 @@ func streamJSON(s *specreader.Stream, oldest bool) ([]byte, error) {
 	}
 	for _, e := range readers {
 		if e.Used() {
-			out.Readers = append(out.Readers, jsonReader{Index: e.Index, State: e.State, Generation: e.Generation,
+			jr := jsonReader{Index: e.Index, State: e.State, Generation: e.Generation,
 				Attached: e.Attached, Alive: e.Alive, Cursor: e.Cursor, Lost: e.Lost, Received: e.Received,
-				PID: e.PID, AttachedNs: e.AttachedNs})
+				Start: e.Start, Sleeping: e.Sleeping, PID: e.PID, AttachedNs: e.AttachedNs}
+			if e.Attached {
+				gap := e.CountGap()
+				jr.CountGap = &gap
+			}
+			out.Readers = append(out.Readers, jr)
 		}
 	}
 	writers, err := s.Writers()
@@ -199,7 +210,8 @@ func streamJSON(s *specreader.Stream, oldest bool) ([]byte, error) {
 	for _, e := range writers {
 		if e.Used() {
 			out.Writers = append(out.Writers, jsonWriter{Index: e.Index, State: e.State, Generation: e.Generation,
-				Attached: e.Attached, Alive: e.Alive, Sent: e.Sent, PID: e.PID, AttachedNs: e.AttachedNs})
+				Attached: e.Attached, Alive: e.Alive, Sent: e.Sent, Sleeping: e.Sleeping, PID: e.PID,
+				AttachedNs: e.AttachedNs})
 		}
 	}
 	ring, err := s.Scan()
