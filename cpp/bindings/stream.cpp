@@ -276,42 +276,88 @@ struct PySink {
   }
 };
 
-py::object payload_from_buffer(const Frame& f, const std::vector<unsigned char>& buf, std::size_t n) {
-  if (!f.is_frame()) return py::bytes(reinterpret_cast<const char*>(buf.data()), n);
-  py::array a(py::dtype::from_args(f.dtype), f.dims);
-  const auto cap = static_cast<std::size_t>(a.nbytes());
-  std::memcpy(a.mutable_data(), buf.data(), std::min(n, cap));
-  if (n < cap) std::memset(static_cast<char*>(a.mutable_data()) + n, 0, cap - n);
-  return std::move(a);
+/// One receive of `pr`, from its first look to its return: see PyReader. Made with the GIL held.
+class Receiving {
+ public:
+  explicit Receiving(PyReader& pr) : pr_(pr) {
+    if (pr.busy.load(std::memory_order_relaxed))
+      throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
+    pr.busy.store(true, std::memory_order_relaxed);
+    pr.receiver = PyThread_get_thread_ident();
+  }
+  ~Receiving() {
+    if (pr_.closers == 0) {  // nobody waits (closers only changes with the GIL held, as here)
+      pr_.busy.store(false, std::memory_order_relaxed);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> g(pr_.m);
+      pr_.busy.store(false, std::memory_order_relaxed);
+    }
+    pr_.cv.notify_all();
+  }
+  Receiving(const Receiving&) = delete;
+  Receiving& operator=(const Receiving&) = delete;
+
+ private:
+  PyReader& pr_;
+};
+
+/// The next message taken with the GIL held, or a null object when none is there.
+py::object take(PyReader& pr, xshm::StreamReader& r) {
+  PySink sink{pr.frame(), py::object(), {}};
+  if (!r.try_visit(sink)) return py::object();
+  return make_message(std::move(sink.data), sink.info);
 }
 
-/// One message, or None when `timeout` passed (recv raises instead).
-py::object receive(PyReader& pr, xshm::Timeout limit, std::chrono::nanoseconds spin_ns) {
-  if (pr.busy)
-    throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
+/// One message, or None when `timeout` passed (recv raises instead). The wait runs without
+/// the GIL and leaves the message in its slot; the take copies it with the GIL held, into the
+/// Python object itself. Under "drop_oldest" a writer may lap it between the two: the take
+/// counts the lap as lost and takes the oldest message left, or finds none (wait again).
+py::object receive(PyReader& pr, xshm::Timeout limit, std::chrono::nanoseconds spin_ns, const Receiving&) {
   xshm::StreamReader& r = pr.r();
-  PySink sink{pr.frame(), py::object(), {}};
-  if (r.try_visit(sink)) return make_message(std::move(sink.data), sink.info);
+  if (py::object m = take(pr, r)) return m;
   if (limit && limit->count() == 0) return py::none();
-  std::vector<unsigned char>& buf = pr.buf();
-  xshm::MessageInfo info;
-  bool got = false;
-  pr.busy = true;
-  try {
-    py::gil_scoped_release nogil;
-    got = r.visit(
-        [&](const unsigned char* src, const xshm::MessageInfo& i) {
-          info = i;
-          xshm::seqlock::load_bytes(buf.data(), src, static_cast<std::size_t>(i.size));
-        },
-        limit, spin_ns, check_signals);
-  } catch (...) {
-    pr.busy = false;
-    throw;
+  // Kept alive by this receive whatever another thread does meanwhile (close() waits for
+  // `busy` to clear, but the copy makes the reader's lifetime not depend on it).
+  const std::shared_ptr<xshm::StreamReader> keep = pr.shared();
+  const xshm::Deadline deadline(limit);
+  for (xshm::Timeout left = limit;;) {
+    bool ready = false;
+    {
+      py::gil_scoped_release nogil;
+      ready = keep->wait(left, spin_ns, check_signals);
+    }
+    if (!ready) return py::none();
+    if (py::object m = take(pr, *keep)) return m;
+    if (limit) left = deadline.left();
   }
-  pr.busy = false;
-  if (!got) return py::none();
-  return make_message(payload_from_buffer(pr.frame(), buf, static_cast<std::size_t>(info.size)), info);
+}
+
+py::object receive(PyReader& pr, xshm::Timeout limit, std::chrono::nanoseconds spin_ns) {
+  Receiving busy(pr);
+  return receive(pr, limit, spin_ns, busy);
+}
+
+/// close() and __exit__: a receive waiting in another thread is interrupted (it raises
+/// ClosedError, or ends an iteration) and the reader closes once it has left, the GIL released
+/// meanwhile.
+void close_reader(PyReader& pr) {
+  while (pr.busy.load(std::memory_order_relaxed)) {
+    if (pr.receiver == PyThread_get_thread_ident())  // a finalizer run during its own receive
+      throw py::value_error(
+          "this StreamReader is receiving in this very thread (close() from a finalizer or signal "
+          "handler?); close it after the receive returns");
+    pr.shared()->interrupt();  // a new receive begun meanwhile is interrupted at once too
+    ++pr.closers;
+    {
+      py::gil_scoped_release nogil;
+      std::unique_lock<std::mutex> lk(pr.m);
+      pr.cv.wait(lk, [&] { return !pr.busy.load(std::memory_order_relaxed); });
+    }
+    --pr.closers;
+  }
+  if (!pr.closed()) pr.r().close();
 }
 
 [[noreturn]] void raise_no_message(const PyReader& pr, xshm::Timeout limit) {
@@ -344,6 +390,7 @@ py::list readers_info(PyStream& ps) {
     const std::uint64_t cursor = r->cursor.load(std::memory_order_acquire);
     d["index"] = i;
     d["pid"] = r->pid.load(std::memory_order_relaxed);
+    d["start"] = r->start.load(std::memory_order_relaxed);
     d["cursor"] = cursor;
     d["lag"] = head > cursor ? head - cursor : 0;
     d["lost"] = r->lost.load(std::memory_order_relaxed);
@@ -392,11 +439,6 @@ T* self_as(PyObject* self) {
 
 PyStream& stream_of(PyObject* self) { return *self_as<PyStream>(self); }
 PyReader& reader_of(PyObject* self) { return *self_as<PyReader>(self); }
-
-void check_not_busy(const PyReader& pr) {
-  if (pr.busy)
-    throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
-}
 
 PyObject* fast_create(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&] {
@@ -470,7 +512,7 @@ PyObject* fast_open(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject
     xshm::Stream s;
     {
       py::gil_scoped_release nogil;
-      s = xshm::Stream::open(name, o);
+      s = xshm::Stream::open(name, o, check_signals);
     }
     Frame f = frame_of(s.geometry());
     return py::cast(std::make_unique<PyStream>(std::move(s), std::move(f)));
@@ -554,9 +596,9 @@ PyObject* fast_reader(PyObject* self, PyObject* const* args, Py_ssize_t nargs, P
     xshm::StreamReader r;
     {
       py::gil_scoped_release nogil;
-      r = local.reader(start);
+      r = local.reader(start, check_signals);
     }
-    return py::cast(std::make_unique<PyReader>(std::move(r), ps.frame(), local.name(), local.max_bytes()));
+    return py::cast(std::make_unique<PyReader>(std::move(r), ps.frame(), local.name()));
   });
 }
 
@@ -627,10 +669,9 @@ PyObject* fast_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
 PyObject* fast_try_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return no_args("try_recv", args, nargs, kwnames, [&]() -> py::object {
     PyReader& pr = reader_of(self);
-    check_not_busy(pr);
-    PySink sink{pr.frame(), py::object(), {}};
-    if (!pr.r().try_visit(sink)) return py::none();
-    return make_message(std::move(sink.data), sink.info);
+    Receiving busy(pr);
+    py::object m = take(pr, pr.r());
+    return m ? m : py::none();
   });
 }
 
@@ -644,13 +685,17 @@ PyObject* fast_recv_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     const xshm::Timeout limit = arg_timeout(a[1]);
     py::list out;
     if (n == 0) return std::move(out);
-    py::object first = receive(pr, limit, std::chrono::nanoseconds{0});
+    Receiving busy(pr);
+    py::object first = receive(pr, limit, std::chrono::nanoseconds{0}, busy);
     if (first.is_none()) return std::move(out);
     out.append(first);
-    while (out.size() < n) {
-      PySink sink{pr.frame(), py::object(), {}};
-      if (!pr.r().try_visit(sink)) break;
-      out.append(make_message(std::move(sink.data), sink.info));
+    try {
+      while (out.size() < n) {
+        py::object m = take(pr, pr.r());
+        if (!m) break;
+        out.append(m);
+      }
+    } catch (const xshm::ClosedError&) {  // closed from another thread: keep what was taken
     }
     return std::move(out);
   });
@@ -658,9 +703,7 @@ PyObject* fast_recv_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs
 
 PyObject* fast_reader_close(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return no_args("close", args, nargs, kwnames, [&] {
-    PyReader& pr = reader_of(self);
-    check_not_busy(pr);
-    if (!pr.closed()) pr.r().close();
+    close_reader(reader_of(self));
     return py::none();
   });
 }
@@ -669,9 +712,7 @@ PyObject* fast_reader_exit(PyObject* self, PyObject* const* args, Py_ssize_t nar
   return guarded([&] {
     if (nargs != 3) throw py::type_error("__exit__() takes 3 arguments (exc_type, exc_value, traceback)");
     (void)args;
-    PyReader& pr = reader_of(self);
-    check_not_busy(pr);
-    if (!pr.closed()) pr.r().close();
+    close_reader(reader_of(self));
     return py::bool_(false);
   });
 }
@@ -684,7 +725,11 @@ PyObject* reader_next(PyObject* self) {
   return guarded([&]() -> py::object {
     PyReader& pr = reader_of(self);
     if (pr.closed()) throw py::stop_iteration();
-    return receive(pr, std::nullopt, std::chrono::nanoseconds{0});
+    try {
+      return receive(pr, std::nullopt, std::chrono::nanoseconds{0});
+    } catch (const xshm::ClosedError&) {  // closed from another thread: the messages end
+      throw py::stop_iteration();
+    }
   });
 }
 
@@ -721,7 +766,8 @@ PyMethodDef g_stream_statics[] = {
     {"open", fastcall_fn(fast_open), kFast,
      "open(name, readonly=False, timeout=0)\n--\n\n"
      "Open an existing stream, validating every header field against the mapping.\n"
-     "readonly: may receive, may not send. timeout: seconds to wait for it to appear (None: forever)."},
+     "readonly: may receive, may not send. timeout: seconds to wait for it to appear (None:\n"
+     "forever; the GIL released, Ctrl-C honoured)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -742,15 +788,18 @@ PyMethodDef g_stream_methods[] = {
     {"reader", fastcall_fn(fast_reader), kFast,
      "reader($self, /, start='oldest')\n--\n\n"
      "Attach a new reader with its own cursor: at the oldest message the ring still holds, or at\n"
-     "the next one sent ('latest'). Under 'block' it gates writers until closed."},
+     "the next one sent ('latest'). Under 'block' it gates writers until closed. Attaching takes\n"
+     "the stream's mutex: it waits for it up to 10 s (GIL released, Ctrl-C honoured), then raises\n"
+     "WaitTimeoutError."},
     {"close", fastcall_fn(fast_stream_close), kFast,
      "close($self, /)\n--\n\nUnmap this handle (its readers keep the mapping). Never unlinks."},
     {"unlink", fastcall_fn(fast_unlink), kFast,
      "unlink($self, /)\n--\n\nRemove the stream's name, if it still names this stream."},
     {"readers", fastcall_fn(fast_readers), kFast,
      "readers($self, /)\n--\n\n"
-     "The attached readers as dicts (index, pid, cursor, lag, lost, received, attached_ns, alive),\n"
-     "read without taking any lock. For tools such as xshm inspect."},
+     "The attached readers as dicts (index, pid, start, cursor, lag, lost, received, attached_ns,\n"
+     "alive), read without taking any lock: `start` is the cursor it attached at, and received +\n"
+     "lost = cursor - start. For tools such as xshm inspect."},
     {"header", fastcall_fn(fast_header), kFast,
      "header($self, /)\n--\n\nThe header's fields as a dict, read without taking any lock."},
     {"__enter__", fastcall_fn(fast_enter), kFast, "__enter__($self, /)\n--\n\n"},
@@ -765,21 +814,29 @@ PyMethodDef g_reader_methods[] = {
      "recv($self, /, timeout=None, spin=0.0)\n--\n\n"
      "The next message (a Message: data, seq, timestamp_ns, writer_pid). Waits on a futex with the\n"
      "GIL released (Ctrl-C honoured) up to `timeout` seconds (None: forever), then raises\n"
-     "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are)."},
+     "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are).\n"
+     "close() from another thread ends the wait: it raises ClosedError."},
     {"try_recv", fastcall_fn(fast_try_recv), kFast,
      "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
     {"recv_many", fastcall_fn(fast_recv_many), kFast,
      "recv_many($self, /, max_n, timeout=None)\n--\n\n"
      "Wait up to `timeout` for one message, then take every message already there, up to `max_n`;\n"
-     "a list (empty when the timeout passed)."},
+     "a list (empty when the timeout passed). close() from another thread ends the wait: it\n"
+     "raises ClosedError."},
     {"close", fastcall_fn(fast_reader_close), kFast,
-     "close($self, /)\n--\n\nDetach: a 'block' writer stops waiting for this reader. Idempotent."},
+     "close($self, /)\n--\n\n"
+     "Detach: a 'block' writer stops waiting for this reader. Idempotent. Any thread may call it:\n"
+     "a receive waiting in another thread is ended first (its recv() or recv_many() raises\n"
+     "ClosedError, its `for msg in reader:` loop ends), and close() waits, GIL released, for it\n"
+     "to leave."},
     {"__enter__", fastcall_fn(fast_enter), kFast, "__enter__($self, /)\n--\n\n"},
     {"__exit__", fastcall_fn(fast_reader_exit), kFast,
-     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\nClose the reader."},
+     "__exit__($self, exc_type, exc_value, traceback, /)\n--\n\nClose the reader (as close())."},
     {"__iter__", fastcall_fn(fast_iter), kFast, "__iter__($self, /)\n--\n\n"},
     {"__next__", fastcall_fn(fast_next), kFast,
-     "__next__($self, /)\n--\n\nThe next message, waiting as long as it takes (recv())."},
+     "__next__($self, /)\n--\n\n"
+     "The next message, waiting as long as it takes (recv()); StopIteration once the reader is\n"
+     "closed, from this thread or another."},
     {"__repr__", fastcall_fn(fast_reader_repr), kFast, "__repr__($self, /)\n--\n\n"},
     {nullptr, nullptr, 0, nullptr},
 };

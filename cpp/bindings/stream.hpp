@@ -2,15 +2,21 @@
 // that converts Python data (bytes-likes, or numpy frames of the stream's dtype and shape) for
 // the core's Stream (cpp/include/xshm/stream/stream.hpp), tries every send and receive once with the
 // GIL held (nothing to wait for: no GIL round trip) and waits with it released, Ctrl-C
-// honoured. Message is a small C type like Snapshot (a pybind11 instance costs ~200 ns). The
-// hot methods (send, try_send, recv, try_recv, iteration) are METH_FASTCALL (fastcall.hpp).
+// honoured. A receive waits for its message without the GIL and then copies it with the GIL
+// held, straight from the slot into the bytes or array it returns (one copy). A reader closed
+// from another thread ends the receive waiting in it (ClosedError; iteration just stops).
+// Message is a small C type like Snapshot (a pybind11 instance costs ~200 ns). The hot
+// methods (send, try_send, recv, try_recv, iteration) are METH_FASTCALL (fastcall.hpp).
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -54,28 +60,37 @@ class PyStream {
   Frame frame_;
 };
 
+/// A reader as Python holds it. One receive at a time: `busy` covers every call a receive
+/// makes into the core reader (the tries with the GIL held, the wait without it), so that
+/// another thread's close() can interrupt the wait and close only once the receive has left
+/// (close_reader in stream.cpp). Everything but `busy` is read and written with the GIL held;
+/// `busy` is also read by a closer waiting without the GIL, under `m`.
 class PyReader {
  public:
-  PyReader(xshm::StreamReader r, Frame f, std::string name, std::uint64_t max_bytes)
-      : r_(std::make_unique<xshm::StreamReader>(std::move(r))),
+  PyReader(xshm::StreamReader r, Frame f, std::string name)
+      : r_(std::make_shared<xshm::StreamReader>(std::move(r))),
         frame_(std::move(f)),
-        name_(std::move(name)),
-        buf_(static_cast<std::size_t>(max_bytes)) {}
+        name_(std::move(name)) {}
   xshm::StreamReader& r() {
-    if (!r_ || !r_->is_attached()) throw xshm::ClosedError("the stream reader is closed");
+    if (closed()) throw xshm::ClosedError("the stream reader is closed");
     return *r_;
   }
-  bool closed() const { return !r_ || !r_->is_attached(); }
+  /// The core reader, open or closed, shared with the receive that waits without the GIL.
+  const std::shared_ptr<xshm::StreamReader>& shared() const { return r_; }
+  bool closed() const { return !r_->is_attached(); }
   const Frame& frame() const { return frame_; }
   const std::string& name() const { return name_; }
-  std::vector<unsigned char>& buf() { return buf_; }
-  bool busy = false;  // a receive of another thread waits with the GIL released
+
+  std::atomic<bool> busy{false};  // a receive is under way (written with the GIL held)
+  unsigned long receiver = 0;     // ... in this thread (PyThread_get_thread_ident)
+  int closers = 0;                // close() calls waiting for the receive to leave
+  std::mutex m;                   // with cv: a closer's wait for `busy` to clear
+  std::condition_variable cv;
 
  private:
-  std::unique_ptr<xshm::StreamReader> r_;
+  std::shared_ptr<xshm::StreamReader> r_;
   Frame frame_;
   std::string name_;
-  std::vector<unsigned char> buf_;
 };
 
 /// Creates xshm.Message, xshm.Stream and xshm.StreamReader in the module.

@@ -6,6 +6,7 @@ tests/cross_process/test_streams.py."""
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -217,7 +218,10 @@ def test_readers_lists_each_attached_reader(stream: xshm.Stream) -> None:
     stream.send(b"c")
     r.recv(timeout=5)
     (d,) = stream.readers()
-    assert (d["pid"], d["cursor"], d["lag"], d["received"], d["lost"]) == (os.getpid(), 2, 1, 1, 0)
+    assert (d["pid"], d["start"], d["cursor"], d["lag"], d["received"], d["lost"]) == (
+        os.getpid(), 1, 2, 1, 1, 0
+    )  # fmt: skip
+    assert d["received"] + d["lost"] == d["cursor"] - d["start"]
     assert d["alive"] is True
     r.close()
 
@@ -734,46 +738,185 @@ def test_ctrl_c_interrupts_blocked_waits_and_leaves_handles_usable(stream: xshm.
     assert (h["data_waiters"], h["space_waiters"]) == (0, 0), "an interrupted wait stayed counted"
 
 
+# Holds a stream's robust mutex (the header's opaque mutex bytes, docs/LAYOUT.md Part II, the
+# `mutex` row at offset 512) with pthread_mutex_lock until told to let go: a stand-in for a
+# writer stopped while it holds it.
+MUTEX_HOLDER = """
+import ctypes, mmap, os, sys
+fd = os.open("/dev/shm/" + sys.argv[1], os.O_RDWR)
+mm = mmap.mmap(fd, os.fstat(fd).st_size)
+libc = ctypes.CDLL(None)
+mutex = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(mm, 512)))
+assert libc.pthread_mutex_lock(mutex) == 0
+print("held", flush=True)
+sys.stdin.readline()
+assert libc.pthread_mutex_unlock(mutex) == 0
+"""
+
+
+def test_ctrl_c_interrupts_open_and_reader_attach(stream: xshm.Stream, seg_name: str) -> None:
+    """Stream.open(timeout=None) waits for the name for ever and reader() waits up to 10 s for
+    the stream's mutex: both answer Ctrl-C, and leave nothing behind."""
+
+    def interrupt_soon() -> threading.Timer:
+        t = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+        t.start()
+        return t
+
+    never = seg_name + "-never"
+    # Watchdog: should the signal not end the wait, the name appears and the open returns.
+    watchdog = threading.Timer(30, lambda: xshm.Stream.create(never, 1).close())
+    t = interrupt_soon()
+    watchdog.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            xshm.Stream.open(never, timeout=None)  # only the signal ends it
+    finally:
+        watchdog.cancel()
+        t.join()
+        watchdog.join()
+        if os.path.exists(f"/dev/shm/{never}"):
+            xshm.unlink(never)
+    with subprocess.Popen(
+        [sys.executable, "-c", MUTEX_HOLDER, stream.name[1:]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            t = interrupt_soon()
+            with pytest.raises(KeyboardInterrupt):
+                stream.reader()
+            t.join()
+        finally:
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            assert holder.wait(timeout=60) == 0
+    assert stream.readers() == [], "an interrupted attach left a reader entry"
+    with stream.reader() as r:  # the mutex is free again, and the handle usable
+        stream.send(b"after")
+        assert r.recv(timeout=5).data == b"after"
+
+
 CLOSE_WHILE_RECEIVING = """
 import sys, threading, time, xshm
-s = xshm.Stream.create(sys.argv[1], 4)
+name, handle, how, closing = sys.argv[1:5]
+s = xshm.Stream.create(name, 4)
 r = s.reader()
-if sys.argv[2] == "stream closed":
+if handle == "stream closed":
     s.close()  # the reader holds the last reference to the mapping
 got = []
 def wait():
     try:
-        got.append(repr(r.recv(timeout=1)))
+        if how == "recv":
+            got.append(repr(r.recv()))  # no timeout: only the close ends it
+        elif how == "recv_many":
+            got.append(repr(r.recv_many(8)))
+        else:
+            got.append("ended" if [m for m in r] == [] else "got messages")
     except Exception as e:
         got.append(type(e).__name__)
 t = threading.Thread(target=wait)
 t.start()
-time.sleep(0.2)  # the thread is asleep in recv, the GIL released
-try:
+if handle == "stream open":  # until the thread sleeps in its wait, the GIL released
+    while s.header()["data_waiters"] != 1:
+        time.sleep(0.001)
+else:
+    time.sleep(0.2)
+if closing == "close":
     r.close()
-    closed = "closed"
-except ValueError as e:  # refusing, as try_recv does, is as good
-    closed = "refused: " + str(e)
+else:
+    r.__exit__(None, None, None)
 t.join()
-print(closed, "/", got[0])
+print(got[0], r.closed)
+if handle == "stream open":
+    print(s.readers(), s.header()["data_waiters"])
 """
 
 
+@pytest.mark.parametrize("closing", ["close", "exit"])
+@pytest.mark.parametrize("how", ["recv", "recv_many", "iter"])
 @pytest.mark.parametrize("handle", ["stream open", "stream closed"])
-def test_closing_a_reader_while_another_thread_receives_is_safe(seg_name: str, handle: str) -> None:
-    """Another thread's close() must either be refused (ValueError) or end the wait with
-    ClosedError; never pull the mapping from under the waiting thread."""
+def test_closing_a_reader_ends_the_receive_waiting_in_another_thread(
+    seg_name: str, handle: str, how: str, closing: str
+) -> None:
+    """A consumer thread blocked in recv()/recv_many()/iteration with no timeout is stopped by
+    close() (or leaving the with block) from another thread: recv and recv_many raise
+    ClosedError, a for loop just ends; the reader is detached, its sleep no longer counted, and
+    the mapping was never pulled from under the waiting thread (a subprocess: a crash is seen
+    as its exit status; its timeout is the watchdog of a close() that would wait forever)."""
     p = subprocess.run(
-        [sys.executable, "-c", CLOSE_WHILE_RECEIVING, seg_name, handle],
+        [sys.executable, "-c", CLOSE_WHILE_RECEIVING, seg_name, handle, how, closing],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert p.returncode == 0, f"exit {p.returncode} (-11 is SIGSEGV): {p.stdout} {p.stderr}"
-    closed, _, got = p.stdout.strip().partition(" / ")
-    assert (closed, got) == ("closed", "ClosedError") or (
-        closed.startswith("refused") and got == "WaitTimeoutError"
-    ), p.stdout
+    lines = p.stdout.splitlines()
+    assert lines[0] == ("ended True" if how == "iter" else "ClosedError True"), p.stdout
+    if handle == "stream open":
+        assert lines[1] == "[] 0", p.stdout
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _mapped(name: str) -> int:
+    """How many of this process's mappings are of the segment `name` (unlinked or not)."""
+    path = f"/dev/shm/{name}"
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.rstrip("\n").endswith((path, path + " (deleted)")))
+
+
+def test_handles_and_readers_release_every_fd_mapping_and_name(seg_name: str) -> None:
+    """Rounds of create, open (read-write and read-only), readers closed by their own thread,
+    by another thread while it receives, left to the garbage collector, and outliving their
+    Stream handles: after each round the name is gone and nothing maps the stream, and after
+    all of them this process holds no more descriptors than before."""
+    gc.collect()
+    fds = _open_fds()
+    for k in range(12):
+        name = f"{seg_name}-{k}"
+        s = xshm.Stream.create(name, 4, max_bytes=32)
+        other = xshm.Stream.open(name)
+        ro = xshm.Stream.open(name, readonly=True)
+        r1, r2, r3, r4 = s.reader(), other.reader(), ro.reader(), s.reader()
+        s.send(b"m")
+        assert [r.recv(timeout=5).data for r in (r1, r2, r3, r4)] == [b"m"] * 4
+        r1.close()
+        outcome: list[str] = []
+
+        def receive(r: xshm.StreamReader = r2, out: list[str] = outcome) -> None:
+            try:
+                r.recv()
+            except xshm.ClosedError:
+                out.append("closed")
+
+        t = threading.Thread(target=receive)
+        t.start()
+        while s.header()["data_waiters"] != 1:  # until it sleeps in its wait
+            time.sleep(0.001)
+        r2.close()  # from this thread, while the other receives
+        t.join(timeout=60)
+        assert outcome == ["closed"]
+        del r3  # never closed: the garbage collector detaches it
+        gc.collect()
+        assert len(s.readers()) == 1
+        s.send(b"last")
+        for handle in (s, other, ro):
+            handle.close()
+        assert _mapped(name) > 0, "the reader outliving its Stream handles keeps the mapping"
+        assert r4.recv(timeout=5).data == b"last"
+        xshm.unlink(name)
+        assert not os.path.exists(f"/dev/shm/{name}")
+        r4.close()
+        assert _mapped(name) == 0, "a mapping outlived every handle and reader"
+    del s, other, ro, r1, r2, r4, handle
+    gc.collect()
+    assert _open_fds() == fds, "descriptors leaked"
 
 
 def test_writer_table_full_names_max_writers_and_a_closed_handle_frees_its_entry(

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -174,6 +175,20 @@ class StreamReader {
     }
   }
 
+  /// Waits as visit() does until the next message can be taken, and leaves it there:
+  /// try_visit() then takes it where the caller chooses (a binding waits without its
+  /// interpreter lock and copies with it held, straight into its own object: one copy). Slots
+  /// lapped or abandoned meanwhile are counted lost on the way, as a receive counts them.
+  /// Under "drop_oldest" a writer may lap the message before the take: the take counts that
+  /// as lost like any lap, then takes the oldest message still there or finds none yet (wait
+  /// again). False on timeout.
+  template <class Hook = NoHook>
+  bool wait(Timeout timeout = std::nullopt, std::chrono::nanoseconds spin = std::chrono::nanoseconds{0},
+            Hook&& between_slices = {}, std::chrono::nanoseconds slice = std::chrono::milliseconds(100)) {
+    Peek peek;
+    return visit(peek, timeout, spin, std::forward<Hook>(between_slices), slice);
+  }
+
   /// The next message, waiting up to `timeout`; WaitTimeoutError when none came.
   Message recv(Timeout timeout = std::nullopt, std::chrono::nanoseconds spin = std::chrono::nanoseconds{0}) {
     Message m;
@@ -263,6 +278,11 @@ class StreamReader {
  private:
   friend class Stream;
   enum class Took { message, empty, hole };
+  /// What wait() visits with: a committed message at the cursor is found, not taken (take()
+  /// returns before any visit; the call operator only keeps the code after that compiling).
+  struct Peek {
+    void operator()(const unsigned char*, const MessageInfo&) const noexcept {}
+  };
 
   StreamReader(std::shared_ptr<detail::StreamSegment> s, std::uint32_t index, std::uint64_t state,
                std::uint64_t cursor)
@@ -323,6 +343,7 @@ class StreamReader {
       // SYNC POINT: pairs with the release store of COMMITTED in fill_and_commit().
       const std::uint64_t w = sl->word.load(std::memory_order_acquire);
       if (w == slot_word::make(c, slot_word::kCommitted)) {
+        if constexpr (std::is_same_v<F, Peek>) return Took::message;  // found; the take checks it
         MessageInfo info;
         info.seq = c;
         info.size = detail::get(sl->length);
