@@ -931,6 +931,19 @@ PyObject* fast_segment_kind(PyObject*, PyObject* const* args, Py_ssize_t nargs, 
     spec.parse(args, nargs, kwnames, a);
     const std::string canon = xshm::normalize_name(arg_str(a[0], "name"));
     xshm::Fd fd = xshm::detail::shm_open_checked(canon, O_RDONLY, 0);
+    {
+      // A creator holds LOCK_EX until its header is READY (lifecycle.hpp): wait for it as an
+      // opener does, so that the peek sees the finished header, not the zeros of one being
+      // written. Held to the end (the Fd's close lets go); a creator that keeps it past the
+      // wait leaves the header unknown, and the opener that follows says why.
+      bool finished = false;
+      {
+        py::gil_scoped_release nogil;
+        finished = xshm::detail::flock_until(fd.get(), LOCK_SH,
+                                             std::chrono::steady_clock::now() + xshm::detail::kReadyWait);
+      }
+      if (!finished) return py::str("unknown");
+    }
     const std::uint64_t size = xshm::detail::file_size(fd.get());
     if (size < xshm::kHeaderSize) return py::str("unknown");
     xshm::Mapping m = xshm::Mapping::map(fd.get(), xshm::kHeaderSize, false);
@@ -945,9 +958,11 @@ PyObject* fast_segment_kind(PyObject*, PyObject* const* args, Py_ssize_t nargs, 
   });
 }
 
-PyMethodDef g_kind_def = {"segment_kind", fastcall_fn(fast_segment_kind), kFast,
-                          "segment_kind(name)\n--\n\n"
-                          "'record', 'stream' or 'unknown', from the segment's first page (no validation)."};
+PyMethodDef g_kind_def = {
+    "segment_kind", fastcall_fn(fast_segment_kind), kFast,
+    "segment_kind(name)\n--\n\n"
+    "'record', 'stream' or 'unknown', from the segment's first page (no validation), once its\n"
+    "creator has finished it (waiting up to 2 s, as an opener does)."};
 
 }  // namespace
 

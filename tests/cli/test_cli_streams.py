@@ -6,6 +6,7 @@ mutex."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -424,6 +425,43 @@ def test_stream_never_made_ready_is_reported(seg_name: str) -> None:
     assert _ls_row(f"/{seg_name}")["note"] == "not ready"
     assert run("rm", "--force", seg_name).returncode == 0
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("command", ["inspect", "ls"])
+def test_a_stream_inspected_while_its_creator_writes_the_header(
+    seg_name: str, command: str
+) -> None:
+    """inspect and ls look at a segment's kind while its creator still holds its lock and writes
+    the header (all zeros so far): they wait for it as an opener does and show it as the stream
+    it is, instead of handing the zeros to the record opener that then refuses a stream."""
+    xshm.Stream.create(seg_name, 4, max_bytes=8).close()
+    fd = os.open(f"/dev/shm/{seg_name}", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a creator holds it until READY (LAYOUT.md)
+        page = os.pread(fd, 4096, 0)
+        state = page.index(b"REDY")
+        os.pwrite(fd, bytes(4096), 0)  # a header still being written
+        args = ["inspect", seg_name, "--json"] if command == "inspect" else ["ls", "--json"]
+        p = subprocess.Popen(
+            [*XSHM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            time.sleep(0.5)  # it has found the segment and waits for the creator
+            os.pwrite(fd, page[:state] + bytes(4) + page[state + 4 :], 0)
+            os.pwrite(fd, b"REDY", state)  # READY last, as a creator publishes it
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            out, err = p.communicate(timeout=DEADLINE)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    finally:
+        os.close(fd)
+    assert p.returncode == 0, err
+    shown = json.loads(out)
+    if command == "ls":
+        shown = next(x for x in shown if x["name"] == f"/{seg_name}")
+    assert shown["kind"] == "stream", shown
 
 
 def _closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
