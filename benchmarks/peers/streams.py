@@ -151,8 +151,16 @@ def _iox_send(name: str, n: int, size: int, batch: int) -> None:
     deadline = time.monotonic() + 30
     while svc.dynamic_config.number_of_subscribers == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
+    # A publisher learns of a subscriber at its next send at the earliest: without this, the
+    # first messages may go to no one (the receiver then misses them and the row fails).
+    pub.update_connections()
     for _ in range(n):
         pub.loan_uninit().write_payload(payload).send()
+    # The samples live in the publisher's memory: leaving now would take the last ones (up to a
+    # subscriber buffer's worth) from a receiver still behind. Stay until it lets go.
+    deadline = time.monotonic() + 60
+    while svc.dynamic_config.number_of_subscribers > 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _iox_recv(name: str, n: int, batch: int, ready: Any, out: Any) -> None:
@@ -184,10 +192,16 @@ def _iox_recv(name: str, n: int, batch: int, ready: Any, out: Any) -> None:
                 seen, last = got, now
             elif now - last > 10:
                 break
-    out.put({"ns": time.perf_counter_ns() - t0, "got": got, "lost": 0, "size": size})
+    ns = time.perf_counter_ns() - t0
+    del sub  # lets the publisher go (it waits for its subscribers to leave)
+    out.put({"ns": ns, "got": got, "lost": 0, "size": size})
 
 
 Pair = tuple[Callable[..., None], Callable[..., None], Any, Callable[[], None]]
+
+
+class MissedMessages(RuntimeError):
+    """A round whose receiver did not get every message sent."""
 
 
 def xshm_pair(backpressure: str = "block") -> Callable[[int], Pair]:
@@ -229,7 +243,9 @@ def throughput(setup: Callable[[int], Pair], n: int, size: int, batch: int) -> d
         sp.join(60)
         rp.join(60)
         if r["got"] < n or r["size"] != size:
-            raise RuntimeError(f"the receiver got {r['got']} of {n} messages of {r['size']} bytes")
+            raise MissedMessages(
+                f"the receiver got {r['got']} of {n} messages of {r['size']} bytes"
+            )
         return {"msgs_per_s": (n - 1) / (r["ns"] / 1e9), "lost": float(r["lost"])}
     finally:
         for p in (sp, rp):

@@ -18,6 +18,7 @@ from benchmarks.common import CPUS, ONE_CPU_NOTE, SPIN, percentiles
 from benchmarks.peers import BY_LABEL
 from benchmarks.peers.streams import (
     BATCH,
+    MissedMessages,
     ff_pair,
     iox_pair,
     mpq_pair,
@@ -84,6 +85,26 @@ def _latency_round(setup: Callable[..., Any], n: int, warmup: int) -> dict[str, 
     return percentiles(one_way)
 
 
+def _round(
+    label: str, setup: Any, count: int, batch: int, notes: dict[str, str]
+) -> dict[str, float]:
+    """One throughput round. iceoryx2 configured lossless still loses messages at times (its
+    publisher does not always block on a full subscriber buffer: eclipse-iceoryx/iceoryx2#305;
+    seen here as a gap of ~1,000 messages right after the first 1,024): such a round is run
+    again, up to twice, and the note says how often it happened."""
+    attempts = 3 if "iceoryx2" in label else 1
+    for attempt in range(attempts):
+        try:
+            return throughput(setup, count, SIZE, batch)
+        except MissedMessages as e:
+            if attempt + 1 == attempts:
+                raise
+            key = f"streams: {label}, rounds run again"
+            done = int(notes.get(key, "0").split()[0])
+            notes[key] = f"{done + 1} (a round lost messages: {e}; iceoryx2#305)"
+    raise AssertionError("unreachable")
+
+
 def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
     rounds, n = (1, 20_000) if quick else (5, 200_000)
     todo = []
@@ -100,7 +121,7 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
             _, setup, batch, _ = ROWS[label]
             count = n if "multiprocessing" not in label else max(n // 4, 5_000)  # 10x slower
             try:
-                per_round[label].append(throughput(setup, count, SIZE, batch))
+                per_round[label].append(_round(label, setup, count, batch, notes))
             except Exception as e:  # a peer that breaks is reported, not fatal
                 notes[f"streams: {label}"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
                 todo.remove(label)
