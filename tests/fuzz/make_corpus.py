@@ -1,5 +1,6 @@
-"""Regenerates the seed corpus of both fuzz targets (tests/fuzz/corpus/): valid segments as raw
-bytes (mode byte 0x00) and a few template edits (mode byte odd). Run with xshm installed."""
+"""Regenerates the seed corpora: tests/fuzz/corpus/ for the record targets (valid segments as raw
+bytes, mode byte 0x00, and a few template edits, mode byte odd) and tests/fuzz/corpus-stream/
+for fuzz_stream.cpp (its templates and a few edits). Run with xshm installed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import xshm
 
 OUT = Path(__file__).with_name("corpus")
+STREAM_OUT = Path(__file__).with_name("corpus-stream")
 
 
 def raw(tag: str, **kw: object) -> bytes:
@@ -36,6 +38,19 @@ def main() -> None:
     for name, data in seeds.items():
         (OUT / name).write_bytes(data)
     print(f"{len(seeds)} seeds, {sum(len(d) for d in seeds.values())} bytes")
+    # fuzz_stream.cpp's seeds: its three templates as they are, and edits (u24 LE offset, value).
+    stream_seeds = {
+        "template-bytes-block": b"\x01",
+        "template-frames-drop-oldest": b"\x03",
+        "template-one-slot": b"\x05",
+        "edit-head": b"\x01" + bytes([0, 1, 0, 0x7F]),  # head, offset 256
+        "edit-capacity": b"\x03" + bytes([36, 0, 0, 9]),
+        "edit-first-reader-cursor": b"\x01" + bytes([0, 16, 0, 0xF0]),  # reader 0, offset 4096
+    }
+    STREAM_OUT.mkdir(exist_ok=True)
+    for name, data in stream_seeds.items():
+        (STREAM_OUT / name).write_bytes(data)
+    print(f"{len(stream_seeds)} stream seeds")
 
 
 if __name__ == "__main__":
