@@ -62,20 +62,24 @@ struct SlotHeader {
   std::uint32_t writer_pid;         // 24
   std::uint32_t writer_index;       // 28  entry of the writer table that claimed the slot
   std::uint64_t writer_state;       // 32  that entry's state word when it claimed it
-  std::uint64_t reserved[3];        // 40
+  std::uint64_t cancelled;          // 40  seq + 1 of a claim its writer dropped (ABANDONED), else stale
+  std::uint64_t reserved[2];        // 48
 };
-static_assert(sizeof(SlotHeader) == kSlotHeaderSize, "SlotHeader fills one cache line.");
+static_assert(sizeof(SlotHeader) == kSlotHeaderSize && offsetof(SlotHeader, cancelled) == 40,
+              "SlotHeader fills one cache line, at the offsets docs/LAYOUT.md documents.");
 
 /// One reader: line 0 is written by the reader alone (its cursor, per message); line 1 by
 /// whoever attaches, detaches or reaps it.
 struct ReaderEntry {
   std::atomic<std::uint64_t> cursor;      // 0   the next sequence this reader takes
-  std::atomic<std::uint64_t> lost;        // 8   messages it skipped (lapped or abandoned)
+  std::atomic<std::uint64_t> lost;        // 8   messages it missed (lapped, or their writer died)
   std::atomic<std::uint64_t> received;    // 16  messages it took
-  std::atomic<std::uint64_t> start;       // 24  the cursor it attached at (received + lost = cursor - start)
+  std::atomic<std::uint64_t> start;       // 24  the cursor it attached at
   std::atomic<std::uint32_t> sleeping;    // 32  its generation while counted in data_waiters, else 0
   std::uint32_t reserved0a;               // 36
-  std::uint64_t reserved0[3];             // 40
+  std::atomic<std::uint64_t> skipped;     // 40  claims dropped by their writer (never sent); received
+                                          //     + lost + skipped = cursor - start
+  std::uint64_t reserved0[2];             // 48
   std::atomic<std::uint64_t> state;       // 64  0 free; (generation << 8) | 1 attached
   std::atomic<std::uint32_t> pid;         // 72  informational
   std::uint32_t generation;               // 76  attachments so far (under the mutex)
@@ -83,7 +87,8 @@ struct ReaderEntry {
   std::uint64_t reserved2[5];             // 88
 };
 static_assert(sizeof(ReaderEntry) == kReaderEntrySize && offsetof(ReaderEntry, start) == 24 &&
-                  offsetof(ReaderEntry, sleeping) == 32 && offsetof(ReaderEntry, state) == 64,
+                  offsetof(ReaderEntry, sleeping) == 32 && offsetof(ReaderEntry, skipped) == 40 &&
+                  offsetof(ReaderEntry, state) == 64,
               "ReaderEntry offsets are the ones docs/LAYOUT.md documents.");
 
 /// One writer handle that has sent at least once.

@@ -457,19 +457,47 @@ inline Claim claim_locked(StreamSegment& s, std::uint64_t n, std::uint64_t& firs
   return Claim::made;
 }
 
-/// Fills a claimed slot and commits it.
-inline bool fill_and_commit(StreamSegment& s, std::uint64_t x, const void* data, std::uint64_t len) noexcept {
+/// Publishes the claimed slot `x` whose payload is in place: its length, time and pid, then
+/// the word COMMITTED. False when a reader abandoned the slot first (it judged this writer
+/// dead: its handle was closed while it wrote); the slot then stays abandoned.
+inline bool publish(StreamSegment& s, std::uint64_t x, std::uint64_t len) noexcept {
   SlotHeader* sl = s.slot(x);
   put(sl->length, len);
   put(sl->timestamp_ns, detail::realtime_ns());
   put(sl->writer_pid, static_cast<std::uint32_t>(detail::current_pid()));
-  if (len != 0) seqlock::store_bytes(StreamSegment::payload(sl), data, static_cast<std::size_t>(len));
   // SYNC POINT: pairs with the reader's acquire load of the word: a reader that sees COMMITTED
   // sees the payload and fields above.
   // A CAS, not a store: a slot a reader abandoned (its writer judged dead) stays abandoned.
   std::uint64_t w = slot_word::make(x, slot_word::kWriting);
   return sl->word.compare_exchange_strong(w, slot_word::make(x, slot_word::kCommitted),
                                           std::memory_order_release, std::memory_order_relaxed);
+}
+
+/// Fills a claimed slot and commits it, without the wake (send wakes once per batch).
+inline bool fill_and_commit(StreamSegment& s, std::uint64_t x, const void* data, std::uint64_t len) noexcept {
+  if (len != 0) seqlock::store_bytes(StreamSegment::payload(s.slot(x)), data, static_cast<std::size_t>(len));
+  return publish(s, x, len);
+}
+
+/// Commits a claim whose writer filled the payload in place, and wakes readers.
+inline bool commit_filled(StreamSegment& s, std::uint64_t x, std::uint64_t len) noexcept {
+  const bool ok = publish(s, x, len);
+  notify_readers(s);
+  return ok;
+}
+
+/// Drops a claim: the slot turns ABANDONED with `cancelled` naming its sequence, so readers
+/// step over it without counting it lost (it was never sent), and wakes readers waiting on it.
+inline void cancel_claim(StreamSegment& s, std::uint64_t x) noexcept {
+  SlotHeader* sl = s.slot(x);
+  put(sl->cancelled, x + 1);
+  // SYNC POINT: release, pairs with the reader's acquire load of the word: a reader that sees
+  // this ABANDONED word sees `cancelled` above. A CAS: a slot a reader already abandoned (its
+  // writer judged dead) stays counted as that.
+  std::uint64_t w = slot_word::make(x, slot_word::kWriting);
+  sl->word.compare_exchange_strong(w, slot_word::make(x, slot_word::kAbandoned), std::memory_order_release,
+                                   std::memory_order_relaxed);
+  notify_readers(s);
 }
 
 }  // namespace stream_impl

@@ -59,6 +59,7 @@ class StreamReader {
         cursor_(o.cursor_),
         lost_(o.lost_),
         received_(o.received_),
+        skipped_(o.skipped_),
         hole_seen_(o.hole_seen_),
         hole_seq_(o.hole_seq_),
         hole_since_(o.hole_since_),
@@ -75,6 +76,7 @@ class StreamReader {
       cursor_ = o.cursor_;
       lost_ = o.lost_;
       received_ = o.received_;
+      skipped_ = o.skipped_;
       hole_seen_ = o.hole_seen_;
       hole_seq_ = o.hole_seq_;
       hole_since_ = o.hole_since_;
@@ -89,10 +91,13 @@ class StreamReader {
   bool is_attached() const noexcept { return s_ != nullptr; }
   /// The sequence number of the next message this reader takes.
   std::uint64_t cursor() const { return seg(), cursor_; }
-  /// Messages this reader skipped: overwritten before it got to them ("drop_oldest"), or
+  /// Messages this reader missed: overwritten before it got to them ("drop_oldest"), or
   /// abandoned by a writer that died before it committed them.
   std::uint64_t lost() const { return seg(), lost_; }
   std::uint64_t received() const { return seg(), received_; }
+  /// Claims their writers dropped, stepped over: never sent, so not lost. received() + lost()
+  /// + skipped() = cursor() - the cursor it started at.
+  std::uint64_t skipped() const { return seg(), skipped_; }
   /// Messages sent (or being sent) that this reader has not taken yet.
   std::uint64_t lag() const {
     const std::uint64_t head = seg().header()->head.load(std::memory_order_acquire);
@@ -332,6 +337,11 @@ class StreamReader {
     s_->reader(index_)->lost.store(lost_, std::memory_order_relaxed);
   }
 
+  void count_skipped() noexcept {
+    ++skipped_;
+    s_->reader(index_)->skipped.store(skipped_, std::memory_order_relaxed);
+  }
+
   /// One look at the slot of the cursor.
   template <class F>
   Took take(F& f) {
@@ -385,7 +395,15 @@ class StreamReader {
         continue;
       }
       if (w == slot_word::make(c, slot_word::kAbandoned)) {
-        count_lost(1);
+        // Dropped by its claimant (cancel_claim: never sent), or lost with its writer.
+        const bool cancelled = detail::get(sl->cancelled) == c + 1;
+        // SYNC POINT: as for a copy, pairs with the release fence after a lapping writer's mark.
+        seqlock::acquire_fence();
+        if (sl->word.load(std::memory_order_relaxed) != w) continue;  // overwritten meanwhile
+        if (cancelled)
+          count_skipped();
+        else
+          count_lost(1);
         advance(c + 1, false);
         continue;
       }
@@ -430,6 +448,7 @@ class StreamReader {
   std::uint64_t cursor_ = 0;
   std::uint64_t lost_ = 0;
   std::uint64_t received_ = 0;
+  std::uint64_t skipped_ = 0;
   bool hole_seen_ = false;  // the cursor's slot was found WRITING, since hole_since_
   std::uint64_t hole_seq_ = 0;
   std::chrono::steady_clock::time_point hole_since_{};

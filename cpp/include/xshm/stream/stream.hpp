@@ -14,7 +14,10 @@
 // cursor line each and take messages by sequence number: a committed slot of their sequence
 // is copied and re-checked (seqlock style: under "drop_oldest" a writer may overwrite it
 // meanwhile; the copy is then discarded and the lap counted as lost). Liveness of readers and
-// writers is an OFD lock on their table entry (liveness.hpp), never a pid.
+// writers is an OFD lock on their table entry (liveness.hpp), never a pid. A claim
+// (claim.hpp) is the same claim with the copy left to its caller; a dropped claim's slot is
+// stored ABANDONED with the slot's `cancelled` naming its sequence, and readers count it
+// `skipped`, not lost (it was never sent).
 #pragma once
 
 #include <algorithm>
@@ -37,6 +40,7 @@
 #include "../process.hpp"
 #include "../robust_mutex.hpp"
 #include "../seqlock.hpp"
+#include "claim.hpp"
 #include "layout.hpp"
 #include "protocol.hpp"
 #include "reader.hpp"
@@ -161,6 +165,7 @@ class Stream {
         r->cursor.store(cursor, std::memory_order_relaxed);
         r->lost.store(0, std::memory_order_relaxed);
         r->received.store(0, std::memory_order_relaxed);
+        r->skipped.store(0, std::memory_order_relaxed);
         r->pid.store(static_cast<std::uint32_t>(detail::current_pid()), std::memory_order_relaxed);
         r->attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
         {
@@ -208,117 +213,64 @@ class Stream {
   Sent send_some(const std::pair<const void*, std::size_t>* items, std::size_t n, Timeout timeout,
                  Hook&& between_slices, std::size_t& done, std::uint64_t& last) {
     detail::StreamSegment& s = seg();
-    if (s.readonly) throw ReadOnlyError("stream " + s.name + " was opened read-only");
-    for (std::size_t i = 0; i < n; ++i)
-      if (s.geo.dtype != 0 && items[i].second != s.geo.max_bytes)
-        throw ArgumentError("a frame of stream " + s.name + " is " + std::to_string(s.geo.max_bytes) +
-                            " bytes, not " + std::to_string(items[i].second));
-    for (std::size_t i = 0; i < n; ++i)
-      if (items[i].second > s.geo.max_bytes)
-        throw MessageTooLongError("message is " + std::to_string(items[i].second) + " bytes; stream " +
-                                  s.name + " takes at most " + std::to_string(s.geo.max_bytes) +
-                                  " (max_bytes)");
-    StreamHeader* h = s.header();
-    stream_impl::LazyDeadline deadline(timeout);  // no clock read unless it has to wait
-    std::optional<stream_impl::Sleeper> sleeping;
-    std::optional<timespec> next_hook;
-    bool polled = false;
+    check_writable(s);
+    for (std::size_t i = 0; i < n; ++i) check_size(s, items[i].second);
+    ClaimWait wait(timeout);
     std::size_t lost_commits = 0;  // slots readers abandoned before this writer committed them
     done = 0;
     while (done < n) {
-      // SYNC POINT (once sleeping): seq_cst, pairs with the reader's notify_writers fence.
-      const std::uint32_t epoch = h->space_epoch.load(std::memory_order_seq_cst);
       std::uint64_t first = 0;
-      std::uint64_t want = std::min<std::uint64_t>(n - done, s.geo.capacity);
-      stream_impl::Claim got = stream_impl::Claim::full;
+      std::uint64_t got = 0;
       bool filled = false;
-      {
-        const std::chrono::nanoseconds left = deadline.left();
-        std::optional<stream_impl::StreamLock> lock = stream_impl::StreamLock::acquire(
-            s, left == std::chrono::nanoseconds::max() ? Timeout{} : Timeout{left}, between_slices);
-        if (!lock) return Sent::mutex_held;
-        got = stream_impl::claim_locked(s, want, first);
-        if (got == stream_impl::Claim::full && want > 1) {
-          // Take what room there is now rather than wait for the whole batch.
-          const std::uint64_t head = h->head.load(std::memory_order_relaxed);
-          const std::uint64_t room = s.gate + s.geo.capacity > head ? s.gate + s.geo.capacity - head : 0;
-          if (room > 0) {
-            want = std::min(want, room);
-            got = stream_impl::claim_locked(s, want, first);
-          }
-        }
-        if (got == stream_impl::Claim::made) {
-          std::size_t bytes = 0;
-          for (std::uint64_t j = 0; j < want; ++j) bytes += items[done + j].second;
-          if (bytes <= kFillUnderLock) {
-            for (std::uint64_t j = 0; j < want; ++j)
+      const Sent r = claim_loop(
+          std::min<std::uint64_t>(n - done, s.geo.capacity), wait, between_slices,
+          [&](std::uint64_t x, std::uint64_t k) {
+            std::size_t bytes = 0;
+            for (std::uint64_t j = 0; j < k; ++j) bytes += items[done + j].second;
+            if (bytes > kFillUnderLock) return;
+            for (std::uint64_t j = 0; j < k; ++j)
               lost_commits +=
-                  !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
+                  !stream_impl::fill_and_commit(s, x + j, items[done + j].first, items[done + j].second);
             filled = true;
-          }
-        }
-        if (got == stream_impl::Claim::full && deadline.left().count() > 0) {
-          if (polled && !sleeping) {
-            const int w = s.writer_index.load(std::memory_order_relaxed);  // registered by the claim
-            sleeping.emplace(h->space_waiters, s.writer(static_cast<std::uint32_t>(w))->sleeping,
-                             entry_generation(s.writer_state.load(std::memory_order_relaxed)));
-            // SYNC POINT: pairs with the reader's fence in notify_writers: either it sees this
-            // waiter, or the next claim's scan sees its cursor.
-#if !XSHM_TSAN
-            std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-            continue;
-          }
-          if (sleeping && stream_impl::reap_readers(s)) continue;
-        }
-      }
-      if (got == stream_impl::Claim::made) {
-        if (!filled)
-          for (std::uint64_t j = 0; j < want; ++j)
-            lost_commits +=
-                !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
-        stream_impl::notify_readers(s);
-        done += want;
-        last = first + want - 1;
-        continue;
-      }
-      const std::chrono::nanoseconds left = deadline.left();
-      if (left.count() == 0) return got == stream_impl::Claim::busy ? Sent::busy : Sent::full;
-      if (got == stream_impl::Claim::full && !polled) {
-        // A reader that is taking messages frees a slot within microseconds: poll for it
-        // before paying a sleep and the reader's wake.
-        polled = true;
-        const auto poll_end =
-            std::chrono::steady_clock::now() + std::min<std::chrono::nanoseconds>(kFullPoll, left);
-        for (unsigned i = 0; !stream_impl::has_room(s, want); ++i) {
-          cpu::relax();
-          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= poll_end) break;
-        }
-        continue;
-      }
-      const timespec now = futex::monotonic_now();
-      if (!next_hook) next_hook = futex::add_ns(now, std::chrono::nanoseconds(kStreamSlice).count());
-      if constexpr (kHasHook<Hook>) {
-        if (!futex::before(now, *next_hook)) {
-          between_slices();
-          next_hook = futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kStreamSlice).count());
-        }
-      }
-      // Busy (a slot's previous writer still copying): a short pause. Full: sleep until a
-      // reader moves, and look at the gating readers' liveness every kGateCheck.
-      const std::int64_t nap =
-          got == stream_impl::Claim::busy ? 50'000 : std::chrono::nanoseconds(kGateCheck).count();
-      timespec until = futex::add_ns(now, std::min<std::int64_t>(nap, left.count()));
-      if constexpr (kHasHook<Hook>) {
-        if (futex::before(*next_hook, until)) until = *next_hook;
-      }
-      futex::wait(&h->space_epoch, epoch, &until);
+          },
+          first, got);
+      if (r != Sent::all) return r;
+      if (!filled)
+        for (std::uint64_t j = 0; j < got; ++j)
+          lost_commits +=
+              !stream_impl::fill_and_commit(s, first + j, items[done + j].first, items[done + j].second);
+      stream_impl::notify_readers(s);
+      done += got;
+      last = first + got - 1;
     }
     if (lost_commits != 0)
       throw Error("stream " + s.name + ": " + std::to_string(lost_commits) +
                   " of the messages sent were abandoned by readers that judged this writer dead (was its "
                   "handle closed while it sent?)");
     return Sent::all;
+  }
+
+  /// Claims a slot of `nbytes` payload bytes for the caller to fill in place (StreamClaim::data())
+  /// and commit. Waits as send() does: under "block" up to `timeout` (nullopt: forever) while
+  /// the ring is full, under either policy while the slot's earlier claim is still open, then
+  /// throws StreamFullError. `between_slices()` runs about every kStreamSlice while it waits.
+  ///
+  /// An open claim pins its slot: a writer that laps the ring onto it waits until it is
+  /// committed or dropped, or its writer dies (the slot is then abandoned and reused). This
+  /// holds under "drop_oldest" too, where a lapped claim could instead fail at its commit:
+  /// letting a writer overwrite a slot its claimant may still be writing would tear the
+  /// messages readers copy from it. Under "block" an open claim holds back the readers behind
+  /// it, and through them the writers, until it ends.
+  template <class Hook = NoHook>
+  StreamClaim claim(std::size_t nbytes, Timeout timeout = std::nullopt, Hook&& between_slices = {}) {
+    std::optional<StreamClaim> c = claim_some(nbytes, timeout, between_slices, true);
+    return std::move(*c);
+  }
+
+  /// A claim if a slot is free now, else nullopt (as try_send: never sleeps).
+  std::optional<StreamClaim> try_claim(std::size_t nbytes) {
+    NoHook none;
+    return claim_some(nbytes, std::chrono::nanoseconds{0}, none, false);
   }
 
   /// The StreamFullError for a send that stopped early after `done` messages.
@@ -338,6 +290,131 @@ class Stream {
   }
 
  private:
+  /// What a claim keeps across its attempts (and send_some across its batches): the deadline
+  /// (no clock read unless it has to wait), a sleeping writer's mark, the next hook call.
+  struct ClaimWait {
+    explicit ClaimWait(Timeout t) noexcept : deadline(t) {}
+    stream_impl::LazyDeadline deadline;
+    std::optional<stream_impl::Sleeper> sleeping;
+    std::optional<timespec> next_hook;
+    bool polled = false;
+  };
+
+  static void check_writable(const detail::StreamSegment& s) {
+    if (s.readonly) throw ReadOnlyError("stream " + s.name + " was opened read-only");
+  }
+
+  static void check_size(const detail::StreamSegment& s, std::size_t size) {
+    if (s.geo.dtype != 0 && size != s.geo.max_bytes)
+      throw ArgumentError("a frame of stream " + s.name + " is " + std::to_string(s.geo.max_bytes) +
+                          " bytes, not " + std::to_string(size));
+    if (size > s.geo.max_bytes)
+      throw MessageTooLongError("message is " + std::to_string(size) + " bytes; stream " + s.name +
+                                " takes at most " + std::to_string(s.geo.max_bytes) + " (max_bytes)");
+  }
+
+  template <class Hook>
+  std::optional<StreamClaim> claim_some(std::size_t nbytes, Timeout timeout, Hook& between_slices,
+                                        bool raise) {
+    detail::StreamSegment& s = seg();
+    check_writable(s);
+    check_size(s, nbytes);
+    ClaimWait wait(timeout);
+    std::uint64_t first = 0;
+    std::uint64_t got = 0;
+    const Sent r = claim_loop(
+        1, wait, between_slices, [](std::uint64_t, std::uint64_t) {}, first, got);
+    if (r != Sent::all) {
+      if (raise) throw_full(s, 0, r);
+      return std::nullopt;
+    }
+    return StreamClaim(s_, first, nbytes);
+  }
+
+  /// The one claim loop of send_some() and claim(): claims up to `want` (1 to capacity)
+  /// consecutive slots, as many as there is room for, waiting per the policy while there is
+  /// none. `under_lock(first, k)` runs with the mutex still held after a claim (send fills
+  /// small messages there). Sets `first` and `got` (the slots claimed, marked WRITING).
+  template <class Hook, class UnderLock>
+  Sent claim_loop(std::uint64_t want, ClaimWait& wait, Hook& between_slices, UnderLock&& under_lock,
+                  std::uint64_t& first, std::uint64_t& got) {
+    detail::StreamSegment& s = seg();
+    StreamHeader* h = s.header();
+    for (;;) {
+      // SYNC POINT (once sleeping): seq_cst, pairs with the reader's notify_writers fence.
+      const std::uint32_t epoch = h->space_epoch.load(std::memory_order_seq_cst);
+      stream_impl::Claim claimed = stream_impl::Claim::full;
+      {
+        const std::chrono::nanoseconds left = wait.deadline.left();
+        std::optional<stream_impl::StreamLock> lock = stream_impl::StreamLock::acquire(
+            s, left == std::chrono::nanoseconds::max() ? Timeout{} : Timeout{left}, between_slices);
+        if (!lock) return Sent::mutex_held;
+        claimed = stream_impl::claim_locked(s, want, first);
+        if (claimed == stream_impl::Claim::full && want > 1) {
+          // Take what room there is now rather than wait for the whole batch.
+          const std::uint64_t head = h->head.load(std::memory_order_relaxed);
+          const std::uint64_t room = s.gate + s.geo.capacity > head ? s.gate + s.geo.capacity - head : 0;
+          if (room > 0) {
+            want = std::min(want, room);
+            claimed = stream_impl::claim_locked(s, want, first);
+          }
+        }
+        if (claimed == stream_impl::Claim::made) {
+          got = want;
+          under_lock(first, want);
+          return Sent::all;
+        }
+        if (claimed == stream_impl::Claim::full && wait.deadline.left().count() > 0) {
+          if (wait.polled && !wait.sleeping) {
+            const int w = s.writer_index.load(std::memory_order_relaxed);  // registered by the claim
+            wait.sleeping.emplace(h->space_waiters, s.writer(static_cast<std::uint32_t>(w))->sleeping,
+                                  entry_generation(s.writer_state.load(std::memory_order_relaxed)));
+            // SYNC POINT: pairs with the reader's fence in notify_writers: either it sees this
+            // waiter, or the next claim's scan sees its cursor.
+#if !XSHM_TSAN
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+            continue;
+          }
+          if (wait.sleeping && stream_impl::reap_readers(s)) continue;
+        }
+      }
+      const std::chrono::nanoseconds left = wait.deadline.left();
+      if (left.count() == 0) return claimed == stream_impl::Claim::busy ? Sent::busy : Sent::full;
+      if (claimed == stream_impl::Claim::full && !wait.polled) {
+        // A reader that is taking messages frees a slot within microseconds: poll for it
+        // before paying a sleep and the reader's wake.
+        wait.polled = true;
+        const auto poll_end =
+            std::chrono::steady_clock::now() + std::min<std::chrono::nanoseconds>(kFullPoll, left);
+        for (unsigned i = 0; !stream_impl::has_room(s, want); ++i) {
+          cpu::relax();
+          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= poll_end) break;
+        }
+        continue;
+      }
+      const timespec now = futex::monotonic_now();
+      if (!wait.next_hook)
+        wait.next_hook = futex::add_ns(now, std::chrono::nanoseconds(kStreamSlice).count());
+      if constexpr (kHasHook<Hook>) {
+        if (!futex::before(now, *wait.next_hook)) {
+          between_slices();
+          wait.next_hook =
+              futex::add_ns(futex::monotonic_now(), std::chrono::nanoseconds(kStreamSlice).count());
+        }
+      }
+      // Busy (a slot's earlier writer still copying, or its claim open): a short pause. Full:
+      // sleep until a reader moves, and look at the gating readers' liveness every kGateCheck.
+      const std::int64_t nap =
+          claimed == stream_impl::Claim::busy ? 50'000 : std::chrono::nanoseconds(kGateCheck).count();
+      timespec until = futex::add_ns(now, std::min<std::int64_t>(nap, left.count()));
+      if constexpr (kHasHook<Hook>) {
+        if (futex::before(*wait.next_hook, until)) until = *wait.next_hook;
+      }
+      futex::wait(&h->space_epoch, epoch, &until);
+    }
+  }
+
   explicit Stream(std::shared_ptr<detail::StreamSegment> s) : s_(std::move(s)) {}
 
   detail::StreamSegment& seg() const {
