@@ -395,6 +395,7 @@ py::list readers_info(PyStream& ps) {
     d["lag"] = head > cursor ? head - cursor : 0;
     d["lost"] = r->lost.load(std::memory_order_relaxed);
     d["received"] = r->received.load(std::memory_order_relaxed);
+    d["skipped"] = r->skipped.load(std::memory_order_relaxed);
     d["attached_ns"] = r->attached_ns.load(std::memory_order_relaxed);
     d["alive"] = xshm::stream_impl::reader_alive(*seg, i);
     out.append(d);
@@ -797,9 +798,9 @@ PyMethodDef g_stream_methods[] = {
      "unlink($self, /)\n--\n\nRemove the stream's name, if it still names this stream."},
     {"readers", fastcall_fn(fast_readers), kFast,
      "readers($self, /)\n--\n\n"
-     "The attached readers as dicts (index, pid, start, cursor, lag, lost, received, attached_ns,\n"
-     "alive), read without taking any lock: `start` is the cursor it attached at, and received +\n"
-     "lost = cursor - start. For tools such as xshm inspect."},
+     "The attached readers as dicts (index, pid, start, cursor, lag, lost, received, skipped,\n"
+     "attached_ns, alive), read without taking any lock: `start` is the cursor it attached at, and\n"
+     "received + lost + skipped = cursor - start. For tools such as xshm inspect."},
     {"header", fastcall_fn(fast_header), kFast,
      "header($self, /)\n--\n\nThe header's fields as a dict, read without taking any lock."},
     {"__enter__", fastcall_fn(fast_enter), kFast, "__enter__($self, /)\n--\n\n"},
@@ -879,6 +880,7 @@ XSHM_RGET(closed, py::bool_(pr.closed()))
 XSHM_RGET(lost, py::int_(pr.r().lost()))
 XSHM_RGET(lag, py::int_(pr.r().lag()))
 XSHM_RGET(received, py::int_(pr.r().received()))
+XSHM_RGET(skipped, py::int_(pr.r().skipped()))
 XSHM_RGET(cursor, py::int_(pr.r().cursor()))
 #undef XSHM_RGET
 
@@ -912,12 +914,16 @@ PyGetSetDef g_stream_getset[] = {
 PyGetSetDef g_reader_getset[] = {
     XSHM_RRO(closed, "True after close().", ": call close()"),
     XSHM_RRO(lost,
-             "Messages this reader skipped: overwritten before it got to them ('drop_oldest'),\n"
+             "Messages this reader missed: overwritten before it got to them ('drop_oldest'),\n"
              "or abandoned by a writer that died between its claim and its commit.",
              ": the reader counts it"),
     XSHM_RRO(lag, "Messages sent (or being sent) that this reader has not taken yet.",
              ": receiving moves it"),
     XSHM_RRO(received, "Messages this reader has taken.", ": the reader counts it"),
+    XSHM_RRO(skipped,
+             "Sequence numbers this reader stepped over because their claim was dropped (nothing\n"
+             "was sent under them): received + lost + skipped = what was numbered since it attached.",
+             ": the reader counts it"),
     XSHM_RRO(cursor, "The sequence number of the next message it takes.", ": receiving moves it"),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
@@ -983,6 +989,7 @@ void register_stream(py::module_& mod) {
                            "A stream: every message, in order, through a ring in shared memory. Any number\n"
                            "of writers and readers (each reader has its own cursor).");
   install(cls, g_stream_methods, g_stream_statics, g_stream_getset);
+  register_stream_claim(mod, cls);
 
   py::object module_name = mod.attr("__name__");
   py::object fn =

@@ -93,6 +93,9 @@ class PyReader {
   std::string name_;
 };
 
+/// Creates xshm.StreamClaim and Stream.claim()/try_claim() (stream_claim.cpp).
+void register_stream_claim(py::module_& mod, py::class_<PyStream>& stream_cls);
+
 /// Creates xshm.Message, xshm.Stream and xshm.StreamReader in the module.
 void register_stream(py::module_& mod);
 

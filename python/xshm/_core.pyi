@@ -216,11 +216,32 @@ class StreamReader:
     @property
     def received(self) -> int: ...
     @property
+    def skipped(self) -> int:
+        """Sequence numbers stepped over because their claim was dropped (nothing sent)."""
+    @property
     def cursor(self) -> int: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, arg0: object, arg1: object, arg2: object, /) -> bool: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> Message: ...
+
+class StreamClaim:
+    """A slot claimed for a zero-copy send: `with s.claim(n) as buf:` fills and sends it."""
+    @property
+    def seq(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def open(self) -> bool: ...
+    @property
+    def array(self) -> npt.NDArray[Any]:
+        """The writable numpy array over the slot itself."""
+    def commit(self, nbytes: Optional[int] = None) -> None:
+        """Send the first `nbytes` bytes (None: all); BufferError while derived arrays exist."""
+    def drop(self) -> None:
+        """Withdraw the claim: nothing is sent. Idempotent."""
+    def __enter__(self) -> npt.NDArray[Any]: ...
+    def __exit__(self, arg0: object, arg1: object, arg2: object, /) -> bool: ...
 
 class Stream:
     """A stream: every message, in order, through a ring in shared memory."""
@@ -246,6 +267,10 @@ class Stream:
         """Send if there is room now; False when a 'block' stream is full."""
     def send_many(self, items: Any, timeout: Optional[float] = None) -> int:
         """Send every item in order; return the sequence number of the last."""
+    def claim(self, nbytes: Optional[int] = None, timeout: Optional[float] = None) -> StreamClaim:
+        """Claim the next slot for a zero-copy send (StreamFullError after `timeout`)."""
+    def try_claim(self, nbytes: Optional[int] = None) -> Optional[StreamClaim]:
+        """A claim if a slot is free now, else None."""
     def reader(self, start: str = "oldest") -> StreamReader:
         """Attach a new reader at the oldest retained message or the next one ('latest')."""
     def close(self) -> None: ...

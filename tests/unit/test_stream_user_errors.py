@@ -60,6 +60,8 @@ def _calls(w: _World) -> dict[str, tuple[Callable[..., object], dict[str, Any]]]
         "send": (w.s.send, {"data": b"x", "timeout": 0.0}),
         "try_send": (w.s.try_send, {"data": b"x"}),
         "send_many": (w.s.send_many, {"items": [b"a"], "timeout": 0.0}),
+        "claim": (w.s.claim, {"nbytes": 4, "timeout": 0.0}),
+        "try_claim": (w.s.try_claim, {"nbytes": 4}),
         "reader": (w.s.reader, {"start": "latest"}),
         "readers": (w.s.readers, {}),
         "header": (w.s.header, {}),
@@ -78,7 +80,8 @@ def test_every_public_method_is_swept() -> None:
         for n in dir(xshm.StreamReader)
         if not n.startswith("_") and callable(getattr(xshm.StreamReader, n))
     }
-    covered = {"create", "open", "send", "try_send", "send_many", "reader", "readers", "header"}
+    covered = {"create", "open", "send", "try_send", "send_many", "claim", "try_claim", "reader"}
+    covered |= {"readers", "header"}
     assert stream == covered | {"close", "unlink"}, stream ^ (covered | {"close", "unlink"})
     assert reader == {"recv", "try_recv", "recv_many", "close"}, reader
 
