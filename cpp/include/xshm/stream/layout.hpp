@@ -35,6 +35,11 @@ inline constexpr std::uint64_t kMaxMessageBytes = std::uint64_t{1} << 30;
 inline constexpr std::uint64_t kMaxRingBytes = std::uint64_t{1} << 40;
 inline constexpr std::uint32_t kMaxStreamReaders = 1024;
 inline constexpr std::uint32_t kMaxStreamWriters = 1024;
+inline constexpr std::uint32_t kMaxStreamGroups = 1024;
+inline constexpr std::size_t kGroupEntrySize = 192;
+inline constexpr std::size_t kMaxGroupName = 40;
+/// A reader entry's `hold` when it is not taking a message for its group.
+inline constexpr std::uint64_t kNotHolding = UINT64_MAX;
 /// Sequence numbers fit in the 62 high bits of a slot word.
 inline constexpr std::uint64_t kMaxStreamSeq = (std::uint64_t{1} << 62) - 1;
 
@@ -79,16 +84,21 @@ struct ReaderEntry {
   std::uint32_t reserved0a;               // 36
   std::atomic<std::uint64_t> skipped;     // 40  claims dropped by their writer (never sent); received
                                           //     + lost + skipped = cursor - start
-  std::uint64_t reserved0[2];             // 48
+  std::atomic<std::uint64_t> hold;        // 48  a group member: the seq it copies under the group
+                                          //     mutex, else kNotHolding
+  std::uint64_t reserved0[1];             // 56
   std::atomic<std::uint64_t> state;       // 64  0 free; (generation << 8) | 1 attached
   std::atomic<std::uint32_t> pid;         // 72  informational
   std::uint32_t generation;               // 76  attachments so far (under the mutex)
   std::atomic<std::int64_t> attached_ns;  // 80
-  std::uint64_t reserved2[5];             // 88
+  std::atomic<std::uint32_t> group;       // 88  group index + 1 of a member, else 0 (at attach)
+  std::uint32_t reserved2a;               // 92
+  std::uint64_t reserved2[4];             // 96
 };
 static_assert(sizeof(ReaderEntry) == kReaderEntrySize && offsetof(ReaderEntry, start) == 24 &&
                   offsetof(ReaderEntry, sleeping) == 32 && offsetof(ReaderEntry, skipped) == 40 &&
-                  offsetof(ReaderEntry, state) == 64,
+                  offsetof(ReaderEntry, hold) == 48 && offsetof(ReaderEntry, state) == 64 &&
+                  offsetof(ReaderEntry, group) == 88,
               "ReaderEntry offsets are the ones docs/LAYOUT.md documents.");
 
 /// One writer handle that has sent at least once.
@@ -104,6 +114,35 @@ struct WriterEntry {
 };
 static_assert(sizeof(WriterEntry) == kWriterEntrySize && offsetof(WriterEntry, sleeping) == 32,
               "WriterEntry fills one cache line, at the offsets docs/LAYOUT.md documents.");
+
+/// One named group of readers (a work queue): its members share its cursor, each message goes
+/// to one of them. Line 0 is written by the member holding the group mutex; the rest by whoever
+/// creates the group, once, under the stream mutex. A group outlives its members.
+struct GroupEntry {
+  std::atomic<std::uint64_t> cursor;    // 0   the next sequence a member takes
+  std::atomic<std::uint64_t> received;  // 8   messages its members took
+  std::atomic<std::uint64_t> lost;      // 16  lapped, lost with their writer, or with a member
+  std::atomic<std::uint64_t> skipped;   // 24  dropped claims; received + lost + skipped =
+                                        //     cursor - start
+  std::atomic<std::uint64_t> start;     // 32  the cursor it was created at
+  std::uint64_t reserved0[3];           // 40
+  unsigned char mutex[64];              // 64  pthread_mutex_t, robust, process-shared
+  std::atomic<std::uint64_t> state;     // 128 kGroupFree, or kGroupActive once created
+  std::uint32_t generation;             // 136 creations so far
+  std::uint32_t name_len;               // 140 1 to 40
+  std::int64_t created_ns;              // 144
+  char name[kMaxGroupName];             // 152 not terminated
+};
+static_assert(sizeof(GroupEntry) == kGroupEntrySize && offsetof(GroupEntry, received) == 8 &&
+                  offsetof(GroupEntry, lost) == 16 && offsetof(GroupEntry, skipped) == 24 &&
+                  offsetof(GroupEntry, start) == 32 && offsetof(GroupEntry, mutex) == 64 &&
+                  offsetof(GroupEntry, state) == 128 && offsetof(GroupEntry, generation) == 136 &&
+                  offsetof(GroupEntry, name_len) == 140 && offsetof(GroupEntry, created_ns) == 144 &&
+                  offsetof(GroupEntry, name) == 152,
+              "GroupEntry offsets are the ones docs/LAYOUT.md documents.");
+static_assert(sizeof(pthread_mutex_t) <= sizeof(GroupEntry::mutex), "A pthread_mutex_t fits a group's slot.");
+inline constexpr std::uint64_t kGroupFree = 0;
+inline constexpr std::uint64_t kGroupActive = 1;
 
 inline constexpr std::uint64_t kEntryAttached = 1;
 inline constexpr std::uint64_t entry_state(std::uint64_t generation) noexcept {
@@ -143,7 +182,9 @@ struct StreamHeader {
   std::uint8_t creation_id[16];      // 168
   std::int64_t created_ns;           // 184
   std::uint32_t creator_pid;         // 192
-  std::uint8_t reserved0[60];        // 196
+  std::uint32_t max_groups;          // 196 entries of the group table (0: none)
+  std::uint64_t groups_offset;       // 200 writers_offset + max_writers * 64, or 0 with no table
+  std::uint8_t reserved0[48];        // 208
   // --- head line [256, 320): writers (under the mutex) and waiting readers ---
   alignas(kCacheLine) std::atomic<std::uint64_t> head;  // 256 the sequence the next claim gets
   std::atomic<std::uint32_t> data_epoch;                // 264 futex: bumped after every commit
@@ -168,7 +209,8 @@ static_assert(offsetof(StreamHeader, magic) == offsetof(Header, magic) &&
               "The prefix every version shares (validate_prefix) sits where the record's does.");
 static_assert(offsetof(StreamHeader, kind) == 28 && offsetof(StreamHeader, capacity) == 36 &&
                   offsetof(StreamHeader, shape) == 96 && offsetof(StreamHeader, mutex_size) == 160 &&
-                  offsetof(StreamHeader, creator_pid) == 192 && offsetof(StreamHeader, head) == 256 &&
+                  offsetof(StreamHeader, creator_pid) == 192 && offsetof(StreamHeader, max_groups) == 196 &&
+                  offsetof(StreamHeader, groups_offset) == 200 && offsetof(StreamHeader, head) == 256 &&
                   offsetof(StreamHeader, claim_dropped) == 280 &&
                   offsetof(StreamHeader, space_epoch) == 320 && offsetof(StreamHeader, dropped) == 384 &&
                   offsetof(StreamHeader, reaped) == 404 && offsetof(StreamHeader, owner_pid) == 448 &&
@@ -183,11 +225,13 @@ struct StreamGeometry {
   Backpressure backpressure = Backpressure::block;
   std::uint32_t max_readers = 0;
   std::uint32_t max_writers = 0;
+  std::uint32_t max_groups = 0;
   std::uint32_t dtype = 0;  // 0: bytes
   std::vector<std::uint64_t> shape;
   std::uint64_t slot_size = 0;
   std::uint64_t readers_offset = 0;
   std::uint64_t writers_offset = 0;
+  std::uint64_t groups_offset = 0;  // 0 when max_groups is 0
   std::uint64_t slots_offset = 0;
   std::uint64_t total_size = 0;
 };
@@ -198,7 +242,8 @@ struct StreamGeometry {
 inline StreamGeometry compute_stream_geometry(std::uint64_t capacity, std::uint64_t max_bytes,
                                               Backpressure backpressure, std::uint32_t max_readers,
                                               std::uint32_t max_writers, std::uint32_t dtype = 0,
-                                              const std::vector<std::uint64_t>& shape = {}) {
+                                              const std::vector<std::uint64_t>& shape = {},
+                                              std::uint32_t max_groups = 0) {
   if (capacity == 0 || capacity > kMaxStreamCapacity)
     throw ArgumentError("capacity must be 1 to 2**30 messages, got " + std::to_string(capacity));
   if (max_bytes == 0 || max_bytes > kMaxMessageBytes)
@@ -207,6 +252,8 @@ inline StreamGeometry compute_stream_geometry(std::uint64_t capacity, std::uint6
     throw ArgumentError("max_readers must be 1 to 1024, got " + std::to_string(max_readers));
   if (max_writers == 0 || max_writers > kMaxStreamWriters)
     throw ArgumentError("max_writers must be 1 to 1024, got " + std::to_string(max_writers));
+  if (max_groups > kMaxStreamGroups)
+    throw ArgumentError("max_groups must be 0 to 1024, got " + std::to_string(max_groups));
   if (backpressure != Backpressure::block && backpressure != Backpressure::drop_oldest)
     throw ArgumentError("unknown backpressure " + std::to_string(static_cast<unsigned>(backpressure)));
   if (dtype == 0) {
@@ -229,6 +276,7 @@ inline StreamGeometry compute_stream_geometry(std::uint64_t capacity, std::uint6
   g.backpressure = backpressure;
   g.max_readers = max_readers;
   g.max_writers = max_writers;
+  g.max_groups = max_groups;
   g.dtype = dtype;
   g.shape = shape;
   g.slot_size = kSlotHeaderSize + round_up(max_bytes, kCacheLine);
@@ -236,7 +284,9 @@ inline StreamGeometry compute_stream_geometry(std::uint64_t capacity, std::uint6
     throw ArgumentError("capacity * max_bytes is too large: the ring would exceed 2**40 bytes");
   g.readers_offset = kHeaderSize;
   g.writers_offset = g.readers_offset + std::uint64_t{max_readers} * kReaderEntrySize;
-  g.slots_offset = round_up(g.writers_offset + std::uint64_t{max_writers} * kWriterEntrySize, kHeaderSize);
+  const std::uint64_t writers_end = g.writers_offset + std::uint64_t{max_writers} * kWriterEntrySize;
+  g.groups_offset = max_groups == 0 ? 0 : writers_end;
+  g.slots_offset = round_up(writers_end + std::uint64_t{max_groups} * kGroupEntrySize, kHeaderSize);
   g.total_size = round_up(g.slots_offset + capacity * g.slot_size, kHeaderSize);
   return g;
 }
@@ -284,7 +334,7 @@ inline StreamGeometry validate_stream_header(const void* base, std::uint64_t map
     if (h->shape[i] != 0) throw LayoutError("unused shape entries are not zero");
   if (h->mutex_size == 0 || h->mutex_size > sizeof(StreamHeader::mutex))
     throw LayoutError("mutex_size " + std::to_string(h->mutex_size) + " does not fit the 64-byte mutex slot");
-  static constexpr std::size_t kReserved[][2] = {{196, 256}, {288, 320}, {328, 384},
+  static constexpr std::size_t kReserved[][2] = {{208, 256}, {288, 320}, {328, 384},
                                                  {408, 448}, {456, 512}, {576, kHeaderSize}};
   const auto* bytes = static_cast<const unsigned char*>(base);
   for (const auto& range : kReserved)
@@ -297,12 +347,13 @@ inline StreamGeometry validate_stream_header(const void* base, std::uint64_t map
     g = compute_stream_geometry(
         h->capacity, h->max_bytes,
         (h->flags & kStreamFlagDropOldest) ? Backpressure::drop_oldest : Backpressure::block, h->max_readers,
-        h->max_writers, h->dtype, std::vector<std::uint64_t>(h->shape, h->shape + h->ndim));
+        h->max_writers, h->dtype, std::vector<std::uint64_t>(h->shape, h->shape + h->ndim), h->max_groups);
   } catch (const Error& e) {
     throw LayoutError(std::string("impossible geometry: ") + e.what());
   }
   if (h->slot_size != g.slot_size || h->slots_offset != g.slots_offset ||
-      h->readers_offset != g.readers_offset || h->writers_offset != g.writers_offset)
+      h->readers_offset != g.readers_offset || h->writers_offset != g.writers_offset ||
+      h->groups_offset != g.groups_offset)
     throw LayoutError("sizes or offsets in the header do not match its capacity, max_bytes and tables");
   if (h->total_size != g.total_size)
     throw LayoutError("total_size " + std::to_string(h->total_size) + " does not match the layout (" +

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bitset>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -313,22 +314,46 @@ inline void ensure_writer(StreamSegment& s) {
               " writer entries in use by live writers (max_writers)");
 }
 
-/// Mutex held: the smallest cursor of the attached readers, from a fresh look at the table.
+/// Visits every cursor that gates writers, each once, as f(cursor, pid, group): each attached reader
+/// outside a group (its own cursor), and each group with at least one attached member (the
+/// group's cursor; a group with none keeps its cursor and gates nothing, and counts what it
+/// missed as lost when a member returns). A cursor is never past head; a corrupt one is taken
+/// as head (it gates nothing). The one place that decides what gates.
+template <class F>
+inline void for_each_gate(StreamSegment& s, std::uint64_t head, F&& f) {
+  std::bitset<kMaxStreamGroups> gating;
+  bool any_group = false;
+  for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
+    ReaderEntry* r = s.reader(i);
+    if (r->state.load(std::memory_order_acquire) == 0) continue;
+    const std::uint32_t g = r->group.load(std::memory_order_relaxed);
+    if (g != 0 && g <= s.geo.max_groups) {
+      gating.set(g - 1);
+      any_group = true;
+      continue;
+    }
+    // SYNC POINT: pairs with the reader's release store of its cursor after it copied out.
+    f(std::min(r->cursor.load(std::memory_order_acquire), head), r->pid.load(std::memory_order_relaxed), 0u);
+  }
+  if (!any_group) return;
+  for (std::uint32_t g = 0; g < s.geo.max_groups; ++g) {
+    if (!gating.test(g)) continue;
+    // SYNC POINT: pairs with a member's release store of the group cursor after it copied out.
+    f(std::min(s.group(g)->cursor.load(std::memory_order_acquire), head), 0u, g + 1);
+  }
+}
+
+/// Mutex held: the smallest gating cursor (for_each_gate), from a fresh look at the tables.
 inline void scan_readers(StreamSegment& s) {
   StreamHeader* h = s.header();
   const std::uint64_t head = h->head.load(std::memory_order_relaxed);
   s.scan_gen = h->readers_gen.load(std::memory_order_acquire);
   s.any_reader = false;
   s.gate = UINT64_MAX;
-  for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
-    ReaderEntry* r = s.reader(i);
-    if (r->state.load(std::memory_order_acquire) == 0) continue;
-    // SYNC POINT: pairs with the reader's release store of its cursor after it copied out.
-    // A cursor is never past head; a corrupt one is taken as head (it gates nothing).
-    const std::uint64_t c = std::min(r->cursor.load(std::memory_order_acquire), head);
+  for_each_gate(s, head, [&](std::uint64_t c, std::uint32_t, std::uint32_t) {
     s.any_reader = true;
     s.gate = std::min(s.gate, c);
-  }
+  });
   s.scanned = true;
 }
 
@@ -349,16 +374,15 @@ inline bool reap_readers(StreamSegment& s) {
   return any;
 }
 
-/// Without the mutex: whether `n` more messages would fit in front of every attached reader
-/// now (a hint for polling; the claim decides under the mutex).
+/// Without the mutex: whether `n` more messages would fit in front of every gate now (a hint
+/// for polling; the claim decides under the mutex).
 inline bool has_room(StreamSegment& s, std::uint64_t n) noexcept {
   const std::uint64_t head = s.header()->head.load(std::memory_order_acquire);
-  for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
-    ReaderEntry* r = s.reader(i);
-    if (r->state.load(std::memory_order_acquire) == 0) continue;
-    if (head + n > std::min(r->cursor.load(std::memory_order_acquire), head) + s.geo.capacity) return false;
-  }
-  return true;
+  bool room = true;
+  for_each_gate(s, head, [&](std::uint64_t c, std::uint32_t, std::uint32_t) {
+    room = room && head + n <= c + s.geo.capacity;
+  });
+  return room;
 }
 
 /// Why a claim did not happen.
@@ -366,18 +390,16 @@ enum class Claim { made, full, busy };
 
 struct GateInfo {
   std::uint64_t cursor = 0;
-  std::uint32_t pid = 0;
+  std::uint32_t pid = 0;    // a reader's
+  std::uint32_t group = 0;  // a group's index + 1, else 0
 };
 
 inline GateInfo slowest_reader(StreamSegment& s) {
-  GateInfo g{UINT64_MAX, 0};
-  const std::uint64_t head = s.header()->head.load(std::memory_order_acquire);
-  for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
-    ReaderEntry* r = s.reader(i);
-    if (r->state.load(std::memory_order_acquire) == 0) continue;
-    const std::uint64_t c = std::min(r->cursor.load(std::memory_order_acquire), head);
-    if (c < g.cursor) g = GateInfo{c, r->pid.load(std::memory_order_relaxed)};
-  }
+  GateInfo g{UINT64_MAX, 0, 0};
+  for_each_gate(s, s.header()->head.load(std::memory_order_acquire),
+                [&](std::uint64_t c, std::uint32_t pid, std::uint32_t group) {
+                  if (c < g.cursor) g = GateInfo{c, pid, group};
+                });
   return g;
 }
 

@@ -3,6 +3,7 @@
 // sequence is copied and re-checked (seqlock style: under "drop_oldest" a writer may overwrite
 // it meanwhile; the copy is then discarded and the lap counted as lost); a slot left WRITING
 // by a dead writer is judged and skipped (counted lost). It writes only its own cursor line.
+// A member of a group (group.hpp) takes the group's cursor instead, under the group's mutex.
 #pragma once
 
 #include <algorithm>
@@ -26,6 +27,7 @@
 #include "../process.hpp"
 #include "../robust_mutex.hpp"
 #include "../seqlock.hpp"
+#include "group.hpp"
 #include "layout.hpp"
 #include "protocol.hpp"
 #include "segment.hpp"
@@ -57,6 +59,7 @@ class StreamReader {
         index_(o.index_),
         state_(o.state_),
         cursor_(o.cursor_),
+        group_(o.group_),
         lost_(o.lost_),
         received_(o.received_),
         skipped_(o.skipped_),
@@ -74,6 +77,7 @@ class StreamReader {
       index_ = o.index_;
       state_ = o.state_;
       cursor_ = o.cursor_;
+      group_ = o.group_;
       lost_ = o.lost_;
       received_ = o.received_;
       skipped_ = o.skipped_;
@@ -90,7 +94,11 @@ class StreamReader {
 
   bool is_attached() const noexcept { return s_ != nullptr; }
   /// The sequence number of the next message this reader takes.
-  std::uint64_t cursor() const { return seg(), cursor_; }
+  /// A group member's is its group's.
+  std::uint64_t cursor() const {
+    detail::StreamSegment& s = seg();
+    return group_ == 0 ? cursor_ : s.group(group_ - 1)->cursor.load(std::memory_order_acquire);
+  }
   /// Messages this reader missed: overwritten before it got to them ("drop_oldest"), or
   /// abandoned by a writer that died before it committed them.
   std::uint64_t lost() const { return seg(), lost_; }
@@ -101,9 +109,16 @@ class StreamReader {
   /// Messages sent (or being sent) that this reader has not taken yet.
   std::uint64_t lag() const {
     const std::uint64_t head = seg().header()->head.load(std::memory_order_acquire);
-    return head > cursor_ ? head - cursor_ : 0;
+    const std::uint64_t c = cursor();
+    return head > c ? head - c : 0;
   }
   std::uint32_t index() const { return seg(), index_; }
+  /// The name of the group it is a member of, or empty. A member's received(), lost() and
+  /// skipped() are its own share of the group's; the group's are in Stream::groups().
+  std::string group() const {
+    detail::StreamSegment& s = seg();
+    return group_ == 0 ? std::string() : stream_impl::group_name(s.group(group_ - 1));
+  }
 
   /// Takes the next message if one is committed: `f(const unsigned char* src, const
   /// MessageInfo&)` copies it out of the slot (with seqlock::load_bytes, or anything that only
@@ -290,8 +305,8 @@ class StreamReader {
   };
 
   StreamReader(std::shared_ptr<detail::StreamSegment> s, std::uint32_t index, std::uint64_t state,
-               std::uint64_t cursor)
-      : s_(std::move(s)), index_(index), state_(state), cursor_(cursor) {}
+               std::uint64_t cursor, std::uint32_t group)
+      : s_(std::move(s)), index_(index), state_(state), cursor_(cursor), group_(group) {}
 
   detail::StreamSegment& seg() const {
     if (s_ == nullptr) throw ClosedError("the stream reader is closed");
@@ -342,13 +357,89 @@ class StreamReader {
     s_->reader(index_)->skipped.store(skipped_, std::memory_order_relaxed);
   }
 
-  /// One look at the slot of the cursor.
+  /// A reader's own cursor, for take_at().
+  struct Solo {
+    StreamReader& r;
+    std::uint64_t cursor() const noexcept { return r.cursor_; }
+    void begin_copy(std::uint64_t) noexcept {}
+    void took(std::uint64_t c) noexcept { r.advance(c + 1, true); }
+    void missed(std::uint64_t c, std::uint64_t next) noexcept {
+      r.count_lost(next - c);
+      r.advance(next, false);
+    }
+    void skip(std::uint64_t c) noexcept {
+      r.count_skipped();
+      r.advance(c + 1, false);
+    }
+  };
+
+  /// A group's cursor, shared by its members, for take_at() under the group mutex. Each step
+  /// records itself in the member's `hold`, moves the group cursor, then the one counter it
+  /// changes, then clears `hold` (group.hpp recover_group finishes a step cut short).
+  struct Member {
+    StreamReader& r;
+    GroupEntry* g;
+    ReaderEntry* me;
+    std::uint64_t cursor() const noexcept { return g->cursor.load(std::memory_order_relaxed); }
+    void begin_copy(std::uint64_t c) noexcept {
+      me->hold.store(stream_impl::hold_word(c, stream_impl::GroupStep::copy), std::memory_order_relaxed);
+    }
+    void took(std::uint64_t c) noexcept {
+      move(c + 1);
+      g->received.store(g->received.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      me->hold.store(0, std::memory_order_relaxed);
+      ++r.received_;
+      me->received.store(r.received_, std::memory_order_relaxed);
+    }
+    void missed(std::uint64_t c, std::uint64_t next) noexcept {
+      me->hold.store(stream_impl::hold_word(c, stream_impl::GroupStep::lose), std::memory_order_relaxed);
+      move(next);
+      g->lost.store(g->lost.load(std::memory_order_relaxed) + (next - c), std::memory_order_relaxed);
+      me->hold.store(0, std::memory_order_relaxed);
+      r.lost_ += next - c;
+      me->lost.store(r.lost_, std::memory_order_relaxed);
+    }
+    void skip(std::uint64_t c) noexcept {
+      me->hold.store(stream_impl::hold_word(c, stream_impl::GroupStep::skip), std::memory_order_relaxed);
+      move(c + 1);
+      g->skipped.store(g->skipped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      me->hold.store(0, std::memory_order_relaxed);
+      r.count_skipped();
+    }
+    void move(std::uint64_t next) noexcept {
+      r.cursor_ = next;
+      // SYNC POINT: pairs with the writer's acquire load of gating cursors (for_each_gate): the
+      // writer that sees this cursor may overwrite the slots before it, which were copied.
+      g->cursor.store(next, std::memory_order_release);
+      if (r.s_->geo.backpressure == Backpressure::block) stream_impl::notify_writers(*r.s_);
+    }
+  };
+
+  /// One look at the slot of the cursor: the reader's own, or its group's (under the group
+  /// mutex; a mutex that stays held, by a stopped member, reads as a hole: look again soon).
   template <class F>
   Took take(F& f) {
     detail::StreamSegment& s = seg();
+    if (group_ == 0) {
+      Solo solo{*this};
+      return take_at(f, solo);
+    }
+    std::optional<stream_impl::GroupLock> lock = stream_impl::GroupLock::acquire(s, group_ - 1, kHoleCheck);
+    if (!lock) return Took::hole;
+    Member member{*this, s.group(group_ - 1), s.reader(index_)};
+    struct Unhold {  // a visitor that throws leaves the message to the group, held by nobody
+      ReaderEntry* me;
+      ~Unhold() { me->hold.store(0, std::memory_order_relaxed); }
+    } unhold{member.me};
+    return take_at(f, member);
+  }
+
+  template <class F, class Cursor>
+  Took take_at(F& f, Cursor& cur) {
+    detail::StreamSegment& s = seg();
     const std::uint64_t cap = s.geo.capacity;
     for (;;) {
-      const std::uint64_t c = cursor_;
+      const std::uint64_t c = cur.cursor();
       SlotHeader* sl = s.slot(c);
       // SYNC POINT: pairs with the release store of COMMITTED in fill_and_commit().
       const std::uint64_t w = sl->word.load(std::memory_order_acquire);
@@ -361,7 +452,10 @@ class StreamReader {
         info.writer_pid = detail::get(sl->writer_pid);
         // A frame is whole: a frame stream's message is max_bytes long, never shorter.
         const bool sane = s.geo.dtype != 0 ? info.size == s.geo.max_bytes : info.size <= s.geo.max_bytes;
-        if (sane) f(detail::StreamSegment::payload(sl), info);
+        if (sane) {
+          cur.begin_copy(c);
+          f(detail::StreamSegment::payload(sl), info);
+        }
         // SYNC POINT: pairs with the release fence after a lapping writer's WRITING mark.
         seqlock::acquire_fence();
         if (sl->word.load(std::memory_order_relaxed) != w) continue;  // overwritten meanwhile: look again
@@ -371,7 +465,7 @@ class StreamReader {
                             std::to_string(info.size) + " bytes, " +
                             (s.geo.dtype != 0 ? "not the frame's " : "more than max_bytes ") +
                             std::to_string(s.geo.max_bytes) + " (corrupt segment)");
-        advance(c + 1, true);
+        cur.took(c);
         return Took::message;
       }
       const std::uint64_t ws = slot_word::seq(w);
@@ -390,8 +484,7 @@ class StreamReader {
         if (cap == 1) next = head;
         // Every sequence up to ws - capacity has had its slot claimed again: lost for sure.
         next = std::max({next, c + 1, ws - cap + 1});
-        count_lost(next - c);
-        advance(next, false);
+        cur.missed(c, next);
         continue;
       }
       if (w == slot_word::make(c, slot_word::kAbandoned)) {
@@ -401,10 +494,9 @@ class StreamReader {
         seqlock::acquire_fence();
         if (sl->word.load(std::memory_order_relaxed) != w) continue;  // overwritten meanwhile
         if (cancelled)
-          count_skipped();
+          cur.skip(c);
         else
-          count_lost(1);
-        advance(c + 1, false);
+          cur.missed(c, c + 1);
         continue;
       }
       if (w != slot_word::make(c, slot_word::kWriting)) return Took::empty;
@@ -419,16 +511,15 @@ class StreamReader {
       }
       if (now - hole_since_ < kHoleCheck) return Took::hole;
       hole_since_ = now;  // judge again after another kHoleCheck if its writer lives
-      if (!judge_hole()) return Took::hole;
+      if (!judge_hole(c)) return Took::hole;
       // abandoned: the next look counts it and moves on
     }
   }
 
   /// The slot of the cursor has been WRITING for kHoleCheck: abandon it if its writer died.
   /// True when it is abandoned now.
-  bool judge_hole() {
+  bool judge_hole(std::uint64_t c) {
     detail::StreamSegment& s = seg();
-    const std::uint64_t c = cursor_;
     SlotHeader* sl = s.slot(c);
     std::uint64_t w = sl->word.load(std::memory_order_acquire);
     if (w != slot_word::make(c, slot_word::kWriting)) return true;  // moved on: look again
@@ -446,6 +537,7 @@ class StreamReader {
   std::uint32_t index_ = 0;
   std::uint64_t state_ = 0;
   std::uint64_t cursor_ = 0;
+  std::uint32_t group_ = 0;  // group index + 1 of a member, else 0
   std::uint64_t lost_ = 0;
   std::uint64_t received_ = 0;
   std::uint64_t skipped_ = 0;

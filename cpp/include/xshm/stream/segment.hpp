@@ -44,6 +44,7 @@ struct StreamOptions {
   Backpressure backpressure = Backpressure::block;
   std::uint32_t max_readers = 16;
   std::uint32_t max_writers = 64;
+  std::uint32_t max_groups = 16;  // named reader groups (work queues) it can hold; 0: none
   mode_t mode = 0600;
   bool exist_ok = false;  // attach to an existing stream of the same layout
   /// A frame stream: every message is one array of this dtype and shape (max_bytes must be
@@ -113,6 +114,13 @@ struct StreamSegment {
   WriterEntry* writer(std::uint32_t i) const noexcept {
     return reinterpret_cast<WriterEntry*>(static_cast<unsigned char*>(ctl.data()) + geo.writers_offset +
                                           std::uint64_t{i} * kWriterEntrySize);
+  }
+  GroupEntry* group(std::uint32_t i) const noexcept {
+    return reinterpret_cast<GroupEntry*>(static_cast<unsigned char*>(ctl.data()) + geo.groups_offset +
+                                         std::uint64_t{i} * kGroupEntrySize);
+  }
+  pthread_mutex_t* group_mutex(std::uint32_t i) const noexcept {
+    return reinterpret_cast<pthread_mutex_t*>(group(i)->mutex);
   }
   std::uint64_t reader_lock_offset(std::uint32_t i) const noexcept {
     return geo.readers_offset + std::uint64_t{i} * kReaderEntrySize;
@@ -222,6 +230,8 @@ inline std::shared_ptr<StreamSegment> build_stream(const std::string& canon, Fd 
     h->max_writers = g.max_writers;
     h->readers_offset = g.readers_offset;
     h->writers_offset = g.writers_offset;
+    h->max_groups = g.max_groups;
+    h->groups_offset = g.groups_offset;
     h->dtype = g.dtype;
     h->ndim = static_cast<std::uint32_t>(g.shape.size());
     for (std::size_t i = 0; i < g.shape.size(); ++i) h->shape[i] = g.shape[i];
@@ -272,15 +282,16 @@ inline std::string stream_differences(const StreamGeometry& there, const StreamG
   add("backpressure", policy(there.backpressure), policy(asked.backpressure));
   add("max_readers", std::to_string(there.max_readers), std::to_string(asked.max_readers));
   add("max_writers", std::to_string(there.max_writers), std::to_string(asked.max_writers));
+  add("max_groups", std::to_string(there.max_groups), std::to_string(asked.max_groups));
   add("frames", frames(there), frames(asked));
   return out;
 }
 
 inline std::shared_ptr<StreamSegment> create_stream(std::string_view name, const StreamOptions& opt) {
   const std::string canon = normalize_name(name);
-  const StreamGeometry g =
-      compute_stream_geometry(opt.capacity, opt.max_bytes, opt.backpressure, opt.max_readers, opt.max_writers,
-                              opt.dtype ? static_cast<std::uint32_t>(*opt.dtype) : 0, opt.shape);
+  const StreamGeometry g = compute_stream_geometry(
+      opt.capacity, opt.max_bytes, opt.backpressure, opt.max_readers, opt.max_writers,
+      opt.dtype ? static_cast<std::uint32_t>(*opt.dtype) : 0, opt.shape, opt.max_groups);
   auto attach = [&] {
     std::shared_ptr<StreamSegment> s = open_stream(canon, StreamOpenOptions{});
     const std::string diff = stream_differences(s->geo, g);

@@ -29,6 +29,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,6 +43,7 @@
 #include "../robust_mutex.hpp"
 #include "../seqlock.hpp"
 #include "claim.hpp"
+#include "group.hpp"
 #include "layout.hpp"
 #include "protocol.hpp"
 #include "reader.hpp"
@@ -133,9 +136,31 @@ class Stream {
 
   /// Attaches a new reader. Needs a handle whose file is open for writing (its cursor line).
   /// `between_slices()` runs about every 100 ms while it waits for the mutex (it may throw).
-  template <class Hook = NoHook>
+  template <class Hook = NoHook, class = std::enable_if_t<!std::is_convertible_v<Hook, std::string_view>>>
   StreamReader reader(Start start = Start::oldest, Hook&& between_slices = {}) {
+    return attach(start, std::string_view{}, std::forward<Hook>(between_slices));
+  }
+
+  /// Attaches a new member of the group named `group` (1 to 40 printable bytes, no '/'): its
+  /// members share one cursor, and each message goes to one of them. The first member creates
+  /// the group at `start`; later ones, and members that come back after every member left,
+  /// take up the group's cursor where it is (`start` then does not apply). Under "block" a
+  /// group with an attached member gates writers like one reader; one with none gates nothing
+  /// and counts what it missed meanwhile as lost.
+  template <class Hook = NoHook>
+  StreamReader reader(Start start, std::string_view group, Hook&& between_slices = {}) {
+    if (group.empty()) throw ArgumentError("a group name is 1 to 40 bytes, got 0");
+    return attach(start, group, std::forward<Hook>(between_slices));
+  }
+
+  /// The groups of this stream (created, with or without members).
+  std::vector<GroupInfo> groups() { return stream_impl::list_groups(seg()); }
+
+ private:
+  template <class Hook>
+  StreamReader attach(Start start, std::string_view group, Hook&& between_slices) {
     detail::StreamSegment& s = seg();
+    if (!group.empty()) stream_impl::check_group_name(group);
     if (!s.writable_fd)
       throw ReadOnlyError("stream " + s.name +
                           ": a reader writes its cursor into the segment, and this process may only read it");
@@ -147,6 +172,15 @@ class Stream {
         stream_impl::StreamLock::acquire(s, std::chrono::seconds(10), std::forward<Hook>(between_slices));
     if (!lock) throw WaitTimeoutError("stream " + s.name + ": its mutex stayed held for 10 s");
     StreamHeader* h = s.header();
+    std::uint32_t gi = 0;  // group index + 1: the group is made first (it outlives its members)
+    if (!group.empty()) {
+      const std::uint64_t head = h->head.load(std::memory_order_relaxed);
+      const std::uint64_t cursor = start == Start::oldest && head >= s.geo.capacity ? head - s.geo.capacity
+                                   : start == Start::oldest                         ? 0
+                                                                                    : head;
+      bool created = false;
+      gi = stream_impl::find_or_create_group(s, group, cursor, created) + 1;
+    }
     for (int pass = 0; pass < 2; ++pass) {
       for (std::uint32_t i = 0; i < s.geo.max_readers; ++i) {
         ReaderEntry* r = s.reader(i);
@@ -158,6 +192,14 @@ class Stream {
         const std::uint64_t head = h->head.load(std::memory_order_relaxed);
         std::uint64_t cursor = head;
         if (start == Start::oldest) cursor = head >= s.geo.capacity ? head - s.geo.capacity : 0;
+        if (gi != 0) cursor = s.group(gi - 1)->cursor.load(std::memory_order_relaxed);
+        // A dead member's step left half done in this entry is finished before the entry is
+        // reused (its group's next lock does it, here or in a member).
+        const std::uint32_t old_group = r->group.load(std::memory_order_relaxed);
+        if (r->hold.load(std::memory_order_relaxed) != 0 && old_group != 0 && old_group <= s.geo.max_groups)
+          (void)stream_impl::GroupLock::acquire(s, old_group - 1, std::chrono::seconds(1));
+        r->hold.store(0, std::memory_order_relaxed);
+        r->group.store(gi, std::memory_order_relaxed);
         // Under the mutex; tells this attachment from the entry's earlier ones.
         r->generation = next_generation(r->generation);
         const std::uint64_t mine = entry_state(r->generation);
@@ -175,7 +217,7 @@ class Stream {
         // SYNC POINT: release, with the fields above; writers scan under the mutex we hold.
         r->state.store(mine, std::memory_order_release);
         h->readers_gen.fetch_add(1, std::memory_order_acq_rel);
-        return StreamReader(s_, i, mine, cursor);
+        return StreamReader(s_, i, mine, cursor, gi);
       }
       if (pass == 0 && !stream_impl::reap_readers(s)) break;
     }
@@ -184,6 +226,7 @@ class Stream {
                 "stream with more");
   }
 
+ public:
   /// The mapped segment, for bindings and tests that drive the protocol steps themselves.
   const std::shared_ptr<detail::StreamSegment>& segment() const {
     seg();
@@ -284,9 +327,11 @@ class Stream {
                             "lapped within one send)" +
                             sent);
     const stream_impl::GateInfo g = stream_impl::slowest_reader(s);
-    throw StreamFullError("stream " + s.name + " is full: the slowest reader (pid " + std::to_string(g.pid) +
-                          ", at message " + std::to_string(g.cursor) + ") is " +
-                          std::to_string(s.geo.capacity) + " messages behind" + sent);
+    const std::string who = g.group != 0 ? "group " + stream_impl::group_name(s.group(g.group - 1))
+                                         : "pid " + std::to_string(g.pid);
+    throw StreamFullError("stream " + s.name + " is full: the slowest reader (" + who + ", at message " +
+                          std::to_string(g.cursor) + ") is " + std::to_string(s.geo.capacity) +
+                          " messages behind" + sent);
   }
 
  private:
