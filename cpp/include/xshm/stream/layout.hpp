@@ -38,8 +38,6 @@ inline constexpr std::uint32_t kMaxStreamWriters = 1024;
 inline constexpr std::uint32_t kMaxStreamGroups = 1024;
 inline constexpr std::size_t kGroupEntrySize = 192;
 inline constexpr std::size_t kMaxGroupName = 40;
-/// A reader entry's `hold` when it is not taking a message for its group.
-inline constexpr std::uint64_t kNotHolding = UINT64_MAX;
 /// Sequence numbers fit in the 62 high bits of a slot word.
 inline constexpr std::uint64_t kMaxStreamSeq = (std::uint64_t{1} << 62) - 1;
 
@@ -84,8 +82,8 @@ struct ReaderEntry {
   std::uint32_t reserved0a;               // 36
   std::atomic<std::uint64_t> skipped;     // 40  claims dropped by their writer (never sent); received
                                           //     + lost + skipped = cursor - start
-  std::atomic<std::uint64_t> hold;        // 48  a group member: the seq it copies under the group
-                                          //     mutex, else kNotHolding
+  std::atomic<std::uint64_t> hold;        // 48  a group member, under the group mutex: the step it is
+                                          //     in, (group cursor << 2) | step (group.hpp); else 0
   std::uint64_t reserved0[1];             // 56
   std::atomic<std::uint64_t> state;       // 64  0 free; (generation << 8) | 1 attached
   std::atomic<std::uint32_t> pid;         // 72  informational
