@@ -403,6 +403,25 @@ py::list readers_info(PyStream& ps) {
   return out;
 }
 
+py::list groups_info(PyStream& ps) {
+  xshm::Stream& s = ps.s();
+  const std::uint64_t head = s.head();
+  py::list out;
+  for (const xshm::GroupInfo& g : s.groups()) {
+    py::dict d;
+    d["name"] = g.name;
+    d["start"] = g.start;
+    d["cursor"] = g.cursor;
+    d["lag"] = head > g.cursor ? head - g.cursor : 0;
+    d["received"] = g.received;
+    d["lost"] = g.lost;
+    d["skipped"] = g.skipped;
+    d["members"] = g.members;
+    out.append(d);
+  }
+  return out;
+}
+
 py::dict header_info(PyStream& ps) {
   xshm::Stream& s = ps.s();
   const xshm::StreamHeader* h = s.header();
@@ -415,6 +434,7 @@ py::dict header_info(PyStream& ps) {
   d["slot_size"] = h->slot_size;
   d["max_readers"] = h->max_readers;
   d["max_writers"] = h->max_writers;
+  d["max_groups"] = h->max_groups;
   d["backpressure"] = backpressure_name(s.backpressure());
   d["created_ns"] = h->created_ns;
   d["creator_pid"] = h->creator_pid;
@@ -443,11 +463,11 @@ PyReader& reader_of(PyObject* self) { return *self_as<PyReader>(self); }
 
 PyObject* fast_create(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&] {
-    static const ArgSpec<9> spec("create",
-                                 {"name", "capacity", "max_bytes", "dtype", "shape", "backpressure",
-                                  "max_readers", "mode", "exist_ok"},
-                                 2);
-    PyObject* a[9];
+    static const ArgSpec<10> spec("create",
+                                  {"name", "capacity", "max_bytes", "dtype", "shape", "backpressure",
+                                   "max_readers", "mode", "exist_ok", "max_groups"},
+                                  2);
+    PyObject* a[10];
     spec.parse(args, nargs, kwnames, a);
     const std::string name(arg_str(a[0], "name"));
     xshm::StreamOptions o;
@@ -473,6 +493,13 @@ PyObject* fast_create(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObje
       o.mode = static_cast<mode_t>(m);
     }
     o.exist_ok = a[8] != nullptr && arg_bool(a[8], "exist_ok");
+    if (a[9] != nullptr) {
+      const std::uint64_t n = count_arg(a[9], "max_groups");
+      if (n > xshm::kMaxStreamGroups)
+        throw xshm::ArgumentError("max_groups must be 0 to " + std::to_string(xshm::kMaxStreamGroups) +
+                                  ", got " + std::to_string(n));
+      o.max_groups = static_cast<std::uint32_t>(n);
+    }
     const bool has_dtype = a[3] != nullptr && a[3] != Py_None;
     const bool has_shape = a[4] != nullptr && a[4] != Py_None;
     const bool has_max = a[2] != nullptr && a[2] != Py_None;
@@ -580,8 +607,8 @@ PyObject* fast_send_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs
 
 PyObject* fast_reader(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&]() -> py::object {
-    static const ArgSpec<1> spec("reader", {"start"}, 0);
-    PyObject* a[1];
+    static const ArgSpec<2> spec("reader", {"start", "group"}, 0);
+    PyObject* a[2];
     spec.parse(args, nargs, kwnames, a);
     PyStream& ps = stream_of(self);
     xshm::Start start = xshm::Start::oldest;
@@ -592,12 +619,14 @@ PyObject* fast_reader(PyObject* self, PyObject* const* args, Py_ssize_t nargs, P
       else if (v != "oldest")
         throw xshm::ArgumentError("start must be 'oldest' or 'latest', got " + repr_of(a[0]));
     }
+    std::optional<std::string> group;
+    if (a[1] != nullptr && a[1] != Py_None) group = arg_str(a[1], "group", " (a group name, or None)");
     xshm::Stream& s = ps.s();
     xshm::Stream local = s;
     xshm::StreamReader r;
     {
       py::gil_scoped_release nogil;
-      r = local.reader(start, check_signals);
+      r = group ? local.reader(start, *group, check_signals) : local.reader(start, check_signals);
     }
     return py::cast(std::make_unique<PyReader>(std::move(r), ps.frame(), local.name()));
   });
@@ -629,6 +658,11 @@ PyObject* fast_unlink(PyObject* self, PyObject* const* args, Py_ssize_t nargs, P
 PyObject* fast_readers(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return no_args("readers", args, nargs, kwnames,
                  [&]() -> py::object { return readers_info(stream_of(self)); });
+}
+
+PyObject* fast_groups(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("groups", args, nargs, kwnames,
+                 [&]() -> py::object { return groups_info(stream_of(self)); });
 }
 
 PyObject* fast_header(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
@@ -755,7 +789,7 @@ constexpr int kFast = METH_FASTCALL | METH_KEYWORDS;
 PyMethodDef g_stream_statics[] = {
     {"create", fastcall_fn(fast_create), kFast,
      "create(name, capacity, max_bytes=None, dtype=None, shape=None, backpressure='block', max_readers=16, "
-     "mode=384, exist_ok=False)\n--\n\n"
+     "mode=384, exist_ok=False, max_groups=16)\n--\n\n"
      "Create a stream of `capacity` messages (exclusive; owner-only 0o600 unless `mode` says\n"
      "otherwise; pages reserved up front). A segment of that name that exists already is\n"
      "FileExistsError, unless exist_ok=True (LayoutError naming what differs if its layout does).\n\n"
@@ -763,7 +797,8 @@ PyMethodDef g_stream_statics[] = {
      "messages are numpy arrays of that dtype and shape (max_bytes follows; shape () is one value).\n"
      "backpressure: 'block' (writers wait while the slowest reader is a full ring behind; with no\n"
      "reader attached nothing waits: the last `capacity` messages are kept and what is overwritten\n"
-     "counts in `dropped`) or 'drop_oldest' (writers never wait; a lapped reader counts what it lost)."},
+     "counts in `dropped`) or 'drop_oldest' (writers never wait; a lapped reader counts what it lost).\n"
+     "max_groups: named reader groups (work queues, s.reader(group=...)) the stream can hold (0-1024)."},
     {"open", fastcall_fn(fast_open), kFast,
      "open(name, readonly=False, timeout=0)\n--\n\n"
      "Open an existing stream, validating every header field against the mapping.\n"
@@ -787,11 +822,16 @@ PyMethodDef g_stream_methods[] = {
      "Send every item in order, claiming as many slots at once as there is room for; return the\n"
      "sequence number of the last. On timeout, StreamFullError says how many were sent."},
     {"reader", fastcall_fn(fast_reader), kFast,
-     "reader($self, /, start='oldest')\n--\n\n"
+     "reader($self, /, start='oldest', group=None)\n--\n\n"
      "Attach a new reader with its own cursor: at the oldest message the ring still holds, or at\n"
      "the next one sent ('latest'). Under 'block' it gates writers until closed. Attaching takes\n"
      "the stream's mutex: it waits for it up to 10 s (GIL released, Ctrl-C honoured), then raises\n"
-     "WaitTimeoutError."},
+     "WaitTimeoutError.\n\n"
+     "group: join the named group (a work queue): its members share one cursor and each message\n"
+     "goes to exactly one of them. The first member creates it at `start`; the group's cursor\n"
+     "outlives its members, so members that come back resume where it stopped. A group with a\n"
+     "member attached gates 'block' writers like one reader; with none it gates nothing, and\n"
+     "counts what it missed as lost when a member returns."},
     {"close", fastcall_fn(fast_stream_close), kFast,
      "close($self, /)\n--\n\nUnmap this handle (its readers keep the mapping). Never unlinks."},
     {"unlink", fastcall_fn(fast_unlink), kFast,
@@ -801,6 +841,10 @@ PyMethodDef g_stream_methods[] = {
      "The attached readers as dicts (index, pid, start, cursor, lag, lost, received, skipped,\n"
      "attached_ns, alive), read without taking any lock: `start` is the cursor it attached at, and\n"
      "received + lost + skipped = cursor - start. For tools such as xshm inspect."},
+    {"groups", fastcall_fn(fast_groups), kFast,
+     "groups($self, /)\n--\n\n"
+     "The stream's reader groups as dicts (name, start, cursor, lag, received, lost, skipped,\n"
+     "members: attached members whose process lives). received + lost + skipped = cursor - start."},
     {"header", fastcall_fn(fast_header), kFast,
      "header($self, /)\n--\n\nThe header's fields as a dict, read without taking any lock."},
     {"__enter__", fastcall_fn(fast_enter), kFast, "__enter__($self, /)\n--\n\n"},
@@ -882,6 +926,11 @@ XSHM_RGET(lag, py::int_(pr.r().lag()))
 XSHM_RGET(received, py::int_(pr.r().received()))
 XSHM_RGET(skipped, py::int_(pr.r().skipped()))
 XSHM_RGET(cursor, py::int_(pr.r().cursor()))
+XSHM_RGET(group, ([&]() -> py::object {
+            std::string g = pr.r().group();
+            if (g.empty()) return py::none();
+            return py::str(g);
+          }()))
 #undef XSHM_RGET
 
 #define XSHM_SRO(attr, doc, why) \
@@ -924,7 +973,12 @@ PyGetSetDef g_reader_getset[] = {
              "Sequence numbers this reader stepped over because their claim was dropped (nothing\n"
              "was sent under them): received + lost + skipped = what was numbered since it attached.",
              ": the reader counts it"),
-    XSHM_RRO(cursor, "The sequence number of the next message it takes.", ": receiving moves it"),
+    XSHM_RRO(cursor, "The sequence number of the next message it takes (a group member: its group's).",
+             ": receiving moves it"),
+    XSHM_RRO(group,
+             "The name of the group it is a member of, or None. A member's received, lost and\n"
+             "skipped are its own share of the group's (Stream.groups() has the group's).",
+             ": it is chosen when the reader attaches"),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 #undef XSHM_SRO

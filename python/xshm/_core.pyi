@@ -220,6 +220,9 @@ class StreamReader:
         """Sequence numbers stepped over because their claim was dropped (nothing sent)."""
     @property
     def cursor(self) -> int: ...
+    @property
+    def group(self) -> Optional[str]:
+        """The name of the group it is a member of, or None."""
     def __enter__(self) -> Self: ...
     def __exit__(self, arg0: object, arg1: object, arg2: object, /) -> bool: ...
     def __iter__(self) -> Self: ...
@@ -256,6 +259,7 @@ class Stream:
         max_readers: int = 16,
         mode: int = 0o600,
         exist_ok: bool = False,
+        max_groups: int = 16,
     ) -> Stream:
         """Create a stream of `capacity` messages (exclusive; owner-only 0600 by default)."""
     @staticmethod
@@ -271,8 +275,11 @@ class Stream:
         """Claim the next slot for a zero-copy send (StreamFullError after `timeout`)."""
     def try_claim(self, nbytes: Optional[int] = None) -> Optional[StreamClaim]:
         """A claim if a slot is free now, else None."""
-    def reader(self, start: str = "oldest") -> StreamReader:
-        """Attach a new reader at the oldest retained message or the next one ('latest')."""
+    def reader(self, start: str = "oldest", group: Optional[str] = None) -> StreamReader:
+        """Attach a new reader at the oldest retained message or the next one ('latest'); with
+        `group`, a member of that named group (each message to exactly one member)."""
+    def groups(self) -> list[dict[str, Any]]:
+        """The reader groups: name, start, cursor, lag, received, lost, skipped, members."""
     def close(self) -> None: ...
     def unlink(self) -> None: ...
     def readers(self) -> list[dict[str, Any]]: ...

@@ -59,6 +59,7 @@ class Tally:
         self.pids: dict[int, set[int]] = {}
         self.n = self.torn = self.backwards = self.seq_gaps = 0
         self.repeats = self.skipped = 0  # by a writer's own counter
+        self.keys: list[tuple[int, int]] = []  # (writer id, counter) of every whole message
         self.digest = hashlib.sha256()
 
     def add(self, m: Any) -> None:
@@ -74,6 +75,7 @@ class Tally:
             self.torn += 1
             return
         wid, k = parsed
+        self.keys.append((wid, k))
         self.pids.setdefault(wid, set()).add(m.writer_pid)
         self.count[wid] = self.count.get(wid, 0) + 1
         expect = self.next_k.get(wid, 0 if self.from_zero else k)
@@ -98,14 +100,22 @@ class Tally:
             "count": self.count,
             "pids": {w: sorted(p) for w, p in self.pids.items()},
             "digest": self.digest.hexdigest(),
+            "keys": self.keys,
         }
 
 
 def _reader(
-    name: str, start: str, from_zero: bool, slow: bool, ready: Any, done: Any, out: Any
+    name: str,
+    start: str,
+    from_zero: bool,
+    slow: bool,
+    ready: Any,
+    done: Any,
+    out: Any,
+    group: str | None = None,
 ) -> None:
     """Reads until the parent says every writer has exited and nothing is left to take."""
-    with xshm.Stream.open(name, timeout=10) as s, s.reader(start) as r:
+    with xshm.Stream.open(name, timeout=10) as s, s.reader(start, group=group) as r:
         tally = Tally(r.cursor, from_zero)
         ready.put(r.cursor)
         deadline = time.monotonic() + WAIT
@@ -170,9 +180,11 @@ class Run:
         self.procs.append(p)
         return p
 
-    def reader(self, name: str, start: str, from_zero: bool, slow: bool = False) -> int:
+    def reader(
+        self, name: str, start: str, from_zero: bool, slow: bool = False, group: str | None = None
+    ) -> int:
         """Starts a reader process; returns the cursor it attached at."""
-        self.start(_reader, name, start, from_zero, slow, self.ready, self.done, self.out)
+        self.start(_reader, name, start, from_zero, slow, self.ready, self.done, self.out, group)
         return int(self.ready.get(timeout=WAIT))
 
     def finish(self, writers: list[Any], n_readers: int) -> list[dict[str, Any]]:
@@ -258,6 +270,47 @@ def test_many_writers_one_reader_one_total_order(seg_name: str) -> None:
             assert res["pids"] == {wid: [ws[wid].pid] for wid in range(writers)}
             assert s.dropped == 0
             assert s.abandoned == 0
+    finally:
+        run.close()
+
+
+def test_a_group_of_workers_shares_the_messages_of_many_writers(seg_name: str) -> None:
+    """3 writer processes, a group of 3 worker processes (one slow) and a broadcast reader: the
+    workers take every message exactly once between them (no loss, no duplicate), each worker
+    sees each writer's messages in their order, whole; the broadcast reader gets them all."""
+    seed = _seed()
+    run = Run()
+    writers, workers = 3, 3
+    try:
+        with xshm.Stream.create(seg_name, 8, max_bytes=MAX_BYTES) as s:
+            for k in range(workers):
+                assert run.reader(seg_name, "latest", False, slow=k == 0, group="pool") == 0
+            assert run.reader(seg_name, "latest", True) == 0
+            ws = [
+                run.start(_writer, seg_name, wid, COUNT, seed, run.go, None, None)
+                for wid in range(writers)
+            ]
+            run.go.set()
+            results = run.finish(ws, workers + 1)
+            head = s.head
+            assert head == writers * COUNT
+            everyone = next(r for r in results if r["n"] == head)
+            check_reader(everyone, head)
+            pool = [r for r in results if r is not everyone]
+            taken = [key for r in pool for key in r["keys"]]
+            assert sorted(taken) == [(w, k) for w in range(writers) for k in range(COUNT)]
+            for r in pool:
+                assert (r["torn"], r["backwards"], r["repeats"], r["lost"]) == (0, 0, 0, 0), r
+                assert r["n"] == r["received"] > 0, "a worker took nothing"
+            (g,) = s.groups()
+            assert (g["name"], g["cursor"], g["received"], g["lost"], g["skipped"]) == (
+                "pool",
+                head,
+                head,
+                0,
+                0,
+            )
+            assert g["members"] == 0, "the workers left, yet the group counts members"
     finally:
         run.close()
 

@@ -54,6 +54,7 @@ def _calls(w: _World) -> dict[str, tuple[Callable[..., object], dict[str, Any]]]
                 "max_readers": 2,
                 "mode": 0o600,
                 "exist_ok": False,
+                "max_groups": 2,
             },
         ),
         "open": (xshm.Stream.open, {"name": w.name, "readonly": True, "timeout": 0.0}),
@@ -62,8 +63,9 @@ def _calls(w: _World) -> dict[str, tuple[Callable[..., object], dict[str, Any]]]
         "send_many": (w.s.send_many, {"items": [b"a"], "timeout": 0.0}),
         "claim": (w.s.claim, {"nbytes": 4, "timeout": 0.0}),
         "try_claim": (w.s.try_claim, {"nbytes": 4}),
-        "reader": (w.s.reader, {"start": "latest"}),
+        "reader": (w.s.reader, {"start": "latest", "group": None}),
         "readers": (w.s.readers, {}),
+        "groups": (w.s.groups, {}),
         "header": (w.s.header, {}),
         "recv": (w.r.recv, {"timeout": 0.0, "spin": 0.0}),
         "try_recv": (w.r.try_recv, {}),
@@ -81,7 +83,7 @@ def test_every_public_method_is_swept() -> None:
         if not n.startswith("_") and callable(getattr(xshm.StreamReader, n))
     }
     covered = {"create", "open", "send", "try_send", "send_many", "claim", "try_claim", "reader"}
-    covered |= {"readers", "header"}
+    covered |= {"readers", "groups", "header"}
     assert stream == covered | {"close", "unlink"}, stream ^ (covered | {"close", "unlink"})
     assert reader == {"recv", "try_recv", "recv_many", "close"}, reader
 
