@@ -683,17 +683,23 @@ S_CAPACITY, S_MAX_BYTES, S_SLOT_SIZE, S_SLOTS_OFFSET = 36, 40, 48, 56
 S_MAX_READERS, S_MAX_WRITERS, S_READERS_OFFSET, S_WRITERS_OFFSET = 64, 68, 72, 80
 S_DTYPE, S_NDIM, S_SHAPE = 88, 92, 96
 S_MUTEX_SIZE, S_MUTEX_ABI, S_CREATION_ID, S_CREATED_NS, S_CREATOR_PID = 160, 164, 168, 184, 192
+S_MAX_GROUPS, S_GROUPS_OFFSET = 196, 200
 # 18.2 head line, 18.4 stats line, 18.5 writer line and mutex
-S_HEAD, S_DATA_EPOCH, S_CLAIM_SEQ, S_CLAIM_DROPPED = 256, 264, 272, 280
+S_HEAD, S_DATA_EPOCH, S_CLAIM_SEQ, S_CLAIM_DROPPED, S_SPACE_EPOCH = 256, 264, 272, 280, 320
 S_DROPPED, S_ABANDONED, S_READERS_GEN, S_REAPED = 384, 392, 400, 404
 S_OWNER_PID, S_RECOVERIES, S_MUTEX = 448, 452, 512
 S_RESERVED = [(208, 256), (288, 320), (328, 384), (408, 448), (456, 512), (576, PAGE)]
-# 19.1 reader entry, 19.2 writer entry, 20.1 slot header
+# 19.1 reader entry, 19.2 writer entry, 19.3 group entry, 20.1 slot header
 RE_CURSOR, RE_LOST, RE_RECEIVED, RE_START, RE_SLEEPING = 0, 8, 16, 24, 32
-RE_STATE, RE_PID, RE_GENERATION, RE_ATTACHED_NS = 64, 72, 76, 80
+RE_SKIPPED, RE_HOLD = 40, 48
+RE_STATE, RE_PID, RE_GENERATION, RE_ATTACHED_NS, RE_GROUP = 64, 72, 76, 80, 88
 WE_STATE, WE_PID, WE_GENERATION, WE_SENT, WE_ATTACHED_NS, WE_SLEEPING = 0, 8, 12, 16, 24, 32
+GE_CURSOR, GE_RECEIVED, GE_LOST, GE_SKIPPED, GE_START, GE_MUTEX = 0, 8, 16, 24, 32, 64
+GE_STATE, GE_GENERATION, GE_NAME_LEN, GE_CREATED_NS, GE_NAME = 128, 136, 140, 144, 152
+GROUP_ENTRY, MAX_GROUP_NAME, GROUP_ACTIVE = 192, 40, 1
+HOLD_COPY, HOLD_LOSE, HOLD_SKIP = 1, 2, 3  # 19.1 hold: (c << 2) | step
 SL_WORD, SL_LENGTH, SL_TIMESTAMP, SL_WRITER_PID = 0, 8, 16, 24
-SL_WRITER_INDEX, SL_WRITER_STATE = 28, 32
+SL_WRITER_INDEX, SL_WRITER_STATE, SL_CANCELLED = 28, 32, 40
 SLOT_HEADER = 64
 # 20.2 slot word tags
 WRITING, COMMITTED, ABANDONED = 1, 2, 3
@@ -730,6 +736,8 @@ class StreamGeometry:
     writers_offset: int
     slots_offset: int
     total_size: int
+    max_groups: int = 0
+    groups_offset: int = 0  # 0: no group table
 
 
 class GeometryRefused(ValueError):
@@ -743,6 +751,7 @@ def stream_geometry(
     drop_oldest: bool = False,
     max_readers: int = 4,
     max_writers: int = 4,
+    max_groups: int = 0,
     dtype: int = 0,
     shape: tuple[int, ...] = (),
 ) -> StreamGeometry:
@@ -755,6 +764,8 @@ def stream_geometry(
         raise GeometryRefused(f"max_readers must be 1 to 1024, got {max_readers}")
     if not 1 <= max_writers <= 1024:
         raise GeometryRefused(f"max_writers must be 1 to 1024, got {max_writers}")
+    if not 0 <= max_groups <= 1024:
+        raise GeometryRefused(f"max_groups must be 0 to 1024, got {max_groups}")
     if dtype == 0:
         if shape:
             raise GeometryRefused("a byte stream has no shape")
@@ -777,7 +788,9 @@ def stream_geometry(
         raise GeometryRefused("the ring would exceed 2**40 bytes")
     readers_offset = PAGE
     writers_offset = readers_offset + 128 * max_readers
-    slots_offset = round_up(writers_offset + 64 * max_writers, PAGE)
+    writers_end = writers_offset + 64 * max_writers
+    groups_offset = writers_end if max_groups else 0
+    slots_offset = round_up(writers_end + GROUP_ENTRY * max_groups, PAGE)
     total_size = round_up(slots_offset + capacity * slot_size, PAGE)
     return StreamGeometry(
         capacity,
@@ -792,31 +805,42 @@ def stream_geometry(
         writers_offset,
         slots_offset,
         total_size,
+        max_groups,
+        groups_offset,
     )
 
 
 def check_geometry_table() -> None:
     """The examples of section 17's table, so that the formula above is the page's."""
     rows = [
-        ((1024, 1024, 16, 64, 0, ()), (1088, 6144, 12288, 1126400)),
-        ((4, 64, 16, 64, 0, ()), (128, 6144, 12288, 16384)),
-        ((8, 3686400, 16, 64, 11, (480, 640, 3)), (3686464, 6144, 12288, 29507584)),
-        ((1000, 100, 1024, 1024, 0, ()), (192, 135168, 200704, 393216)),
-        ((1 << 24, 65472, 1, 1, 0, ()), (65536, 4224, 8192, (1 << 40) + 8192)),
+        ((1024, 1024, 16, 64, 16, 0, ()), (1088, 6144, 10240, 16384, 1130496)),
+        ((1024, 1024, 16, 64, 0, 0, ()), (1088, 6144, 0, 12288, 1126400)),
+        ((4, 64, 16, 64, 0, 0, ()), (128, 6144, 0, 12288, 16384)),
+        ((8, 100, 4, 4, 2, 0, ()), (192, 4608, 4864, 8192, 12288)),
+        ((8, 100, 4, 4, 1024, 0, ()), (192, 4608, 4864, 204800, 208896)),
+        ((8, 3686400, 16, 64, 0, 11, (480, 640, 3)), (3686464, 6144, 0, 12288, 29507584)),
+        ((1000, 100, 1024, 1024, 0, 0, ()), (192, 135168, 0, 200704, 393216)),
+        ((1 << 24, 65472, 1, 1, 0, 0, ()), (65536, 4224, 0, 8192, (1 << 40) + 8192)),
     ]
-    for (cap, mb, nr, nw, dt, sh), want in rows:
-        g = stream_geometry(cap, mb, max_readers=nr, max_writers=nw, dtype=dt, shape=sh)
-        assert (g.slot_size, g.writers_offset, g.slots_offset, g.total_size) == want, (cap, g)
-    for cap, mb, dt, sh in [
-        ((1 << 24) + 1, 65472, 0, ()),
-        (1 << 30, 1024, 0, ()),
-        (4, 1 << 31, 3, (1 << 15, 1 << 15, 2)),
+    for (cap, mb, nr, nw, ng, dt, sh), want in rows:
+        g = stream_geometry(
+            cap, mb, max_readers=nr, max_writers=nw, max_groups=ng, dtype=dt, shape=sh
+        )
+        got = (g.slot_size, g.writers_offset, g.groups_offset, g.slots_offset, g.total_size)
+        assert got == want, (cap, g)
+    for cap, mb, ng, dt, sh in [
+        ((1 << 24) + 1, 65472, 0, 0, ()),
+        (1 << 30, 1024, 0, 0, ()),
+        (8, 100, 1025, 0, ()),
+        (4, 1 << 31, 0, 3, (1 << 15, 1 << 15, 2)),
     ]:
         try:
-            stream_geometry(cap, mb, max_readers=1, max_writers=1, dtype=dt, shape=sh)
+            stream_geometry(
+                cap, mb, max_readers=1, max_writers=1, max_groups=ng, dtype=dt, shape=sh
+            )
         except GeometryRefused:
             continue
-        raise AssertionError(f"section 17 refuses capacity {cap}, max_bytes {mb}")
+        raise AssertionError(f"section 17 refuses capacity {cap}, max_bytes {mb}, groups {ng}")
 
 
 @dataclass
@@ -854,6 +878,8 @@ class StreamImage:
         u32(b, S_MAX_WRITERS, g.max_writers)
         u64(b, S_READERS_OFFSET, g.readers_offset)
         u64(b, S_WRITERS_OFFSET, g.writers_offset)
+        u32(b, S_MAX_GROUPS, g.max_groups)
+        u64(b, S_GROUPS_OFFSET, g.groups_offset)
         u32(b, S_DTYPE, g.dtype)
         u32(b, S_NDIM, len(g.shape))
         for i, e in enumerate(g.shape):
@@ -1017,6 +1043,108 @@ class StreamImage:
         u64(b, at + RE_STATE, entry_state(gen))
         u32(b, S_READERS_GEN, u32(b, S_READERS_GEN) + 1)
 
+    # --- 25.7: a claim dropped by its (live) writer ---
+    def drop_claim(self, x: int, scribble: bytes = b"") -> None:
+        """The claimant wrote `scribble` into the payload in place, then dropped the claim:
+        cancelled = x + 1, then the CAS W(x) -> A(x), then notify readers. Not `abandoned`."""
+        b, s = self.b, self.slot_at(x)
+        assert self.slot_word(x) == word(x, WRITING)
+        b[s + SLOT_HEADER : s + SLOT_HEADER + len(scribble)] = scribble
+        u64(b, s + SL_CANCELLED, x + 1)
+        u64(b, s + SL_WORD, word(x, ABANDONED))
+        self.notify_readers()
+
+    # --- 19.3, 26.8: groups ---
+    def group_at(self, g: int) -> int:
+        assert g < self.g.max_groups
+        return self.g.groups_offset + GROUP_ENTRY * g
+
+    def attach_member(self, i: int, pid: int, name: str) -> int:
+        """26.1 with a group (26.8.1), at 'oldest': finds or creates the group, then attaches
+        reader entry i as its member. Returns the group's index."""
+        b, g = self.b, self.g
+        raw = name.encode("ascii")
+        assert 1 <= len(raw) <= MAX_GROUP_NAME and all(0x20 <= c <= 0x7E and c != 0x2F for c in raw)
+        self.lock_mutex()
+        found, free = None, None
+        for k in range(g.max_groups):
+            at = self.group_at(k)
+            if u64(b, at + GE_STATE) != GROUP_ACTIVE:
+                free = k if free is None else free
+            elif b[at + GE_NAME : at + GE_NAME + u32(b, at + GE_NAME_LEN)] == raw:
+                found = k
+                break
+        if found is None:  # 26.8.1 step 3: create it in the first free entry
+            assert free is not None
+            found, at = free, self.group_at(free)
+            h = self.head
+            start = h - g.capacity if h >= g.capacity else 0
+            u32(b, at + GE_MUTEX + MX_KIND, MUTEX_KIND)  # pthread_mutex_init (7.1 step 7)
+            for off, v in [(GE_START, start), (GE_CURSOR, start), (GE_RECEIVED, 0)]:
+                u64(b, at + off, v)
+            u64(b, at + GE_LOST, 0)
+            u64(b, at + GE_SKIPPED, 0)
+            u32(b, at + GE_GENERATION, u32(b, at + GE_GENERATION) + 1)
+            u32(b, at + GE_NAME_LEN, len(raw))
+            b[at + GE_NAME : at + GE_NAME + MAX_GROUP_NAME] = raw.ljust(MAX_GROUP_NAME, b"\0")
+            u64(b, at + GE_CREATED_NS, CREATED_NS)
+            u64(b, at + GE_STATE, GROUP_ACTIVE)
+        r = self.reader_at(i)
+        assert u64(b, r + RE_STATE) == 0 and u64(b, r + RE_HOLD) == 0
+        cursor = u64(b, self.group_at(found) + GE_CURSOR)
+        u32(b, r + RE_GROUP, found + 1)
+        gen = u32(b, r + RE_GENERATION) + 1
+        u32(b, r + RE_GENERATION, gen)
+        for off, v in [(RE_CURSOR, cursor), (RE_START, cursor), (RE_LOST, 0), (RE_RECEIVED, 0)]:
+            u64(b, r + off, v)
+        u64(b, r + RE_SKIPPED, 0)
+        u32(b, r + RE_PID, pid)
+        u64(b, r + RE_ATTACHED_NS, CREATED_NS)
+        u64(b, r + RE_STATE, entry_state(gen))
+        u32(b, S_READERS_GEN, u32(b, S_READERS_GEN) + 1)
+        return found
+
+    def member_take(self, i: int) -> int:
+        """26.8.2: one take by member i of a committed message (the only kind the vectors need):
+        the group mutex, hold, the group cursor, received, hold cleared, then its own share."""
+        b, r = self.b, self.reader_at(i)
+        at = self.group_at(u32(b, r + RE_GROUP) - 1)
+        u32(b, at + GE_MUTEX + MX_COUNT, 1)  # a lock and unlock leave __count 1 (A.2)
+        c = u64(b, at + GE_CURSOR)
+        assert self.slot_word(c) == word(c, COMMITTED)
+        u64(b, r + RE_HOLD, (c << 2) | HOLD_COPY)
+        u64(b, at + GE_CURSOR, c + 1)
+        u64(b, at + GE_RECEIVED, u64(b, at + GE_RECEIVED) + 1)
+        u64(b, r + RE_HOLD, 0)
+        u64(b, r + RE_RECEIVED, u64(b, r + RE_RECEIVED) + 1)
+        return c
+
+    def close_reader(self, i: int) -> None:
+        """26.6 under the mutex: state 0, readers_gen + 1 (group and hold stay as they are)."""
+        self.lock_mutex()
+        u64(self.b, self.reader_at(i) + RE_STATE, 0)
+        u32(self.b, S_READERS_GEN, u32(self.b, S_READERS_GEN) + 1)
+        u32(self.b, S_SPACE_EPOCH, u32(self.b, S_SPACE_EPOCH) + 1)
+
+    def groups_cell(self) -> str:
+        """The manifest's `groups`: index:name:start:cursor:received:lost:skipped:members."""
+        b, g, out = self.b, self.g, []
+        for k in range(g.max_groups):
+            at = self.group_at(k)
+            if u64(b, at + GE_STATE) != GROUP_ACTIVE:
+                continue
+            name = b[at + GE_NAME : at + GE_NAME + min(u32(b, at + GE_NAME_LEN), 40)].decode()
+            assert ":" not in name and " " not in name
+            members = sum(
+                1
+                for i in range(g.max_readers)
+                if u64(b, self.reader_at(i) + RE_STATE) != 0
+                and u32(b, self.reader_at(i) + RE_GROUP) == k + 1
+            )
+            f = [u64(b, at + o) for o in (GE_START, GE_CURSOR, GE_RECEIVED, GE_LOST, GE_SKIPPED)]
+            out.append(":".join([str(k), name, *map(str, f), str(members)]))
+        return " ".join(out) or "-"
+
 
 @dataclass
 class StreamVector:
@@ -1042,6 +1170,9 @@ class StreamVector:
     abandoned: str = "-"
     dropped: str = "-"
     recoveries: str = "-"
+    max_groups: str = "-"
+    skipped: str = "-"
+    groups: str = "-"
     note: str = ""
 
 
@@ -1067,6 +1198,9 @@ STREAM_COLUMNS = [
     "abandoned",
     "dropped",
     "recoveries",
+    "max_groups",
+    "skipped",
+    "groups",
     "note",
 ]
 
@@ -1079,6 +1213,7 @@ def stream_ok(
     head: int | None = None,
     cursor: int,
     lost: int = 0,
+    skipped: int = 0,
     abandoned: int | None = None,
     dropped: int | None = None,
     recoveries: int = 0,
@@ -1101,6 +1236,9 @@ def stream_ok(
     v.abandoned = str(u64(img.b, S_ABANDONED) if abandoned is None else abandoned)
     v.dropped = str(u64(img.b, S_DROPPED) if dropped is None else dropped)
     v.recoveries = str(recoveries)
+    v.max_groups = str(g.max_groups)
+    v.skipped = str(skipped)
+    v.groups = img.groups_cell() if g.max_groups else "-"
     return v
 
 
@@ -1374,6 +1512,69 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
         )
     )
 
+    # A claim its (live) writer dropped (25.7): A(1) with cancelled = 2, some bytes written in
+    # place and no length. A reader steps over it and counts it skipped, not lost; `abandoned`
+    # does not count it.
+    img = StreamImage(stream_geometry(8, 100))
+    msgs = img.send(A, payload(0, 100))
+    h = img.claim(A, 1)
+    img.drop_claim(h, b"written in place, then dropped")
+    msgs += img.send(B, payload(2, 100))
+    out.append(
+        stream_ok(
+            "stream-claim-dropped.seg",
+            img,
+            msgs,
+            cursor=0,
+            skipped=1,
+            note="slot 1 A(1) with cancelled 2 (a dropped claim): skipped 1, lost 0, abandoned 0",
+        )
+    )
+
+    # The slot of that dropped claim a lap later (capacity 4): B died copying message 5 into
+    # it and a reader judged it, so it holds A(5) with cancelled still 2, from the earlier lap:
+    # a loss, not a dropped claim (20.1: any other value means nothing).
+    img = StreamImage(stream_geometry(4, 100))
+    msgs = img.send(A, payload(0, 100))
+    img.drop_claim(img.claim(A, 1), b"dropped")
+    for x in (2, 3, 4):
+        msgs += img.send(A, payload(x, 100))
+    h = img.claim(B, 1)
+    img.fill(h, B, b"half")
+    img.abandon(h)
+    msgs += img.send(A, payload(6, 100))
+    assert u64(img.b, img.slot_at(5) + SL_CANCELLED) == 2 and img.head == 7
+    out.append(
+        stream_ok(
+            "stream-claim-stale-cancelled.seg",
+            img,
+            [m for m in msgs if m.seq >= 3],
+            cursor=3,
+            lost=1,
+            note="slot 1 A(5) with cancelled 2 (of message 1, a lap before): lost, not skipped",
+        )
+    )
+
+    # A group table of 2 (19.3): group 0 "workers" created at 0 by a member (entry 0) that took
+    # messages 0 and 1 (group cursor 2, received 2) and closed; entry 1 of the table is free.
+    # A solo reader attached at oldest is no member: it takes every message from 0.
+    img = StreamImage(stream_geometry(8, 100, max_groups=2))
+    msgs = img.send(A, payload(0, 100), payload(1, 100)) + img.send(B, payload(2, 100))
+    assert img.attach_member(0, B, "workers") == 0
+    assert [img.member_take(0), img.member_take(0)] == [0, 1]
+    img.close_reader(0)
+    msgs += img.send(A, payload(3, 100))
+    bases["groups"] = img
+    out.append(
+        stream_ok(
+            "stream-groups.seg",
+            img,
+            msgs,
+            cursor=0,
+            note="max_groups 2, group 0 'workers' at cursor 2 (received 2), its member closed",
+        )
+    )
+
     # Another C library's mutex: a read-only handle opens it (S20 is for handles that lock the
     # mutex); a writable open and a reader's attach are refused.
     for tag, off, value in [
@@ -1385,7 +1586,7 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
         u32(img.b, off, value)
         v = stream_ok(f"stream-{tag}.seg", img, [], cursor=0, stage="attach")
         v.error, v.error_text = "LayoutError", "another C library or architecture"
-        v.head, v.cursor, v.messages, v.lost = "-", "-", "-", "-"
+        v.head, v.cursor, v.messages, v.lost, v.skipped = "-", "-", "-", "-", "-"
         v.abandoned, v.dropped, v.recoveries = "-", "-", "-"
         v.note = "read-only open accepted; a writable open (S20) and reader() (26.1) refused"
         out.append(v)
@@ -1396,7 +1597,7 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
     u64(img.b, img.slot_at(1) + SL_LENGTH, 101)
     v = stream_ok("stream-length-101.seg", img, msgs[:1], cursor=0, stage="recv")
     v.error, v.error_text = "LayoutError", "message 1 claims 101 bytes, more than max_bytes"
-    v.lost, v.abandoned, v.dropped, v.recoveries = "-", "-", "-", "-"
+    v.lost, v.abandoned, v.dropped, v.recoveries, v.skipped = "-", "-", "-", "-", "-"
     v.note = "26.2: a committed length > max_bytes is refused, not copied"
     out.append(v)
 
@@ -1406,7 +1607,7 @@ def stream_valid_vectors() -> tuple[list[StreamVector], dict[str, StreamImage]]:
     def refused_take(file: str, img: StreamImage, msgs: list[Sent], text: str, note: str) -> None:
         v = stream_ok(file, img, msgs, cursor=0, stage="recv")
         v.error, v.error_text = "LayoutError", text
-        v.lost, v.abandoned, v.dropped, v.recoveries = "-", "-", "-", "-"
+        v.lost, v.abandoned, v.dropped, v.recoveries, v.skipped = "-", "-", "-", "-", "-"
         v.note = note
         out.append(v)
 
@@ -1575,6 +1776,13 @@ def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
         poke(good, (S_MAX_WRITERS, 4, 1025)),
         geo + "max_writers must be 1 to 1024",
     )
+    groups = bytes(bases["groups"].b)
+    refused(
+        "max-groups-1025",
+        poke(groups, (S_MAX_GROUPS, 4, 1025)),
+        geo + "max_groups must be 0 to 1024, got 1025",
+        note="S17: checked before the offsets it would change (S18)",
+    )
     refused(
         "frame-size",
         poke(frames, (S_MAX_BYTES, 8, 32)),
@@ -1635,6 +1843,20 @@ def stream_refused_vectors(bases: dict[str, StreamImage]) -> list[StreamVector]:
     refused("slots-offset", poke(good, (S_SLOTS_OFFSET, 8, 3 * PAGE)), geo_bad)
     refused("readers-offset", poke(good, (S_READERS_OFFSET, 8, PAGE + 128)), geo_bad)
     refused("writers-offset", poke(good, (S_WRITERS_OFFSET, 8, PAGE + 128 * 3)), geo_bad)
+    gg = bases["groups"].g
+    refused(
+        "groups-offset",
+        poke(groups, (S_GROUPS_OFFSET, 8, gg.groups_offset + 64)),
+        geo_bad,
+        note="S18: groups_offset one entry-line past the end of the writer table",
+    )
+    bg = bases["bytes"].g
+    refused(
+        "groups-offset-no-table",
+        poke(good, (S_GROUPS_OFFSET, 8, bg.writers_offset + 64 * bg.max_writers)),
+        geo_bad,
+        note="S18: max_groups 0 needs groups_offset 0, not the end of the writer table",
+    )
     # S19
     refused(
         "total-size",
@@ -1734,6 +1956,10 @@ def write_streams(out_dir: Path) -> list[StreamVector]:
         "# messages: seq:writer_pid:timestamp_ns:payload-hex for each, in order ('-': none).",
         "# lost, abandoned, dropped, recoveries: the reader's lost count and the header's words",
         "#   once it has taken every message (a take that skips a hole waits kHoleCheck first).",
+        "# max_groups: the header's (0: no group table). skipped: that reader's skipped count",
+        "#   (dropped claims, 25.7): received + lost + skipped = head - cursor (28.2).",
+        "# groups: the active groups (26.8.5) as index:name:start:cursor:received:lost:skipped:",
+        "#   members (attached entries naming it), space separated; '-': none.",
         "\t".join(STREAM_COLUMNS),
     ]
     for v in vectors:
