@@ -17,6 +17,7 @@ type streamImage struct {
 	b                                         []byte // 8-byte aligned
 	capacity, maxBytes, maxReaders, maxWriter uint64
 	slotSize, writersOff, slotsOff, total     uint64
+	maxGroups, groupsOff                      uint64 // 19.3; 0, 0 without a group table
 }
 
 func ru(n, a uint64) uint64 { return (n + a - 1) / a * a }
@@ -25,10 +26,21 @@ func ru(n, a uint64) uint64 { return (n + a - 1) / a * a }
 // glibc x86-64 mutex (section 2, A.2), everything else zero.
 func newStreamImage(capacity, maxBytes, maxReaders, maxWriters uint64, dropOldest bool, dtype uint32,
 	shape ...uint64) *streamImage {
-	im := &streamImage{capacity: capacity, maxBytes: maxBytes, maxReaders: maxReaders, maxWriter: maxWriters}
+	return newGroupStreamImage(capacity, maxBytes, maxReaders, maxWriters, 0, dropOldest, dtype, shape...)
+}
+
+// newGroupStreamImage is newStreamImage with a group table of maxGroups
+// entries (17: groups_offset is the end of the writer table, or 0 for none).
+func newGroupStreamImage(capacity, maxBytes, maxReaders, maxWriters, maxGroups uint64, dropOldest bool,
+	dtype uint32, shape ...uint64) *streamImage {
+	im := &streamImage{capacity: capacity, maxBytes: maxBytes, maxReaders: maxReaders, maxWriter: maxWriters,
+		maxGroups: maxGroups}
 	im.slotSize = 64 + ru(maxBytes, 64)
 	im.writersOff = 4096 + 128*maxReaders
-	im.slotsOff = ru(im.writersOff+64*maxWriters, 4096)
+	if maxGroups != 0 {
+		im.groupsOff = im.writersOff + 64*maxWriters
+	}
+	im.slotsOff = ru(im.writersOff+64*maxWriters+192*maxGroups, 4096)
 	im.total = ru(im.slotsOff+capacity*im.slotSize, 4096)
 	words := make([]uint64, im.total/8)
 	im.b = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), im.total)
@@ -59,6 +71,8 @@ func newStreamImage(capacity, maxBytes, maxReaders, maxWriters uint64, dropOldes
 	copy(im.b[168:184], "creation-id-16b\x00")
 	im.put64(184, 1767225600000000000) // created_ns
 	im.put32(192, 4242)                // creator_pid
+	im.put32(196, uint32(maxGroups))   // max_groups
+	im.put64(200, im.groupsOff)        // groups_offset
 	im.put32(512+16, 0x92)             // the mutex's __kind (A.2): not checked
 	return im
 }

@@ -3,7 +3,7 @@ package specreader
 import "fmt"
 
 // Layout version 2, kind 2: streams (LAYOUT.md Part II). The offsets below are
-// copied from the tables of sections 16, 18, 19 and 20.
+// copied from the tables of sections 16, 18, 19 (19.3: groups) and 20.
 
 // The common prefix (section 16) and the kind word.
 const (
@@ -32,6 +32,8 @@ const (
 	soCreationID    = 168
 	soCreatedNs     = 184
 	soCreatorPID    = 192
+	soMaxGroups     = 196 // u32: entries of the group table (0: none)
+	soGroupsOffset  = 200 // u64: 0 when max_groups is 0
 )
 
 // Head line (18.2), space line (18.3), stats line (18.4), writer line (18.5).
@@ -53,7 +55,7 @@ const (
 )
 
 // streamReserved are the header bytes that must be 0 (18.5, S16).
-var streamReserved = [][2]int{{196, 256}, {288, 320}, {328, 384}, {408, 448}, {456, 512}, {576, 4096}}
+var streamReserved = [][2]int{{208, 256}, {288, 320}, {328, 384}, {408, 448}, {456, 512}, {576, 4096}}
 
 // Reader entry (19.1, 128 bytes), writer entry (19.2, 64 bytes).
 const (
@@ -63,10 +65,13 @@ const (
 	reReceived      = 16
 	reStart         = 24 // the cursor it attached at (28.2)
 	reSleeping      = 32 // u32: its generation while counted in data_waiters (23.4)
+	reSkipped       = 40 // dropped claims stepped over (25.7)
+	reHold          = 48 // a member's step in progress: (c << 2) | step, 0 none (26.8.2)
 	reState         = 64
 	rePID           = 72
 	reGeneration    = 76
 	reAttachedNs    = 80
+	reGroup         = 88 // u32: group index + 1 of a member, 0 solo
 
 	writerEntrySize = 64
 	weState         = 0
@@ -75,6 +80,28 @@ const (
 	weSent          = 16
 	weAttachedNs    = 24
 	weSleeping      = 32 // u32: its generation while counted in space_waiters (23.4)
+)
+
+// Group entry (19.3, 192 bytes) and a member's hold steps (19.1, 26.8.2).
+const (
+	groupEntrySize = 192
+	geCursor       = 0
+	geReceived     = 8
+	geLost         = 16
+	geSkipped      = 24
+	geStart        = 32
+	geMutex        = 64
+	geState        = 128
+	geGeneration   = 136
+	geNameLen      = 140
+	geCreatedNs    = 144
+	geName         = 152
+	maxGroupName   = 40
+	groupActive    = 1
+
+	holdCopy = 1
+	holdLose = 2
+	holdSkip = 3
 )
 
 // Slot header (20.1) and slot word tags (20.2).
@@ -86,6 +113,7 @@ const (
 	slWriterPID   = 24
 	slWriterIndex = 28
 	slWriterState = 32
+	slCancelled   = 40 // x + 1 when A(x) is a dropped claim (25.7)
 	slPayload     = 64
 
 	tagWriting   = 1
@@ -101,6 +129,7 @@ const (
 	MaxStreamCapacity = uint64(1) << 30
 	MaxStreamMaxBytes = uint64(1) << 30
 	MaxStreamTable    = 1024
+	MaxStreamGroups   = 1024
 	MaxStreamRing     = uint64(1) << 40
 	flagDropOldest    = 1
 )
@@ -133,6 +162,7 @@ type StreamParams struct {
 	Backpressure Backpressure
 	MaxReaders   uint64
 	MaxWriters   uint64
+	MaxGroups    uint64   // 0: no group table
 	DType        DType    // 0: byte messages
 	Shape        []uint64 // frames only
 }
@@ -143,6 +173,7 @@ type StreamGeometry struct {
 	SlotSize      uint64
 	ReadersOffset uint64
 	WritersOffset uint64
+	GroupsOffset  uint64 // 0 when MaxGroups is 0
 	SlotsOffset   uint64
 	TotalSize     uint64
 }
@@ -185,6 +216,9 @@ func ComputeStreamGeometry(p StreamParams) (StreamGeometry, error) {
 	if p.MaxWriters < 1 || p.MaxWriters > MaxStreamTable {
 		return StreamGeometry{}, argErr("max_writers must be 1 to 1024, got %d", p.MaxWriters)
 	}
+	if p.MaxGroups > MaxStreamGroups {
+		return StreamGeometry{}, argErr("max_groups must be 0 to 1024, got %d", p.MaxGroups)
+	}
 	if p.Backpressure != Block && p.Backpressure != DropOldest {
 		return StreamGeometry{}, argErr("backpressure must be block or drop_oldest, got %d", uint32(p.Backpressure))
 	}
@@ -219,7 +253,11 @@ func ComputeStreamGeometry(p StreamParams) (StreamGeometry, error) {
 	}
 	g.ReadersOffset = HeaderSize
 	g.WritersOffset = g.ReadersOffset + readerEntrySize*p.MaxReaders
-	g.SlotsOffset = roundUp(g.WritersOffset+writerEntrySize*p.MaxWriters, PageSize)
+	writersEnd := g.WritersOffset + writerEntrySize*p.MaxWriters
+	if p.MaxGroups != 0 {
+		g.GroupsOffset = writersEnd
+	}
+	g.SlotsOffset = roundUp(writersEnd+groupEntrySize*p.MaxGroups, PageSize)
 	g.TotalSize = roundUp(g.SlotsOffset+p.Capacity*g.SlotSize, PageSize)
 	return g, nil
 }
@@ -239,3 +277,6 @@ func (g StreamGeometry) SlotOffset(i uint64) uint64 { return g.SlotsOffset + i*g
 // ReaderOffset and WriterOffset are the entries' file offsets: their lock bytes (19, 23.1).
 func (g StreamGeometry) ReaderOffset(i uint64) uint64 { return g.ReadersOffset + readerEntrySize*i }
 func (g StreamGeometry) WriterOffset(j uint64) uint64 { return g.WritersOffset + writerEntrySize*j }
+
+// GroupOffset is group entry k's file offset (19.3); only for k < MaxGroups.
+func (g StreamGeometry) GroupOffset(k uint64) uint64 { return g.GroupsOffset + groupEntrySize*k }

@@ -40,6 +40,10 @@ type ReaderModel struct {
 	Cursor   uint64
 	Lost     uint64
 	Received uint64
+	Skipped  uint64 // dropped claims stepped over (26.2 step 5)
+	// GroupRecovered is the group whose dead member's step the attach
+	// finished before reusing its entry (26.1 step 3), or -1.
+	GroupRecovered int64
 	// StoppedAt says why the takes stopped: "empty", "hole" (a live writer is
 	// still filling slot Cursor), or "error" (RecvErr).
 	StoppedAt string
@@ -126,6 +130,42 @@ func (m *streamMem) recover() {
 	store32(m.ctrl, soOwnerPID, 0) // 24.1: 0 before unlocking
 }
 
+// recoverGroup is 26.8.3 on the model's memory: group k's mutex was found
+// owner-dead; the step its dead holder left half done (the hold of a reader
+// entry naming group k) is finished, so that received + lost + skipped =
+// cursor − start again.
+func (m *streamMem) recoverGroup(k uint64) {
+	gOff := m.g.GroupOffset(k)
+	for i := uint64(0); i < m.g.MaxReaders; i++ {
+		rOff := m.g.ReaderOffset(i)
+		hold := m.h64(rOff + reHold)
+		if hold == 0 || uint64(m.h32(rOff+reGroup)) != k+1 {
+			continue
+		}
+		c, step := hold>>2, hold&3
+		cursor, start := m.h64(gOff+geCursor), m.h64(gOff+geStart)
+		received, lost, skipped := m.h64(gOff+geReceived), m.h64(gOff+geLost), m.h64(gOff+geSkipped)
+		span := cursor - start
+		switch {
+		case cursor == c && step == holdCopy: // taken, never returned: lost (at most once)
+			store64(m.ctrl, gOff+geLost, lost+1)
+			store64(m.ctrl, gOff+geCursor, c+1)
+		case cursor == c: // a lose or a skip that moved nothing: redone by the next take
+		case step == holdCopy: // copied, then lost with its member
+			store64(m.ctrl, gOff+geLost, lost+1)
+			store64(m.ctrl, gOff+geReceived, span-(lost+1)-skipped)
+		case step == holdLose:
+			store64(m.ctrl, gOff+geLost, span-received-skipped)
+		default:
+			store64(m.ctrl, gOff+geSkipped, span-received-lost)
+		}
+		store64(m.ctrl, rOff+reHold, 0)
+	}
+	add32(m.ctrl, soSpaceEpoch, 1) // notify writers (nobody sleeps on a copy)
+	mx := gOff + geMutex
+	store32(m.ctrl, mx, 0) // the model's group mutex is consistent again, and free
+}
+
 // SimulateOldestReader runs the model: attach at "oldest" (26.1, recovering
 // first if the mutex's futex word says its owner died), then take (26.2)
 // until nothing more, judging every hole at once (a real reader judges it
@@ -146,7 +186,7 @@ func (s *Stream) SimulateOldestReader() (*ReaderModel, error) {
 }
 
 func (m *streamMem) simulateOldest(who string, abi uint32) (*ReaderModel, error) {
-	r := &ReaderModel{}
+	r := &ReaderModel{GroupRecovered: -1}
 	g := m.g
 	// Lock the mutex: the evidence of section 2 stands in for pthread_mutex_lock.
 	ev := mutexEvidence(abi, m.h32(soMutex))
@@ -191,12 +231,21 @@ func (m *streamMem) simulateOldest(who string, abi uint32) (*ReaderModel, error)
 		r.Cursor0 = h - g.Capacity
 	}
 	off := g.ReaderOffset(r.Entry)
+	// 26.1 step 3: a dead member's step left in this entry is finished first, by
+	// a lock of its group's mutex (owner-dead: it died holding it).
+	if old := uint64(m.h32(off + reGroup)); m.h64(off+reHold) != 0 && old != 0 && old <= g.MaxGroups {
+		m.recoverGroup(old - 1)
+		r.GroupRecovered = int64(old - 1)
+	}
+	store64(m.ctrl, off+reHold, 0)
+	store32(m.ctrl, off+reGroup, 0)
 	gen := m.h32(off+reGeneration) + 1
 	store32(m.ctrl, off+reGeneration, gen)
 	store64(m.ctrl, off+reCursor, r.Cursor0)
 	store64(m.ctrl, off+reStart, r.Cursor0) // 26.1 step 3: the cursor it attached at
 	store64(m.ctrl, off+reLost, 0)
 	store64(m.ctrl, off+reReceived, 0)
+	store64(m.ctrl, off+reSkipped, 0)
 	store64(m.ctrl, off+reState, uint64(gen)<<8|1)
 	add32(m.ctrl, soReadersGen, 1)
 	r.Head = h
@@ -217,6 +266,7 @@ func (m *streamMem) simulateOldest(who string, abi uint32) (*ReaderModel, error)
 	}
 	store64(m.ctrl, off+reLost, r.Lost)
 	store64(m.ctrl, off+reReceived, r.Received)
+	store64(m.ctrl, off+reSkipped, r.Skipped)
 	store64(m.ctrl, off+reCursor, r.Cursor)
 	r.Counters = m.counters()
 	return r, nil
@@ -273,8 +323,16 @@ func (m *streamMem) take(r *ReaderModel, who string) (*Message, string, error) {
 			next = max(next, c+1, x-g.Capacity+1)
 			r.Lost += next - c
 			r.Cursor = next
-		case w == wordOf(c, tagAbandoned): // 5.
-			r.Lost++
+		case w == wordOf(c, tagAbandoned): // 5. a dropped claim (cancelled = c + 1), or lost
+			cancelled := load64(p, slCancelled) == c+1
+			if load64(p, slWord) != w {
+				continue // overwritten meanwhile
+			}
+			if cancelled {
+				r.Skipped++
+			} else {
+				r.Lost++
+			}
 			r.Cursor = c + 1
 		case w == wordOf(c, tagWriting): // 6. a hole: judge it (26.4)
 			if m.writerAlive(load32(p, slWriterIndex), load64(p, slWriterState)) {

@@ -310,6 +310,7 @@ func validateStreamHeader(page []byte, fileSize uint64, who string) (StreamGeome
 		Backpressure: Backpressure(flags & flagDropOldest),
 		MaxReaders:   uint64(u32(soMaxReaders)),
 		MaxWriters:   uint64(u32(soMaxWriters)),
+		MaxGroups:    uint64(u32(soMaxGroups)),
 		DType:        dtype,
 		Shape:        shape,
 	}
@@ -328,6 +329,7 @@ func validateStreamHeader(page []byte, fileSize uint64, who string) (StreamGeome
 		{"slots_offset", u64(soSlotsOffset), g.SlotsOffset},
 		{"readers_offset", u64(soReadersOffset), g.ReadersOffset},
 		{"writers_offset", u64(soWritersOffset), g.WritersOffset},
+		{"groups_offset", u64(soGroupsOffset), g.GroupsOffset},
 	} {
 		if f.got != f.want { // S18
 			return StreamGeometry{}, id, fail("sizes or offsets in the header do not match its capacity, max_bytes "+

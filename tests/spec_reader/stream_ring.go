@@ -74,7 +74,15 @@ type ReaderEntry struct {
 	Cursor     uint64
 	Lost       uint64
 	Received   uint64
+	Skipped    uint64 // dropped claims stepped over (19.1 offset 40)
 	Start      uint64 // the cursor it attached at (19.1 offset 24)
+	// Group is 0 for a solo reader, else the index + 1 of the group entry
+	// it is (or was, when not attached) a member of (19.1 offset 88).
+	Group uint32
+	// Hold is a member's step in progress (19.1 offset 48): 0, or
+	// (c << 2) | step. Non-zero in a file at rest: its member died holding
+	// the group mutex, and the group's next locker finishes it (26.8.3).
+	Hold uint64
 	// Sleeping is 0, or the generation of the attachment counted in the
 	// header's data_waiters (23.4). Non-zero on an entry that is not alive: a
 	// count nobody has taken back yet.
@@ -83,12 +91,49 @@ type ReaderEntry struct {
 	AttachedNs int64
 }
 
-// CountGap is (received + lost) − (cursor − start) for an attached entry
-// (28.2): 0, or positive by the messages of the one advance whose counter the
-// reader has stored and whose cursor it has not yet (Appendix C). Anything
-// else is a bug or corruption.
+// CountGap is (received + lost + skipped) − (cursor − start) for an attached
+// solo entry (28.2): 0, or positive by the messages of the one advance whose
+// counter the reader has stored and whose cursor it has not yet (Appendix C).
+// Anything else is a bug or corruption. A member entry (Group ≠ 0) is not held
+// to it: its cursor stays where it attached and its counters are its share of
+// the group's (19.1); see GroupEntry.CountGap.
 func (e ReaderEntry) CountGap() int64 {
-	return int64(e.Received+e.Lost) - int64(e.Cursor-e.Start)
+	return int64(e.Received+e.Lost+e.Skipped) - int64(e.Cursor-e.Start)
+}
+
+// IsMember reports whether the entry names a group (19.1 offset 88).
+func (e ReaderEntry) IsMember() bool { return e.Group != 0 }
+
+// GroupEntry is one entry of the group table (19.3) as a monitor sees it
+// (26.8.5): state first (acquire), then the rest.
+type GroupEntry struct {
+	Index      uint64
+	State      uint64
+	Active     bool // state = 1
+	Generation uint32
+	Name       string // name[0, min(name_len, 40))
+	NameLen    uint32
+	CreatedNs  int64
+	Cursor     uint64
+	Received   uint64
+	Lost       uint64
+	Skipped    uint64
+	Start      uint64
+	// Members are the attached reader entries naming this group; Alive,
+	// those whose lock byte is held (the reference's GroupInfo.members).
+	Members      int
+	AliveMembers int
+	// Holding is the index of a reader entry whose hold is set for this
+	// group (a step in progress, or left by a dead member), or -1.
+	Holding int64
+}
+
+// CountGap is (cursor − start) − (received + lost + skipped) for a group
+// (28.2): 0 when its mutex is free and no member died in a step; positive by
+// the one step in progress (its member's hold is set), since a step moves the
+// cursor before its counter. Anything else is a bug or corruption.
+func (e GroupEntry) CountGap() int64 {
+	return int64(e.Cursor-e.Start) - int64(e.Received+e.Lost+e.Skipped)
 }
 
 // WriterEntry is one entry of the writer table (19.2).
@@ -118,11 +163,48 @@ func (m *streamMem) reader(i uint64) ReaderEntry {
 	e.Lost = m.h64(off + reLost)
 	e.Received = m.h64(off + reReceived)
 	e.Start = m.h64(off + reStart)
+	e.Skipped = m.h64(off + reSkipped)
+	e.Hold = m.h64(off + reHold)
+	e.Group = m.h32(off + reGroup)
 	e.Sleeping = m.h32(off + reSleeping)
 	e.PID = m.h32(off + rePID)
 	e.AttachedNs = int64(m.h64(off + reAttachedNs))
 	e.Attached = e.State != 0
 	e.Alive = e.Attached && m.locked(off)
+	return e
+}
+
+func (m *streamMem) group(k uint64) GroupEntry {
+	off := m.g.GroupOffset(k)
+	e := GroupEntry{Index: k, State: m.h64(off + geState), Holding: -1}
+	e.Active = e.State == groupActive
+	e.Generation = m.h32(off + geGeneration)
+	e.NameLen = m.h32(off + geNameLen)
+	n := uint64(min(e.NameLen, maxGroupName))
+	name := make([]byte, n)
+	copyAtomic(name, at(m.ctrl, off+geName), n)
+	e.Name = string(name)
+	e.CreatedNs = int64(m.h64(off + geCreatedNs))
+	e.Cursor = m.h64(off + geCursor)
+	e.Received = m.h64(off + geReceived)
+	e.Lost = m.h64(off + geLost)
+	e.Skipped = m.h64(off + geSkipped)
+	e.Start = m.h64(off + geStart)
+	for i := uint64(0); i < m.g.MaxReaders; i++ {
+		r := m.reader(i)
+		if uint64(r.Group) != k+1 {
+			continue
+		}
+		if r.Attached {
+			e.Members++
+			if r.Alive {
+				e.AliveMembers++
+			}
+		}
+		if r.Hold != 0 {
+			e.Holding = int64(i)
+		}
+	}
 	return e
 }
 
@@ -360,6 +442,19 @@ func (s *Stream) Writers() ([]WriterEntry, error) {
 	out := make([]WriterEntry, s.mem.g.MaxWriters)
 	for j := range out {
 		out[j] = s.mem.writer(uint64(j))
+	}
+	return out, nil
+}
+
+// Groups returns every entry of the group table (none when max_groups is 0);
+// GroupEntry.Active says which are groups (26.8.5).
+func (s *Stream) Groups() ([]GroupEntry, error) {
+	if s.closed.Load() {
+		return nil, errStreamClosed
+	}
+	out := make([]GroupEntry, s.mem.g.MaxGroups)
+	for k := range out {
+		out[k] = s.mem.group(uint64(k))
 	}
 	return out, nil
 }

@@ -168,13 +168,15 @@ func TestStreamHeaderRefusals(t *testing.T) {
 			im.put64(104, 3)
 			im.put64(112, 1)
 		}, "unused shape entries are not zero"},
-		{"S15 mutex_size 0", func(im *streamImage) { im.put32(160, 0); im.b[196] = 1 }, "mutex_size 0 does not fit the 64-byte mutex slot"},
+		{"S15 mutex_size 0", func(im *streamImage) { im.put32(160, 0); im.b[208] = 1 }, "mutex_size 0 does not fit the 64-byte mutex slot"},
 		{"S15 mutex_size 65", func(im *streamImage) { im.put32(160, 65) }, "mutex_size 65 does not fit"},
 		{"S16 reserved lowest", func(im *streamImage) { im.b[4095] = 1; im.b[300] = 1; im.put32(36, 0) }, "reserved header byte 300 is not zero"},
 		{"S17 capacity", func(im *streamImage) { im.put32(36, 0); im.put64(48, 1) }, "impossible geometry: capacity must be 1 to 2**30 messages, got 0"},
 		{"S17 max_bytes", func(im *streamImage) { im.put64(40, 0) }, "impossible geometry: max_bytes must be 1 to 2**30 bytes, got 0"},
 		{"S17 max_readers", func(im *streamImage) { im.put32(64, 1025) }, "impossible geometry: max_readers must be 1 to 1024"},
 		{"S17 max_writers", func(im *streamImage) { im.put32(68, 0) }, "impossible geometry: max_writers must be 1 to 1024"},
+		{"S17 max_groups", func(im *streamImage) { im.put32(196, 1025); im.put32(32, 0) }, "impossible geometry: max_groups must be 0 to 1024, got 1025"},
+		{"S17 max_groups before backpressure", func(im *streamImage) { im.put32(196, 2000); im.put64(40, 25) }, "max_groups must be 0 to 1024, got 2000"},
 		{"S17 frame size", func(im *streamImage) {
 			im.put32(88, uint32(Float32))
 			im.put32(92, 2)
@@ -193,6 +195,8 @@ func TestStreamHeaderRefusals(t *testing.T) {
 		{"S18 slots_offset", func(im *streamImage) { im.put64(56, 4096); im.put64(72, 0) }, "slots_offset is 4096, the formula gives 8192"},
 		{"S18 readers_offset", func(im *streamImage) { im.put64(72, 0); im.put64(80, 0) }, "readers_offset is 0, the formula gives 4096"},
 		{"S18 writers_offset", func(im *streamImage) { im.put64(80, 4096); im.put64(16, 0) }, "writers_offset is 4096, the formula gives 4608"},
+		{"S18 groups_offset without a table", func(im *streamImage) { im.put64(200, 4608+256); im.put64(16, 0) }, "groups_offset is 4864, the formula gives 0"},
+		{"S18 max_groups 1, offsets of none", func(im *streamImage) { im.put32(196, 1) }, "groups_offset is 0, the formula gives 4864"},
 		{"S19 total_size", func(im *streamImage) { im.put64(16, 16384) }, "total_size 16384 does not match the layout (12288)"},
 	}
 	for _, c := range cases {
@@ -206,7 +210,7 @@ func TestStreamHeaderRefusals(t *testing.T) {
 		})
 	}
 	// The reserved ranges of 18.5, first and last byte of each.
-	for _, r := range [][2]int{{196, 256}, {288, 320}, {328, 384}, {408, 448}, {456, 512}, {576, 4096}} {
+	for _, r := range [][2]int{{208, 256}, {288, 320}, {328, 384}, {408, 448}, {456, 512}, {576, 4096}} {
 		for _, off := range []int{r[0], r[1] - 1} {
 			im := validStream()
 			im.b[off] = 0x80
@@ -904,5 +908,172 @@ func TestStreamClosed(t *testing.T) {
 	}
 	if _, err := s.SimulateOldestReader(); err == nil {
 		t.Error("model after Close")
+	}
+}
+
+// The group table (19.3): 17's offsets with max_groups, the entries decoded
+// as 26.8.5 lists them, S18 for groups_offset, and a member entry's hold and
+// group (19.1).
+func TestStreamGroupTable(t *testing.T) {
+	for _, c := range []struct{ groups, groupsOff, slotsOff, total uint64 }{
+		{0, 0, 8192, 12288}, {2, 4864, 8192, 12288}, {16, 4864, 8192, 12288}, {18, 4864, 12288, 16384},
+		{1024, 4864, 204800, 208896},
+	} {
+		g, err := ComputeStreamGeometry(StreamParams{Capacity: 8, MaxBytes: 100, MaxReaders: 4, MaxWriters: 4,
+			MaxGroups: c.groups})
+		if err != nil || g.GroupsOffset != c.groupsOff || g.SlotsOffset != c.slotsOff || g.TotalSize != c.total {
+			t.Errorf("max_groups %d: %+v %v", c.groups, g, err)
+		}
+	}
+	im := newGroupStreamImage(8, 100, 4, 4, 2, false, 0)
+	if im.groupsOff != 4864 || im.slotsOff != 8192 {
+		t.Fatalf("image geometry %d %d", im.groupsOff, im.slotsOff)
+	}
+	g1 := im.groupsOff + 192
+	im.put64(g1+0, 9)  // cursor
+	im.put64(g1+8, 5)  // received
+	im.put64(g1+16, 2) // lost
+	im.put64(g1+24, 1) // skipped
+	im.put64(g1+32, 1) // start: 5 + 2 + 1 = 9 - 1
+	im.put32(g1+64+16, 0x92)
+	im.put64(g1+128, 1) // state: active
+	im.put32(g1+136, 1) // generation
+	im.put32(g1+140, 7) // name_len
+	copy(im.b[g1+152:], "workers")
+	im.put64(g1+144, 1767225600000000000)
+	im.reader(0, 1, true, 3, 1, 2, 77) // a member: its own cursor stays where it attached
+	im.put32(4096+88, 2)               // group 1 + 1
+	im.put64(4096+48, 9<<2|1)          // hold: a copy from 9, in progress
+	im.reader(1, 1, false, 0, 0, 0, 78)
+	im.put32(4096+128+88, 2) // closed: names it, not attached
+	im.put64(4096+128+40, 4) // skipped
+	s, err := OpenStreamFile(im.write(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	gs, err := s.Groups()
+	if err != nil || len(gs) != 2 {
+		t.Fatalf("%v %v", gs, err)
+	}
+	if gs[0].Active || gs[0].Name != "" || gs[0].Members != 0 || gs[0].Holding != -1 {
+		t.Errorf("free entry 0: %+v", gs[0])
+	}
+	e := gs[1]
+	if !e.Active || e.Name != "workers" || e.Cursor != 9 || e.Start != 1 || e.Received != 5 || e.Lost != 2 ||
+		e.Skipped != 1 || e.Members != 1 || e.AliveMembers != 0 || e.Holding != 0 || e.CountGap() != 0 ||
+		e.Generation != 1 || e.CreatedNs != 1767225600000000000 {
+		t.Errorf("group 1: %+v", e)
+	}
+	rs, _ := s.Readers()
+	if r := rs[0]; r.Group != 2 || !r.IsMember() || r.Hold != 9<<2|1 || !r.Attached {
+		t.Errorf("member entry: %+v", r)
+	}
+	if r := rs[1]; r.Group != 2 || r.Skipped != 4 || r.Attached {
+		t.Errorf("closed member entry: %+v", r)
+	}
+	// S18: groups_offset off by one line.
+	im.put64(200, 4864+64)
+	if _, err := OpenStreamFile(im.write(t), nil); !errors.Is(err, ErrLayout) ||
+		!strings.Contains(err.Error(), "groups_offset is 4928, the formula gives 4864") {
+		t.Errorf("S18: %v", err)
+	}
+	// A name_len past 40 is read as 40 (19.3).
+	im.put64(200, 4864)
+	im.put32(g1+140, 1000)
+	s2, err := OpenStreamFile(im.write(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if gs, _ := s2.Groups(); len(gs[1].Name) != 40 {
+		t.Errorf("name_len 1000: %q", gs[1].Name)
+	}
+}
+
+// 26.2 step 5: A(c) with cancelled = c + 1 is a dropped claim (skipped); with
+// any other cancelled it is a loss.
+func TestStreamModelDroppedClaim(t *testing.T) {
+	im := newStreamImage(4, 16, 2, 2, false, 0)
+	w := im.writer(0, 1, true, 0, 1)
+	im.commit(0, []byte{0}, 100, 0, w)
+	im.mark(1, 3, 0, w)
+	im.put64(im.slot(1)+40, 2) // cancelled = 1 + 1
+	im.mark(2, 3, 0, w)
+	im.put64(im.slot(2)+40, 7) // stale: not 3
+	im.commit(3, []byte{3}, 100, 0, w)
+	im.put64(256, 4)
+	s, err := OpenStreamFile(im.write(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m, err := s.SimulateOldestReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Messages) != 2 || m.Skipped != 1 || m.Lost != 1 || m.Received != 2 || m.Cursor != 4 ||
+		m.Counters.Abandoned != 0 {
+		t.Errorf("model %+v", m)
+	}
+}
+
+// 26.8.3 from 26.1 step 3: an attach that reuses the entry of a member that
+// died in a step finishes the step in its group first; every case of the
+// recovery keeps received + lost + skipped = cursor - start.
+func TestStreamModelGroupRecovery(t *testing.T) {
+	const c = 5 // the group cursor the step started from; start 0, 5 counted before it
+	cases := []struct {
+		name                           string
+		step, cursor, received, lost   uint64
+		wantCursor, wantRecv, wantLost uint64
+		wantSkipped                    uint64
+	}{
+		{"copy, cursor not moved: lost", 1, c, 3, 1, c + 1, 3, 2, 1},
+		{"copy, cursor moved, counter not", 1, c + 1, 3, 1, c + 1, 3, 2, 1},
+		{"copy, cursor and counter moved", 1, c + 1, 4, 1, c + 1, 3, 2, 1},
+		{"lose 3, nothing moved: redone later", 2, c, 3, 1, c, 3, 1, 1},
+		{"lose 3, cursor moved", 2, c + 3, 3, 1, c + 3, 3, 4, 1},
+		{"skip, cursor moved, counter stored", 3, c + 1, 3, 1, c + 1, 3, 1, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			im := newGroupStreamImage(8, 16, 2, 2, 1, false, 0)
+			g := im.groupsOff
+			im.put64(g+0, tc.cursor)
+			im.put64(g+8, tc.received)
+			im.put64(g+16, tc.lost)
+			skipped := uint64(1)
+			if tc.step == 3 && tc.cursor != c {
+				skipped = 2 // the skip step stored its counter
+			}
+			im.put64(g+24, skipped)
+			im.put64(g+128, 1)
+			im.put32(g+140, 1)
+			im.b[g+152] = 'q'
+			im.reader(0, 1, false, 0, 0, 0, 9) // reaped: free, its hold and group kept
+			im.put32(4096+88, 1)
+			im.put64(4096+48, c<<2|tc.step)
+			im.put64(256, 8)
+			s, err := OpenStreamFile(im.write(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			mem, keep := s.privateCopy()
+			_ = keep
+			m, err := mem.simulateOldest("x", 0x0101)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := mem.group(0)
+			if m.GroupRecovered != 0 || e.Cursor != tc.wantCursor || e.Received != tc.wantRecv ||
+				e.Lost != tc.wantLost || e.Skipped != tc.wantSkipped || e.CountGap() != 0 || e.Holding != -1 {
+				t.Errorf("recovered %d, group %+v", m.GroupRecovered, e)
+			}
+			if r := mem.reader(0); r.Group != 0 || r.Hold != 0 || m.Entry != 0 {
+				t.Errorf("entry after the attach: %+v (entry %d)", r, m.Entry)
+			}
+		})
 	}
 }

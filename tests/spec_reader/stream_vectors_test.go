@@ -81,14 +81,43 @@ func checkStreamGeometry(t *testing.T, s *Stream, row manifestRow) {
 		{"max_bytes", fmt.Sprint(g.MaxBytes)},
 		{"max_readers", fmt.Sprint(g.MaxReaders)},
 		{"max_writers", fmt.Sprint(g.MaxWriters)},
+		{"max_groups", fmt.Sprint(g.MaxGroups)},
 		{"dtype", g.DTypeName()},
 		{"shape", g.ShapeString()},
 		{"head_open", fmt.Sprint(s.Head())},
 	} {
+		if c.col == "max_groups" && row[c.col] == "" {
+			continue // a manifest from before groups
+		}
 		if row[c.col] != c.got {
 			t.Errorf("%s = %s, manifest says %s", c.col, c.got, row[c.col])
 		}
 	}
+}
+
+// groupsCell is the manifest's `groups` (13): the active groups as
+// index:name:start:cursor:received:lost:skipped:members, '-' for none.
+func groupsCell(t *testing.T, s *Stream) string {
+	t.Helper()
+	gs, err := s.Groups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cells []string
+	for _, e := range gs {
+		if !e.Active {
+			continue
+		}
+		if e.CountGap() != 0 || e.Holding >= 0 { // 28.2, at rest
+			t.Errorf("group %d %q: gap %d, hold in entry %d", e.Index, e.Name, e.CountGap(), e.Holding)
+		}
+		cells = append(cells, fmt.Sprintf("%d:%s:%d:%d:%d:%d:%d:%d", e.Index, e.Name, e.Start, e.Cursor,
+			e.Received, e.Lost, e.Skipped, e.Members))
+	}
+	if len(cells) == 0 {
+		return "-"
+	}
+	return strings.Join(cells, " ")
 }
 
 func checkStreamRow(t *testing.T, row manifestRow, open func() (*Stream, error)) {
@@ -140,11 +169,20 @@ func checkStreamRow(t *testing.T, row manifestRow, open func() (*Stream, error))
 		t.Fatalf("unknown stage %q", row["stage"])
 	}
 	wantUint(t, "lost", row["lost"], model.Lost)
+	if row["skipped"] != "" {
+		wantUint(t, "skipped", row["skipped"], model.Skipped)
+	}
+	if row["groups"] != "" {
+		if got := groupsCell(t, s); got != row["groups"] {
+			t.Errorf("groups = %s, manifest says %s", got, row["groups"])
+		}
+	}
 	wantUint(t, "abandoned", row["abandoned"], model.Counters.Abandoned)
 	wantUint(t, "dropped", row["dropped"], model.Counters.Dropped)
 	wantUint(t, "recoveries", row["recoveries"], uint64(model.Counters.Recoveries))
-	if model.Received+model.Lost != model.Cursor-model.Cursor0 { // 28.2
-		t.Errorf("received %d + lost %d != cursor %d - cursor0 %d", model.Received, model.Lost, model.Cursor, model.Cursor0)
+	if model.Received+model.Lost+model.Skipped != model.Cursor-model.Cursor0 { // 28.2
+		t.Errorf("received %d + lost %d + skipped %d != cursor %d - cursor0 %d", model.Received, model.Lost,
+			model.Skipped, model.Cursor, model.Cursor0)
 	}
 	// The look without attaching lists, among the committed slots, exactly the
 	// messages the reader took (every message the ring still holds at or past

@@ -25,12 +25,32 @@ type jsonReader struct {
 	Lost       uint64 `json:"lost"`
 	Received   uint64 `json:"received"`
 	Start      uint64 `json:"start"`
+	Skipped    uint64 `json:"skipped"`
+	Group      uint32 `json:"group"` // group index + 1 of a member, 0 solo (19.1)
+	Hold       uint64 `json:"hold"`  // a member's step in progress (26.8.2)
 	Sleeping   uint32 `json:"sleeping"`
-	// CountGap is (received + lost) − (cursor − start), attached entries only
-	// (28.2): 0, or the one advance in progress.
+	// CountGap is (received + lost + skipped) − (cursor − start), attached
+	// solo entries only (28.2): 0, or the one advance in progress.
 	CountGap   *int64 `json:"count_gap,omitempty"`
 	PID        uint32 `json:"pid"`
 	AttachedNs int64  `json:"attached_ns"`
+}
+
+type jsonGroup struct {
+	Index        uint64 `json:"index"`
+	Name         string `json:"name"`
+	Generation   uint32 `json:"generation"`
+	CreatedNs    int64  `json:"created_ns"`
+	Start        uint64 `json:"start"`
+	Cursor       uint64 `json:"cursor"`
+	Received     uint64 `json:"received"`
+	Lost         uint64 `json:"lost"`
+	Skipped      uint64 `json:"skipped"`
+	Members      int    `json:"members"`
+	AliveMembers int    `json:"alive_members"`
+	// CountGap is (cursor − start) − (received + lost + skipped) (28.2): 0,
+	// or the one step in progress.
+	CountGap int64 `json:"count_gap"`
 }
 
 type jsonWriter struct {
@@ -128,6 +148,9 @@ type jsonStream struct {
 	Mutex         *jsonMutex     `json:"mutex"` // null unless mutex_abi is 0x0101 or 0x0102
 	Readers       []jsonReader   `json:"readers"`
 	Writers       []jsonWriter   `json:"writers"`
+	MaxGroups     uint64         `json:"max_groups"`
+	GroupsOffset  uint64         `json:"groups_offset"`
+	Groups        []jsonGroup    `json:"groups"`
 	RingHead      uint64         `json:"ring_head"` // head as loaded just before the ring was read
 	Oldest        uint64         `json:"oldest"`
 	NeverWritten  int            `json:"never_written"`
@@ -180,6 +203,7 @@ func streamJSON(s *specreader.Stream, oldest bool) ([]byte, error) {
 		Dropped: c.Dropped, Abandoned: c.Abandoned, ReadersGen: c.ReadersGen, Reaped: c.Reaped,
 		OwnerPID: c.OwnerPID, Recoveries: c.Recoveries,
 		Readers: []jsonReader{}, Writers: []jsonWriter{}, Slots: []jsonSlot{}, Messages: []jsonMessage{},
+		MaxGroups: g.MaxGroups, GroupsOffset: g.GroupsOffset, Groups: []jsonGroup{},
 	}
 	if out.Shape == nil {
 		out.Shape = []uint64{}
@@ -195,12 +219,24 @@ func streamJSON(s *specreader.Stream, oldest bool) ([]byte, error) {
 		if e.Used() {
 			jr := jsonReader{Index: e.Index, State: e.State, Generation: e.Generation,
 				Attached: e.Attached, Alive: e.Alive, Cursor: e.Cursor, Lost: e.Lost, Received: e.Received,
-				Start: e.Start, Sleeping: e.Sleeping, PID: e.PID, AttachedNs: e.AttachedNs}
-			if e.Attached {
+				Start: e.Start, Skipped: e.Skipped, Group: e.Group, Hold: e.Hold, Sleeping: e.Sleeping, PID: e.PID,
+				AttachedNs: e.AttachedNs}
+			if e.Attached && !e.IsMember() {
 				gap := e.CountGap()
 				jr.CountGap = &gap
 			}
 			out.Readers = append(out.Readers, jr)
+		}
+	}
+	groups, err := s.Groups()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range groups {
+		if e.Active {
+			out.Groups = append(out.Groups, jsonGroup{Index: e.Index, Name: e.Name, Generation: e.Generation,
+				CreatedNs: e.CreatedNs, Start: e.Start, Cursor: e.Cursor, Received: e.Received, Lost: e.Lost,
+				Skipped: e.Skipped, Members: e.Members, AliveMembers: e.AliveMembers, CountGap: e.CountGap()})
 		}
 	}
 	writers, err := s.Writers()
