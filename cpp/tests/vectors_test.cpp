@@ -398,8 +398,9 @@ TEST(StreamVectors, Reader) {
     expect_error<xshm::WaitTimeoutError>([&] { rd.recv(20ms); }, "no message");
     EXPECT_EQ(rd.received(), expected_messages(r).size());
     EXPECT_EQ(rd.lost(), num(r, "lost"));
+    EXPECT_EQ(rd.skipped(), num(r, "skipped"));  // dropped claims (25.7)
     EXPECT_EQ(rd.cursor(), num(r, "head"));
-    EXPECT_EQ(rd.received() + rd.lost(), rd.cursor() - num(r, "cursor"));  // 28.2
+    EXPECT_EQ(rd.received() + rd.lost() + rd.skipped(), rd.cursor() - num(r, "cursor"));  // 28.2
     EXPECT_EQ(s.head(), num(r, "head"));
     EXPECT_EQ(s.abandoned(), num(r, "abandoned"));
     EXPECT_EQ(s.dropped(), num(r, "dropped"));
@@ -432,6 +433,7 @@ TEST(StreamVectors, Writer) {  // what a reader took, then one more message from
     EXPECT_EQ(m.writer_pid, static_cast<std::uint32_t>(::getpid()));
     EXPECT_EQ(std::string(m.data.begin(), m.data.end()), data);
     EXPECT_EQ(rd.lost(), num(r, "lost"));
+    EXPECT_EQ(rd.skipped(), num(r, "skipped"));
     EXPECT_EQ(w.head(), head + 1);
   }
   EXPECT_GE(checked, 14);

@@ -277,9 +277,13 @@ def test_stream_reader(row: dict[str, str], seg_name: str) -> None:
         assert r.try_recv() is None
         with pytest.raises(xshm.WaitTimeoutError):
             r.recv(timeout=0.02)
-        assert (r.received, r.lost) == (len(_expected(row)), int(row["lost"]))
+        assert (r.received, r.lost, r.skipped) == (
+            len(_expected(row)),
+            int(row["lost"]),
+            int(row["skipped"]),  # dropped claims (25.7)
+        )
         assert r.cursor == int(row["head"])
-        assert r.received + r.lost == r.cursor - int(row["cursor"])  # 28.2
+        assert r.received + r.lost + r.skipped == r.cursor - int(row["cursor"])  # 28.2
         assert s.head == int(row["head"])
         assert (s.abandoned, s.dropped) == (int(row["abandoned"]), int(row["dropped"]))
         assert s.header()["recoveries"] == int(row["recoveries"])

@@ -424,6 +424,14 @@ class StreamReader {
       Solo solo{*this};
       return take_at(f, solo);
     }
+    {
+      // Nothing there yet, said without the group mutex: members waiting for a message then
+      // never contend with the one taking it. (A racy look: what it misses, the wait's next
+      // look finds; anything but "empty" is decided under the mutex.)
+      const std::uint64_t c = s.group(group_ - 1)->cursor.load(std::memory_order_acquire);
+      const std::uint64_t w = s.slot(c)->word.load(std::memory_order_acquire);
+      if (w == 0 || (slot_word::tag(w) != 0 && slot_word::seq(w) < c)) return Took::empty;
+    }
     std::optional<stream_impl::GroupLock> lock = stream_impl::GroupLock::acquire(s, group_ - 1, kHoleCheck);
     if (!lock) return Took::hole;
     Member member{*this, s.group(group_ - 1), s.reader(index_)};
