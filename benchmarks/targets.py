@@ -212,6 +212,10 @@ TARGETS = [
            _stream_target("xshm stream", "iceoryx2 publish-subscribe, lossless"), 1, True),
     Target(14, "should", "stream one-way latency (spinning) within 1.25x of the record's "
            "`read_into` hop", _stream_hop_target, 1.25, False),
+    Target(15, "must", "2 writers → a group of 2 workers, 64-byte messages: ≥ 5x the messages/s "
+           "of faster-fifo with 2 producers and 2 consumers",
+           _stream_target("xshm stream, group of 2 workers",
+                          "faster-fifo, 2 producers 2 consumers"), 5, True),
 ]  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from benchmarks.peers.streams import (
     throughput,
     xshm_pair,
 )
+from benchmarks.peers.workqueue import ff_pool, work_queue, xshm_pool
 
 SIZE = 64
 
@@ -55,6 +56,21 @@ ROWS: dict[str, tuple[str, Callable[..., Any], int, Optional[str]]] = {
         f"`q.put_many()` / `q.get_many(max_messages_to_get={BATCH})`",
         ff_pair,
         BATCH,
+        "faster_fifo",
+    ),
+}
+
+# Work queues (issue 15): 2 writers, a pool of 2 workers, each message taken by one worker.
+# label -> (api as the table prints it, set-up, module it needs)
+POOL_ROWS: dict[str, tuple[str, Callable[..., Any], Optional[str]]] = {
+    "xshm stream, group of 2 workers": (
+        "2 writers `s.send(b)`; 2 workers `r = s.reader(group=...)`, `r.recv()`; 'block'",
+        xshm_pool,
+        None,
+    ),
+    "faster-fifo, 2 producers 2 consumers": (
+        "2 producers `q.put(b)`; 2 consumers `q.get()`",
+        ff_pool,
         "faster_fifo",
     ),
 }
@@ -95,6 +111,8 @@ def _round(
     attempts = 3 if "iceoryx2" in label else 1
     for attempt in range(attempts):
         try:
+            if label in POOL_ROWS:
+                return work_queue(setup, count, SIZE)
             return throughput(setup, count, SIZE, batch)
         except MissedMessages as e:
             if attempt + 1 == attempts:
@@ -108,7 +126,8 @@ def _round(
 def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
     rounds, n = (1, 20_000) if quick else (5, 200_000)
     todo = []
-    for label, (_, _, _, module) in ROWS.items():
+    modules = {label: row[-1] for label, row in [*ROWS.items(), *POOL_ROWS.items()]}
+    for label, module in modules.items():
         why = _missing(module)
         if why:
             notes[f"streams: {label}"] = why
@@ -118,7 +137,7 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
     for r in range(rounds):
         order = todo[r % len(todo) :] + todo[: r % len(todo)]
         for label in order:
-            _, setup, batch, _ = ROWS[label]
+            setup, batch = (POOL_ROWS[label][1], 1) if label in POOL_ROWS else ROWS[label][1:3]
             count = n if "multiprocessing" not in label else max(n // 4, 5_000)  # 10x slower
             try:
                 per_round[label].append(_round(label, setup, count, batch, notes))
@@ -128,7 +147,7 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
                 del per_round[label]
     rows = {
         label: {
-            "api": ROWS[label][0],
+            "api": (POOL_ROWS[label] if label in POOL_ROWS else ROWS[label])[0],
             "msgs_per_s": statistics.median(x["msgs_per_s"] for x in rs),
             "per_round": [x["msgs_per_s"] for x in rs],
             "lost": max(x["lost"] for x in rs),
