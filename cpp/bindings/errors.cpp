@@ -34,6 +34,8 @@ void translate(std::exception_ptr p) {
     py::set_error(error_class("ReadOnlyError"), e.what());
   } catch (const xshm::MessageDecodeError& e) {
     set_error_object(error_class("MessageDecodeError")(e.what(), e.offset(), py::bytes()));
+  } catch (const xshm::OverwrittenError& e) {
+    py::set_error(error_class("OverwrittenError"), e.what());
   } catch (const xshm::TornRecordError& e) {
     py::set_error(error_class("TornRecordError"), e.what());
   } catch (const xshm::StreamFullError& e) {

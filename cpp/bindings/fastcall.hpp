@@ -117,6 +117,8 @@ inline PyObject* refuse_init(PyObject* self, PyObject*, PyObject*) {
     how = "made by s.reader(start='oldest' or 'latest') of a Stream";
   else if (name == "StreamClaim")
     how = "made by s.claim(nbytes) or s.try_claim(nbytes) of a Stream";
+  else if (name == "MessageView")
+    how = "made by r.recv_view() of a StreamReader";
   PyErr_SetString(PyExc_TypeError, (name + " objects cannot be made directly: they are " + how).c_str());
   return nullptr;
 }

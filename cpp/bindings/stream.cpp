@@ -339,6 +339,29 @@ py::object receive(PyReader& pr, xshm::Timeout limit, std::chrono::nanoseconds s
   return receive(pr, limit, spin_ns, busy);
 }
 
+/// A view of the next message (recv_view), or None when `timeout` passed: waits as receive()
+/// does, without the GIL, and takes the view with it held.
+py::object receive_view(PyReader& pr, xshm::Timeout limit, std::chrono::nanoseconds spin_ns) {
+  Receiving busy(pr);
+  const std::shared_ptr<xshm::StreamReader> keep = pr.shared();
+  pr.r();  // closed: ClosedError
+  if (std::optional<xshm::MessageView> v = keep->try_recv_view())
+    return make_view(keep, std::move(*v), pr.frame());
+  if (limit && limit->count() == 0) return py::none();
+  const xshm::Deadline deadline(limit);
+  for (xshm::Timeout left = limit;;) {
+    bool ready = false;
+    {
+      py::gil_scoped_release nogil;
+      ready = keep->wait(left, spin_ns, check_signals);
+    }
+    if (!ready) return py::none();
+    if (std::optional<xshm::MessageView> v = keep->try_recv_view())
+      return make_view(keep, std::move(*v), pr.frame());
+    if (limit) left = deadline.left();
+  }
+}
+
 /// close() and __exit__: a receive waiting in another thread is interrupted (it raises
 /// ClosedError, or ends an iteration) and the reader closes once it has left, the GIL released
 /// meanwhile.
@@ -701,6 +724,19 @@ PyObject* fast_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
   });
 }
 
+PyObject* fast_recv_view(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<2> spec("recv_view", {"timeout", "spin"}, 0);
+    PyObject* a[2];
+    spec.parse(args, nargs, kwnames, a);
+    PyReader& pr = reader_of(self);
+    const xshm::Timeout limit = arg_timeout(a[0]);
+    py::object v = receive_view(pr, limit, arg_duration(a[1], "spin"));
+    if (v.is_none()) raise_no_message(pr, limit);
+    return v;
+  });
+}
+
 PyObject* fast_try_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return no_args("try_recv", args, nargs, kwnames, [&]() -> py::object {
     PyReader& pr = reader_of(self);
@@ -861,6 +897,15 @@ PyMethodDef g_reader_methods[] = {
      "GIL released (Ctrl-C honoured) up to `timeout` seconds (None: forever), then raises\n"
      "WaitTimeoutError. `spin`: seconds to poll before sleeping (a few microseconds always are).\n"
      "close() from another thread ends the wait: it raises ClosedError."},
+    {"recv_view", fastcall_fn(fast_recv_view), kFast,
+     "recv_view($self, /, timeout=None, spin=0.0)\n--\n\n"
+     "The next message read in place, as a MessageView: `with r.recv_view() as v:` gives v.data, a\n"
+     "read-only numpy array over the slot itself (no copy); the reader moves past the message\n"
+     "when the block ends. Until then the slot is not reused under 'block' (the view gates\n"
+     "writers like an unread message), every other receive of this reader raises, and under\n"
+     "'drop_oldest' a lapping writer may overwrite it (v.overwritten; leaving the block then\n"
+     "raises OverwrittenError, never over an exception of the block's own). Waits as recv()\n"
+     "does (WaitTimeoutError). Not for a group member (ValueError)."},
     {"try_recv", fastcall_fn(fast_try_recv), kFast,
      "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
     {"recv_many", fastcall_fn(fast_recv_many), kFast,

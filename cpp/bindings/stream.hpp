@@ -93,7 +93,11 @@ class PyReader {
   std::string name_;
 };
 
-/// Creates xshm.StreamClaim and Stream.claim()/try_claim() (stream_claim.cpp).
+/// A Python MessageView (stream_zero_copy.cpp) of `v`, taken by `reader`.
+py::object make_view(std::shared_ptr<xshm::StreamReader> reader, xshm::MessageView v, const Frame& f);
+
+/// Creates xshm.StreamClaim, Stream.claim()/try_claim() and xshm.MessageView
+/// (stream_zero_copy.cpp).
 void register_stream_claim(py::module_& mod, py::class_<PyStream>& stream_cls);
 
 /// Creates xshm.Message, xshm.Stream and xshm.StreamReader in the module.

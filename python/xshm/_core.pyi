@@ -201,6 +201,8 @@ class StreamReader:
     """One reader of a stream: its own cursor, every message in order from where it started."""
     def recv(self, timeout: Optional[float] = None, spin: float = 0.0) -> Message:
         """The next message; WaitTimeoutError after `timeout` seconds (None: forever)."""
+    def recv_view(self, timeout: Optional[float] = None, spin: float = 0.0) -> MessageView:
+        """The next message read in place (no copy), until the view is released."""
     def try_recv(self) -> Optional[Message]:
         """The next message if one is there, else None."""
     def recv_many(self, max_n: int, timeout: Optional[float] = None) -> list[Message]:
@@ -227,6 +229,28 @@ class StreamReader:
     def __exit__(self, arg0: object, arg1: object, arg2: object, /) -> bool: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> Message: ...
+
+class MessageView:
+    """A message read in place: `with r.recv_view() as v:` reads v.data without a copy."""
+    @property
+    def data(self) -> npt.NDArray[Any]:
+        """The payload, in place: a read-only numpy array (uint8, or the frame)."""
+    @property
+    def seq(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def timestamp_ns(self) -> int: ...
+    @property
+    def writer_pid(self) -> int: ...
+    @property
+    def held(self) -> bool: ...
+    @property
+    def overwritten(self) -> bool: ...
+    def release(self) -> None:
+        """Move the reader past the message (BufferError while derived arrays exist)."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, arg0: object, arg1: object, arg2: object, /) -> bool: ...
 
 class StreamClaim:
     """A slot claimed for a zero-copy send: `with s.claim(n) as buf:` fills and sends it."""

@@ -16,6 +16,7 @@ The tree is the C++ core's (``cpp/include/xshm/errors.hpp``), class for class an
     ├── ReadOnlyError          (PermissionError)
     ├── MessageDecodeError     (ValueError)
     ├── TornRecordError        (RuntimeError)
+    ├── OverwrittenError       (RuntimeError)
     ├── WaitTimeoutError       (TimeoutError)
     │   └── StreamFullError
     └── ClosedError            (ValueError)
@@ -30,6 +31,7 @@ __all__ = [
     "LayoutError",
     "MessageDecodeError",
     "MessageTooLongError",
+    "OverwrittenError",
     "ReadOnlyError",
     "StreamFullError",
     "TornRecordError",
@@ -81,6 +83,12 @@ class ReadOnlyError(XshmError, PermissionError):
 class TornRecordError(XshmError, RuntimeError):
     """Only for segments created with ``backup=False``: the record was left half-written by a
     writer that died; it stays unreadable until the next complete publish."""
+
+
+class OverwrittenError(XshmError, RuntimeError):
+    """A view of a ``'drop_oldest'`` stream's message (``StreamReader.recv_view()``) whose slot a
+    writer reused while the view was held: what was read through it may be torn. The reader
+    counted the message lost and moved past it."""
 
 
 class WaitTimeoutError(XshmError, TimeoutError):

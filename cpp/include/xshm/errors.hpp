@@ -92,6 +92,14 @@ class StreamFullError : public WaitTimeoutError {
 /// Deprecated: the old name of WaitTimeoutError, kept so existing code compiles.
 using TimeoutError [[deprecated("use WaitTimeoutError")]] = WaitTimeoutError;
 
+/// A view of a "drop_oldest" stream's message (StreamReader::recv_view) whose slot a writer
+/// overwrote while it was held: what was read through it may be torn. The reader counted the
+/// message lost and moved past it.
+class OverwrittenError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// The handle was closed.
 class ClosedError : public Error {
  public:

@@ -49,6 +49,49 @@ struct Message : MessageInfo {
   std::vector<unsigned char> data;
 };
 
+class StreamReader;
+
+/// A message read in place (StreamReader::recv_view()): data() points into the slot, inside
+/// the stream's mapping; nothing is copied. The reader's cursor stays on the message until the
+/// view is released, so under "block" a held view gates writers like an unread message (the
+/// slot cannot be reused meanwhile). Under "drop_oldest" a writer may lap it: overwritten()
+/// says so, and release() then counts the message lost and throws OverwrittenError. The view
+/// refers to its reader: keep the reader alive and in place (not moved) until the view is
+/// released, as an iterator refers to its container. Move-only; destroyed held, it releases
+/// without throwing.
+class MessageView {
+ public:
+  MessageView() = default;
+  MessageView(MessageView&& o) noexcept { *this = std::move(o); }
+  MessageView& operator=(MessageView&& o) noexcept;
+  MessageView(const MessageView&) = delete;
+  MessageView& operator=(const MessageView&) = delete;
+  ~MessageView() { end(); }
+
+  /// Whether it is still held (not yet released).
+  bool is_held() const noexcept { return r_ != nullptr; }
+  const unsigned char* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return static_cast<std::size_t>(info_.size); }
+  std::uint64_t seq() const noexcept { return info_.seq; }
+  const MessageInfo& info() const noexcept { return info_; }
+  /// Whether a writer has reused the slot since the view was taken ("drop_oldest" only).
+  bool overwritten() const noexcept;
+  /// Ends the view: the reader moves past the message (received). Throws OverwrittenError
+  /// when the slot was overwritten while held (the message is then counted lost). Idempotent.
+  void release();
+
+ private:
+  friend class StreamReader;
+  bool end() noexcept;  // false: it was overwritten
+
+  StreamReader* r_ = nullptr;
+  std::shared_ptr<detail::StreamSegment> s_;  // keeps the mapping while held
+  const SlotHeader* slot_ = nullptr;
+  const unsigned char* data_ = nullptr;
+  MessageInfo info_;
+  std::uint64_t word_ = 0;
+};
+
 /// One reader of a stream: its own cursor (every message, in order, from where it started),
 /// attached until close() or destruction. Not copyable; one thread at a time.
 class StreamReader {
@@ -66,6 +109,7 @@ class StreamReader {
         hole_seen_(o.hole_seen_),
         hole_seq_(o.hole_seq_),
         hole_since_(o.hole_since_),
+        viewing_(o.viewing_),
         interrupted_(o.interrupted_.load(std::memory_order_relaxed)) {
     o.s_.reset();
   }
@@ -84,6 +128,7 @@ class StreamReader {
       hole_seen_ = o.hole_seen_;
       hole_seq_ = o.hole_seq_;
       hole_since_ = o.hole_since_;
+      viewing_ = o.viewing_;
       interrupted_.store(o.interrupted_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
     return *this;
@@ -128,6 +173,7 @@ class StreamReader {
   template <class F>
   bool try_visit(F&& f) {
     if (s_ != nullptr) check_interrupted();
+    check_not_viewing();
     return take(f) == Took::message;
   }
 
@@ -138,6 +184,7 @@ class StreamReader {
   bool visit(F&& f, Timeout timeout = std::nullopt,
              std::chrono::nanoseconds spin = std::chrono::nanoseconds{0}, Hook&& between_slices = {},
              std::chrono::nanoseconds slice = std::chrono::milliseconds(100)) {
+    check_not_viewing();
     Took t = take(f);
     if (t == Took::message) return true;
     check_interrupted();
@@ -252,6 +299,29 @@ class StreamReader {
     return out;
   }
 
+  /// The next message read in place, waiting up to `timeout` (nullopt: forever) as recv() does;
+  /// nullopt on timeout. See MessageView. Until it is released every receive of this reader
+  /// throws ArgumentError. Not for a group member (ArgumentError): its messages are taken
+  /// under the group's mutex.
+  template <class Hook = NoHook>
+  std::optional<MessageView> recv_view(Timeout timeout = std::nullopt,
+                                       std::chrono::nanoseconds spin = std::chrono::nanoseconds{0},
+                                       Hook&& between_slices = {},
+                                       std::chrono::nanoseconds slice = std::chrono::milliseconds(100)) {
+    check_can_view();
+    Grab g;
+    if (!visit(g, timeout, spin, std::forward<Hook>(between_slices), slice)) return std::nullopt;
+    return make_view(g);
+  }
+
+  /// The next message read in place if one is there now, else nullopt (never waits).
+  std::optional<MessageView> try_recv_view() {
+    check_can_view();
+    Grab g;
+    if (!try_visit(g)) return std::nullopt;
+    return make_view(g);
+  }
+
   /// Makes a receive waiting in another thread throw ClosedError now (and every later one):
   /// the way to stop a consumer thread before close(). The only member another thread may
   /// call while this reader is in use.
@@ -303,6 +373,17 @@ class StreamReader {
   struct Peek {
     void operator()(const unsigned char*, const MessageInfo&) const noexcept {}
   };
+  /// What recv_view() visits with: a committed message at the cursor is checked (its length)
+  /// and left there, not taken: the view then reads it in place.
+  struct Grab {
+    const unsigned char* data = nullptr;
+    MessageInfo info;
+    std::uint64_t word = 0;
+    void operator()(const unsigned char* p, const MessageInfo& i) noexcept {
+      data = p;
+      info = i;
+    }
+  };
 
   StreamReader(std::shared_ptr<detail::StreamSegment> s, std::uint32_t index, std::uint64_t state,
                std::uint64_t cursor, std::uint32_t group)
@@ -312,6 +393,49 @@ class StreamReader {
     if (s_ == nullptr) throw ClosedError("the stream reader is closed");
     s_->check_usable();
     return *s_;
+  }
+
+  friend class MessageView;
+
+  /// The end of a view of message `c`, whose slot held `w`: taken if the slot still holds it,
+  /// else counted lost (overwritten while held). Past it either way.
+  bool end_view(std::uint64_t c, std::uint64_t w) noexcept {
+    viewing_ = false;
+    if (s_ == nullptr) return true;  // closed while the view was held: nothing to move
+    // SYNC POINT: as a copy's re-check: pairs with the release fence after a lapping writer's
+    // mark, so that reads through the view that saw its bytes see the word changed.
+    seqlock::acquire_fence();
+    if (s_->slot(c)->word.load(std::memory_order_relaxed) == w) {
+      advance(c + 1, true);
+      return true;
+    }
+    count_lost(1);
+    advance(c + 1, false);
+    return false;
+  }
+
+  void check_can_view() const {
+    if (seg(), group_ != 0)
+      throw ArgumentError("recv_view: a member of group " + group() +
+                          " takes its messages under the group's mutex; use recv()");
+  }
+
+  MessageView make_view(const Grab& g) {
+    viewing_ = true;
+    MessageView v;
+    v.r_ = this;
+    v.s_ = s_;
+    v.slot_ = s_->slot(g.info.seq);
+    v.data_ = g.data;
+    v.info_ = g.info;
+    v.word_ = g.word;
+    return v;
+  }
+
+  void check_not_viewing() const {
+    if (viewing_)
+      throw ArgumentError("this reader holds a view of message " + std::to_string(cursor_) +
+                          ": release it before the next receive");
   }
 
   void check_interrupted() const {
@@ -473,6 +597,10 @@ class StreamReader {
                             std::to_string(info.size) + " bytes, " +
                             (s.geo.dtype != 0 ? "not the frame's " : "more than max_bytes ") +
                             std::to_string(s.geo.max_bytes) + " (corrupt segment)");
+        if constexpr (std::is_same_v<F, Grab>) {
+          f.word = w;
+          return Took::message;  // left at the cursor: the view's release takes it
+        }
         cur.took(c);
         return Took::message;
       }
@@ -552,7 +680,42 @@ class StreamReader {
   bool hole_seen_ = false;  // the cursor's slot was found WRITING, since hole_since_
   std::uint64_t hole_seq_ = 0;
   std::chrono::steady_clock::time_point hole_since_{};
+  bool viewing_ = false;  // a MessageView of the message at the cursor is held
   std::atomic<bool> interrupted_{false};
 };
+
+inline MessageView& MessageView::operator=(MessageView&& o) noexcept {
+  if (this != &o) {
+    end();
+    r_ = std::exchange(o.r_, nullptr);
+    s_ = std::move(o.s_);
+    slot_ = o.slot_;
+    data_ = o.data_;
+    info_ = o.info_;
+    word_ = o.word_;
+  }
+  return *this;
+}
+
+inline bool MessageView::overwritten() const noexcept {
+  // SYNC POINT: acquire, as a reader's look at a slot word.
+  return slot_ != nullptr && slot_->word.load(std::memory_order_acquire) != word_;
+}
+
+inline bool MessageView::end() noexcept {
+  if (r_ == nullptr) return true;
+  const bool kept = std::exchange(r_, nullptr)->end_view(info_.seq, word_);
+  s_.reset();
+  return kept;
+}
+
+inline void MessageView::release() {
+  const std::string name = s_ != nullptr ? s_->name : std::string();
+  const std::uint64_t seq = info_.seq;
+  if (!end())
+    throw OverwrittenError("stream " + name + ": message " + std::to_string(seq) +
+                           " was overwritten while its view was held (drop_oldest): what was read through "
+                           "it may be torn; it is counted lost");
+}
 
 }  // namespace xshm

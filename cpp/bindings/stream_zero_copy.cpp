@@ -1,15 +1,20 @@
-// xshm.StreamClaim: a zero-copy send from Python (the core's StreamClaim, claim.hpp).
+// Zero-copy sends and receives from Python, over the core's StreamClaim (claim.hpp) and
+// MessageView (reader.hpp):
 //
 //   with s.claim(nbytes) as buf:   # buf: a writable numpy array over the slot itself
 //       buf[:] = ...               # sent when the block ends; not at all if it raises
+//   with r.recv_view() as v:       # v.data: a read-only numpy array over the slot itself
+//       total = v.data.sum()       # the reader moves past it when the block ends
 //
 // Every array over the slot has, at the end of its base chain, a capsule that owns the core
-// claim (and through it the mapping), so the claim lives as long as any array over its slot.
-// Ending the claim (commit, drop, leaving the block) first checks that no array derived from
-// the handed-out one still exists (the reference count of their common base tells),
-// as memoryview.release() does: else BufferError, and the claim stays open, its slot pinned,
-// so that no view ever aliases a slot another message reuses. Once ended, the handed-out array
-// is pointed at a read-only region of zeros: writing to it raises, reading shows no message.
+// claim or view (and through it the mapping), so the claim or view lives as long as any array
+// over its slot. Ending it (commit, drop, release, leaving the block) first checks that no
+// array derived from the handed-out one still exists (the reference count of their common
+// base tells), as memoryview.release() does: else BufferError, and the claim or view stays
+// held, its slot pinned, so that no array ever aliases a slot another message reuses. Once
+// ended, the handed-out array is pointed at a read-only region of zeros: writing to it
+// raises, reading shows no message. (An export of the handed-out array's own buffer, such as
+// memoryview(buf), is not counted: it is the one way around the check.)
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <sys/mman.h>
@@ -43,6 +48,45 @@ char* retired_region() {
   return p;
 }
 
+/// The arrays over one slot: a private array whose base is the capsule `owner`, and the view
+/// of it handed out. numpy gives every array derived from the handed-out one the private array
+/// as base (it stops collapsing a base chain at a non-array), so its reference count tells how
+/// many there are.
+class SlotArrays {
+ public:
+  py::object get(const Frame& f, void* data, std::size_t size, bool writable, const py::capsule& owner) {
+    if (!handed_) {
+      py::array base;
+      if (f.is_frame())
+        base = py::array(py::dtype::from_args(f.dtype), f.dims, {}, data, owner);
+      else
+        base = py::array(py::dtype("uint8"), {static_cast<py::ssize_t>(size)}, {}, data, owner);
+      if (!writable) py::detail::array_proxy(base.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+      handed_ = base.attr("view")();
+      base_ = std::move(base);
+    }
+    return handed_;
+  }
+  /// Arrays over the slot other than the one handed out: views of it, slices, reshapes (the
+  /// private base is held here and by the handed-out array).
+  Py_ssize_t derived() const { return base_ ? Py_REFCNT(base_.ptr()) - 2 : 0; }
+  void check_no_derived(const std::string& what) const {
+    if (const Py_ssize_t n = derived(); n > 0)
+      throw py::buffer_error(std::to_string(n) + " array(s) derived from the " + what);
+  }
+  /// Points the handed-out array at the read-only zeros: it can no longer reach the slot.
+  void retire() {
+    if (!handed_) return;
+    auto* a = py::detail::array_proxy(handed_.ptr());
+    a->data = retired_region();
+    a->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  }
+
+ private:
+  py::object base_;    // the private array over the slot (base: the capsule)
+  py::object handed_;  // the array handed out (base: base_)
+};
+
 class PyClaim {
  public:
   PyClaim(xshm::StreamClaim c, Frame f, std::string name)
@@ -55,23 +99,8 @@ class PyClaim {
   std::size_t size() const { return size_; }
   bool is_open() const { return claim().is_open(); }
 
-  /// The writable array over the slot (the same object every time): a view of a private
-  /// array whose base is the capsule, so that numpy gives every array derived from it that
-  /// private array as base (it stops collapsing a base chain at a non-array), and its reference
-  /// count tells how many there are.
-  py::object array() {
-    xshm::StreamClaim& c = open_claim();
-    if (!array_) {
-      py::array base;
-      if (frame_.is_frame())
-        base = py::array(py::dtype::from_args(frame_.dtype), frame_.dims, {}, c.data(), owner_);
-      else
-        base = py::array(py::dtype("uint8"), {static_cast<py::ssize_t>(size_)}, {}, c.data(), owner_);
-      array_ = base.attr("view")();
-      base_ = std::move(base);
-    }
-    return array_;
-  }
+  /// The writable array over the slot (the same object every time).
+  py::object array() { return arrays_.get(frame_, open_claim().data(), size_, true, owner_); }
 
   /// Publishes the first `n` bytes (all claimed: None).
   void commit(py::handle n) {
@@ -85,14 +114,14 @@ class PyClaim {
     if (frame_.is_frame() && bytes != size_)
       throw xshm::ArgumentError("a frame is sent whole: commit() takes no size on a frame stream");
     check_no_derived("commit");
-    retire();
+    arrays_.retire();
     c.commit(bytes);
   }
 
   void drop() {
     if (!claim().is_open()) return;
     check_no_derived("drop");
-    retire();
+    arrays_.retire();
     claim().drop();
   }
 
@@ -106,12 +135,8 @@ class PyClaim {
       commit(py::none());
       return;
     }
-    if (derived() > 0) {
-      retire();
-      return;
-    }
-    retire();
-    claim().drop();
+    arrays_.retire();
+    if (arrays_.derived() == 0) claim().drop();
   }
 
   std::string repr() const {
@@ -127,22 +152,11 @@ class PyClaim {
                               " has ended (committed or dropped)");
     return claim();
   }
-  /// Arrays over the slot other than the one handed out: views of it, slices, reshapes (the
-  /// private base is held by this object and by the handed-out array).
-  Py_ssize_t derived() const { return base_ ? Py_REFCNT(base_.ptr()) - 2 : 0; }
   void check_no_derived(const char* what) const {
-    if (const Py_ssize_t n = derived(); n > 0)
-      throw py::buffer_error(std::to_string(n) +
-                             " array(s) derived from the claim's buffer (views, slices) still " +
-                             "exist: delete them before the claim can " + what +
-                             " (the message is not sent yet and its slot stays held)");
-  }
-  /// Points the handed-out array at the read-only zeros: it can no longer reach the slot.
-  void retire() {
-    if (!array_) return;
-    auto* a = py::detail::array_proxy(array_.ptr());
-    a->data = retired_region();
-    a->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    arrays_.check_no_derived(
+        std::string("claim's buffer (views, slices) still exist: delete them before the claim "
+                    "can ") +
+        what + " (the message is not sent yet and its slot stays held)");
   }
 
   Frame frame_;
@@ -150,8 +164,81 @@ class PyClaim {
   std::uint64_t seq_;
   std::size_t size_;
   py::capsule owner_;  // owns the core claim
-  py::object base_;    // the private array over the slot (base: owner_)
-  py::object array_;   // the array handed out (base: base_)
+  SlotArrays arrays_;
+};
+
+/// A view as Python holds it: the capsule owns the core view and the reader it refers to
+/// (kept alive and in place).
+struct OwnedView {
+  std::shared_ptr<xshm::StreamReader> reader;  // declared first: destroyed after the view
+  xshm::MessageView view;
+};
+
+class PyView {
+ public:
+  PyView(std::shared_ptr<xshm::StreamReader> reader, xshm::MessageView v, Frame f)
+      : frame_(std::move(f)), info_(v.info()) {
+    auto* owned = new OwnedView{std::move(reader), std::move(v)};
+    owner_ = py::capsule(owned, [](void* p) { delete static_cast<OwnedView*>(p); });
+  }
+
+  /// The read-only array over the slot (the same object every time).
+  py::object data() {
+    xshm::MessageView& v = held_view();
+    return arrays_.get(frame_, const_cast<unsigned char*>(v.data()), v.size(), false, owner_);
+  }
+  const xshm::MessageInfo& info() const { return info_; }
+  bool held() const { return view().is_held(); }
+  bool overwritten() const { return view().overwritten(); }
+
+  /// The reader moves past the message. BufferError while derived arrays exist (the view
+  /// stays held); OverwrittenError when a drop_oldest writer overwrote it (counted lost).
+  void release() {
+    if (!view().is_held()) return;
+    arrays_.check_no_derived(
+        "view's data (views, slices) still exist: delete them before the view can be released (the "
+        "reader stays on message " +
+        std::to_string(info_.seq) + ")");
+    arrays_.retire();
+    view().release();
+  }
+
+  /// Leaving the block: release. With the user's exception in flight nothing is raised here:
+  /// an overwritten view is counted lost in silence, and with derived arrays still there the
+  /// view stays held (release() it later).
+  void exit(bool raised) {
+    if (!view().is_held()) return;
+    if (!raised) {
+      release();
+      return;
+    }
+    arrays_.retire();
+    if (arrays_.derived() == 0) {
+      try {
+        view().release();
+      } catch (const xshm::OverwrittenError&) {
+      }
+    }
+  }
+
+  std::string repr() const {
+    return "<xshm.MessageView seq=" + std::to_string(info_.seq) + " nbytes=" + std::to_string(info_.size) +
+           (view().is_held() ? " held>" : " released>");
+  }
+
+ private:
+  xshm::MessageView& view() const { return static_cast<OwnedView*>(owner_.get_pointer())->view; }
+  xshm::MessageView& held_view() const {
+    if (!view().is_held())
+      throw xshm::ClosedError("the view of message " + std::to_string(info_.seq) +
+                              " was released: its data is no longer there (copy what you keep)");
+    return view();
+  }
+
+  Frame frame_;
+  xshm::MessageInfo info_;
+  py::capsule owner_;  // owns the core view
+  SlotArrays arrays_;
 };
 
 std::size_t claim_bytes(const PyStream& ps, xshm::Stream& s, PyObject* nbytes) {
@@ -215,6 +302,10 @@ PyMethodDef g_claim_methods[] = {
 
 }  // namespace
 
+py::object make_view(std::shared_ptr<xshm::StreamReader> reader, xshm::MessageView v, const Frame& f) {
+  return py::cast(PyView(std::move(reader), std::move(v), f));
+}
+
 void register_stream_claim(py::module_& mod, py::class_<PyStream>& stream_cls) {
   py::class_<PyClaim> claim_cls(
       mod, "StreamClaim",
@@ -242,6 +333,41 @@ void register_stream_claim(py::module_& mod, py::class_<PyStream>& stream_cls) {
   install(claim_cls, nullptr, nullptr, nullptr);  // __init__ refuses, saying how to get one
 
   install(stream_cls, g_claim_methods, nullptr, nullptr);
+
+  py::class_<PyView> view_cls(
+      mod, "MessageView",
+      "A message read in place (StreamReader.recv_view()): `data` is a read-only numpy array over\n"
+      "the slot itself. The reader moves past the message when the view is released (leaving its\n"
+      "with block): until then a 'block' writer cannot reuse the slot.");
+  view_cls
+      .def_property_readonly("data", &PyView::data,
+                             "The payload, in place: a read-only numpy array (uint8, or the frame).")
+      .def_property_readonly(
+          "seq", [](const PyView& v) { return v.info().seq; }, "Its sequence number.")
+      .def_property_readonly(
+          "nbytes", [](const PyView& v) { return v.info().size; }, "Its payload bytes.")
+      .def_property_readonly(
+          "timestamp_ns", [](const PyView& v) { return v.info().timestamp_ns; },
+          "Wall-clock time it was sent, ns since the epoch.")
+      .def_property_readonly(
+          "writer_pid", [](const PyView& v) { return v.info().writer_pid; },
+          "Pid of the process that sent it.")
+      .def_property_readonly("held", &PyView::held, "Whether it is not yet released.")
+      .def_property_readonly("overwritten", &PyView::overwritten,
+                             "Whether a 'drop_oldest' writer has reused the slot since the view was taken:\n"
+                             "what `data` shows may then be torn (release() raises OverwrittenError).")
+      .def("release", &PyView::release,
+           "Move the reader past the message. Idempotent. BufferError while arrays derived from\n"
+           "`data` exist (the view stays held); OverwrittenError if the slot was overwritten\n"
+           "meanwhile (the message is counted lost).")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__",
+           [](PyView& v, py::handle type, py::handle, py::handle) {
+             v.exit(!type.is_none());
+             return false;
+           })
+      .def("__repr__", &PyView::repr);
+  install(view_cls, nullptr, nullptr, nullptr);
 }
 
 }  // namespace xshm_py
