@@ -243,6 +243,34 @@ def _streams_tables(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _frames_table(res: dict[str, Any]) -> list[str]:
+    f = res["frames"]
+    rows = f["rows"]
+    copy = rows["in-process copy, ring of 4 frames"]
+    lines = [
+        "",
+        f"### Frames: {f['bytes'] >> 20 or f['bytes'] / 2**20} MiB float32, one writer process to "
+        "one reader process, end to end",
+        "",
+        "| row | API | GB/s | frames/s | / in-process copy, ring of 4 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    api = {
+        "in-process copy, ring of 4 frames": "`np.copyto(dsts[k % 4], src)`, one process",
+        "in-process copy, same destination": "`np.copyto(dst, src)`, one process (cache-hot)",
+        "xshm claim / recv_view": "`with s.claim() as buf: np.copyto(buf, src)` / "
+        "`with r.recv_view() as v:` (checks the first and last value)",
+        "xshm send / recv": "`s.send(frame)` / `r.recv()` (checks the first and last value)",
+    }
+    for label, r in rows.items():
+        ratio = ""
+        if r is not copy:
+            ratio = _x(statistics.median(a / b for a, b in zip(r["per_round"], copy["per_round"])))
+        fps = f"{r['frames_s']:,.0f}" if r.get("frames_s") else ""
+        lines.append(f"| {label} | {api.get(label, '')} | {r['gb_s']:.2f} | {fps} | {ratio} |")
+    return lines
+
+
 def _targets_table(res: dict[str, Any]) -> list[str]:
     lines = [
         "",
@@ -275,6 +303,8 @@ def tables(res: dict[str, Any]) -> str:
         lines += _readers_table(res)
     if "streams" in res:
         lines += _streams_tables(res)
+    if "frames" in res:
+        lines += _frames_table(res)
     if res.get("targets"):
         lines += _targets_table(res)
     if res["notes"]:

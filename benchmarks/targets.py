@@ -172,6 +172,18 @@ def _stream_hop_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
     )
 
 
+def _frames_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
+    rows = dig(res, "frames", "rows") or {}
+    a, b = rows.get("xshm claim / recv_view"), rows.get("in-process copy, ring of 4 frames")
+    if not a or not b:
+        return None
+    x = statistics.median(p / q for p, q in zip(a["per_round"], b["per_round"]))
+    return x, (
+        f"{x:.2f}x (median of {min(a['rounds'], b['rounds'])} per-round ratios): "
+        f"{a['gb_s']:.2f} GB/s ({a['frames_s']:,.0f} frames/s) against {b['gb_s']:.2f} GB/s"
+    )
+
+
 TARGETS = [
     Target(12, "must", "snapshot, all fields touched, writer flat out in another process: ≥ 5x "
            "faster than `shared_memory` + `Lock`", _snap_target("shared_memory + Lock"), 5, True),
@@ -216,6 +228,9 @@ TARGETS = [
            "of faster-fifo with 2 producers and 2 consumers",
            _stream_target("xshm stream, group of 2 workers",
                           "faster-fifo, 2 producers 2 consumers"), 5, True),
+    Target(15, "must", "4 MiB frames with `claim` and `recv_view`: end to end ≥ 0.8x the "
+           "bandwidth of one in-process copy of the frame (into a ring of 4 frames, as the "
+           "stream's 4 slots)", _frames_target, 0.8, True),
 ]  # fmt: skip
 
 
