@@ -317,3 +317,55 @@ TEST(StreamGroupCrash, MembersKilledAtRandomKeepTheGroupsAccounts) {
               static_cast<unsigned long long>(sent), static_cast<unsigned long long>(g.received),
               static_cast<unsigned long long>(g.lost), static_cast<unsigned long long>(mine.received()));
 }
+
+// docs/LAYOUT.md 26.8.3: the recovery after EOWNERDEAD is idempotent. A locker killed in the
+// middle of it leaves stores of a recovery cut short; the next locker reruns it from what is
+// stored. Each case below is a member's step cut short, then every prefix of its recovery's
+// stores, then a full recovery: the group always ends with received + lost + skipped = cursor
+// - start, the cursor past the message (or the message left at it), and no hold.
+TEST(StreamGroupCrash, RecoveryCutShortAndRerunKeepsTheAccounts) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(8));
+  auto member = s.reader(xshm::Start::latest, "g");
+  auto seg = s.segment();
+  xshm::ReaderEntry* me = seg->reader(member.index());
+  const std::uint32_t gi = me->group.load() - 1;
+  xshm::GroupEntry* g = seg->group(gi);
+  using xshm::stream_impl::GroupStep;
+  using xshm::stream_impl::hold_word;
+  struct State {
+    std::uint64_t hold, cursor, received, lost;
+  };
+  // Start 10 (group created at 10), 5 received and 2 lost before message 17.
+  const std::uint64_t start = 10, c = 17;
+  const std::vector<State> cut = {
+      {hold_word(c, GroupStep::copy), c, 5, 2},      // copy: killed before its cursor store
+      {hold_word(c, GroupStep::copy), c + 1, 5, 2},  // ... after it, before received
+      {hold_word(c, GroupStep::copy), c + 1, 6, 2},  // ... after received, before hold = 0
+      {hold_word(c, GroupStep::copy), c, 5, 3},  // a recovery that counted before moving the cursor (the old
+                                                 // order): a rerun must not count it again
+      {hold_word(c, GroupStep::lose), c, 5, 2},  // a recovery rewrote it, then died
+      {hold_word(c, GroupStep::lose), c + 1, 5, 2},  // ... after its cursor store
+      {hold_word(c, GroupStep::lose), c + 1, 4, 2},  // ... after received - 1
+      {hold_word(c, GroupStep::lose), c + 3, 5, 2},  // a member's lose of a lap, cut
+      {hold_word(c, GroupStep::skip), c + 1, 5, 2},  // a member's skip, cut
+  };
+  for (const State& st : cut) {
+    SCOPED_TRACE("hold step " + std::to_string(st.hold & 3) + " cursor " + std::to_string(st.cursor) +
+                 " received " + std::to_string(st.received));
+    g->start.store(start);
+    g->cursor.store(st.cursor);
+    g->received.store(st.received);
+    g->lost.store(st.lost);
+    g->skipped.store(0);
+    me->hold.store(st.hold);
+    xshm::stream_impl::recover_group(*seg, gi);
+    EXPECT_EQ(me->hold.load(), 0u);
+    EXPECT_EQ(g->received.load() + g->lost.load() + g->skipped.load(), g->cursor.load() - g->start.load());
+    EXPECT_LE(g->received.load(), st.received);  // never counts a message received twice
+    const std::uint64_t after = g->cursor.load();
+    xshm::stream_impl::recover_group(*seg, gi);  // a rerun with nothing held changes nothing
+    EXPECT_EQ(g->cursor.load(), after);
+  }
+  member.close();
+}

@@ -120,20 +120,36 @@ inline void recover_group(StreamSegment& s, std::uint32_t gi) {
     const std::uint64_t received = g->received.load(std::memory_order_relaxed);
     const std::uint64_t lost = g->lost.load(std::memory_order_relaxed);
     const std::uint64_t skipped = g->skipped.load(std::memory_order_relaxed);
-    const std::uint64_t span = cursor - start;
+    // Every branch is idempotent: a locker killed in the middle of it leaves the group
+    // owner-dead again, and the next locker's recovery, rerun from what is stored, ends where
+    // this one would have (the compiler may not reorder the stores: signal fences).
+    const auto in_order = [] { std::atomic_signal_fence(std::memory_order_seq_cst); };
     if (cursor == c) {
       if (step == GroupStep::copy) {  // taken by a member that never returned it: lost
-        g->lost.store(lost + 1, std::memory_order_relaxed);
+        // Rewritten as a lose step first: a rerun then finishes it as one (or, if the cursor
+        // has not moved yet, leaves the message to the next member, counting nothing).
+        r->hold.store(hold_word(c, GroupStep::lose), std::memory_order_relaxed);
+        in_order();
         g->cursor.store(c + 1, std::memory_order_release);
+        in_order();
+        g->lost.store(c + 1 - start - received - skipped, std::memory_order_relaxed);
       }
     } else if (step == GroupStep::copy) {  // copied, then lost with its member
-      g->lost.store(lost + 1, std::memory_order_relaxed);
-      g->received.store(span - (lost + 1) - skipped, std::memory_order_relaxed);
+      const std::uint64_t span = cursor - start;
+      // Counted received already (the member died after its counter store) or not: lost now.
+      const bool counted = received + lost + skipped == span;
+      r->hold.store(hold_word(c, GroupStep::lose), std::memory_order_relaxed);
+      in_order();
+      const std::uint64_t took = counted ? received - 1 : received;
+      g->received.store(took, std::memory_order_relaxed);
+      in_order();
+      g->lost.store(span - took - skipped, std::memory_order_relaxed);
     } else if (step == GroupStep::lose) {
-      g->lost.store(span - received - skipped, std::memory_order_relaxed);
+      g->lost.store(cursor - start - received - skipped, std::memory_order_relaxed);
     } else {
-      g->skipped.store(span - received - lost, std::memory_order_relaxed);
+      g->skipped.store(cursor - start - received - lost, std::memory_order_relaxed);
     }
+    in_order();
     r->hold.store(0, std::memory_order_relaxed);
   }
   notify_writers(s);

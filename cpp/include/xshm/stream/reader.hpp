@@ -511,6 +511,7 @@ class StreamReader {
     void took(std::uint64_t c) noexcept {
       move(c + 1);
       g->received.store(g->received.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the count before the step's end
       me->hold.store(0, std::memory_order_relaxed);
       ++r.received_;
       me->received.store(r.received_, std::memory_order_relaxed);
@@ -519,6 +520,7 @@ class StreamReader {
       me->hold.store(stream_impl::hold_word(c, stream_impl::GroupStep::lose), std::memory_order_relaxed);
       move(next);
       g->lost.store(g->lost.load(std::memory_order_relaxed) + (next - c), std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the count before the step's end
       me->hold.store(0, std::memory_order_relaxed);
       r.lost_ += next - c;
       me->lost.store(r.lost_, std::memory_order_relaxed);
@@ -527,6 +529,7 @@ class StreamReader {
       me->hold.store(stream_impl::hold_word(c, stream_impl::GroupStep::skip), std::memory_order_relaxed);
       move(c + 1);
       g->skipped.store(g->skipped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the count before the step's end
       me->hold.store(0, std::memory_order_relaxed);
       r.count_skipped();
     }
