@@ -410,7 +410,14 @@ py::list readers_info(PyStream& ps) {
     const std::uint64_t st = r->state.load(std::memory_order_acquire);
     if (st == 0) continue;
     py::dict d;
-    const std::uint64_t cursor = r->cursor.load(std::memory_order_acquire);
+    std::uint64_t cursor = r->cursor.load(std::memory_order_acquire);
+    const std::uint32_t group = r->group.load(std::memory_order_relaxed);
+    d["group"] = py::none();
+    if (group != 0 && group <= seg->geo.max_groups) {  // a member: its group's cursor
+      const xshm::GroupEntry* g = seg->group(group - 1);
+      cursor = g->cursor.load(std::memory_order_acquire);
+      d["group"] = xshm::stream_impl::group_name(g);
+    }
     d["index"] = i;
     d["pid"] = r->pid.load(std::memory_order_relaxed);
     d["start"] = r->start.load(std::memory_order_relaxed);
@@ -874,9 +881,10 @@ PyMethodDef g_stream_methods[] = {
      "unlink($self, /)\n--\n\nRemove the stream's name, if it still names this stream."},
     {"readers", fastcall_fn(fast_readers), kFast,
      "readers($self, /)\n--\n\n"
-     "The attached readers as dicts (index, pid, start, cursor, lag, lost, received, skipped,\n"
+     "The attached readers as dicts (index, pid, group, start, cursor, lag, lost, received, skipped,\n"
      "attached_ns, alive), read without taking any lock: `start` is the cursor it attached at, and\n"
-     "received + lost + skipped = cursor - start. For tools such as xshm inspect."},
+     "received + lost + skipped = cursor - start; a group member's cursor and lag are its group's,\n"
+     "its counts its own share (the group's: groups()). For tools such as xshm inspect."},
     {"groups", fastcall_fn(fast_groups), kFast,
      "groups($self, /)\n--\n\n"
      "The stream's reader groups as dicts (name, start, cursor, lag, received, lost, skipped,\n"

@@ -410,7 +410,19 @@ def _record_data(m: SharedMemoryManager) -> dict[str, Any]:
     }
 
 
-READER_FIELDS = ("index", "pid", "alive", "cursor", "lag", "lost", "received", "attached_ns")
+READER_FIELDS = (
+    "index",
+    "pid",
+    "group",
+    "alive",
+    "cursor",
+    "lag",
+    "lost",
+    "received",
+    "skipped",
+    "attached_ns",
+)
+GROUP_FIELDS = ("name", "members", "cursor", "lag", "received", "lost", "skipped", "start")
 
 
 def _stream_data(s: Stream) -> dict[str, Any]:
@@ -443,6 +455,8 @@ def _stream_data(s: Stream) -> dict[str, Any]:
         "waiting_readers": hdr["data_waiters"],
         "waiting_writers": hdr["space_waiters"],
         "readers": [{k: r[k] for k in READER_FIELDS} for r in readers],
+        "max_groups": hdr["max_groups"],
+        "groups": [{k: g[k] for k in GROUP_FIELDS} for g in s.groups()],
     }
 
 
@@ -549,7 +563,25 @@ def _stream_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
             f"{n} of {info['max_readers']} attached"
             + (f", {dead} of them dead (a writer detaches them)" if dead else ""),
         ),
+        (
+            "groups",
+            f"{len(info['groups'])} of {info['max_groups']} (work queues: each message to one "
+            "member)",
+        ),
     ]
+
+
+def _group_table(groups: list[dict[str, Any]], console: Any) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, header_style="bold")
+    cols = ["group", "members", "cursor", "lag", "received", "lost", "skipped"]
+    for col in cols:
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for g in groups:
+        t.add_row(g["name"], *(str(g[c]) for c in cols[1:]))
+    return t
 
 
 def _reader_table(readers: list[dict[str, Any]], console: Any, lag_only: bool = False) -> Any:
@@ -558,15 +590,18 @@ def _reader_table(readers: list[dict[str, Any]], console: Any, lag_only: bool = 
 
     t = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, header_style="bold")
     cols = ["reader", "pid", "alive", "cursor", "lag", "lost", "received"]
+    if any(r.get("group") for r in readers):
+        cols.insert(1, "group")
     if lag_only:
         cols.remove("cursor")
     else:
         cols.append("attached")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("alive", "attached") else "right")
+        t.add_column(col, justify="left" if col in ("group", "alive", "attached") else "right")
     for r in readers:
         cells = {
             "reader": str(r["index"]),
+            "group": r.get("group") or "-",
             "pid": str(r["pid"]),
             "alive": "[green]alive[/green]" if r["alive"] else "[red]dead[/red]",
             "cursor": str(r.get("cursor", "")),
@@ -592,6 +627,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     console.print(t)
     if info["kind"] == "stream" and info["readers"]:
         console.print(_reader_table(info["readers"], console))
+    if info["kind"] == "stream" and info["groups"]:
+        console.print(_group_table(info["groups"], console))
     return EXIT_OK
 
 

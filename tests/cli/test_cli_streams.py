@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -549,3 +550,37 @@ def test_help_names_streams() -> None:
     assert "records and streams" in top and "xshm inspect events" in top
     for cmd in ("ls", "inspect", "watch", "rm"):
         assert "stream" in run(cmd, "--help").stdout, cmd
+
+
+def test_inspect_shows_groups_and_their_members(stream: xshm.Stream) -> None:
+    """A work-queue group: inspect lists it (members, cursor, lag, received, lost, skipped) and
+    gives its members the group's cursor and lag, in the table and in --json."""
+    member = stream.reader(group="workers")
+    other = stream.reader()
+    for k in range(3):
+        stream.send(bytes([k]))
+    member.recv(timeout=5)
+    r = run("inspect", stream.name[1:], "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["max_groups"] == 16
+    assert info["groups"] == [
+        {
+            "name": "workers",
+            "members": 1,
+            "cursor": 1,
+            "lag": 2,
+            "received": 1,
+            "lost": 0,
+            "skipped": 0,
+            "start": 0,
+        }
+    ]
+    by_group = {d["group"]: d for d in info["readers"]}
+    assert (by_group["workers"]["cursor"], by_group["workers"]["lag"]) == (1, 2)
+    assert (by_group[None]["cursor"], by_group[None]["lag"]) == (0, 3)
+    text = run("inspect", stream.name[1:]).stdout
+    assert re.search(r"groups\s+1 of 16", text), text
+    assert re.search(r"workers\s+1\s+1\s+2\s+1\s+0\s+0", text), text
+    member.close()
+    other.close()

@@ -44,7 +44,7 @@ def test_every_code_block_is_run() -> None:
     )
     roles = [b.role for b in rt.blocks(README) if b.role]
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
-    expected += ["stream producer", "stream consumer"]
+    expected += ["stream producer", "stream consumer", "work queue", "frames", "cpp stream program"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -294,3 +294,52 @@ def test_prerequisites_stated_are_the_computed_ones(skip_or_fail: Callable[[str]
     assert go and f"Go ≥ {go.group(1)} (`tests/spec_reader/go.mod`)" in flat
     packages = ["libgtest-dev", "valgrind", "tmux", "clang", "libclang-rt-14-dev", "clang-format"]
     assert all(p in flat for p in packages)
+
+
+def test_work_queue_quickstart(seg_name: str, tmp_path: Path) -> None:
+    """Two worker processes in a group take the 10 jobs between them, each exactly once."""
+    script = tmp_path / "work_queue.py"
+    script.write_text(code("work queue", seg_name, "jobs"))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.strip().splitlines()
+    jobs = sorted(
+        int(m.group(1)) for ln in lines if (m := re.fullmatch(r"job (\d+) done by .+", ln))
+    )
+    assert jobs == list(range(10)), r.stdout
+    assert lines[-1] == "workers took 12 messages", lines[-1]
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_frames_quickstart(seg_name: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", code("frames", seg_name, "camera")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout == "0 (480, 640) 1.0 True\n"
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_cpp_stream_program(seg_name: str, tmp_path: Path) -> None:
+    gxx = shutil.which("g++")
+    assert gxx is not None, "g++ is needed (make setup installs it)"
+    src = tmp_path / "stream.cpp"
+    src.write_text(code("cpp stream program", seg_name, "orders"))
+    exe = tmp_path / "stream"
+    flags = [
+        "-std=c++17",
+        f"-I{ROOT / 'cpp' / 'include'}",
+        "-pthread",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ]
+    build = subprocess.run([gxx, *flags, str(src), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "order 42 (seq 0)\n"
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
