@@ -1,7 +1,9 @@
 """The live demo (``xshm demo``): a producer and several consumers in separate processes share
 one segment for a few seconds; every consumer checks every snapshot and measures how long after
 each publish it held the record. Then a ping-pong measures the one-way latency the way the
-benchmarks do. Ends on its own and prints what it measured.
+benchmarks do. Then a stream: a producer sends numbered jobs to a work-queue group of workers
+(each job to exactly one of them) while a monitor reads every one; each checks the order and
+contents of what it got. Ends on its own and prints what it measured.
 
 Record k (the same as cpp/examples/producer.cpp's, checked by cpp/examples/consumer.cpp):
 counter k, message "tick k", values v[i] = |(i + k) % 32 - 16|, a wave that moves one step per
@@ -22,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._core import SharedMemoryManager
+from ._core import SharedMemoryManager, Stream
 from .errors import WaitTimeoutError
 
 PERIOD = 32  # the wave's period, in elements and in publishes
@@ -81,6 +83,92 @@ def _pct(xs: list[float], p: float) -> float:
         return 0.0
     xs = sorted(xs)
     return round(xs[int(p * (len(xs) - 1))], 1)
+
+
+STREAM_JOBS = 20_000
+
+
+def _job(k: int) -> bytes:
+    """Job k: its number and a check value, so that a torn or mixed message would show."""
+    return k.to_bytes(8, "little") + (k * 2654435761 % 2**32).to_bytes(4, "little")
+
+
+def _job_number(data: bytes) -> Optional[int]:
+    k = int.from_bytes(data[:8], "little")
+    return k if len(data) == 12 and data == _job(k) else None
+
+
+def _stream_worker(name: str, group: Optional[str], stops: int, out: Any) -> None:
+    """A member of `group` (None: the monitor, which reads every job) until its `stops`-th stop
+    message; checks every job's contents and that its numbers only grow."""
+    with Stream.open(name, timeout=10) as s, s.reader("oldest", group=group) as r:
+        got = bad = out_of_order = 0
+        last = -1
+        while stops > 0:
+            m = r.recv(timeout=30)
+            if m.data == b"stop":
+                stops -= 1
+                continue
+            k = _job_number(m.data)
+            if k is None:
+                bad += 1
+                continue
+            out_of_order += k <= last
+            last = k
+            got += 1
+        out.put(
+            {
+                "reader": f"{'worker' if group else 'monitor'} {os.getpid()}",
+                "jobs": got,
+                "bad": bad,
+                "out_of_order": out_of_order,
+                "lost": r.lost,
+            }
+        )
+
+
+def _stream_part(workers: int, ctx: Any) -> dict[str, Any]:
+    """The stream half of the demo: its figures."""
+    name = f"xshm-demo-jobs-{os.getpid()}"
+    s = Stream.create(name, capacity=1024, max_bytes=16)
+    results: Any = ctx.Queue()
+    s.reader(group="workers").close()  # the group exists before the first job: none goes by
+    procs = [
+        ctx.Process(target=_stream_worker, args=(name, "workers", 1, results))
+        for _ in range(workers)
+    ]
+    procs.append(ctx.Process(target=_stream_worker, args=(name, None, workers, results)))
+    try:
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 30
+        while len(s.readers()) < len(procs) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        t0 = time.perf_counter()
+        for k in range(STREAM_JOBS):
+            s.send(_job(k), timeout=30)
+        for _ in range(workers):
+            s.send(b"stop", timeout=30)  # each message to one worker: one stop each
+        figures = [results.get(timeout=60) for _ in procs]  # the monitor sees every stop
+        elapsed = time.perf_counter() - t0
+        for p in procs:
+            p.join(timeout=30)
+        (group,) = s.groups()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        s.unlink()
+        s.close()
+    return {
+        "stream": "/" + name,
+        "jobs": STREAM_JOBS,
+        "jobs_per_s": round(STREAM_JOBS / elapsed),
+        "processes": len(procs) + 1,
+        "cpus": os.cpu_count(),
+        "readers": figures,
+        "group": {k: group[k] for k in ("received", "lost", "skipped")},
+    }
 
 
 def _cpp_consumer() -> Optional[str]:
@@ -158,6 +246,7 @@ def run(
             cpp_proc.kill()
         m.unlink()
         m.close()
+    stream = _stream_part(max(consumers, 1), ctx)
     pingpong = {}
     if pingpong_rounds:
         # The benchmark's way: two processes answer each other at once, so a reader is woken
@@ -176,4 +265,6 @@ def run(
         "latency_us_p50": statistics.median(f["latency_us_p50"] for f in figures),
         "cpp_consumer": cpp is not None,
         "pingpong_one_way_us": pingpong,
+        "stream": stream,
+        "stream_errors": sum(r["bad"] + r["out_of_order"] + r["lost"] for r in stream["readers"]),
     }

@@ -849,9 +849,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.stop()
+    ok = fig["torn"] == 0 and fig["stream_errors"] == 0
     if args.json:
         print(json.dumps(fig, indent=2))
-        return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
+        return EXIT_OK if ok else EXIT_FAILED
     from rich import box
     from rich.table import Table
 
@@ -891,7 +892,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"answering each other's publish at once): one-way p50 {pp['blocking_us']:.1f} us "
             f"blocking, {pp['spinning_us']:.1f} us spinning"
         )
-    return EXIT_OK if fig["torn"] == 0 else EXIT_FAILED
+    st = fig["stream"]
+    workers = [r for r in st["readers"] if r["reader"].startswith("worker")]
+    monitor = next(r for r in st["readers"] if r["reader"].startswith("monitor"))
+    console.print(
+        f"stream {st['stream']}: {st['jobs']} jobs sent at {st['jobs_per_s']:,} jobs/s "
+        f"({st['processes']} processes on {st['cpus']} CPUs) to a "
+        f"work-queue group of {len(workers)} workers (each job to one: they took "
+        + " + ".join(str(w["jobs"]) for w in workers)
+        + f" = {sum(w['jobs'] for w in workers)}) and a monitor reading every job "
+        f"({monitor['jobs']}); out of order {sum(r['out_of_order'] for r in st['readers'])}, "
+        f"corrupt {sum(r['bad'] for r in st['readers'])}, lost "
+        f"{sum(r['lost'] for r in st['readers'])}"
+    )
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ and the C++ example consumer it runs, which reads the segment's own dtype."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,13 +38,24 @@ def test_demo_shows_the_record_moving_and_explains_its_latency() -> None:
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("ping-pong"))
     assert "us blocking" in line and "us spinning" in line
     assert "torn snapshots: 0" in r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("stream "))
+    m = re.search(r"they took (\d+) = (\d+)\) and a monitor reading every job \((\d+)\)", line)
+    assert m and m.group(1) == m.group(2) == m.group(3) == "20000", line  # one worker: all
+    assert line.endswith("out of order 0, corrupt 0, lost 0"), line
 
 
-def test_demo_json_has_the_pingpong() -> None:
-    r = run("demo", "--seconds", "0.5", "--consumers", "1", "--json")
+def test_demo_json_has_the_pingpong_and_the_stream() -> None:
+    r = run("demo", "--seconds", "0.5", "--consumers", "2", "--json")
     assert r.returncode == 0, r.stderr
-    pp = json.loads(r.stdout)["pingpong_one_way_us"]
+    fig = json.loads(r.stdout)
+    pp = fig["pingpong_one_way_us"]
     assert pp["blocking_us"] > 0 and pp["spinning_us"] > 0
+    st = fig["stream"]
+    workers = [x for x in st["readers"] if x["reader"].startswith("worker")]
+    (monitor,) = [x for x in st["readers"] if x["reader"].startswith("monitor")]
+    assert len(workers) == 2 and sum(w["jobs"] for w in workers) == st["jobs"] == monitor["jobs"]
+    assert fig["stream_errors"] == 0
+    assert st["group"] == {"received": st["jobs"] + 2, "lost": 0, "skipped": 0}  # + the stops
 
 
 @pytest.fixture(scope="module")
