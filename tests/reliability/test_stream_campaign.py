@@ -64,6 +64,16 @@ STARTING, ATTACHED, SEND, SEND_MANY, TRY_SEND, CLAIM, FILLING, COMMITTING, DROPP
 RECEIVING, HOLDING_VIEW, TAKING, FINISHED = range(9, 13)
 
 
+# Where the killer aims, by victim kind (an empty set: wherever the victim is).
+AIM = 0.05
+AIMS: dict[str, list[set[int]]] = {
+    "writer": [set(), {SEND, SEND_MANY, TRY_SEND}, {CLAIM, FILLING, COMMITTING, DROPPING}],
+    "plain": [set()],
+    "view": [set(), {HOLDING_VIEW}],
+    "member": [set()],
+}
+
+
 def at(slot: int, what: int) -> int:
     return 2 + 4 * slot + what
 
@@ -430,7 +440,12 @@ class Round:
                 raise Hang(f"{what}: after {WAIT} s still waiting for {self.where(waiting)}")
             time.sleep(0.001)
 
-    def kill(self, proc: Proc) -> str:
+    def kill(self, proc: Proc, aim: set[int]) -> str:
+        """SIGKILLs `proc` once it is in one of the phases `aim` (at once if empty; anyway
+        after AIM seconds): where in that phase is left to chance."""
+        end = time.monotonic() + AIM
+        while aim and self.ctrl[at(proc.slot, PHASE)] not in aim and time.monotonic() < end:
+            pass
         phase = int(self.ctrl[at(proc.slot, PHASE)])
         os.kill(proc.p.pid, signal.SIGKILL)
         proc.p.join(timeout=WAIT)
@@ -499,7 +514,7 @@ def run_round(
                 if not victims:
                     continue
                 victim = rng.choice(victims)
-                phase = run.kill(victim)
+                phase = run.kill(victim, rng.choice(AIMS[kind]))
                 key = f"{victim.kind}: {phase}"
                 fig.kills[key] = fig.kills.get(key, 0) + 1
                 kills -= 1
@@ -614,24 +629,26 @@ def check_round(run: Round, s: xshm.Stream, block: bool, fig: Figures) -> list[s
             problems.append(f"{who}: {t.seq_gaps} gaps, {t.overwritten} overwritten, {rep.end}")
         if skipped > drops + len(killed_writers):
             problems.append(f"{who}: skipped {skipped} > {drops} dropped claims + writer kills")
+        if block:  # every reader that finished, late ones included, loses only dead writers'
+            if lost > in_flight:
+                problems.append(f"{who}: lost {lost} > {in_flight} in flight in killed writers")
+            if t.counter_gaps or t.overwritten:
+                problems.append(f"{who}: counter gaps {t.counter_gaps}, {t.overwritten} views")
+        elif t.counter_gaps > lost:
+            problems.append(f"{who}: counter gaps {t.counter_gaps} > lost {lost}")
         if x.kind != "survivor":
             continue
         if lost < holes:
             problems.append(f"survivor lost {lost} < {holes} writers killed filling a claim")
-        if block:
-            if lost > in_flight:
-                problems.append(f"survivor lost {lost} > {in_flight} in flight in killed writers")
-            if t.counter_gaps or skipped < drops:
-                problems.append(f"survivor: counter gaps {t.counter_gaps}, skipped {skipped}")
-            for w in writers:
-                acked = ctrl[at(w.slot, ACKED)]
-                if t.next_k.get(w.slot, 0) < acked:
-                    problems.append(
-                        f"survivor: writer {w.slot}'s sends up to {acked} returned, "
-                        f"it got {t.next_k.get(w.slot, 0)}"
-                    )
-        elif t.counter_gaps > lost:
-            problems.append(f"survivor: counter gaps {t.counter_gaps} > lost {lost}")
+        if block and skipped < drops:
+            problems.append(f"survivor: skipped {skipped} < {drops} dropped claims")
+        for w in writers if block else []:
+            acked = ctrl[at(w.slot, ACKED)]
+            if t.next_k.get(w.slot, 0) < acked:
+                problems.append(
+                    f"survivor: writer {w.slot}'s sends up to {acked} returned, "
+                    f"it got {t.next_k.get(w.slot, 0)}"
+                )
 
     drained = drain_group(s)
     common("the group's drainer", tally_of(drained, drained.got[0][0] if drained.got else 0))
