@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "report.hpp"
 #include "xshm/xshm.hpp"
 
 namespace {
@@ -34,19 +35,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kSpin = std::chrono::milliseconds(100);  // spin budget per wait in spin mode
 
-constexpr std::int64_t kFastWakeNs = 10'000;  // benchmarks/common.py FAST_WAKE_NS
-
-void report(const char* name, int round, std::vector<std::int64_t>& one_way) {
-  std::sort(one_way.begin(), one_way.end());
-  auto pct = [&](double p) { return one_way[static_cast<std::size_t>(p * (one_way.size() - 1))]; };
-  const auto fast = std::lower_bound(one_way.begin(), one_way.end(), kFastWakeNs) - one_way.begin();
-  std::printf(
-      "{\"case\": \"%s\", \"round\": %d, \"n\": %zu, \"p50_ns\": %lld, \"p99_ns\": %lld, \"p999_ns\": "
-      "%lld, \"fast_share\": %.4f}\n",
-      name, round, one_way.size(), static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
-      static_cast<long long>(pct(0.999)), static_cast<double>(fast) / static_cast<double>(one_way.size()));
-  std::fflush(stdout);
-}
+using bench::report;
 
 struct alignas(64) Line {
   std::atomic<std::uint32_t> v{0};
