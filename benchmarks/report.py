@@ -238,8 +238,11 @@ def _streams_tables(res: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
     lat = st.get("latency") or {}
     if lat:
-        lines += ["", "| one-way, spinning | p50 | p99 |", "|---|---:|---:|"]
-        lines += [f"| {k} | {_us(v['p50_ns'])} | {_us(v['p99_ns'])} |" for k, v in lat.items()]
+        lines += ["", "| one-way, spinning | API | p50 (µs) | p99 (µs) |", "|---|---|---:|---:|"]
+        lines += [
+            f"| {k} | {v.get('api', '')} | {_us(v['p50_ns'])} | {_us(v['p99_ns'])} |"
+            for k, v in lat.items()
+        ]
     return lines
 
 

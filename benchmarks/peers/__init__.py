@@ -14,6 +14,9 @@ clean-ups, and an event the echo sets when ready (or None); latency.py runs it i
 xshm._bench._echo_running. `wakeups` is how many sleeping threads one one-way hop wakes (0:
 spinning): blocking rows are compared only within the same count. C++ rows are run by
 benchmarks/cpp/pingpong with the arguments in `cpp`.
+
+Stream latency peers (question "streams", issue 15): C++ rows run by benchmarks/cpp/stream_pingpong
+with the arguments in `cpp`, interleaved with the streams question's Python hops.
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ from benchmarks.peers.snapshot import _lock_session, _xshm_session
 class Peer:
     label: str  # the row's name in results.json and the tables
     api: str  # what the row calls, as the tables print it
-    question: str  # "snapshot" or "latency"
+    question: str  # "snapshot", "latency" or "streams"
     setup: Optional[Callable[..., Any]] = None
     module: Optional[str] = None  # the module it imports; None: the standard library or xshm
     package: Optional[str] = None  # the pip package that provides it (benchmarks/requirements.txt)
     wakeups: int = 0  # latency: sleeping threads one one-way hop wakes; 0: spinning
-    cpp: tuple[str, ...] = ()  # C++ rows: benchmarks/cpp/pingpong's arguments, before N
+    cpp: tuple[str, ...] = ()  # C++ rows: the program's arguments (pingpong's before N)
     python_echo: bool = True  # latency: the echo is a Python process (not C++)
     profile: bool = False  # a row kept to profile xshm, not a like-for-like comparison
 
@@ -230,6 +233,21 @@ PEERS: list[Peer] = [
         _shared_setup("pyzmq (ipc)"),
         wakeups=3,
         **_pkg("pyzmq (ipc)"),
+    ),
+    # stream latency (issue 15), spinning, C++ -> C++: benchmarks/cpp/stream_pingpong
+    Peer(
+        "cpp-xshm-stream-spin",
+        "C++: `s.send(&v, 8)`; spinning `r.recv_into(&v, 8, timeout, spin)` (capacity 64, 'block')",
+        "streams",
+        cpp=("stream",),
+    ),
+    Peer(
+        "cpp-spsc-ring-spin",
+        "C++: a hand-written SPSC ring in POSIX shared memory (cached indices; sequence, "
+        "CLOCK_REALTIME timestamp, payload, release store, futex wake if the consumer sleeps); "
+        "spinning pop",
+        "streams",
+        cpp=("spsc",),
     ),
 ]
 BY_LABEL = {p.label: p for p in PEERS}

@@ -6,16 +6,28 @@ latency of one message, against the record's `read_into` hop, in the same run.
 Throughput: 64-byte messages, every message delivered (no row may lose one: a row that did is
 an error). Rounds are interleaved (round r runs every row once, in an order rotated by r) and
 each row keeps its per-round figures; ratios are medians of per-round ratios. Latency: a
-spinning ping-pong (round trip / 2), rounds interleaved with the record's hop."""
+spinning ping-pong (round trip / 2), rounds interleaved with the record's hop; and C++ → C++ with
+8-byte messages (issue 15), the stream against a minimal hand-written SPSC ring in shared memory
+doing the same work per message (benchmarks/cpp/stream_pingpong.cpp, built here; the ring's
+self-check runs first and a ring that fails it is not measured), in the same interleaved rounds:
+the same rounds and warm-up as the Python hops, more hops per round (they are 100x cheaper)."""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import statistics
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
-from benchmarks.common import CPUS, ONE_CPU_NOTE, SPIN, percentiles
-from benchmarks.peers import BY_LABEL
+import xshm
+
+from benchmarks.common import CPUS, ONE_CPU_NOTE, ROOT, SPIN, percentiles
+from benchmarks.peers import BY_LABEL, peers
 from benchmarks.peers.streams import (
     BATCH,
     MissedMessages,
@@ -77,6 +89,9 @@ POOL_ROWS: dict[str, tuple[str, Callable[..., Any], Optional[str]]] = {
 
 STREAM_HOP = "py-xshm stream hop, spinning"
 RECORD_HOP = "py-xshm-spin read_into"
+CPP_STREAM = "cpp-xshm-stream-spin"  # these two: the registry's "streams" peers
+CPP_RING = "cpp-spsc-ring-spin"
+CPP_SOURCE = ROOT / "benchmarks" / "cpp" / "stream_pingpong.cpp"
 
 
 def _missing(module: Optional[str]) -> Optional[str]:
@@ -156,24 +171,107 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
         for label, rs in per_round.items()
     }
 
-    # Latency: the stream's hop against the record's read_into hop, rounds interleaved.
     lat: dict[str, Any] = {}
     if CPUS < 2:
         notes["streams: latency"] = ONE_CPU_NOTE
     else:
-        lrounds, hops, warmup = (2, 150, 20) if quick else (8, 2000, 100)
-        setups = {STREAM_HOP: stream_hop_setup(SPIN, SIZE), RECORD_HOP: BY_LABEL[RECORD_HOP].setup}
-        lat_rounds: dict[str, list[dict[str, float]]] = {k: [] for k in setups}
-        for r in range(lrounds):
-            for label in list(setups) if r % 2 == 0 else list(setups)[::-1]:
-                lat_rounds[label].append(_latency_round(setups[label], hops, warmup))
-        lat = {
-            label: {
-                "p50_ns": statistics.median(x["p50_ns"] for x in rs),
-                "p99_ns": statistics.median(x["p99_ns"] for x in rs),
-                "p50_per_round": [x["p50_ns"] for x in rs],
-                "rounds": len(rs),
-            }
-            for label, rs in lat_rounds.items()
-        }
+        lat = _latency(quick, notes)
     return {"size": SIZE, "messages": n, "rows": rows, "latency": lat}
+
+
+def _require_all(what: str, detail: str) -> None:
+    """CI (XSHM_REQUIRE_ALL=1): our own program must build and pass its self-check."""
+    if os.environ.get("XSHM_REQUIRE_ALL") == "1":
+        raise SystemExit(f"XSHM_REQUIRE_ALL=1 but {what}: {detail}")
+
+
+def _build_cpp(out: Path, notes: dict[str, str]) -> Optional[Path]:
+    """benchmarks/cpp/stream_pingpong, for the C++ stream rows; None (with a note) if it does
+    not build."""
+    exe = out / "stream_pingpong"
+    cmd = ["g++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-I", xshm.get_include()]
+    cmd += [str(CPP_SOURCE), "-o", str(exe), "-pthread"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        errors = [line for line in r.stderr.splitlines() if "error" in line] or ["unknown error"]
+        _require_all("benchmarks/cpp/stream_pingpong did not build", r.stderr[-2000:])
+        notes["benchmarks/cpp/stream_pingpong"] = f"did not build: {errors[0][:200]}"
+        return None
+    return exe
+
+
+def _ring_check(exe: Path, messages: int) -> Optional[str]:
+    """The hand-written ring's self-check (order and contents of every message, its sleeping
+    and full paths); why it failed, or None."""
+    r = subprocess.run(
+        [str(exe), "check", str(messages)], capture_output=True, text=True, timeout=300
+    )
+    if r.returncode == 0:
+        return None
+    failed = [ln for ln in r.stdout.splitlines() if '"ok": false' in ln] or [r.stderr.strip()]
+    return f"the ring failed its self-check (exit {r.returncode}): {failed[0][:200]}"
+
+
+def _cpp_round(exe: Path, args: tuple[str, ...], n: int, warmup: int) -> dict[str, float]:
+    cmd = [str(exe), *args, "1", str(n), str(warmup)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    row = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")][-1]
+    return {k: float(row[k]) for k in ("p50_ns", "p99_ns", "p999_ns", "fast_share")}
+
+
+def _latency(quick: bool, notes: dict[str, str]) -> dict[str, Any]:
+    """The stream's hop against the record's read_into hop (Python), and the C++ stream against
+    the hand-written ring: one round of every row per round, in an order reversed every other
+    round. A C++ row that breaks is reported in the notes and dropped."""
+    lrounds, hops, warmup = (2, 150, 20) if quick else (8, 2000, 100)
+    cpp_hops = 2000 if quick else 20_000  # as the latency question's C++ rows
+    stream_hop, record_hop = stream_hop_setup(SPIN, SIZE), BY_LABEL[RECORD_HOP].setup
+    assert record_hop is not None
+    measure: dict[str, Callable[[], dict[str, float]]] = {
+        STREAM_HOP: lambda: _latency_round(stream_hop, hops, warmup),
+        RECORD_HOP: lambda: _latency_round(record_hop, hops, warmup),
+    }
+    apis = {
+        STREAM_HOP: f"`s.send(b)`; `r.recv(timeout=30, spin={SPIN})`, {SIZE} bytes, capacity 64",
+        RECORD_HOP: BY_LABEL[RECORD_HOP].api,
+    }
+    lat_rounds: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="xshm-bench-streams-") as tmp:
+        exe = _build_cpp(Path(tmp), notes)
+        for p in peers("streams"):
+            if exe is None:
+                notes[f"streams: {p.label}"] = (
+                    "skipped: benchmarks/cpp/stream_pingpong did not build (see the note on it)"
+                )
+                continue
+            if p.label == CPP_RING:
+                why = _ring_check(exe, 20_000 if quick else 200_000)
+                if why:
+                    _require_all("the SPSC ring's self-check failed", why)
+                    notes[f"streams: {p.label}"] = f"skipped: {why}"
+                    continue
+            measure[p.label] = functools.partial(_cpp_round, exe, p.cpp, cpp_hops, warmup)
+            apis[p.label] = p.api
+        lat_rounds = {label: [] for label in measure}
+        for r in range(lrounds):
+            for label in list(measure) if r % 2 == 0 else list(measure)[::-1]:
+                if label not in measure:
+                    continue
+                try:
+                    lat_rounds[label].append(measure[label]())
+                except (subprocess.SubprocessError, ValueError, IndexError) as e:
+                    if label in (STREAM_HOP, RECORD_HOP):
+                        raise
+                    err = getattr(e, "stderr", None) or str(e)
+                    notes[f"streams: {label}"] = f"skipped: {type(e).__name__}: {err[:160]}"
+                    del measure[label], lat_rounds[label]
+    return {
+        label: {
+            "api": apis[label],
+            "p50_ns": statistics.median(x["p50_ns"] for x in rs),
+            "p99_ns": statistics.median(x["p99_ns"] for x in rs),
+            "p50_per_round": [x["p50_ns"] for x in rs],
+            "rounds": len(rs),
+        }
+        for label, rs in lat_rounds.items()
+    }
