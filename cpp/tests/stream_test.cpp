@@ -698,3 +698,34 @@ TEST(Stream, InterruptStopsAReceiveWaitingInAnotherThread) {
   EXPECT_EQ(s.header()->data_waiters.load(), 0u);
   r.close();
 }
+
+// docs/LAYOUT.md 23.4, "A writer handle counts once": two threads of one handle asleep for room
+// count the handle once in space_waiters, and once both have left the count and the entry's
+// mark are back to 0 (a count per thread left one behind for ever: readers then paid a wake
+// for nobody per message).
+TEST(Stream, TwoThreadsOfOneHandleAsleepForRoomCountItOnce) {
+  ScopedName n;
+  xshm::StreamOptions o;
+  o.capacity = 1;
+  o.max_bytes = 8;
+  auto s = xshm::Stream::create(n.str(), o);
+  auto r = s.reader(xshm::Start::latest);
+  s.send("full");
+  std::thread a([&] { s.send("a", 10s); });
+  std::thread b([&] { s.send("b", 10s); });
+  const xshm::StreamHeader* h = s.header();
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  // Both are asleep once the entry is marked and neither send has been woken: give the second
+  // thread time to reach its sleep too.
+  while (h->space_waiters.load() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(h->space_waiters.load(), 1u) << "the handle is counted once, not per thread";
+  for (int i = 0; i < 3; ++i) (void)r.recv(5s);
+  a.join();
+  b.join();
+  EXPECT_EQ(h->space_waiters.load(), 0u);
+  const int w = s.segment()->writer_index.load();
+  ASSERT_GE(w, 0);
+  EXPECT_EQ(s.segment()->writer(static_cast<std::uint32_t>(w))->sleeping.load(), 0u);
+}

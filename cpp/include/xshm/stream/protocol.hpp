@@ -108,6 +108,41 @@ class Sleeper {
   std::uint32_t gen_;
 };
 
+/// A writer handle counts once in space_waiters however many of its threads sleep for room
+/// (docs/LAYOUT.md 23.4): the first in counts and marks the handle's writer entry, the last
+/// out clears the mark and gives the count back. (A count per thread would leave one for ever
+/// behind: the second thread's clear of the one mark fails.)
+class WriterSleeper {
+ public:
+  WriterSleeper() = default;
+  WriterSleeper(const WriterSleeper&) = delete;
+  WriterSleeper& operator=(const WriterSleeper&) = delete;
+  ~WriterSleeper() {
+    if (s_ == nullptr) return;
+    std::lock_guard<std::mutex> g(s_->local);
+    if (--s_->writer_sleepers == 0) clear_sleeper(s_->header()->space_waiters, *mark_, gen_);
+  }
+
+  bool counted() const noexcept { return s_ != nullptr; }
+  /// Counts this thread in (once; the handle in space_waiters if it is the first).
+  void count_in(StreamSegment& s, std::uint32_t entry, std::uint32_t gen) {
+    if (s_ != nullptr) return;
+    std::lock_guard<std::mutex> g(s.local);
+    s_ = &s;
+    mark_ = &s.writer(entry)->sleeping;
+    gen_ = gen;
+    if (s.writer_sleepers++ == 0) {
+      s.header()->space_waiters.fetch_add(1, std::memory_order_seq_cst);
+      mark_->store(gen_, std::memory_order_seq_cst);
+    }
+  }
+
+ private:
+  StreamSegment* s_ = nullptr;
+  std::atomic<std::uint32_t>* mark_ = nullptr;
+  std::uint32_t gen_ = 0;
+};
+
 /// Whether this handle may sweep now: at most once every kGateCheck, across its threads.
 inline bool sweep_due(StreamSegment& s) noexcept {
   const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -82,6 +82,7 @@ struct StreamSegment {
   // Under `local`: the reader entries this handle holds.
   std::mutex local;
   std::multiset<std::uint32_t> own_readers;
+  int writer_sleepers = 0;  // this handle's threads asleep for room (stream_impl::WriterSleeper)
   // Under the stream mutex: what the last scan of the reader table found.
   std::uint32_t scan_gen = 0;
   bool scanned = false;

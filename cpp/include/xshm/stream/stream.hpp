@@ -340,7 +340,7 @@ class Stream {
   struct ClaimWait {
     explicit ClaimWait(Timeout t) noexcept : deadline(t) {}
     stream_impl::LazyDeadline deadline;
-    std::optional<stream_impl::Sleeper> sleeping;
+    stream_impl::WriterSleeper sleeping;
     std::optional<timespec> next_hook;
     bool polled = false;
   };
@@ -410,10 +410,10 @@ class Stream {
           return Sent::all;
         }
         if (claimed == stream_impl::Claim::full && wait.deadline.left().count() > 0) {
-          if (wait.polled && !wait.sleeping) {
+          if (wait.polled && !wait.sleeping.counted()) {
             const int w = s.writer_index.load(std::memory_order_relaxed);  // registered by the claim
-            wait.sleeping.emplace(h->space_waiters, s.writer(static_cast<std::uint32_t>(w))->sleeping,
-                                  entry_generation(s.writer_state.load(std::memory_order_relaxed)));
+            wait.sleeping.count_in(s, static_cast<std::uint32_t>(w),
+                                   entry_generation(s.writer_state.load(std::memory_order_relaxed)));
             // SYNC POINT: pairs with the reader's fence in notify_writers: either it sees this
             // waiter, or the next claim's scan sees its cursor.
 #if !XSHM_TSAN
@@ -421,7 +421,7 @@ class Stream {
 #endif
             continue;
           }
-          if (wait.sleeping && stream_impl::reap_readers(s)) continue;
+          if (wait.sleeping.counted() && stream_impl::reap_readers(s)) continue;
         }
       }
       const std::chrono::nanoseconds left = wait.deadline.left();
