@@ -46,11 +46,29 @@ def _streams() -> dict[str, Any]:
             "lost": 0.0,
             "rounds": 5,
         }
-        for label, (api, _, _, _) in streams.ROWS.items()
+        for label, api in [
+            (k, v[0]) for k, v in [*streams.ROWS.items(), *streams.POOL_ROWS.items()]
+        ]
     }
     hop = {"p50_ns": 500.0, "p99_ns": 900.0, "p50_per_round": [500.0] * 8, "rounds": 8}
-    latency = {streams.STREAM_HOP: hop, streams.RECORD_HOP: hop}
+    hops = (streams.STREAM_HOP, streams.RECORD_HOP, streams.CPP_STREAM, streams.CPP_RING)
+    latency = {k: hop for k in hops}
     return {"size": 64, "messages": 1000, "rows": rows, "latency": latency}
+
+
+def _frames() -> dict[str, Any]:
+    """The frames question's section, every row (figures made up)."""
+    from benchmarks.questions import frames
+
+    labels = (frames.RING_COPY, frames.HOT_COPY, frames.ZERO_COPY, frames.COPYING)
+    return {
+        "bytes": 4 << 20,
+        "frames": 300,
+        "rows": {
+            label: {"gb_s": 30.0, "per_round": [30.0] * 5, "frames_s": 7000.0, "rounds": 5}
+            for label in labels
+        },
+    }
 
 
 def _results() -> dict[str, Any]:
@@ -112,6 +130,7 @@ def _results() -> dict[str, Any]:
         "bulk": bulk,
         "readers": {"writer": "1 kHz", "rows": {"read() + fields": {"1": 1e6}}},
         "streams": _streams(),
+        "frames": _frames(),
         "baseline": {"from": "earlier", "write block ns": 2000.0, "write block / publish": 10.0},
     }
 
