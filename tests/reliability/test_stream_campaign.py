@@ -432,7 +432,8 @@ class Round:
             waiting = [x for x in procs if not cond(x)]
             if not waiting:
                 return
-            dead = [x for x in waiting if not x.p.is_alive() and not x.killed]
+            # (cond again: it may have come true since, as the process exited)
+            dead = [x for x in waiting if not x.p.is_alive() and not x.killed and not cond(x)]
             if dead:
                 codes = ", ".join(f"exit {x.p.exitcode}" for x in dead)
                 raise Failure(f"{what}: {self.where(dead)} died ({codes})")
