@@ -40,12 +40,15 @@ std::vector<unsigned char> g_mutex;  // a freshly initialised, unlocked robust m
 std::string g_name;
 
 /// The bytes of a stream made with `o`, `sends` messages sent (sizes vary on a byte stream)
-/// and two readers attached, one of which took a message: in the copy both are dead entries.
+/// and readers attached, one of which took a message, and (with a group table) a member of
+/// group "g" that took one: in the copy they are all dead entries.
 std::vector<unsigned char> image_of(const xshm::StreamOptions& o, const char* tag, int sends) {
   const std::string name = "/xshm-fuzz-stream-template-" + std::to_string(::getpid()) + tag;
   auto s = xshm::Stream::create(name, o);
   auto r = s.reader(xshm::Start::oldest);
   auto idle = s.reader(xshm::Start::oldest);
+  std::optional<xshm::StreamReader> member;
+  if (o.max_groups != 0) member.emplace(s.reader(xshm::Start::oldest, "g"));
   const auto max = static_cast<std::size_t>(s.max_bytes());
   for (int i = 0; i < sends; ++i) {
     const std::size_t len = (o.dtype || max < 2) ? max : max - static_cast<std::size_t>(i % 3);
@@ -53,6 +56,7 @@ std::vector<unsigned char> image_of(const xshm::StreamOptions& o, const char* ta
     if (!s.try_send(msg.data(), msg.size())) break;
   }
   (void)r.try_recv();
+  if (member) (void)member->try_recv();
   std::vector<unsigned char> img(static_cast<std::size_t>(s.geometry().total_size));
   const int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
   if (fd < 0 || ::pread(fd, img.data(), img.size(), 0) != static_cast<ssize_t>(img.size())) std::abort();
@@ -75,12 +79,13 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   b.dtype = xshm::Dtype::Float32;
   b.shape = {2, 2};
   b.backpressure = xshm::Backpressure::drop_oldest;
-  b.max_readers = 2;
+  b.max_readers = 3;
   b.max_writers = 1;
   xshm::StreamOptions c;  // one slot of one byte, the reader table full
   c.capacity = 1;
   c.max_bytes = 1;
-  c.max_readers = 2;
+  c.max_readers = 3;
+  c.max_groups = 0;  // no group table
   c.max_writers = 1;
   c.backpressure = xshm::Backpressure::drop_oldest;
   g_templates = {image_of(a, "a", 3), image_of(b, "b", 11), image_of(c, "c", 2)};
@@ -125,6 +130,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (m->data.size() > s.max_bytes()) std::abort();  // a receive trusted a length
       }
       (void)r.lag();
+      auto view = r.try_recv_view();  // a view, read in place, then released
+      if (view && view->size() > s.max_bytes()) std::abort();
+    } catch (const xshm::Error&) {
+    }
+    try {  // a member of the image's group (or a new one): recovery of a dead member's step
+      auto g = s.reader(xshm::Start::oldest, "g");
+      for (int i = 0; i < 8 && g.try_recv(); ++i) {
+      }
+      (void)s.groups();  // counters as fuzzed: listed, not trusted to add up
     } catch (const xshm::Error&) {
     }
     const unsigned char msg[3] = {1, 2, 3};

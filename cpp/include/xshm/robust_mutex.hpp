@@ -50,6 +50,10 @@ inline LockResult lock_result(int rc) {
           "a write() or lock() block?)");
     case ENOTRECOVERABLE:
       throw LayoutError("the segment's writer mutex is not recoverable; re-create the segment");
+    case EINVAL:  // its bytes are no mutex glibc knows: corrupt (they are never validated)
+      throw LayoutError(
+          "a mutex in the segment is not a valid mutex (pthread_mutex_lock: EINVAL): the segment is "
+          "corrupt; re-create it");
     default:
       xshm::detail::throw_errno(rc, "pthread_mutex_lock");
   }
