@@ -67,7 +67,7 @@ RECEIVING, HOLDING_VIEW, TAKING, FINISHED = range(9, 13)
 # Where the killer aims, by victim kind (an empty set: wherever the victim is).
 AIM = 0.05
 AIMS: dict[str, list[set[int]]] = {
-    "writer": [set(), {SEND, SEND_MANY, TRY_SEND}, {CLAIM, FILLING, COMMITTING, DROPPING}],
+    "writer": [set(), {SEND, SEND_MANY, TRY_SEND}, {CLAIM, COMMITTING, DROPPING}, {FILLING}],
     "plain": [set()],
     "view": [set(), {HOLDING_VIEW}],
     "member": [set()],
@@ -141,7 +141,7 @@ def _writer(name: str, slot: int, ctrl: Any, seed: int) -> None:
                     ctrl[at(slot, DROPS)] += 1
                 else:
                     buf[:size] = np.frombuffer(make_payload(slot, k, rng, size), dtype=np.uint8)
-                    if rng.random() < 0.2:
+                    if rng.random() < 0.3:
                         time.sleep(rng.uniform(0, 0.003))  # an open claim holds the ring back
                     ctrl[at(slot, PHASE)] = COMMITTING
                     c.commit(None if size == nbytes else size)
@@ -443,15 +443,22 @@ class Round:
 
     def kill(self, proc: Proc, aim: set[int]) -> str:
         """SIGKILLs `proc` once it is in one of the phases `aim` (at once if empty; anyway
-        after AIM seconds): where in that phase is left to chance."""
+        after AIM seconds): where in that phase is left to chance. The victim is stopped first
+        and its phase read while it is stopped, so the phase is where the kill landed (read
+        before a bare SIGKILL, it may be a step behind: a claim seen open, then committed)."""
         end = time.monotonic() + AIM
         while aim and self.ctrl[at(proc.slot, PHASE)] not in aim and time.monotonic() < end:
             pass
+        os.kill(proc.p.pid, signal.SIGSTOP)
+        end = time.monotonic() + WAIT
+        while proc.p.is_alive() and not stopped(proc.p.pid):
+            if time.monotonic() > end:
+                raise Hang(f"{proc.kind} {proc.slot} (pid {proc.p.pid}) never stopped")
         phase = int(self.ctrl[at(proc.slot, PHASE)])
+        proc.inflight_at_kill = self.ctrl[at(proc.slot, INFLIGHT)]
         os.kill(proc.p.pid, signal.SIGKILL)
         proc.p.join(timeout=WAIT)
         proc.killed = True
-        proc.inflight_at_kill = self.ctrl[at(proc.slot, INFLIGHT)]
         proc.phase_at_kill = phase
         return PHASES[phase]
 
@@ -463,6 +470,15 @@ class Round:
         for x in self.procs:
             with contextlib.suppress(FileNotFoundError):
                 self.log_path(x.slot).unlink()
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (state T in /proc/PID/stat), or gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in "Tt"
+    except FileNotFoundError:
+        return True
 
 
 class Hang(Exception):
