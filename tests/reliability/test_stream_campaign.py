@@ -441,19 +441,25 @@ class Round:
                 raise Hang(f"{what}: after {WAIT} s still waiting for {self.where(waiting)}")
             time.sleep(0.001)
 
-    def kill(self, proc: Proc, aim: set[int]) -> str:
+    def kill(self, proc: Proc, aim: set[int]) -> str | None:
         """SIGKILLs `proc` once it is in one of the phases `aim` (at once if empty; anyway
         after AIM seconds): where in that phase is left to chance. The victim is stopped first
         and its phase read while it is stopped, so the phase is where the kill landed (read
-        before a bare SIGKILL, it may be a step behind: a claim seen open, then committed)."""
+        before a bare SIGKILL, it may be a step behind: a claim seen open, then committed).
+        None if it exited first (a writer that finished)."""
         end = time.monotonic() + AIM
         while aim and self.ctrl[at(proc.slot, PHASE)] not in aim and time.monotonic() < end:
             pass
-        os.kill(proc.p.pid, signal.SIGSTOP)
+        try:
+            os.kill(proc.p.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return None
         end = time.monotonic() + WAIT
         while proc.p.is_alive() and not stopped(proc.p.pid):
             if time.monotonic() > end:
                 raise Hang(f"{proc.kind} {proc.slot} (pid {proc.p.pid}) never stopped")
+        if not proc.p.is_alive():
+            return None
         phase = int(self.ctrl[at(proc.slot, PHASE)])
         proc.inflight_at_kill = self.ctrl[at(proc.slot, INFLIGHT)]
         os.kill(proc.p.pid, signal.SIGKILL)
@@ -532,6 +538,8 @@ def run_round(
                     continue
                 victim = rng.choice(victims)
                 phase = run.kill(victim, rng.choice(AIMS[kind]))
+                if phase is None:
+                    continue
                 key = f"{victim.kind}: {phase}"
                 fig.kills[key] = fig.kills.get(key, 0) + 1
                 kills -= 1
