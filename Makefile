@@ -17,6 +17,7 @@ export XSHM_STRESS_ROUNDS ?= 1000000
 export XSHM_MANY_WRITERS_PUBLISHES ?= 50000
 export XSHM_LEAK_ITERATIONS ?= 1000000
 export XSHM_PY_CRASH_ROUNDS ?= 2000
+export XSHM_PY_STREAM_CRASH_ROUNDS ?= 2000
 endif
 TEXT_LIB := rust/target/release/libxshm_text.a
 TEXT_CDYLIB := $(CURDIR)/rust/target/release/libxshm_text.so

@@ -13,8 +13,11 @@
 // base tells), as memoryview.release() does: else BufferError, and the claim or view stays
 // held, its slot pinned, so that no array ever aliases a slot another message reuses. Once
 // ended, the handed-out array is pointed at a read-only region of zeros: writing to it
-// raises, reading shows no message. (An export of the handed-out array's own buffer, such as
-// memoryview(buf), is not counted: it is the one way around the check.)
+// raises, reading shows no message. Not counted, so not refused (numpy gives them the
+// handed-out array, not the private one, as base, or copies its data pointer): views of a
+// numpy subclass (np.matrix, recarray, masked arrays), np.lib.stride_tricks (as_strided,
+// sliding_window_view), exports of its buffer (memoryview(buf), ctypes pointers, buf.flat
+// iterators). They keep the slot's address after the block: copy what is kept.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <sys/mman.h>
@@ -74,12 +77,16 @@ class SlotArrays {
     if (const Py_ssize_t n = derived(); n > 0)
       throw py::buffer_error(std::to_string(n) + " array(s) derived from the " + what);
   }
-  /// Points the handed-out array at the read-only zeros: it can no longer reach the slot.
+  /// Points the handed-out array and the private one (its base, reachable as `buf.base`) at
+  /// the read-only zeros: neither can reach the slot any more, and, the base read-only, numpy
+  /// refuses to make the handed-out array writable again.
   void retire() {
-    if (!handed_) return;
-    auto* a = py::detail::array_proxy(handed_.ptr());
-    a->data = retired_region();
-    a->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    for (const py::object& o : {handed_, base_}) {
+      if (!o) continue;
+      auto* a = py::detail::array_proxy(o.ptr());
+      a->data = retired_region();
+      a->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    }
   }
 
  private:

@@ -4,6 +4,8 @@
 // view says (overwritten) and release() reports (OverwrittenError, counted lost); receives are
 // refused while a view is held; group members are refused.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -111,4 +113,35 @@ TEST(StreamView, GroupMembersAndClosedReadersAreRefused) {
   EXPECT_EQ(text(*v), "x");
   EXPECT_NO_THROW(v->release());
   EXPECT_THROW(r.recv_view(0ns), xshm::ClosedError);
+}
+
+// A view inherited across fork() is its parent's: the child's release moves nothing (the
+// reader entry is the parent's, whose view still holds its slot under "block").
+TEST(StreamView, AForkedChildsReleaseMovesNothing) {
+  ScopedName n;
+  auto s = xshm::Stream::create(n.str(), opts(2));
+  auto r = s.reader(xshm::Start::latest);
+  s.send("parent's");
+  auto v = r.recv_view(1s);
+  ASSERT_TRUE(v.has_value());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    try {
+      v->release();
+    } catch (...) {
+      ::_exit(3);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const xshm::ReaderEntry* e = s.segment()->reader(r.index());
+  EXPECT_EQ(e->cursor.load(), 0u);  // still on the viewed message
+  EXPECT_EQ(e->received.load(), 0u);
+  s.send("next");
+  EXPECT_THROW(s.send("full", 20ms), xshm::StreamFullError);  // the view still gates
+  EXPECT_EQ(text(*v), "parent's");
+  v->release();
+  EXPECT_EQ(r.received(), 1u);
 }

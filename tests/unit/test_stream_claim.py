@@ -209,3 +209,16 @@ def test_an_open_claim_holds_back_the_readers_behind_it(stream: xshm.Stream) -> 
     with c as buf:
         buf[0] = 65
     assert [m.data for m in r.recv_many(4, timeout=5)] == [b"A", b"behind"]
+
+
+def test_an_ended_claim_reaches_the_slot_through_nothing(stream: xshm.Stream) -> None:
+    """After the block, neither the array nor its base (buf.base) reaches the slot, and numpy
+    refuses to make it writable again (a write would land in the read-only zeros)."""
+    r = stream.reader()
+    with stream.claim(8) as buf:
+        buf[:] = ord("1")
+    assert not buf.base.flags.writeable and not buf.base.any()
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        buf.setflags(write=True)
+    stream.send(b"22222222")
+    assert [m.data for m in r.recv_many(4, timeout=5)] == [b"11111111", b"22222222"]

@@ -127,3 +127,22 @@ def test_frame_views_timeouts_and_refusals(seg_name: str) -> None:
         v.release()
         member.close()
         s.unlink()
+
+
+def test_a_view_held_across_its_readers_close_is_checked_at_release(stream: xshm.Stream) -> None:
+    """Closed, the reader no longer holds 'block' writers back: they may reuse the viewed slot,
+    and the release says so (OverwrittenError) instead of passing torn data for a message."""
+    r = stream.reader()
+    stream.send(b"original")
+    v = r.recv_view(timeout=5)
+    r.close()
+    for k in range(3):
+        stream.send(b"new %04d" % k, timeout=5)
+    assert v.overwritten
+    with pytest.raises(xshm.OverwrittenError, match="reader was closed"):
+        v.release()
+    r2 = stream.reader("latest")  # (at "oldest" it would hold the full ring: the send waits)
+    stream.send(b"kept", timeout=5)
+    v2 = r2.recv_view(timeout=5)
+    r2.close()
+    v2.release()  # not overwritten: nothing to say

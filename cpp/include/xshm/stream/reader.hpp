@@ -399,19 +399,23 @@ class StreamReader {
 
   /// The end of a view of message `c`, whose slot held `w`: taken if the slot still holds it,
   /// else counted lost (overwritten while held). Past it either way.
-  bool end_view(std::uint64_t c, std::uint64_t w) noexcept {
+  enum class ViewEnd { taken, overwritten, detached };
+  ViewEnd end_view(std::uint64_t c, std::uint64_t w) noexcept {
     viewing_ = false;
-    if (s_ == nullptr) return true;  // closed while the view was held: nothing to move
+    // Closed while the view was held (writers stopped waiting for it), or a view inherited
+    // across fork() (the entry is the parent's): nothing to move; the caller still says
+    // whether the slot was overwritten (MessageView::end).
+    if (s_ == nullptr || s_->fd.forked || s_->pid != detail::current_pid()) return ViewEnd::detached;
     // SYNC POINT: as a copy's re-check: pairs with the release fence after a lapping writer's
     // mark, so that reads through the view that saw its bytes see the word changed.
     seqlock::acquire_fence();
     if (s_->slot(c)->word.load(std::memory_order_relaxed) == w) {
       advance(c + 1, true);
-      return true;
+      return ViewEnd::taken;
     }
     count_lost(1);
     advance(c + 1, false);
-    return false;
+    return ViewEnd::overwritten;
   }
 
   void check_can_view() const {
@@ -707,18 +711,28 @@ inline bool MessageView::overwritten() const noexcept {
 
 inline bool MessageView::end() noexcept {
   if (r_ == nullptr) return true;
-  const bool kept = std::exchange(r_, nullptr)->end_view(info_.seq, word_);
+  const StreamReader::ViewEnd how = std::exchange(r_, nullptr)->end_view(info_.seq, word_);
+  bool kept = how == StreamReader::ViewEnd::taken;
+  if (how == StreamReader::ViewEnd::detached) {
+    // A reader closed (or a view inherited across fork) moved nothing: what was read is still
+    // a message only if the slot was not reused meanwhile (the check of LAYOUT.md 26.9).
+    seqlock::acquire_fence();
+    kept = slot_->word.load(std::memory_order_relaxed) == word_;
+  }
   s_.reset();
   return kept;
 }
 
 inline void MessageView::release() {
   const std::string name = s_ != nullptr ? s_->name : std::string();
+  const Backpressure bp = s_ != nullptr ? s_->geo.backpressure : Backpressure::drop_oldest;
   const std::uint64_t seq = info_.seq;
   if (!end())
-    throw OverwrittenError("stream " + name + ": message " + std::to_string(seq) +
-                           " was overwritten while its view was held (drop_oldest): what was read through "
-                           "it may be torn; it is counted lost");
+    throw OverwrittenError(
+        "stream " + name + ": message " + std::to_string(seq) + " was overwritten while its view was held (" +
+        (bp == Backpressure::drop_oldest ? "a drop_oldest writer lapped it"
+                                         : "its reader was closed, so writers stopped waiting") +
+        "): what was read through it may be torn");
 }
 
 }  // namespace xshm
