@@ -437,7 +437,7 @@ class StreamReader {
   }
 
   void check_not_viewing() const {
-    if (viewing_)
+    if (viewing_ && s_ != nullptr)  // (closed: the receive says ClosedError)
       throw ArgumentError("this reader holds a view of message " + std::to_string(cursor_) +
                           ": release it before the next receive");
   }
