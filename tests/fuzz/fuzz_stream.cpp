@@ -10,10 +10,13 @@
 // in it) with (offset u24 LE, value u8) edits from the rest applied, so the fuzzer spends its
 // time on well-formed headers, tables and slots with wrong fields.
 //
-// Not fuzzed: the robust mutex's bytes (docs/LAYOUT.md Part II, `mutex`), which only
-// pthread_mutex_* read and nothing can validate (a lock word naming a thread that never
-// existed would make a lock wait, then time out after 10 s: a slow input, not a finding). Each
-// input gets the bytes of a freshly initialised mutex there.
+// Not fuzzed: the robust mutexes' bytes (docs/LAYOUT.md Part II: the header's `mutex`, each
+// group entry's), which only pthread_mutex_* read and nothing can validate: a lock word naming
+// a thread that never existed makes a lock wait, then time out (a slow input, not a finding),
+// and a kind word glibc does not expect can make glibc itself abort (its assertion in
+// __pthread_tpp_change_priority, found here: a priority-protect kind with a bad ceiling).
+// Each input gets the bytes of a freshly initialised mutex in the header, and in every group
+// entry of the table its header describes (zeros in a free entry).
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -34,6 +37,32 @@
 namespace {
 
 constexpr std::size_t kMutexOffset = 512;  // the stream header's `mutex` (LAYOUT.md Part II)
+constexpr std::size_t kGroupEntry = 192;   // a group entry; its mutex at +64, its state at +128
+
+template <class T>
+T load_at(const std::vector<unsigned char>& b, std::size_t off) {
+  T v{};
+  if (off + sizeof v <= b.size()) std::memcpy(&v, b.data() + off, sizeof v);
+  return v;
+}
+
+/// The mutexes of `seg` as a creator leaves them: fresh in the header and in every active
+/// group entry, zeros in every free one (19.3).
+void restore_mutexes(std::vector<unsigned char>& seg, const std::vector<unsigned char>& fresh) {
+  if (seg.size() >= kMutexOffset + fresh.size())
+    std::memcpy(seg.data() + kMutexOffset, fresh.data(), fresh.size());
+  const auto max_groups = load_at<std::uint32_t>(seg, 196);
+  const auto groups_offset = load_at<std::uint64_t>(seg, 200);
+  for (std::uint64_t i = 0; i < max_groups && groups_offset < seg.size(); ++i) {
+    const std::uint64_t entry = groups_offset + i * kGroupEntry;
+    if (entry + kGroupEntry > seg.size()) break;
+    unsigned char* m = seg.data() + entry + 64;
+    if (load_at<std::uint64_t>(seg, entry + 128) != 0)
+      std::memcpy(m, fresh.data(), fresh.size());
+    else
+      std::memset(m, 0, fresh.size());
+  }
+}
 
 std::vector<std::vector<unsigned char>> g_templates;
 std::vector<unsigned char> g_mutex;  // a freshly initialised, unlocked robust mutex
@@ -112,8 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       seg[off] = data[i + 3];
     }
   }
-  if (seg.size() >= kMutexOffset + g_mutex.size())
-    std::memcpy(seg.data() + kMutexOffset, g_mutex.data(), g_mutex.size());
+  restore_mutexes(seg, g_mutex);
   const int fd = ::shm_open(g_name.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) std::abort();
   if (::write(fd, seg.data(), seg.size()) != static_cast<ssize_t>(seg.size())) std::abort();
