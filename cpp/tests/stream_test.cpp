@@ -729,3 +729,35 @@ TEST(Stream, TwoThreadsOfOneHandleAsleepForRoomCountItOnce) {
   ASSERT_GE(w, 0);
   EXPECT_EQ(s.segment()->writer(static_cast<std::uint32_t>(w))->sleeping.load(), 0u);
 }
+
+// A mutex in the segment whose kind word is not the one xshm's init sets is refused with
+// LayoutError before glibc reads it: glibc asserts (aborting the process) on some kinds, such
+// as priority-protect with a bad ceiling (found by tests/fuzz/fuzz_stream.cpp).
+TEST(Stream, AMutexOfAnotherKindIsRefusedBeforeGlibcReadsIt) {
+#if defined(__GLIBC__) && defined(__LP64__)
+  ScopedName n;
+  xshm::StreamOptions o;
+  o.capacity = 4;
+  o.max_bytes = 8;
+  auto s = xshm::Stream::create(n.str(), o);
+  auto member = s.reader(xshm::Start::latest, "g");
+  auto seg = s.segment();
+  auto corrupt = [](pthread_mutex_t* m) {
+    int* kind = reinterpret_cast<int*>(reinterpret_cast<unsigned char*>(m) + 16);
+    const int was = *kind;
+    *kind = 64 | 128 | (0x7f << 19);  // process-shared priority-protect, a ceiling glibc asserts on
+    return was;
+  };
+  const int header_kind = corrupt(seg->mutex());
+  EXPECT_THROW(s.send("x"), xshm::LayoutError);
+  *reinterpret_cast<int*>(reinterpret_cast<unsigned char*>(seg->mutex()) + 16) = header_kind;
+  s.send("x");
+  const std::uint32_t gi = seg->reader(member.index())->group.load() - 1;
+  const int group_kind = corrupt(seg->group_mutex(gi));
+  EXPECT_THROW(member.try_recv(), xshm::LayoutError);
+  *reinterpret_cast<int*>(reinterpret_cast<unsigned char*>(seg->group_mutex(gi)) + 16) = group_kind;
+  EXPECT_EQ(member.try_recv()->seq, 0u);
+#else
+  GTEST_SKIP() << "the kind word is glibc's (64-bit)";
+#endif
+}

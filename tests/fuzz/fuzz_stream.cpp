@@ -11,12 +11,13 @@
 // time on well-formed headers, tables and slots with wrong fields.
 //
 // Not fuzzed: the robust mutexes' bytes (docs/LAYOUT.md Part II: the header's `mutex`, each
-// group entry's), which only pthread_mutex_* read and nothing can validate: a lock word naming
-// a thread that never existed makes a lock wait, then time out (a slow input, not a finding),
-// and a kind word glibc does not expect can make glibc itself abort (its assertion in
-// __pthread_tpp_change_priority, found here: a priority-protect kind with a bad ceiling).
-// Each input gets the bytes of a freshly initialised mutex in the header, and in every group
-// entry of the table its header describes (zeros in a free entry).
+// group entry's) but their kind word, which xshm checks before any lock (robust_mutex.hpp
+// check_kind: glibc itself aborts on some kinds, an assertion in __pthread_tpp_change_priority
+// this fuzzer found). The rest only pthread_mutex_* reads and nothing can validate: a lock word
+// naming a thread that never existed makes a lock wait, then time out (a slow input, not a
+// finding). Each input gets the bytes of a freshly initialised mutex, with the input's own kind
+// word, in the header and in every group entry of the table its header describes (zeros in a
+// free entry).
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -49,8 +50,13 @@ T load_at(const std::vector<unsigned char>& b, std::size_t off) {
 /// The mutexes of `seg` as a creator leaves them: fresh in the header and in every active
 /// group entry, zeros in every free one (19.3).
 void restore_mutexes(std::vector<unsigned char>& seg, const std::vector<unsigned char>& fresh) {
-  if (seg.size() >= kMutexOffset + fresh.size())
-    std::memcpy(seg.data() + kMutexOffset, fresh.data(), fresh.size());
+  auto fresh_keeping_kind = [&](unsigned char* m) {
+    unsigned char kind[4];
+    std::memcpy(kind, m + 16, sizeof kind);  // glibc's __kind: checked by xshm, so fuzzed
+    std::memcpy(m, fresh.data(), fresh.size());
+    std::memcpy(m + 16, kind, sizeof kind);
+  };
+  if (seg.size() >= kMutexOffset + fresh.size()) fresh_keeping_kind(seg.data() + kMutexOffset);
   const auto max_groups = load_at<std::uint32_t>(seg, 196);
   const auto groups_offset = load_at<std::uint64_t>(seg, 200);
   for (std::uint64_t i = 0; i < max_groups && groups_offset < seg.size(); ++i) {
@@ -58,7 +64,7 @@ void restore_mutexes(std::vector<unsigned char>& seg, const std::vector<unsigned
     if (entry + kGroupEntry > seg.size()) break;
     unsigned char* m = seg.data() + entry + 64;
     if (load_at<std::uint64_t>(seg, entry + 128) != 0)
-      std::memcpy(m, fresh.data(), fresh.size());
+      fresh_keeping_kind(m);
     else
       std::memset(m, 0, fresh.size());
   }

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 #include "clock.hpp"
 #include "errors.hpp"
@@ -30,6 +32,34 @@ inline void init(pthread_mutex_t* m) {
 }
 
 enum class LockResult { Acquired, OwnerDied, TimedOut };
+
+/// Refuses a mutex in a segment that is not the kind init() makes, before glibc reads it: its
+/// bytes come from the segment, and glibc asserts (aborting the process) on some kinds it
+/// finds there (a priority-protect kind with a bad ceiling, say). glibc keeps the kind in
+/// `__data.__kind`, at offset 16 on every 64-bit glibc ABI (segments record theirs in
+/// `mutex_abi`), set by pthread_mutex_init and never changed for a robust error-checking
+/// mutex. Elsewhere (another libc) nothing is checked.
+inline void check_kind(const pthread_mutex_t* m) {
+#if defined(__GLIBC__) && defined(__LP64__)
+  static const int expected = [] {
+    pthread_mutex_t probe;
+    init(&probe);
+    int k = 0;
+    std::memcpy(&k, reinterpret_cast<const unsigned char*>(&probe) + 16, sizeof k);
+    pthread_mutex_destroy(&probe);
+    return k;
+  }();
+  // The word is never written after init; other processes' lock operations touch other words.
+  const int kind = __atomic_load_n(
+      reinterpret_cast<const int*>(reinterpret_cast<const unsigned char*>(m) + 16), __ATOMIC_RELAXED);
+  if (kind != expected)
+    throw LayoutError("a mutex in the segment is not one xshm makes (its kind word is " +
+                      std::to_string(kind) + ", not " + std::to_string(expected) +
+                      "): the segment is corrupt; re-create it");
+#else
+  (void)m;
+#endif
+}
 
 /// Slices of a wait for the mutex: how often a wait with a hook calls it.
 inline constexpr std::chrono::milliseconds kLockSlice{100};
@@ -82,6 +112,7 @@ inline timespec realtime_after(std::chrono::nanoseconds d) noexcept {
 template <class Hook = NoHook>
 inline LockResult lock(pthread_mutex_t* m, Timeout timeout = std::nullopt, Hook&& between_slices = {},
                        std::chrono::nanoseconds slice = kLockSlice) {
+  check_kind(m);
   if (!timeout && !kHasHook<Hook>) return impl::lock_result(pthread_mutex_lock(m));
   // First, the mutex only if it is free: trylock stays in user space (a timedlock with a past
   // deadline enters the kernel and sets FUTEX_WAITERS, so the holder's unlock would pay a

@@ -162,6 +162,7 @@ class GroupLock {
   static std::optional<GroupLock> acquire(StreamSegment& s, std::uint32_t gi, std::chrono::nanoseconds wait) {
     pthread_mutex_t* m = s.group_mutex(gi);
     std::optional<GroupLock> held;
+    robust_mutex::check_kind(m);
     int rc = pthread_mutex_trylock(m);
     if (rc == EBUSY) {
       const auto poll_end = std::chrono::steady_clock::now() + kLockPoll;

@@ -278,6 +278,7 @@ class StreamLock {
   static std::optional<StreamLock> acquire(StreamSegment& s, Timeout timeout, Hook&& hook = {}) {
     std::optional<StreamLock> held;
     robust_mutex::LockResult r = robust_mutex::LockResult::TimedOut;
+    robust_mutex::check_kind(s.mutex());
     int rc = pthread_mutex_trylock(s.mutex());
     std::chrono::steady_clock::time_point poll_end{};
     if (rc == EBUSY) poll_end = std::chrono::steady_clock::now() + kLockPoll;
