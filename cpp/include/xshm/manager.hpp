@@ -230,6 +230,10 @@ class SharedMemoryManager {
     return wait::wait_for(seg(), last, timeout, spin, std::forward<Hook>(between_slices));
   }
 
+  /// wait_for() up to its sleep, for an event loop that sleeps elsewhere (sleep_ticket.hpp): an
+  /// armed ticket while seq() <= last, else an unarmed one (read seq()).
+  SleepTicket prepare_wait(std::uint64_t last) const { return wait::prepare(seg_ptr(), last); }
+
   /// Blocks until seq() > last; throws WaitTimeoutError when `timeout` passes.
   template <class Hook = NoHook>
   std::uint64_t wait(std::uint64_t last, Timeout timeout = std::nullopt,

@@ -16,6 +16,7 @@
 #include "futex.hpp"
 #include "layout.hpp"
 #include "segment.hpp"
+#include "sleep_ticket.hpp"
 
 namespace xshm::wait {
 
@@ -131,6 +132,26 @@ inline std::optional<std::uint64_t> wait_for(const detail::Segment& s, std::uint
     }
     futex::wait(&h->epoch, epoch, &until);
   }
+}
+
+/// wait_for()'s steps up to its sleep, for a caller that sleeps elsewhere (an event loop; see
+/// sleep_ticket.hpp): counts a sleeper, loads the epoch, then seq. An unarmed ticket when seq
+/// already exceeds `last` (nothing to sleep for), else one armed on the epoch. A handle that
+/// cannot count itself (read-only, no writable alias) gets a blind ticket that says to look
+/// again every millisecond, as wait_for() sleeps in 1 ms slices.
+inline SleepTicket prepare(const std::shared_ptr<detail::Segment>& s, std::uint64_t last) {
+  const Header* h = s->header();
+  // SYNC POINT: as wait_for(): seq's acquire loads pair with the writer's release store.
+  if (h->seq.load(std::memory_order_acquire) > last) return {};
+  Header* wh = s->waiter_header();
+  SleepTicket t = SleepTicket::count_in(s, wh == nullptr ? nullptr : &wh->waiters);
+  // SYNC POINT: seq_cst, paired with the writer's epoch bump and waiters load (as wait_for()).
+  const std::uint32_t epoch = h->epoch.load(std::memory_order_seq_cst);
+  if (h->seq.load(std::memory_order_acquire) > last) return {};  // t gives its count back
+  std::optional<std::chrono::nanoseconds> recheck;
+  if (wh == nullptr) recheck = std::chrono::milliseconds(1);
+  t.arm(&h->epoch, epoch, recheck);
+  return t;
 }
 
 }  // namespace xshm::wait

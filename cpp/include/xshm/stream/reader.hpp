@@ -27,6 +27,7 @@
 #include "../process.hpp"
 #include "../robust_mutex.hpp"
 #include "../seqlock.hpp"
+#include "../sleep_ticket.hpp"
 #include "group.hpp"
 #include "layout.hpp"
 #include "protocol.hpp"
@@ -254,6 +255,31 @@ class StreamReader {
             Hook&& between_slices = {}, std::chrono::nanoseconds slice = std::chrono::milliseconds(100)) {
     Peek peek;
     return visit(peek, timeout, spin, std::forward<Hook>(between_slices), slice);
+  }
+
+  /// visit()'s steps up to its sleep, for an event loop that sleeps elsewhere (see
+  /// sleep_ticket.hpp): an unarmed ticket when the next message can be taken now (take it with
+  /// try_visit() or recv()), else one armed on data_epoch, counted as this reader's sleeping
+  /// receive, that says to look again within kLostWakeCheck (kHoleCheck while a slot is being
+  /// written by a writer that may have died). The ticket stands for a receive of this reader:
+  /// no other receive on it while the ticket is held (a reader is one thread's, as ever).
+  SleepTicket prepare_wait() {
+    check_not_viewing();
+    detail::StreamSegment& s = seg();
+    check_interrupted();
+    Peek peek;
+    Took t = take(peek);
+    if (t == Took::message) return {};
+    StreamHeader* h = s.header();
+    SleepTicket ticket =
+        SleepTicket::count_in(s_, &h->data_waiters, &s.reader(index_)->sleeping, entry_generation(state_));
+    // SYNC POINT: as visit(): pairs with stream_impl::notify_readers (seq_cst on both sides).
+    const std::uint32_t epoch = h->data_epoch.load(std::memory_order_seq_cst);
+    if ((t = take(peek)) == Took::message) return {};  // the ticket gives its count back
+    ticket.arm(
+        &h->data_epoch, epoch,
+        t == Took::hole ? std::chrono::nanoseconds(kHoleCheck) : std::chrono::nanoseconds(kLostWakeCheck));
+    return ticket;
   }
 
   /// The next message, waiting up to `timeout`; WaitTimeoutError when none came.
