@@ -124,6 +124,31 @@ PyObject* fast_wait(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
   });
 }
 
+PyObject* fast_prepare_wait(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<1> spec("_prepare_wait", {"seq"}, 1);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    const std::uint64_t last = arg_u64(a[0], "seq");
+    Manager* m = self_of(self);
+    xshm::SleepTicket t = m->m().prepare_wait(last);
+    if (!t) return py::int_(m->m().seq());
+    return make_ticket(std::move(t), m);
+  });
+}
+
+PyObject* fast_wait_async(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<2> spec("wait_async", {"seq", "timeout"}, 1);
+    PyObject* a[2];
+    spec.parse(args, nargs, kwnames, a);
+    (void)arg_u64(a[0], "seq");  // a bad argument raises here, not at the first await
+    if (a[1] != nullptr) (void)arg_timeout(a[1]);
+    static py::handle fn = aio_function("wait").release();
+    return fn(borrow(self), borrow(a[0]), a[1] == nullptr ? py::none() : borrow(a[1]));
+  });
+}
+
 PyObject* fast_write(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&] {
     static const ArgSpec<2> spec("write", {"timeout", "in_place"}, 0);
@@ -255,6 +280,16 @@ PyMethodDef g_methods[] = {
      "one. Raises WaitTimeoutError (a TimeoutError) after `timeout` seconds. `spin`: seconds to\n"
      "poll with the CPU's pause instruction before sleeping on the futex (lower latency); the\n"
      "first 10 microseconds of it poll with the GIL held, the rest with the GIL released."},
+    {"wait_async", fastcall_fn(fast_wait_async), METH_FASTCALL | METH_KEYWORDS,
+     "wait_async($self, /, seq, timeout=None)\n--\n\n"
+     "`await m.wait_async(seq)`: wait's asyncio twin, awaited in an event loop; returns the new\n"
+     "sequence, WaitTimeoutError after `timeout` seconds (None: forever). No thread per wait: the\n"
+     "process's notifier sleeps on the futexes of every waiting coroutine (futex_waitv) and wakes\n"
+     "their loops. Cancelling the await withdraws it (writers stop waking for it). close() ends it:\n"
+     "it raises ClosedError."},
+    {"_prepare_wait", fastcall_fn(fast_prepare_wait), METH_FASTCALL | METH_KEYWORDS,
+     "_prepare_wait($self, /, seq)\n--\n\nFor xshm._aio: the sequence when it is past `seq`, else a "
+     "_Ticket."},
     {"write", fastcall_fn(fast_write), METH_FASTCALL | METH_KEYWORDS,
      "write($self, /, timeout=None, in_place=None)\n--\n\n"
      "`with m.write() as rec:` takes the writer mutex and gives the record to write\n"

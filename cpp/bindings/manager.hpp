@@ -22,6 +22,7 @@
 #include <xshm/manager.hpp>
 #include <xshm/window.hpp>
 
+#include "aio.hpp"
 #include "args.hpp"
 #include "casting.hpp"
 #include "snapshot.hpp"
@@ -125,6 +126,7 @@ class Manager {
   }
 
   void close() {
+    if (m_.is_open()) notify_closing(this);  // coroutines waiting on it look again: closed
     m_.close();
     view_ = py::none();
     window_.reset();  // views of it keep it mapped

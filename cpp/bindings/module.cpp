@@ -15,6 +15,7 @@
 #include <xshm/segment.hpp>
 #include <xshm/stream/layout.hpp>
 
+#include "aio.hpp"
 #include "args.hpp"
 #include "blocks.hpp"
 #include "errors.hpp"
@@ -72,6 +73,7 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("MAX_NAME_BYTES") = xshm::kMaxNameBytes;
 
   xshm_py::register_snapshot(mod);
+  xshm_py::register_aio(mod);
   // The class first, so that the blocks' signatures can name it; its methods after them.
   py::class_<xshm_py::Manager> manager_cls(mod, "SharedMemoryManager",
                                            "A handle on one xshm shared-memory segment.");

@@ -1,6 +1,8 @@
 // The definitions behind stream.hpp (what it binds and why is said there).
 #include "stream.hpp"
 
+#include "aio.hpp"
+
 #include <structmember.h>
 
 #include <algorithm>
@@ -282,6 +284,9 @@ class Receiving {
   explicit Receiving(PyReader& pr) : pr_(pr) {
     if (pr.busy.load(std::memory_order_relaxed))
       throw py::value_error("this StreamReader is receiving in another thread; use one reader per thread");
+    if (pr.ticket != nullptr)
+      throw py::value_error(
+          "this StreamReader is receiving in a coroutine (recv_async); use one reader per task");
     pr.busy.store(true, std::memory_order_relaxed);
     pr.receiver = PyThread_get_thread_ident();
   }
@@ -379,6 +384,10 @@ void close_reader(PyReader& pr) {
       pr.cv.wait(lk, [&] { return !pr.busy.load(std::memory_order_relaxed); });
     }
     --pr.closers;
+  }
+  if (pr.ticket != nullptr) {  // a coroutine's receive sleeps: it looks again, finds it closed
+    notify_closing(&pr);
+    pr.ticket->release();
   }
   if (!pr.closed()) pr.r().close();
 }
@@ -779,6 +788,38 @@ PyObject* fast_recv_many(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   });
 }
 
+PyObject* fast_prepare_wait(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("_prepare_wait", args, nargs, kwnames, [&]() -> py::object {
+    PyReader& pr = reader_of(self);
+    { Receiving busy(pr); }  // refuses while another thread or coroutine receives
+    xshm::SleepTicket t = pr.r().prepare_wait();
+    if (!t) return py::none();
+    return make_ticket(std::move(t), &pr, &pr, py::reinterpret_borrow<py::object>(self));
+  });
+}
+
+PyObject* fast_recv_async(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<1> spec("recv_async", {"timeout"}, 0);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    static py::handle fn = aio_function("recv").release();
+    return fn(py::reinterpret_borrow<py::object>(self),
+              a[0] == nullptr ? py::none() : py::reinterpret_borrow<py::object>(a[0]));
+  });
+}
+
+PyObject* fast_aiter(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("__aiter__", args, nargs, kwnames, [&] { return py::reinterpret_borrow<py::object>(self); });
+}
+
+PyObject* fast_anext(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return no_args("__anext__", args, nargs, kwnames, [&]() -> py::object {
+    static py::handle fn = aio_function("anext").release();
+    return fn(py::reinterpret_borrow<py::object>(self));
+  });
+}
+
 PyObject* fast_reader_close(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return no_args("close", args, nargs, kwnames, [&] {
     close_reader(reader_of(self));
@@ -914,6 +955,18 @@ PyMethodDef g_reader_methods[] = {
      "'drop_oldest' a lapping writer may overwrite it (v.overwritten; leaving the block then\n"
      "raises OverwrittenError, never over an exception of the block's own). Waits as recv()\n"
      "does (WaitTimeoutError). Not for a group member (ValueError)."},
+    {"recv_async", fastcall_fn(fast_recv_async), kFast,
+     "recv_async($self, /, timeout=None)\n--\n\n"
+     "`await r.recv_async()`: the next message, awaited in an asyncio loop (WaitTimeoutError after\n"
+     "`timeout` seconds; None: forever). No thread per wait: the process's notifier sleeps on the\n"
+     "stream's futex for every waiting coroutine and wakes their loops. One receive at a time per\n"
+     "reader (ValueError while another thread or task receives on it). close() ends the wait:\n"
+     "it raises ClosedError."},
+    {"_prepare_wait", fastcall_fn(fast_prepare_wait), kFast,
+     "_prepare_wait($self, /)\n--\n\nFor xshm._aio: None when a message can be taken now, else a _Ticket."},
+    {"__aiter__", fastcall_fn(fast_aiter), kFast, "__aiter__($self, /)\n--\n\n`async for msg in r:`."},
+    {"__anext__", fastcall_fn(fast_anext), kFast,
+     "__anext__($self, /)\n--\n\nThe next message, awaited; iteration stops when the reader is closed."},
     {"try_recv", fastcall_fn(fast_try_recv), kFast,
      "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
     {"recv_many", fastcall_fn(fast_recv_many), kFast,

@@ -81,10 +81,11 @@ class PyReader {
   const Frame& frame() const { return frame_; }
   const std::string& name() const { return name_; }
 
-  std::atomic<bool> busy{false};  // a receive is under way (written with the GIL held)
-  unsigned long receiver = 0;     // ... in this thread (PyThread_get_thread_ident)
-  int closers = 0;                // close() calls waiting for the receive to leave
-  std::mutex m;                   // with cv: a closer's wait for `busy` to clear
+  std::atomic<bool> busy{false};     // a receive is under way (written with the GIL held)
+  class PyTicket* ticket = nullptr;  // a coroutine's receive sleeping (aio.hpp), GIL held
+  unsigned long receiver = 0;        // ... in this thread (PyThread_get_thread_ident)
+  int closers = 0;                   // close() calls waiting for the receive to leave
+  std::mutex m;                      // with cv: a closer's wait for `busy` to clear
   std::condition_variable cv;
 
  private:
