@@ -274,6 +274,29 @@ def _frames_table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _aio_table(res: dict[str, Any]) -> list[str]:
+    a = res["aio"]
+    rows = a["rows"]
+    floor = rows.get("asyncio add_reader on a pipe")
+    lines = [
+        "",
+        f"### asyncio: a coroutine woken by a publish in another process (one every "
+        f"{a['period_ms']:g} ms, {a['samples']} per row and round)",
+        "",
+        "| row | API | p50 µs | p99 µs | / add_reader on a pipe |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for label, r in rows.items():
+        ratio = ""
+        if floor is not None and r is not floor:
+            pairs = zip(r["p50_per_round"], floor["p50_per_round"])
+            ratio = _x(statistics.median(x / y for x, y in pairs))
+        lines.append(
+            f"| {label} | {r['api']} | {_us(r['p50_ns'])} | {_us(r['p99_ns'])} | {ratio} |"
+        )
+    return lines
+
+
 def _targets_table(res: dict[str, Any]) -> list[str]:
     lines = [
         "",
@@ -308,6 +331,8 @@ def tables(res: dict[str, Any]) -> str:
         lines += _streams_tables(res)
     if "frames" in res:
         lines += _frames_table(res)
+    if "aio" in res:
+        lines += _aio_table(res)
     if res.get("targets"):
         lines += _targets_table(res)
     if res["notes"]:

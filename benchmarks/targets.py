@@ -189,6 +189,23 @@ def _frames_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
     )
 
 
+def _aio_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """Row a's p50 / row b's p50 of the asyncio question, per round, median."""
+
+    def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
+        rows = dig(res, "aio", "rows") or {}
+        ra, rb = rows.get(a), rows.get(b)
+        if not ra or not rb:
+            return None
+        x = statistics.median(p / q for p, q in zip(ra["p50_per_round"], rb["p50_per_round"]))
+        return x, (
+            f"{x:.2f}x (median of {min(ra['rounds'], rb['rounds'])} per-round ratios): "
+            f"{ra['p50_ns'] / 1e3:.1f} µs against {rb['p50_ns'] / 1e3:.1f} µs"
+        )
+
+    return measure
+
+
 TARGETS = [
     Target(12, "must", "snapshot, all fields touched, writer flat out in another process: ≥ 5x "
            "faster than `shared_memory` + `Lock`", _snap_target("shared_memory + Lock"), 5, True),
@@ -240,6 +257,11 @@ TARGETS = [
     Target(15, "should", "C++ → C++ one-way latency, 8-byte messages, within 2x of a minimal "
            "hand-written SPSC shared-memory ring (sequence, timestamp, notify)",
            _stream_lat_target("cpp-xshm-stream-spin", "cpp-spsc-ring-spin"), 2, False),
+    Target(16, "must", "an awaiting coroutine woken by a publish in another process: median ≤ "
+           "1.5x `loop.add_reader` on a pipe written by another process",
+           _aio_target("xshm wait_async", "asyncio add_reader on a pipe"), 1.5, False),
+    Target(16, "must", "… and no slower than `loop.run_in_executor(None, m.wait, seq)`",
+           _aio_target("xshm wait_async", "run_in_executor(None, m.wait)"), 1, False),
 ]  # fmt: skip
 
 

@@ -71,6 +71,18 @@ def _frames() -> dict[str, Any]:
     }
 
 
+def _aio() -> dict[str, Any]:
+    """The asyncio question's section, every row (figures made up)."""
+    from benchmarks.questions import aio
+
+    row = {"p50_ns": 80e3, "p99_ns": 200e3, "p50_per_round": [80e3] * 8, "rounds": 8}
+    return {
+        "period_ms": 2.0,
+        "samples": 400,
+        "rows": {label: {"api": api, **row} for label, api in aio.API.items()},
+    }
+
+
 def _results() -> dict[str, Any]:
     """A results.json with every registry row, as the questions write it (figures made up)."""
     phase = {"ns": 500.0, "writer_per_s": 1e5, "ns_per_round": [500.0, 510.0, 490.0]}
@@ -131,6 +143,7 @@ def _results() -> dict[str, Any]:
         "readers": {"writer": "1 kHz", "rows": {"read() + fields": {"1": 1e6}}},
         "streams": _streams(),
         "frames": _frames(),
+        "aio": _aio(),
         "baseline": {"from": "earlier", "write block ns": 2000.0, "write block / publish": 10.0},
     }
 
