@@ -45,6 +45,7 @@ def test_every_code_block_is_run() -> None:
     roles = [b.role for b in rt.blocks(README) if b.role]
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
     expected += ["stream producer", "stream consumer", "work queue", "frames", "cpp stream program"]
+    expected += ["asyncio"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -338,3 +339,17 @@ def test_cpp_stream_program(seg_name: str, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == "order 42 (seq 0)\n"
     assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_asyncio_quickstart(seg_name: str, tmp_path: Path) -> None:
+    """The coroutines wait on a record and a stream at once, woken by another process."""
+    script = tmp_path / "aio_quickstart.py"
+    body = code("asyncio", f"{seg_name}-t", "ticks").replace('"orders"', f'"{seg_name}-o"')
+    script.write_text(body)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert [x for x in lines if x.startswith("order")] == ["order 1", "order 2", "order 3"]
+    assert "tick 3" in lines and len(lines) == 4, r.stdout
+    assert not os.path.exists(f"/dev/shm/{seg_name}-t")
+    assert not os.path.exists(f"/dev/shm/{seg_name}-o")
