@@ -66,13 +66,15 @@ struct Registered {
 };
 
 namespace impl {
+// Never destroyed: a handle may go after static destruction began (a notifier thread lets go of
+// the segment it slept on while the process exits, notifier.hpp).
 inline std::mutex& registry_mutex() {
-  static std::mutex m;
-  return m;
+  static auto* m = new std::mutex();
+  return *m;
 }
 inline std::set<Registered*>& registry() {
-  static std::set<Registered*> r;
-  return r;
+  static auto* r = new std::set<Registered*>();
+  return *r;
 }
 inline void install_fork_handlers() {
   static const int once = pthread_atfork([] { registry_mutex().lock(); }, [] { registry_mutex().unlock(); },

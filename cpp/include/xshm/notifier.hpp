@@ -150,11 +150,11 @@ class Notifier {
   /// The process's notifier (a new one after fork()).
   static Notifier& instance() {
     static std::atomic<Notifier*> current{nullptr};
-    static std::mutex make;
+    static auto* make = new std::mutex();  // never destroyed: used by threads at exit
     Notifier* n = current.load(std::memory_order_acquire);
     if (n != nullptr && n->pid_ == detail::current_pid()) return *n;
     // (A forked child's copy of `make` is unlocked: only the forking thread exists there.)
-    std::lock_guard<std::mutex> g(make);
+    std::lock_guard<std::mutex> g(*make);
     n = current.load(std::memory_order_acquire);
     if (n == nullptr || n->pid_ != detail::current_pid()) {
       n = new Notifier();  // never deleted: its threads may outlive every user, to exit
