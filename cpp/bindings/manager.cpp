@@ -144,6 +144,7 @@ PyObject* fast_wait_async(PyObject* self, PyObject* const* args, Py_ssize_t narg
     spec.parse(args, nargs, kwnames, a);
     (void)arg_u64(a[0], "seq");  // a bad argument raises here, not at the first await
     if (a[1] != nullptr) (void)arg_timeout(a[1]);
+    (void)self_of(self)->m();  // and a closed handle
     static py::handle fn = aio_function("wait").release();
     return fn(borrow(self), borrow(a[0]), a[1] == nullptr ? py::none() : borrow(a[1]));
   });

@@ -68,6 +68,7 @@ def _calls(w: _World) -> dict[str, tuple[Callable[..., object], dict[str, Any]]]
         "groups": (w.s.groups, {}),
         "header": (w.s.header, {}),
         "recv": (w.r.recv, {"timeout": 0.0, "spin": 0.0}),
+        "recv_async": (w.r.recv_async, {"timeout": 0.0}),
         "try_recv": (w.r.try_recv, {}),
         "recv_view": (w.r.recv_view, {"timeout": 0.0, "spin": 0.0}),
         "recv_many": (w.r.recv_many, {"max_n": 2, "timeout": 0.0}),
@@ -86,7 +87,7 @@ def test_every_public_method_is_swept() -> None:
     covered = {"create", "open", "send", "try_send", "send_many", "claim", "try_claim", "reader"}
     covered |= {"readers", "groups", "header"}
     assert stream == covered | {"close", "unlink"}, stream ^ (covered | {"close", "unlink"})
-    assert reader == {"recv", "recv_view", "try_recv", "recv_many", "close"}, reader
+    assert reader == {"recv", "recv_async", "recv_view", "try_recv", "recv_many", "close"}, reader
 
 
 def test_sweep_every_parameter_with_bad_values(seg_name: str) -> None:
