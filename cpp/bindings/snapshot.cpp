@@ -3,6 +3,8 @@
 
 #include <cstddef>
 
+#include "fastcall.hpp"
+
 namespace xshm_py {
 
 PyTypeObject* g_snapshot_type = nullptr;
@@ -91,7 +93,32 @@ PyGetSetDef snapshot_getset[] = {
 };
 #undef XSHM_SNAP_ATTR
 
+PyObject* snapshot_dlpack(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return dlpack_export(reinterpret_cast<SnapshotObject*>(self)->values, args, nargs, kwnames,
+                       "Snapshot.__dlpack__");
+}
+
+PyObject* snapshot_dlpack_device(PyObject*, PyObject*) { return dlpack_device(); }
+
+/// The buffer protocol: the values' buffer itself (memoryview(snap), np.asarray(snap)).
+int snapshot_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  return PyObject_GetBuffer(reinterpret_cast<SnapshotObject*>(self)->values, view, flags);
+}
+
+PyMethodDef snapshot_methods[] = {
+    {"__dlpack__", fastcall_fn(snapshot_dlpack), METH_FASTCALL | METH_KEYWORDS,
+     "__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
+     "The values as a DLPack capsule (versioned when max_version >= (1, 0), else legacy), no copy:\n"
+     "np.from_dlpack(snap), jax.dlpack.from_dlpack(snap), torch.from_dlpack(snap) share the\n"
+     "snapshot's own 64-byte aligned buffer, kept alive while they hold it."},
+    {"__dlpack_device__", snapshot_dlpack_device, METH_NOARGS,
+     "__dlpack_device__($self, /)\n--\n\n(1, 0): the CPU (kDLCPU, device 0)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyType_Slot snapshot_slots[] = {
+    {Py_tp_methods, snapshot_methods},
+    {Py_bf_getbuffer, reinterpret_cast<void*>(snapshot_getbuffer)},
     {Py_tp_dealloc, reinterpret_cast<void*>(snapshot_dealloc)},
     {Py_tp_repr, reinterpret_cast<void*>(snapshot_repr)},
     {Py_tp_getset, snapshot_getset},

@@ -20,6 +20,7 @@
 
 #include <xshm/reader.hpp>
 
+#include "dlpack.hpp"
 #include "text.hpp"
 
 namespace xshm_py {
@@ -158,25 +159,8 @@ class SnapshotCache {
     return true;
   }
 
-  /// A C-contiguous values array over a 64-byte aligned buffer that a capsule frees.
-  py::object new_array() const {
-    const std::size_t bytes = std::max<std::size_t>(64, (nbytes_ + 63) & ~std::size_t{63});
-    void* p = std::aligned_alloc(64, bytes);
-    if (p == nullptr) throw std::bad_alloc();
-    py::capsule owner(p, [](void* q) { std::free(q); });  // frees p if anything below throws
-    auto& api = py::detail::npy_api::get();
-    Py_INCREF(dtype_.ptr());  // PyArray_NewFromDescr steals it
-    constexpr int kFlags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
-                           py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
-                           py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-    PyObject* arr =
-        api.PyArray_NewFromDescr_(api.PyArray_Type_, dtype_.ptr(), static_cast<int>(dims_.size()),
-                                  const_cast<Py_intptr_t*>(dims_.data()), nullptr, p, kFlags, nullptr);
-    if (arr == nullptr) throw py::error_already_set();
-    py::object a = py::reinterpret_steal<py::object>(arr);
-    if (api.PyArray_SetBaseObject_(arr, owner.release().ptr()) != 0) throw py::error_already_set();
-    return a;
-  }
+  /// A C-contiguous values array over a 64-byte aligned buffer of its own (dlpack.hpp).
+  py::object new_array() const { return aligned_array(dtype_, dims_, nbytes_); }
 
   py::dtype dtype_;
   std::vector<Py_intptr_t> dims_;

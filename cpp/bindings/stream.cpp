@@ -2,6 +2,7 @@
 #include "stream.hpp"
 
 #include "aio.hpp"
+#include "dlpack.hpp"
 
 #include <structmember.h>
 
@@ -87,7 +88,38 @@ PyGetSetDef message_getset[] = {
 };
 #undef XSHM_MSG_ATTR
 
+PyObject* message_dlpack(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  PyObject* data = msg(self)->data;
+  if (PyBytes_Check(data)) {
+    PyErr_SetString(PyExc_BufferError,
+                    "Message.__dlpack__: a byte stream's message is bytes, and DLPack carries arrays "
+                    "(np.frombuffer(msg.data, np.uint8), or a stream created with a dtype and shape)");
+    return nullptr;
+  }
+  return dlpack_export(data, args, nargs, kwnames, "Message.__dlpack__");
+}
+
+PyObject* message_dlpack_device(PyObject*, PyObject*) { return dlpack_device(); }
+
+/// The buffer protocol: the payload's buffer itself (bytes, or the frame's array).
+int message_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  return PyObject_GetBuffer(msg(self)->data, view, flags);
+}
+
+PyMethodDef message_methods[] = {
+    {"__dlpack__", fastcall_fn(message_dlpack), METH_FASTCALL | METH_KEYWORDS,
+     "__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
+     "A frame's array as a DLPack capsule (versioned or legacy), no copy: np.from_dlpack(msg),\n"
+     "jax.dlpack.from_dlpack(msg), torch.from_dlpack(msg) share the message's own buffer.\n"
+     "BufferError for a byte stream's message."},
+    {"__dlpack_device__", message_dlpack_device, METH_NOARGS,
+     "__dlpack_device__($self, /)\n--\n\n(1, 0): the CPU (kDLCPU, device 0)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyType_Slot message_slots[] = {
+    {Py_tp_methods, message_methods},
+    {Py_bf_getbuffer, reinterpret_cast<void*>(message_getbuffer)},
     {Py_tp_dealloc, reinterpret_cast<void*>(message_dealloc)},
     {Py_tp_repr, reinterpret_cast<void*>(message_repr)},
     {Py_tp_getset, message_getset},
@@ -269,7 +301,12 @@ struct PySink {
       if (n != 0) xshm::seqlock::load_bytes(PyBytes_AS_STRING(data.ptr()), src, n);
       return;
     }
-    if (!data) data = py::array(py::dtype::from_args(frame.dtype), frame.dims);
+    if (!data) {
+      const py::dtype dt = py::dtype::from_args(frame.dtype);
+      std::size_t bytes = static_cast<std::size_t>(dt.itemsize());
+      for (Py_intptr_t d : frame.dims) bytes *= static_cast<std::size_t>(d);
+      data = aligned_array(dt, frame.dims, bytes);  // its own 64-byte aligned buffer (DLPack, Arrow)
+    }
     auto* a = py::detail::array_proxy(data.ptr());
     const std::size_t cap = static_cast<std::size_t>(py::reinterpret_borrow<py::array>(data).nbytes());
     // A frame stream's messages are frames; a foreign writer's short one is zero-filled.
@@ -803,6 +840,8 @@ PyObject* fast_recv_async(PyObject* self, PyObject* const* args, Py_ssize_t narg
     static const ArgSpec<1> spec("recv_async", {"timeout"}, 0);
     PyObject* a[1];
     spec.parse(args, nargs, kwnames, a);
+    if (a[0] != nullptr) (void)arg_timeout(a[0]);  // a bad argument raises here, not at the await
+    (void)reader_of(self).r();                     // and a closed reader
     static py::handle fn = aio_function("recv").release();
     return fn(py::reinterpret_borrow<py::object>(self),
               a[0] == nullptr ? py::none() : py::reinterpret_borrow<py::object>(a[0]));

@@ -31,6 +31,16 @@ class Snapshot:
     def values(self) -> npt.NDArray[Any]: ...
     @property
     def message(self) -> str: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: Optional[int] = None,
+        max_version: Optional[tuple[int, int]] = None,
+        dl_device: Optional[tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> Any:
+        """A DLPack capsule over the object's own buffer (no copy; see docs)."""
+    def __dlpack_device__(self) -> tuple[int, int]: ...
 
 class Record:
     """The record being written inside ``with m.write() as rec:``."""
@@ -202,6 +212,16 @@ class Message:
     def timestamp(self) -> float: ...
     @property
     def writer_pid(self) -> int: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: Optional[int] = None,
+        max_version: Optional[tuple[int, int]] = None,
+        dl_device: Optional[tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> Any:
+        """A DLPack capsule over the object's own buffer (no copy; see docs)."""
+    def __dlpack_device__(self) -> tuple[int, int]: ...
 
 class StreamReader:
     """One reader of a stream: its own cursor, every message in order from where it started."""

@@ -241,7 +241,9 @@ def test_frames_round_trip_as_private_ndarray_copies(seg_name: str) -> None:
         assert isinstance(m.data, np.ndarray)
         assert (m.data.dtype, m.data.shape) == (np.dtype("float32"), (2, 3))
         np.testing.assert_array_equal(m.data, a)
-        assert m.data.flags.owndata and m.data.flags.writeable
+        # a private copy: its own 64-byte aligned buffer (its base a capsule that frees it)
+        assert m.data.flags.writeable and m.data.ctypes.data % 64 == 0
+        assert type(m.data.base).__name__ == "PyCapsule"
         m2 = r.recv(timeout=5)
         np.testing.assert_array_equal(m2.data, np.arange(6, dtype=np.float32).reshape(3, 2).T)
         a[:] = -1  # the sender's array is not shared ...
