@@ -11,7 +11,6 @@
 #pragma once
 
 #include <linux/futex.h>
-#include <linux/io_uring.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -33,15 +32,62 @@ namespace xshm {
 
 namespace futex_ring_impl {
 
+// io_uring's ABI, spelled out (the kernel's <linux/io_uring.h> of older build images, such as
+// manylinux's, lacks the fields used here; the layout is the kernel's stable ABI).
+struct SqOffsets {
+  std::uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1;
+  std::uint64_t user_addr;
+};
+struct CqOffsets {
+  std::uint32_t head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1;
+  std::uint64_t user_addr;
+};
+struct Params {
+  std::uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd, resv[3];
+  SqOffsets sq_off;
+  CqOffsets cq_off;
+};
+struct Sqe {
+  std::uint8_t opcode;
+  std::uint8_t flags;
+  std::uint16_t ioprio;
+  std::int32_t fd;
+  std::uint64_t off;  // addr2
+  std::uint64_t addr;
+  std::uint32_t len;
+  std::uint32_t op_flags;
+  std::uint64_t user_data;
+  std::uint16_t buf_index;
+  std::uint16_t personality;
+  std::int32_t splice_fd_in;
+  std::uint64_t addr3;
+  std::uint64_t pad2;
+};
+struct Cqe {
+  std::uint64_t user_data;
+  std::int32_t res;
+  std::uint32_t flags;
+};
+static_assert(sizeof(Params) == 120 && sizeof(Sqe) == 64 && sizeof(Cqe) == 16, "io_uring's ABI");
+
+inline constexpr long kSysSetup = 425;  // io_uring_setup, io_uring_enter: the same number on
+inline constexpr long kSysEnter = 426;  // every architecture (the unified syscall table)
+inline constexpr std::uint32_t kSetupCqSize = 1u << 3;
+inline constexpr std::uint32_t kFeatSingleMmap = 1u << 0;
+inline constexpr std::uint32_t kFeatNoDrop = 1u << 1;
+inline constexpr off_t kOffSqRing = 0;
+inline constexpr off_t kOffSqes = 0x10000000;
+inline constexpr std::uint32_t kEnterGetEvents = 1u << 0;
+inline constexpr std::uint8_t kOpAsyncCancel = 14;
 inline constexpr std::uint8_t kOpFutexWait = 51;  // IORING_OP_FUTEX_WAIT (Linux 6.7)
 inline constexpr std::uint32_t kFutex2SizeU32 = 0x02;
 inline constexpr std::uint64_t kCancelTag = std::uint64_t{1} << 63;  // user_data of a cancel
 
-inline int setup(unsigned entries, io_uring_params* p) noexcept {
-  return static_cast<int>(::syscall(__NR_io_uring_setup, entries, p));
+inline int setup(unsigned entries, Params* p) noexcept {
+  return static_cast<int>(::syscall(kSysSetup, entries, p));
 }
 inline int enter(int fd, unsigned submit, unsigned min_complete, unsigned flags) noexcept {
-  return static_cast<int>(::syscall(__NR_io_uring_enter, fd, submit, min_complete, flags, nullptr, 0));
+  return static_cast<int>(::syscall(kSysEnter, fd, submit, min_complete, flags, nullptr, 0));
 }
 
 }  // namespace futex_ring_impl
@@ -54,34 +100,35 @@ class FutexRing {
 
   /// Sets the ring up; throws Error when io_uring is not available (see supported()).
   FutexRing() {
-    io_uring_params p{};
-    p.flags = IORING_SETUP_CQSIZE;
+    futex_ring_impl::Params p{};
+    p.flags = futex_ring_impl::kSetupCqSize;
     p.cq_entries = kCompletions;
     fd_ = futex_ring_impl::setup(kEntries, &p);
     if (fd_ < 0) throw Error(std::string("io_uring_setup: ") + std::strerror(errno));
-    if ((p.features & IORING_FEAT_SINGLE_MMAP) == 0 || (p.features & IORING_FEAT_NODROP) == 0) {
+    if ((p.features & futex_ring_impl::kFeatSingleMmap) == 0 ||
+        (p.features & futex_ring_impl::kFeatNoDrop) == 0) {
       ::close(fd_);
       throw Error("io_uring: this kernel lacks the single mapping or NODROP (older than 5.5)");
     }
     ring_bytes_ = std::max(p.sq_off.array + p.sq_entries * sizeof(std::uint32_t),
-                           p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe));
+                           p.cq_off.cqes + p.cq_entries * sizeof(futex_ring_impl::Cqe));
     ring_ = ::mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_,
-                   IORING_OFF_SQ_RING);
+                   futex_ring_impl::kOffSqRing);
     if (ring_ == MAP_FAILED) {
       const int e = errno;
       ::close(fd_);
       throw Error(std::string("io_uring mmap: ") + std::strerror(e));
     }
-    sqes_bytes_ = p.sq_entries * sizeof(io_uring_sqe);
-    void* s =
-        ::mmap(nullptr, sqes_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, IORING_OFF_SQES);
+    sqes_bytes_ = p.sq_entries * sizeof(futex_ring_impl::Sqe);
+    void* s = ::mmap(nullptr, sqes_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_,
+                     futex_ring_impl::kOffSqes);
     if (s == MAP_FAILED) {
       const int e = errno;
       ::munmap(ring_, ring_bytes_);
       ::close(fd_);
       throw Error(std::string("io_uring mmap: ") + std::strerror(e));
     }
-    sqes_ = static_cast<io_uring_sqe*>(s);
+    sqes_ = static_cast<futex_ring_impl::Sqe*>(s);
     auto* base = static_cast<unsigned char*>(ring_);
     sq_tail_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.sq_off.tail);
     sq_mask_ = *reinterpret_cast<std::uint32_t*>(base + p.sq_off.ring_mask);
@@ -89,7 +136,7 @@ class FutexRing {
     cq_head_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.cq_off.head);
     cq_tail_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.cq_off.tail);
     cq_mask_ = *reinterpret_cast<std::uint32_t*>(base + p.cq_off.ring_mask);
-    cqes_ = reinterpret_cast<io_uring_cqe*>(base + p.cq_off.cqes);
+    cqes_ = reinterpret_cast<futex_ring_impl::Cqe*>(base + p.cq_off.cqes);
   }
   ~FutexRing() {
     ::munmap(sqes_, sqes_bytes_);
@@ -110,7 +157,7 @@ class FutexRing {
         r.submit_wait(&word, 0, 7);  // the value differs: completes at once with -EAGAIN
         std::vector<std::uint64_t> keys;
         for (int i = 0; i < 100 && keys.empty(); ++i) {
-          futex_ring_impl::enter(r.fd_, 0, 1, IORING_ENTER_GETEVENTS);
+          futex_ring_impl::enter(r.fd_, 0, 1, futex_ring_impl::kEnterGetEvents);
           r.reap(keys, &r.probe_res_);
         }
         return keys.size() == 1 && keys[0] == 7 && r.probe_res_ == -EAGAIN;
@@ -139,8 +186,8 @@ class FutexRing {
   /// one: the waiter looks again). Any thread.
   void cancel(std::uint64_t key) {
     std::lock_guard<std::mutex> g(m_);
-    io_uring_sqe* sqe = next_sqe();
-    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    futex_ring_impl::Sqe* sqe = next_sqe();
+    sqe->opcode = futex_ring_impl::kOpAsyncCancel;
     sqe->fd = -1;
     sqe->addr = key;
     sqe->user_data = key | futex_ring_impl::kCancelTag;
@@ -156,9 +203,9 @@ class FutexRing {
   }
 
  private:
-  io_uring_sqe* next_sqe() noexcept {
+  futex_ring_impl::Sqe* next_sqe() noexcept {
     const std::uint32_t tail = sq_tail_->load(std::memory_order_relaxed);
-    io_uring_sqe* sqe = &sqes_[tail & sq_mask_];
+    futex_ring_impl::Sqe* sqe = &sqes_[tail & sq_mask_];
     std::memset(sqe, 0, sizeof *sqe);
     sq_array_[tail & sq_mask_] = tail & sq_mask_;
     return sqe;
@@ -183,7 +230,7 @@ class FutexRing {
   }
 
   void submit_wait(const std::atomic<std::uint32_t>* word, std::uint32_t val, std::uint64_t key) {
-    io_uring_sqe* sqe = next_sqe();
+    futex_ring_impl::Sqe* sqe = next_sqe();
     sqe->opcode = futex_ring_impl::kOpFutexWait;
     sqe->fd = static_cast<std::int32_t>(futex_ring_impl::kFutex2SizeU32);  // shared, 32-bit
     sqe->addr = reinterpret_cast<std::uintptr_t>(word);
@@ -200,7 +247,7 @@ class FutexRing {
     const std::uint32_t tail = cq_tail_->load(std::memory_order_acquire);
     std::uint32_t head = cq_head_->load(std::memory_order_relaxed);
     for (; head != tail; ++head) {
-      const io_uring_cqe& c = cqes_[head & cq_mask_];
+      const futex_ring_impl::Cqe& c = cqes_[head & cq_mask_];
       if ((c.user_data & futex_ring_impl::kCancelTag) != 0) continue;  // a cancel's own result
       keys.push_back(c.user_data);
       if (res != nullptr) *res = c.res;
@@ -211,7 +258,7 @@ class FutexRing {
   int fd_ = -1;
   void* ring_ = nullptr;
   std::size_t ring_bytes_ = 0;
-  io_uring_sqe* sqes_ = nullptr;
+  futex_ring_impl::Sqe* sqes_ = nullptr;
   std::size_t sqes_bytes_ = 0;
   std::atomic<std::uint32_t>* sq_tail_ = nullptr;
   std::uint32_t sq_mask_ = 0;
@@ -219,7 +266,7 @@ class FutexRing {
   std::atomic<std::uint32_t>* cq_head_ = nullptr;
   std::atomic<std::uint32_t>* cq_tail_ = nullptr;
   std::uint32_t cq_mask_ = 0;
-  io_uring_cqe* cqes_ = nullptr;
+  futex_ring_impl::Cqe* cqes_ = nullptr;
   std::mutex m_;
   std::vector<std::uint64_t> reaped_;  // reaped by submit() when the CQ backed up
   int probe_res_ = 0;
