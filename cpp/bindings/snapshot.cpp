@@ -3,6 +3,7 @@
 
 #include <cstddef>
 
+#include "arrow.hpp"
 #include "fastcall.hpp"
 
 namespace xshm_py {
@@ -105,7 +106,28 @@ int snapshot_getbuffer(PyObject* self, Py_buffer* view, int flags) {
   return PyObject_GetBuffer(reinterpret_cast<SnapshotObject*>(self)->values, view, flags);
 }
 
+PyObject* snapshot_arrow_c_schema(PyObject* self, PyObject*) {
+  return guarded([&] { return snapshot_arrow_schema(self); });
+}
+
+PyObject* snapshot_arrow_c_array(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&] {
+    static const ArgSpec<1> spec("__arrow_c_array__", {"requested_schema"}, 0);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    return snapshot_arrow_array(self);
+  });
+}
+
 PyMethodDef snapshot_methods[] = {
+    {"__arrow_c_schema__", snapshot_arrow_c_schema, METH_NOARGS,
+     "__arrow_c_schema__($self, /)\n--\n\n"
+     "The Arrow schema (a PyCapsule): a struct of seq, counter, timestamp, writer_pid, message and\n"
+     "values (nested fixed-size lists, one per dimension)."},
+    {"__arrow_c_array__", fastcall_fn(snapshot_arrow_c_array), METH_FASTCALL | METH_KEYWORDS,
+     "__arrow_c_array__($self, /, requested_schema=None)\n--\n\n"
+     "The snapshot as a one-row Arrow struct array: (schema, array) PyCapsules; the values are\n"
+     "the snapshot's own buffer, no copy (bool values are packed into bits: a copy)."},
     {"__dlpack__", fastcall_fn(snapshot_dlpack), METH_FASTCALL | METH_KEYWORDS,
      "__dlpack__($self, /, *, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
      "The values as a DLPack capsule (versioned when max_version >= (1, 0), else legacy), no copy:\n"

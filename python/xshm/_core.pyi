@@ -41,6 +41,11 @@ class Snapshot:
     ) -> Any:
         """A DLPack capsule over the object's own buffer (no copy; see docs)."""
     def __dlpack_device__(self) -> tuple[int, int]: ...
+    def __arrow_c_schema__(self) -> Any:
+        """The Arrow schema (PyCapsule) of the one-row struct below."""
+    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]:
+        """(schema, array) PyCapsules: one row of seq, counter, timestamp, writer_pid, message
+        and values (nested fixed-size lists; the snapshot's own buffer, no copy)."""
 
 class Record:
     """The record being written inside ``with m.write() as rec:``."""

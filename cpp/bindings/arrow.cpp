@@ -1,0 +1,312 @@
+// The definitions behind arrow.hpp. The C data interface's structs are spelled out from the
+// Arrow specification (they are its ABI): xshm builds against no Arrow header.
+#include "arrow.hpp"
+
+#include <pybind11/numpy.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "snapshot.hpp"
+
+namespace xshm_py {
+
+namespace {
+
+struct ArrowSchema {
+  const char* format;
+  const char* name;
+  const char* metadata;
+  std::int64_t flags;
+  std::int64_t n_children;
+  ArrowSchema** children;
+  ArrowSchema* dictionary;
+  void (*release)(ArrowSchema*);
+  void* private_data;
+};
+
+struct ArrowArray {
+  std::int64_t length;
+  std::int64_t null_count;
+  std::int64_t offset;
+  std::int64_t n_buffers;
+  std::int64_t n_children;
+  const void** buffers;
+  ArrowArray** children;
+  ArrowArray* dictionary;
+  void (*release)(ArrowArray*);
+  void* private_data;
+};
+
+// ---- schemas: a tree of heap nodes, each released by its parent ----
+
+struct SchemaPriv {
+  std::string format;
+  std::string name;
+  std::vector<ArrowSchema*> children;
+};
+
+void release_schema(ArrowSchema* s) {
+  auto* p = static_cast<SchemaPriv*>(s->private_data);
+  for (ArrowSchema* c : p->children) {
+    if (c->release != nullptr) c->release(c);
+    delete c;
+  }
+  delete p;
+  s->release = nullptr;
+}
+
+/// Fills `out` (a struct the caller owns) as a field `name` of `format` with `kids`.
+void fill_schema(ArrowSchema* out, std::string format, std::string name, std::vector<ArrowSchema*> kids) {
+  auto* p = new SchemaPriv{std::move(format), std::move(name), std::move(kids)};
+  out->format = p->format.c_str();
+  out->name = p->name.c_str();
+  out->metadata = nullptr;
+  out->flags = 0;  // not nullable: a snapshot has every field
+  out->n_children = static_cast<std::int64_t>(p->children.size());
+  out->children = p->children.empty() ? nullptr : p->children.data();
+  out->dictionary = nullptr;
+  out->release = release_schema;
+  out->private_data = p;
+}
+
+ArrowSchema* new_schema(std::string format, std::string name, std::vector<ArrowSchema*> kids = {}) {
+  auto* s = new ArrowSchema{};
+  fill_schema(s, std::move(format), std::move(name), std::move(kids));
+  return s;
+}
+
+// ---- arrays: the same tree; the root also holds a reference to the values array ----
+
+struct ArrayPriv {
+  std::vector<const void*> buffers;
+  std::vector<ArrowArray*> children;
+  std::vector<std::vector<std::uint8_t>> owned;  // buffers this node made (not the values)
+  PyObject* keep = nullptr;                      // the root's: the array whose buffer it lends
+};
+
+void release_array(ArrowArray* a) {
+  auto* p = static_cast<ArrayPriv*>(a->private_data);
+  for (ArrowArray* c : p->children) {
+    if (c->release != nullptr) c->release(c);
+    delete c;
+  }
+  // A consumer may release from any thread, with or without the GIL.
+  if (p->keep != nullptr && Py_IsInitialized()) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_DECREF(p->keep);
+    PyGILState_Release(g);
+  }
+  delete p;
+  a->release = nullptr;
+}
+
+void fill_array(ArrowArray* out, std::int64_t length, ArrayPriv* p) {
+  out->length = length;
+  out->null_count = 0;
+  out->offset = 0;
+  out->n_buffers = static_cast<std::int64_t>(p->buffers.size());
+  out->n_children = static_cast<std::int64_t>(p->children.size());
+  out->buffers = p->buffers.data();
+  out->children = p->children.empty() ? nullptr : p->children.data();
+  out->dictionary = nullptr;
+  out->release = release_array;
+  out->private_data = p;
+}
+
+/// A child array of `length` with a validity slot (null: none) and `data` buffers.
+ArrowArray* new_array(std::int64_t length, std::vector<const void*> data, std::vector<ArrowArray*> kids = {},
+                      std::vector<std::vector<std::uint8_t>> owned = {}) {
+  auto* p = new ArrayPriv{};
+  p->buffers.push_back(nullptr);
+  for (const void* d : data) p->buffers.push_back(d);
+  p->children = std::move(kids);
+  p->owned = std::move(owned);
+  auto* a = new ArrowArray{};
+  fill_array(a, length, p);
+  return a;
+}
+
+/// One value of 8 bytes, owned by the array.
+template <class T>
+ArrowArray* scalar_array(T v) {
+  std::vector<std::uint8_t> blob(sizeof v);
+  std::memcpy(blob.data(), &v, sizeof v);
+  std::vector<std::vector<std::uint8_t>> owned;
+  owned.push_back(std::move(blob));
+  const void* data = owned.back().data();
+  return new_array(1, {data}, {}, std::move(owned));
+}
+
+/// The primitive Arrow format of a numpy dtype (complex: its component's), or throws.
+std::string primitive_format(const py::dtype& dt, bool* complex) {
+  const char kind = dt.kind();
+  const auto size = dt.itemsize();
+  const char order = dt.byteorder();
+  if (!(order == '=' || order == '|' || (order == '<') == (PY_BIG_ENDIAN == 0)))
+    throw py::value_error("Arrow export: the values' dtype is not in native byte order");
+  *complex = false;
+  if (kind == 'b') return "b";
+  if (kind == 'i' || kind == 'u') {
+    const bool u = kind == 'u';
+    switch (size) {
+      case 1:
+        return u ? "C" : "c";
+      case 2:
+        return u ? "S" : "s";
+      case 4:
+        return u ? "I" : "i";
+      case 8:
+        return u ? "L" : "l";
+      default:
+        break;
+    }
+  }
+  if (kind == 'f' && size == 2) return "e";
+  if (kind == 'f' && size == 4) return "f";
+  if (kind == 'f' && size == 8) return "g";
+  if (kind == 'c' && size == 8) return *complex = true, "f";
+  if (kind == 'c' && size == 16) return *complex = true, "g";
+  throw py::value_error("Arrow export: no Arrow type for dtype " + py::str(dt).cast<std::string>());
+}
+
+/// The snapshot's values, C-contiguous (a read_into target may not be: then a copy).
+py::array contiguous_values(PyObject* snapshot) {
+  py::array v = py::reinterpret_borrow<py::array>(reinterpret_cast<SnapshotObject*>(snapshot)->values);
+  if (!(v.flags() & py::array::c_style)) v = py::module_::import("numpy").attr("ascontiguousarray")(v);
+  return v;
+}
+
+ArrowSchema* values_schema(const py::array& v) {
+  bool complex = false;
+  const std::string prim = primitive_format(v.dtype(), &complex);
+  ArrowSchema* inner = new_schema(prim, "item");
+  if (complex) inner = new_schema("+w:2", "item", {inner});
+  for (py::ssize_t i = v.ndim() - 1; i >= 0; --i)
+    inner = new_schema("+w:" + std::to_string(v.shape(i)), i == 0 ? "values" : "item", {inner});
+  if (v.ndim() == 0) {  // a scalar record: the value itself, named as the field
+    auto* p = static_cast<SchemaPriv*>(inner->private_data);
+    p->name = "values";
+    inner->name = p->name.c_str();
+  }
+  return inner;
+}
+
+ArrowArray* values_array(const py::array& v) {
+  bool complex = false;
+  const std::string prim = primitive_format(v.dtype(), &complex);
+  const auto n = static_cast<std::int64_t>(v.size());
+  ArrowArray* inner = nullptr;
+  if (prim == "b") {  // bit-packed: a copy
+    std::vector<std::uint8_t> bits(static_cast<std::size_t>((n + 7) / 8 + 1), 0);
+    const auto* src = static_cast<const std::uint8_t*>(v.data());
+    for (std::int64_t i = 0; i < n; ++i)
+      if (src[i] != 0) bits[static_cast<std::size_t>(i / 8)] |= static_cast<std::uint8_t>(1u << (i % 8));
+    std::vector<std::vector<std::uint8_t>> owned;
+    owned.push_back(std::move(bits));
+    const void* data = owned.back().data();
+    inner = new_array(n, {data}, {}, std::move(owned));
+  } else if (complex) {
+    inner = new_array(2 * n, {v.data()});
+    inner = new_array(n, {}, {inner});
+  } else {
+    inner = new_array(n, {v.data()});
+  }
+  // The list array of dimension i holds one list per element of the dimensions before it.
+  for (py::ssize_t i = v.ndim() - 1; i >= 0; --i) {
+    std::int64_t lists = 1;
+    for (py::ssize_t j = 0; j < i; ++j) lists *= static_cast<std::int64_t>(v.shape(j));
+    inner = new_array(lists, {}, {inner});
+  }
+  return inner;
+}
+
+ArrowSchema* record_schema(const py::array& v) {
+  return new_schema("+s", "",
+                    {new_schema("L", "seq"), new_schema("L", "counter"), new_schema("tsn:UTC", "timestamp"),
+                     new_schema("L", "writer_pid"), new_schema("u", "message"), values_schema(v)});
+}
+
+void capsule_schema_gone(PyObject* cap) {
+  auto* s = static_cast<ArrowSchema*>(PyCapsule_GetPointer(cap, "arrow_schema"));
+  if (s == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  if (s->release != nullptr) s->release(s);
+  delete s;
+}
+
+void capsule_array_gone(PyObject* cap) {
+  auto* a = static_cast<ArrowArray*>(PyCapsule_GetPointer(cap, "arrow_array"));
+  if (a == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  if (a->release != nullptr) a->release(a);
+  delete a;
+}
+
+py::object schema_capsule(ArrowSchema* child_tree) {
+  // The capsule owns a root struct; a consumer moves it out (and nulls its release).
+  auto* root = new ArrowSchema(*child_tree);
+  delete child_tree;  // its contents now live in root
+  PyObject* cap = PyCapsule_New(root, "arrow_schema", capsule_schema_gone);
+  if (cap == nullptr) {
+    release_schema(root);
+    delete root;
+    throw py::error_already_set();
+  }
+  return py::reinterpret_steal<py::object>(cap);
+}
+
+}  // namespace
+
+py::object snapshot_arrow_schema(PyObject* snapshot) {
+  return schema_capsule(record_schema(contiguous_values(snapshot)));
+}
+
+py::object snapshot_arrow_array(PyObject* snapshot) {
+  auto* s = reinterpret_cast<SnapshotObject*>(snapshot);
+  py::array v = contiguous_values(snapshot);
+  py::object schema = schema_capsule(record_schema(v));
+
+  Py_ssize_t len = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(s->message, &len);
+  if (utf8 == nullptr) throw py::error_already_set();
+  std::vector<std::vector<std::uint8_t>> owned;
+  const std::int32_t offsets[2] = {0, static_cast<std::int32_t>(len)};
+  owned.emplace_back(reinterpret_cast<const std::uint8_t*>(offsets),
+                     reinterpret_cast<const std::uint8_t*>(offsets + 2));
+  owned.emplace_back(reinterpret_cast<const std::uint8_t*>(utf8),
+                     reinterpret_cast<const std::uint8_t*>(utf8 + len));
+  owned.back().push_back(0);  // never an empty buffer: a valid pointer for an empty message
+  const void* off = owned[0].data();
+  const void* bytes = owned[1].data();
+  ArrowArray* message = new_array(1, {off, bytes}, {}, std::move(owned));
+
+  auto* p = new ArrayPriv{};
+  p->buffers.push_back(nullptr);
+  p->children = {scalar_array<std::uint64_t>(s->seq),
+                 scalar_array<std::uint64_t>(s->counter),
+                 scalar_array<std::int64_t>(s->timestamp_ns),
+                 scalar_array<std::uint64_t>(s->writer_pid),
+                 message,
+                 values_array(v)};
+  p->keep = v.inc_ref().ptr();  // the values' buffer lives while the consumer holds the array
+  auto* root = new ArrowArray{};
+  fill_array(root, 1, p);
+  PyObject* cap = PyCapsule_New(root, "arrow_array", capsule_array_gone);
+  if (cap == nullptr) {
+    release_array(root);
+    delete root;
+    throw py::error_already_set();
+  }
+  return py::make_tuple(schema, py::reinterpret_steal<py::object>(cap));
+}
+
+}  // namespace xshm_py
