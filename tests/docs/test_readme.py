@@ -45,7 +45,7 @@ def test_every_code_block_is_run() -> None:
     roles = [b.role for b in rt.blocks(README) if b.role]
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
     expected += ["stream producer", "stream consumer", "work queue", "frames", "cpp stream program"]
-    expected += ["asyncio"]
+    expected += ["asyncio", "hand over"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -353,3 +353,16 @@ def test_asyncio_quickstart(seg_name: str, tmp_path: Path) -> None:
     assert "tick 3" in lines and len(lines) == 4, r.stdout
     assert not os.path.exists(f"/dev/shm/{seg_name}-t")
     assert not os.path.exists(f"/dev/shm/{seg_name}-o")
+
+
+def test_hand_over_quickstart(seg_name: str) -> None:
+    """JAX and pyarrow take the snapshot without a copy."""
+    r = subprocess.run(
+        [sys.executable, "-c", code("hand over", seg_name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout == "(480, 640) float32 True\n1 frame 1 480\n", r.stdout
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
