@@ -4,8 +4,11 @@
 
 #include <pybind11/numpy.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 #include <utility>
@@ -87,6 +90,7 @@ struct ArrayPriv {
   std::vector<ArrowArray*> children;
   std::vector<std::vector<std::uint8_t>> owned;  // buffers this node made (not the values)
   PyObject* keep = nullptr;                      // the root's: the array whose buffer it lends
+  void* heap = nullptr;                          // the root's: an aligned buffer it frees
 };
 
 void release_array(ArrowArray* a) {
@@ -101,6 +105,7 @@ void release_array(ArrowArray* a) {
     Py_DECREF(p->keep);
     PyGILState_Release(g);
   }
+  std::free(p->heap);
   delete p;
   a->release = nullptr;
 }
@@ -181,54 +186,61 @@ py::array contiguous_values(PyObject* snapshot) {
   return v;
 }
 
-ArrowSchema* values_schema(const py::array& v) {
+/// The values column's type: nested fixed-size lists over `dims`, down to the primitive
+/// (complex: a pair of floats), named `name`; a 0-d value is the primitive itself.
+ArrowSchema* values_schema(const py::dtype& dt, const std::vector<py::ssize_t>& dims,
+                           const std::string& name) {
   bool complex = false;
-  const std::string prim = primitive_format(v.dtype(), &complex);
-  ArrowSchema* inner = new_schema(prim, "item");
+  const std::string prim = primitive_format(dt, &complex);
+  ArrowSchema* inner = new_schema(prim, dims.empty() ? name : "item");
   if (complex) inner = new_schema("+w:2", "item", {inner});
-  for (py::ssize_t i = v.ndim() - 1; i >= 0; --i)
-    inner = new_schema("+w:" + std::to_string(v.shape(i)), i == 0 ? "values" : "item", {inner});
-  if (v.ndim() == 0) {  // a scalar record: the value itself, named as the field
-    auto* p = static_cast<SchemaPriv*>(inner->private_data);
-    p->name = "values";
-    inner->name = p->name.c_str();
-  }
+  for (std::size_t i = dims.size(); i-- > 0;)
+    inner = new_schema("+w:" + std::to_string(dims[i]), i == 0 ? name : "item", {inner});
   return inner;
 }
 
-ArrowArray* values_array(const py::array& v) {
+/// The values column of `rows` values of `dims` at `data` (C order, one after the other): the
+/// primitive child points at `data` (not owned: `keep` or the caller keeps it), except bools,
+/// packed into bits (a copy the array owns).
+ArrowArray* values_array(const py::dtype& dt, const std::vector<py::ssize_t>& dims, const void* data,
+                         std::int64_t rows) {
   bool complex = false;
-  const std::string prim = primitive_format(v.dtype(), &complex);
-  const auto n = static_cast<std::int64_t>(v.size());
+  const std::string prim = primitive_format(dt, &complex);
+  std::int64_t per_row = 1;
+  for (py::ssize_t d : dims) per_row *= static_cast<std::int64_t>(d);
+  const std::int64_t n = rows * per_row;
   ArrowArray* inner = nullptr;
   if (prim == "b") {  // bit-packed: a copy
     std::vector<std::uint8_t> bits(static_cast<std::size_t>((n + 7) / 8 + 1), 0);
-    const auto* src = static_cast<const std::uint8_t*>(v.data());
+    const auto* src = static_cast<const std::uint8_t*>(data);
     for (std::int64_t i = 0; i < n; ++i)
       if (src[i] != 0) bits[static_cast<std::size_t>(i / 8)] |= static_cast<std::uint8_t>(1u << (i % 8));
     std::vector<std::vector<std::uint8_t>> owned;
     owned.push_back(std::move(bits));
-    const void* data = owned.back().data();
-    inner = new_array(n, {data}, {}, std::move(owned));
+    const void* packed = owned.back().data();
+    inner = new_array(n, {packed}, {}, std::move(owned));
   } else if (complex) {
-    inner = new_array(2 * n, {v.data()});
+    inner = new_array(2 * n, {data});
     inner = new_array(n, {}, {inner});
   } else {
-    inner = new_array(n, {v.data()});
+    inner = new_array(n, {data});
   }
   // The list array of dimension i holds one list per element of the dimensions before it.
-  for (py::ssize_t i = v.ndim() - 1; i >= 0; --i) {
-    std::int64_t lists = 1;
-    for (py::ssize_t j = 0; j < i; ++j) lists *= static_cast<std::int64_t>(v.shape(j));
+  for (std::size_t i = dims.size(); i-- > 0;) {
+    std::int64_t lists = rows;
+    for (std::size_t j = 0; j < i; ++j) lists *= static_cast<std::int64_t>(dims[j]);
     inner = new_array(lists, {}, {inner});
   }
   return inner;
 }
 
+std::vector<py::ssize_t> dims_of(const py::array& v) { return {v.shape(), v.shape() + v.ndim()}; }
+
 ArrowSchema* record_schema(const py::array& v) {
   return new_schema("+s", "",
                     {new_schema("L", "seq"), new_schema("L", "counter"), new_schema("tsn:UTC", "timestamp"),
-                     new_schema("L", "writer_pid"), new_schema("u", "message"), values_schema(v)});
+                     new_schema("L", "writer_pid"), new_schema("u", "message"),
+                     values_schema(v.dtype(), dims_of(v), "values")});
 }
 
 void capsule_schema_gone(PyObject* cap) {
@@ -296,7 +308,7 @@ py::object snapshot_arrow_array(PyObject* snapshot) {
                  scalar_array<std::int64_t>(s->timestamp_ns),
                  scalar_array<std::uint64_t>(s->writer_pid),
                  message,
-                 values_array(v)};
+                 values_array(v.dtype(), dims_of(v), v.data(), 1)};
   p->keep = v.inc_ref().ptr();  // the values' buffer lives while the consumer holds the array
   auto* root = new ArrowArray{};
   fill_array(root, 1, p);
@@ -307,6 +319,196 @@ py::object snapshot_arrow_array(PyObject* snapshot) {
     throw py::error_already_set();
   }
   return py::make_tuple(schema, py::reinterpret_steal<py::object>(cap));
+}
+
+namespace {
+
+struct ArrowArrayStream {
+  int (*get_schema)(ArrowArrayStream*, ArrowSchema*);
+  int (*get_next)(ArrowArrayStream*, ArrowArray*);
+  const char* (*get_last_error)(ArrowArrayStream*);
+  void (*release)(ArrowArrayStream*);
+  void* private_data;
+};
+
+struct StreamPriv {
+  PyObject* reader = nullptr;  // strong: the stream takes from it while it lives
+  PyObject* dtype = nullptr;   // strong, a numpy dtype; null for a byte stream
+  std::vector<py::ssize_t> dims;
+  std::size_t frame_bytes = 0;
+  TakeBatch take = nullptr;
+  std::string error;
+  bool done = false;
+};
+
+StreamPriv* priv(ArrowArrayStream* st) { return static_cast<StreamPriv*>(st->private_data); }
+
+/// Runs `f` with the GIL; an exception becomes EIO with its text kept for get_last_error.
+template <class F>
+int with_gil(StreamPriv* p, F&& f) noexcept {
+  if (!Py_IsInitialized()) {
+    p->error = "the Python interpreter has exited";
+    return EIO;
+  }
+  PyGILState_STATE g = PyGILState_Ensure();
+  int rc = 0;
+  try {
+    f();
+  } catch (py::error_already_set& e) {
+    p->error = e.what();
+    rc = EIO;
+  } catch (const std::exception& e) {
+    p->error = e.what();
+    rc = EIO;
+  }
+  PyGILState_Release(g);
+  return rc;
+}
+
+ArrowSchema* batch_schema(StreamPriv* p) {
+  ArrowSchema* data = p->dtype == nullptr
+                          ? new_schema("Z", "data")
+                          : values_schema(py::reinterpret_borrow<py::dtype>(p->dtype), p->dims, "data");
+  return new_schema(
+      "+s", "",
+      {new_schema("L", "seq"), new_schema("tsn:UTC", "timestamp"), new_schema("L", "writer_pid"), data});
+}
+
+int stream_get_schema(ArrowArrayStream* st, ArrowSchema* out) {
+  StreamPriv* p = priv(st);
+  return with_gil(p, [&] {
+    ArrowSchema* root = batch_schema(p);
+    *out = *root;  // the tree now hangs from *out
+    delete root;
+  });
+}
+
+template <class T>
+std::vector<std::uint8_t> blob_of(const std::vector<xshm::Message>& msgs, T (*field)(const xshm::Message&)) {
+  std::vector<std::uint8_t> b(msgs.size() * sizeof(T) + 1);
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    const T v = field(msgs[i]);
+    std::memcpy(b.data() + i * sizeof(T), &v, sizeof v);
+  }
+  return b;
+}
+
+ArrowArray* owned_column(std::int64_t rows, std::vector<std::vector<std::uint8_t>> blobs) {
+  std::vector<const void*> data;
+  for (const auto& b : blobs) data.push_back(b.data());
+  return new_array(rows, std::move(data), {}, std::move(blobs));
+}
+
+int stream_get_next(ArrowArrayStream* st, ArrowArray* out) {
+  StreamPriv* p = priv(st);
+  return with_gil(p, [&] {
+    std::vector<xshm::Message> msgs;
+    if (!p->done) msgs = p->take(p->reader, kArrowBatch);
+    if (msgs.empty()) {  // nothing there now: the end of this stream
+      p->done = true;
+      std::memset(out, 0, sizeof *out);
+      return;
+    }
+    const auto rows = static_cast<std::int64_t>(msgs.size());
+    auto root_priv = std::make_unique<ArrayPriv>();
+    ArrowArray* data = nullptr;
+    if (p->dtype == nullptr) {
+      std::vector<std::uint8_t> offsets((msgs.size() + 1) * sizeof(std::int64_t));
+      std::vector<std::uint8_t> bytes;
+      std::int64_t at = 0;
+      for (std::size_t i = 0; i < msgs.size(); ++i) {
+        std::memcpy(offsets.data() + i * sizeof at, &at, sizeof at);
+        bytes.insert(bytes.end(), msgs[i].data.begin(), msgs[i].data.end());
+        at += static_cast<std::int64_t>(msgs[i].data.size());
+      }
+      std::memcpy(offsets.data() + msgs.size() * sizeof at, &at, sizeof at);
+      bytes.push_back(0);  // never empty: a valid pointer when every message is
+      std::vector<std::vector<std::uint8_t>> blobs;
+      blobs.push_back(std::move(offsets));
+      blobs.push_back(std::move(bytes));
+      data = owned_column(rows, std::move(blobs));
+    } else {
+      // The frames one after the other in one 64-byte aligned buffer the batch owns; a
+      // foreign writer's short message is zero-filled, as a received frame is.
+      const std::size_t total =
+          std::max<std::size_t>(64, (msgs.size() * p->frame_bytes + 63) & ~std::size_t{63});
+      void* heap = std::aligned_alloc(64, total);
+      if (heap == nullptr) throw std::bad_alloc();
+      std::memset(heap, 0, total);
+      for (std::size_t i = 0; i < msgs.size(); ++i)
+        std::memcpy(static_cast<unsigned char*>(heap) + i * p->frame_bytes, msgs[i].data.data(),
+                    std::min(msgs[i].data.size(), p->frame_bytes));
+      root_priv->heap = heap;
+      data = values_array(py::reinterpret_borrow<py::dtype>(p->dtype), p->dims, heap, rows);
+    }
+    std::vector<std::vector<std::uint8_t>> seq, ts, pid;
+    seq.push_back(blob_of<std::uint64_t>(msgs, [](const xshm::Message& m) { return std::uint64_t{m.seq}; }));
+    ts.push_back(
+        blob_of<std::int64_t>(msgs, [](const xshm::Message& m) { return std::int64_t{m.timestamp_ns}; }));
+    pid.push_back(blob_of<std::uint64_t>(
+        msgs, [](const xshm::Message& m) { return static_cast<std::uint64_t>(m.writer_pid); }));
+    root_priv->buffers.push_back(nullptr);
+    root_priv->children = {owned_column(rows, std::move(seq)), owned_column(rows, std::move(ts)),
+                           owned_column(rows, std::move(pid)), data};
+    fill_array(out, rows, root_priv.release());
+  });
+}
+
+const char* stream_last_error(ArrowArrayStream* st) {
+  StreamPriv* p = priv(st);
+  return p->error.empty() ? nullptr : p->error.c_str();
+}
+
+void stream_release(ArrowArrayStream* st) {
+  StreamPriv* p = priv(st);
+  if (Py_IsInitialized()) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_XDECREF(p->reader);
+    Py_XDECREF(p->dtype);
+    PyGILState_Release(g);
+  }
+  delete p;
+  st->release = nullptr;
+}
+
+void capsule_stream_gone(PyObject* cap) {
+  auto* st = static_cast<ArrowArrayStream*>(PyCapsule_GetPointer(cap, "arrow_array_stream"));
+  if (st == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  if (st->release != nullptr) st->release(st);
+  delete st;
+}
+
+}  // namespace
+
+py::object reader_arrow_stream(PyObject* reader, const py::object& dtype,
+                               const std::vector<Py_intptr_t>& dims, TakeBatch take) {
+  auto p = std::make_unique<StreamPriv>();
+  if (!dtype.is_none()) {
+    py::dtype dt = py::dtype::from_args(dtype);
+    bool complex = false;
+    (void)primitive_format(dt, &complex);  // an unexportable dtype fails here, not mid-stream
+    p->frame_bytes = static_cast<std::size_t>(dt.itemsize());
+    for (Py_intptr_t d : dims) {
+      p->dims.push_back(static_cast<py::ssize_t>(d));
+      p->frame_bytes *= static_cast<std::size_t>(d);
+    }
+    p->dtype = dt.release().ptr();
+  }
+  p->take = take;
+  Py_INCREF(reader);
+  p->reader = reader;
+  auto* st = new ArrowArrayStream{stream_get_schema, stream_get_next, stream_last_error, stream_release,
+                                  p.release()};
+  PyObject* cap = PyCapsule_New(st, "arrow_array_stream", capsule_stream_gone);
+  if (cap == nullptr) {
+    stream_release(st);
+    delete st;
+    throw py::error_already_set();
+  }
+  return py::reinterpret_steal<py::object>(cap);
 }
 
 }  // namespace xshm_py

@@ -2,6 +2,7 @@
 #include "stream.hpp"
 
 #include "aio.hpp"
+#include "arrow.hpp"
 #include "dlpack.hpp"
 
 #include <structmember.h>
@@ -790,6 +791,31 @@ PyObject* fast_recv_view(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   });
 }
 
+/// For the reader's Arrow stream (arrow.hpp): up to `max_n` messages there now, taken.
+std::vector<xshm::Message> take_batch(PyObject* self, std::size_t max_n) {
+  PyReader& pr = reader_of(self);
+  Receiving busy(pr);
+  xshm::StreamReader& r = pr.r();
+  std::vector<xshm::Message> out;
+  while (out.size() < max_n) {
+    std::optional<xshm::Message> m = r.try_recv();
+    if (!m) break;
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+PyObject* fast_arrow_stream(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> py::object {
+    static const ArgSpec<1> spec("__arrow_c_stream__", {"requested_schema"}, 0);
+    PyObject* a[1];
+    spec.parse(args, nargs, kwnames, a);
+    PyReader& pr = reader_of(self);
+    (void)pr.r();  // a closed reader raises here
+    return reader_arrow_stream(self, pr.frame().dtype, pr.frame().dims, take_batch);
+  });
+}
+
 PyObject* fast_try_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return no_args("try_recv", args, nargs, kwnames, [&]() -> py::object {
     PyReader& pr = reader_of(self);
@@ -1006,6 +1032,11 @@ PyMethodDef g_reader_methods[] = {
     {"__aiter__", fastcall_fn(fast_aiter), kFast, "__aiter__($self, /)\n--\n\n`async for msg in r:`."},
     {"__anext__", fastcall_fn(fast_anext), kFast,
      "__anext__($self, /)\n--\n\nThe next message, awaited; iteration stops when the reader is closed."},
+    {"__arrow_c_stream__", fastcall_fn(fast_arrow_stream), kFast,
+     "__arrow_c_stream__($self, /, requested_schema=None)\n--\n\n"
+     "The messages there now, received, as an Arrow stream of record batches (a PyCapsule):\n"
+     "seq, timestamp, writer_pid and data (binary, or the frame as nested fixed-size lists).\n"
+     "It ends when nothing is left (it never waits). pl.DataFrame(r), pa.table(r), duckdb."},
     {"try_recv", fastcall_fn(fast_try_recv), kFast,
      "try_recv($self, /)\n--\n\nThe next message if one is there, else None."},
     {"recv_many", fastcall_fn(fast_recv_many), kFast,

@@ -266,6 +266,9 @@ class StreamReader:
     def __aiter__(self) -> Self: ...
     def __anext__(self) -> Coroutine[Any, Any, Message]: ...
     def _prepare_wait(self) -> Optional[_Ticket]: ...
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        """The messages there now, received, as an Arrow stream (PyCapsule) of record batches:
+        seq, timestamp, writer_pid, data. Ends when nothing is left; never waits."""
 
 class MessageView:
     """A message read in place: `with r.recv_view() as v:` reads v.data without a copy."""

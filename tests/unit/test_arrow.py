@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 import weakref
@@ -151,6 +152,17 @@ with xshm.SharedMemoryManager.create(sys.argv[1], shape=(4, 3), dtype="float32")
     assert df["message"][0] == "héllo" and df["counter"][0] == 7 and df["seq"][0] == s.seq
     assert df["timestamp"].dt.epoch("ns")[0] == s.timestamp_ns
     np.testing.assert_array_equal(df["values"].to_numpy()[0], s.values)
+with xshm.Stream.create(sys.argv[1] + "-s", 16, dtype="int32", shape=(3,)) as st:
+    st.unlink()
+    r = st.reader()
+    for k in range(5):
+        st.send(np.array([k, k + 1, k + 2], dtype=np.int32))
+    df = pl.DataFrame(r)
+    assert df.columns == ["seq", "timestamp", "writer_pid", "data"], df.columns
+    assert df["seq"].to_list() == [0, 1, 2, 3, 4]
+    assert df["data"].to_list() == [[k, k + 1, k + 2] for k in range(5)]
+    assert df.dtypes[-1] == pl.Array(pl.Int32, 3), df.dtypes
+    r.close()
 print("ok")
 """
 
@@ -164,3 +176,75 @@ def test_polars_takes_a_snapshot(seg_name: str, skip_or_fail: Callable[[str], No
         [sys.executable, "-c", POLARS_CHECK, seg_name], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr[-3000:]
+
+
+def test_a_reader_hands_over_what_is_there_as_record_batches(
+    seg_name: str, need_pyarrow: None
+) -> None:
+    with xshm.Stream.create(seg_name, 64, dtype="float32", shape=(2, 3)) as s:
+        s.unlink()
+        r = s.reader()
+        for k in range(5):
+            s.send(np.full((2, 3), k, dtype=np.float32))
+        t = pa.table(r)
+        assert t.schema.names == ["seq", "timestamp", "writer_pid", "data"]
+        assert str(t.schema.field("data").type) == (
+            "fixed_size_list<item: fixed_size_list<item: float not null>[3] not null>[2]"
+        )
+        assert t.column("seq").to_pylist() == [0, 1, 2, 3, 4]
+        assert t.column("writer_pid").to_pylist() == [os.getpid()] * 5
+        for k, frame in enumerate(t.column("data").to_pylist()):
+            assert frame == [[float(k)] * 3] * 2
+        assert r.received == 5 and r.lag == 0  # received: the reader moved on
+        assert pa.table(r).num_rows == 0  # nothing there: an empty stream, never a wait
+        s.send(np.full((2, 3), 9, dtype=np.float32))
+        assert pa.table(r).column("seq").to_pylist() == [5]  # a later stream takes what came
+        r.close()
+        with pytest.raises(xshm.ClosedError):
+            r.__arrow_c_stream__()
+
+
+def test_a_byte_stream_is_large_binary_in_batches(seg_name: str, need_pyarrow: None) -> None:
+    with xshm.Stream.create(seg_name, 8192, max_bytes=32) as s:
+        s.unlink()
+        r = s.reader()
+        sent = [f"m{k}".encode() for k in range(5000)] + [b""]
+        for b in sent:
+            s.send(b)
+        reader = pa.RecordBatchReader.from_stream(r)
+        assert reader.schema.field("data").type == pa.large_binary()
+        batches = list(reader)
+        assert [b.num_rows for b in batches] == [4096, len(sent) - 4096]  # kArrowBatch a batch
+        assert [x for b in batches for x in b.column("data").to_pylist()] == sent
+        del reader, batches
+        gc.collect()
+        r.close()
+
+
+def test_a_stream_holds_its_reader_and_refuses_a_second_receiver(
+    seg_name: str, need_pyarrow: None
+) -> None:
+    with xshm.Stream.create(seg_name, 8, max_bytes=8) as s:
+        s.unlink()
+        r = s.reader()
+        s.send(b"a")
+        cap = r.__arrow_c_stream__()
+        owner = weakref.ref(r)
+        del r
+        gc.collect()
+        assert owner() is not None  # the capsule keeps the reader
+        t = pa.table(_Capsule(cap))
+        assert t.column("data").to_pylist() == [b"a"]
+        del cap, t
+        gc.collect()
+        assert owner() is None
+
+
+class _Capsule:
+    """Hands an already made stream capsule to a consumer that asks for one."""
+
+    def __init__(self, cap: object) -> None:
+        self.cap = cap
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        return self.cap
