@@ -36,7 +36,7 @@ $(VENV)/.base: pyproject.toml rust/pyproject.toml
 	touch $@
 
 $(VENV)/.deps: $(VENV)/.base
-	$(PIP) install -q pytest pytest-benchmark ruff mypy typing_extensions cibuildwheel uvloop "jax[cpu]" pyarrow polars
+	$(PIP) install -q pytest pytest-benchmark ruff mypy typing_extensions cibuildwheel uvloop "jax[cpu]" pyarrow polars duckdb
 	touch $@
 
 # Each piece of the set-up is a stamp that depends on its sources, so a narrow target

@@ -248,3 +248,40 @@ class _Capsule:
 
     def __arrow_c_stream__(self, requested_schema: object = None) -> object:
         return self.cap
+
+
+DUCKDB_CHECK = """
+import sys
+import duckdb
+import numpy as np
+import xshm
+
+with xshm.SharedMemoryManager.create(sys.argv[1], shape=(3,)) as m:
+    m.unlink()
+    m.publish(values=np.arange(3.0), message="hey", counter=4)
+    snap = m.read()
+    got = duckdb.sql("select seq, counter, message, values from snap").fetchall()
+    assert got == [(1, 4, "hey", (0.0, 1.0, 2.0))], got
+with xshm.Stream.create(sys.argv[1] + "-s", 16, max_bytes=16) as st:
+    st.unlink()
+    r = st.reader()
+    for k in range(3):
+        st.send(f"x{k}".encode())
+    got = duckdb.sql("select seq, data from r").fetchall()
+    assert got == [(0, b"x0"), (1, b"x1"), (2, b"x2")], got
+    r.close()
+print("ok")
+"""
+
+
+def test_duckdb_queries_a_snapshot_and_a_reader(
+    seg_name: str, skip_or_fail: Callable[[str], None]
+) -> None:
+    """duckdb finds them by name (its replacement scans take the PyCapsule interface)."""
+    if importlib.util.find_spec("duckdb") is None:
+        skip_or_fail("duckdb is not installed (make setup installs it)")
+        return
+    r = subprocess.run(
+        [sys.executable, "-c", DUCKDB_CHECK, seg_name], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr[-3000:]
