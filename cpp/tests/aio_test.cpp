@@ -2,6 +2,8 @@
 // futex waits (FutexRing) or to the process's notifier (Notifier), woken by publishes and sends;
 // deadlines, withdrawals and the sleeper counts given back.
 #include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -154,4 +156,31 @@ TEST(StreamPrepareWait, ASendWakesTheReadersTicket) {
   t.release();
   EXPECT_FALSE(r.prepare_wait().armed()) << "a message is there: nothing to sleep for";
   EXPECT_TRUE(r.try_recv().has_value());
+}
+
+TEST(FutexRing, AForkedChildLeavesTheParentsWaitsAlone) {
+  if (!FutexRing::supported()) GTEST_SKIP() << "no io_uring futex waits on this kernel";
+  ScopedName name;
+  auto m = SharedMemoryManager::create(name.str());
+  FutexRing ring;
+  SleepTicket t = m.prepare_wait(0);
+  ring.wait(t, 21);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ring.cancel(21);  // the child's copy: must not end the parent's wait
+    int code = ring.drain().empty() ? 0 : 1;
+    try {
+      ring.wait(t, 22);
+      code |= 2;
+    } catch (const Error&) {
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_FALSE(readable(ring.fd(), 50)) << "the parent's wait is still armed";
+  m.publish(std::vector<double>(100, 7.0));
+  ASSERT_TRUE(readable(ring.fd(), 5000));
+  EXPECT_EQ(ring.drain(), std::vector<std::uint64_t>{21});
 }

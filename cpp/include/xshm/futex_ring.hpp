@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "errors.hpp"
+#include "process.hpp"
 #include "sleep_ticket.hpp"
 
 namespace xshm {
@@ -178,13 +179,16 @@ class FutexRing {
   void wait(const SleepTicket& t, std::uint64_t key) {
     if (!t.armed()) throw ArgumentError("wait: the ticket is not armed (nothing to wait for)");
     if ((key & futex_ring_impl::kCancelTag) != 0) throw ArgumentError("wait: keys are below 2**63");
+    if (forked()) throw Error("this io_uring belongs to the parent process (made before fork())");
     std::lock_guard<std::mutex> g(m_);
     submit_wait(t.word(), t.expected(), key);
   }
 
   /// Withdraws the wait of `key`; its key then completes (a cancelled wait reports like a woken
-  /// one: the waiter looks again). Any thread.
+  /// one: the waiter looks again). Any thread. Nothing in a forked child: the ring and its
+  /// mapped queues are still the parent's, and a cancel would end the parent's wait.
   void cancel(std::uint64_t key) {
+    if (forked()) return;
     std::lock_guard<std::mutex> g(m_);
     futex_ring_impl::Sqe* sqe = next_sqe();
     sqe->opcode = futex_ring_impl::kOpAsyncCancel;
@@ -194,15 +198,19 @@ class FutexRing {
     submit();
   }
 
-  /// The keys completed since the last drain.
+  /// The keys completed since the last drain (none in a forked child: they are the parent's).
   std::vector<std::uint64_t> drain() {
     std::vector<std::uint64_t> keys;
+    if (forked()) return keys;
     std::lock_guard<std::mutex> g(m_);
     reap(keys, nullptr);
     return keys;
   }
 
  private:
+  /// A child of fork() shares the ring and its queues with its parent: it only lets go of them.
+  bool forked() const noexcept { return pid_ != detail::current_pid(); }
+
   futex_ring_impl::Sqe* next_sqe() noexcept {
     const std::uint32_t tail = sq_tail_->load(std::memory_order_relaxed);
     futex_ring_impl::Sqe* sqe = &sqes_[tail & sq_mask_];
@@ -270,6 +278,7 @@ class FutexRing {
   std::mutex m_;
   std::vector<std::uint64_t> reaped_;  // reaped by submit() when the CQ backed up
   int probe_res_ = 0;
+  int pid_ = detail::current_pid();
 };
 
 }  // namespace xshm
