@@ -146,21 +146,24 @@ class Notifier {
   /// How long a word nobody watches stays in its thread's set.
   static constexpr std::chrono::seconds kIdleGrace{1};
   static constexpr std::int64_t kNever = INT64_MAX;
+  /// Futex mode: how often the timer wakes a word's thread again to let an idle word go.
+  static constexpr std::int64_t kKickAgain = 100'000'000;
 
   /// The process's notifier (a new one after fork()).
   static Notifier& instance() {
     static std::atomic<Notifier*> current{nullptr};
-    static auto* make = new std::mutex();  // never destroyed: used by threads at exit
     Notifier* n = current.load(std::memory_order_acquire);
     if (n != nullptr && n->pid_ == detail::current_pid()) return *n;
-    // (A forked child's copy of `make` is unlocked: only the forking thread exists there.)
-    std::lock_guard<std::mutex> g(*make);
-    n = current.load(std::memory_order_acquire);
-    if (n == nullptr || n->pid_ != detail::current_pid()) {
-      n = new Notifier();  // never deleted: its threads may outlive every user, to exit
-      current.store(n, std::memory_order_release);
+    // No lock (a forked child would inherit one another thread held): the first to swap its
+    // new notifier in wins; a loser's starts no thread before it is used, so it just goes.
+    auto* fresh = new Notifier();  // never deleted once in use: its threads may outlive users
+    while (!current.compare_exchange_weak(n, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (n != nullptr && n->pid_ == detail::current_pid()) {
+        delete fresh;
+        return *n;
+      }
     }
-    return *n;
+    return *fresh;
   }
 
   /// Whether this process's notifier is `n` (a handle made before fork() holds its parent's).
@@ -178,8 +181,11 @@ class Notifier {
                       std::int64_t deadline_ns = kNever, const void* owner = nullptr) {
     if (!t.armed()) throw ArgumentError("watch: the ticket is not armed (nothing to wait for)");
     if (!inbox) throw ArgumentError("watch: no inbox");
-    if (t.recheck()) deadline_ns = std::min(deadline_ns, notifier_impl::now_ns() + t.recheck()->count());
+    if (t.recheck())
+      deadline_ns =
+          std::min(deadline_ns, notifier_impl::now_ns() + static_cast<std::int64_t>(t.recheck()->count()));
     std::lock_guard<std::mutex> g(m_);
+    if (!waitv_) ensure_timer();  // may throw (no thread): before anything changes
     if (t.changed()) {
       inbox->post(key);
       return 0;
@@ -205,7 +211,7 @@ class Notifier {
     Word& w = *find_word(*sh, addr);
     w.watches.push_back(WatchRec{id, t.expected(), deadline_ns, inbox, key, owner});
     w.idle_since = kNever;
-    w.kicked = false;
+    w.kicked_at = kNever;
     where_.emplace(id, si);
     ++watches_;
     if (sh->dirty) interrupt(*sh);
@@ -283,7 +289,7 @@ class Notifier {
     std::shared_ptr<const void> keep;
     std::vector<WatchRec> watches;
     std::int64_t idle_since = kNever;
-    bool kicked = false;  // futex mode: its thread was woken to let it go
+    std::int64_t kicked_at = kNever;  // futex mode: its thread was last woken to let it go
   };
   struct Shard {
     std::vector<Word> words;
@@ -314,11 +320,14 @@ class Notifier {
   std::size_t pick_shard() {
     for (std::size_t i = 0; i < shards_.size(); ++i)
       if (shards_[i]->words.size() < words_per_thread()) return i;
-    shards_.push_back(std::make_unique<Shard>());
-    const std::size_t i = shards_.size() - 1;
-    Shard* sh = shards_[i].get();
+    auto fresh = std::make_unique<Shard>();
+    Shard* sh = fresh.get();
+    shards_.reserve(shards_.size() + 1);  // the push below cannot throw once the thread runs
+    // The thread first: one that cannot start (a pids limit) leaves no shard without a thread.
+    // It waits for m_ (held here) before it looks at its shard.
     std::thread([this, sh] { run(*sh); }).detach();
-    return i;
+    shards_.push_back(std::move(fresh));
+    return shards_.size() - 1;
   }
 
   /// Makes a sleeping shard look again. Called with m_ held.
@@ -367,10 +376,13 @@ class Notifier {
           wi = sh.words.erase(wi);
           continue;
         }
-        if (!w.kicked) {
-          w.kicked = true;
+        // The wake is lost if the thread is on its way into FUTEX_WAIT: kick again until it
+        // lets go (kKickAgain apart; each kick also wakes other processes' sleepers on the word).
+        if (w.kicked_at == kNever || now - w.kicked_at >= kKickAgain) {
+          w.kicked_at = now;
           interrupt(sh);
         }
+        until = std::min(until, w.kicked_at + kKickAgain);
       } else if (w.watches.empty()) {
         until = std::min(until, w.idle_since + grace);
       }
@@ -431,12 +443,17 @@ class Notifier {
   /// futex mode (started with the first watch). Called with m_ held.
   Shard& deadline_keeper(Shard& sh) {
     if (waitv_) return sh;
-    if (!timer_) {
-      timer_ = std::make_unique<Shard>();
-      Shard* t = timer_.get();
-      std::thread([this, t] { run(*t); }).detach();
-    }
+    ensure_timer();
     return *timer_;
+  }
+
+  /// Futex mode: starts the timer thread if it is not running. Called with m_ held.
+  void ensure_timer() {
+    if (timer_) return;
+    auto fresh = std::make_unique<Shard>();
+    Shard* t = fresh.get();
+    std::thread([this, t] { run(*t); }).detach();  // first, as in pick_shard()
+    timer_ = std::move(fresh);
   }
 
   const int pid_;
