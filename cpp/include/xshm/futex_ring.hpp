@@ -79,6 +79,7 @@ inline constexpr std::uint32_t kFeatNoDrop = 1u << 1;
 inline constexpr off_t kOffSqRing = 0;
 inline constexpr off_t kOffSqes = 0x10000000;
 inline constexpr std::uint32_t kEnterGetEvents = 1u << 0;
+inline constexpr std::uint32_t kSqCqOverflow = 1u << 1;  // IORING_SQ_CQ_OVERFLOW in the SQ flags
 inline constexpr std::uint8_t kOpAsyncCancel = 14;
 inline constexpr std::uint8_t kOpFutexWait = 51;  // IORING_OP_FUTEX_WAIT (Linux 6.7)
 inline constexpr std::uint32_t kFutex2SizeU32 = 0x02;
@@ -131,7 +132,9 @@ class FutexRing {
     }
     sqes_ = static_cast<futex_ring_impl::Sqe*>(s);
     auto* base = static_cast<unsigned char*>(ring_);
+    sq_head_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.sq_off.head);
     sq_tail_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.sq_off.tail);
+    sq_flags_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.sq_off.flags);
     sq_mask_ = *reinterpret_cast<std::uint32_t*>(base + p.sq_off.ring_mask);
     sq_array_ = reinterpret_cast<std::uint32_t*>(base + p.sq_off.array);
     cq_head_ = reinterpret_cast<std::atomic<std::uint32_t>*>(base + p.cq_off.head);
@@ -159,7 +162,7 @@ class FutexRing {
         std::vector<std::uint64_t> keys;
         for (int i = 0; i < 100 && keys.empty(); ++i) {
           futex_ring_impl::enter(r.fd_, 0, 1, futex_ring_impl::kEnterGetEvents);
-          r.reap(keys, &r.probe_res_);
+          r.reap_ring(keys, &r.probe_res_);
         }
         return keys.size() == 1 && keys[0] == 7 && r.probe_res_ == -EAGAIN;
       } catch (const Error&) {
@@ -203,8 +206,22 @@ class FutexRing {
     std::vector<std::uint64_t> keys;
     if (forked()) return keys;
     std::lock_guard<std::mutex> g(m_);
-    reap(keys, nullptr);
+    keys.swap(backlog_);
+    reap_ring(keys, nullptr);
+    // Completions the queue had no room for wait in the kernel (NODROP) until asked for.
+    // SYNC POINT: acquire, paired with the kernel's setting of the flag.
+    if ((sq_flags_->load(std::memory_order_acquire) & futex_ring_impl::kSqCqOverflow) != 0) {
+      futex_ring_impl::enter(fd_, 0, 0, futex_ring_impl::kEnterGetEvents);
+      reap_ring(keys, nullptr);
+    }
     return keys;
+  }
+
+  /// True when a wait() or cancel() had to take completions off a full queue itself: the fd may
+  /// not be readable for them, so the loop should drain() soon.
+  bool backlog() {
+    std::lock_guard<std::mutex> g(m_);
+    return !backlog_.empty();
   }
 
  private:
@@ -220,20 +237,26 @@ class FutexRing {
   }
 
   /// Publishes the one SQE next_sqe() filled and has the kernel take it now (the futex's value
-  /// is compared before this returns).
+  /// is compared before this returns). When completions back up, takes them off the queue into
+  /// backlog_ (drain() hands them over) and tries again; on a failure the entry is withdrawn.
   void submit() {
+    const std::uint32_t tail = sq_tail_->load(std::memory_order_relaxed);
     // SYNC POINT: release, paired with the kernel's acquire of the SQ tail: the SQE is written.
-    sq_tail_->store(sq_tail_->load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    for (;;) {
+    sq_tail_->store(tail + 1, std::memory_order_release);
+    for (int tries = 0;; ++tries) {
       const int n = futex_ring_impl::enter(fd_, 1, 0, 0);
       if (n >= 0) return;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EBUSY) {  // completions backed up: reap, then retry
-        reaped_.clear();
-        reap(reaped_, nullptr);
+      const int e = errno;
+      if (e == EINTR) continue;
+      if ((e == EAGAIN || e == EBUSY) && tries < 100) {
+        reap_ring(backlog_, nullptr);
+        futex_ring_impl::enter(fd_, 0, 0, futex_ring_impl::kEnterGetEvents);  // the overflow
+        reap_ring(backlog_, nullptr);
         continue;
       }
-      throw Error(std::string("io_uring_enter: ") + std::strerror(errno));
+      // SYNC POINT: acquire, paired with the kernel's release of the SQ head.
+      if (sq_head_->load(std::memory_order_acquire) == tail) sq_tail_->store(tail, std::memory_order_release);
+      throw Error(std::string("io_uring_enter: ") + std::strerror(e));
     }
   }
 
@@ -248,9 +271,8 @@ class FutexRing {
     submit();
   }
 
-  void reap(std::vector<std::uint64_t>& keys, int* res) {
-    keys.insert(keys.end(), reaped_.begin(), reaped_.end());
-    reaped_.clear();
+  /// Appends the keys of the completions in the queue (a cancel's own result skipped).
+  void reap_ring(std::vector<std::uint64_t>& keys, int* res) {
     // SYNC POINT: acquire, paired with the kernel's release of the CQ tail.
     const std::uint32_t tail = cq_tail_->load(std::memory_order_acquire);
     std::uint32_t head = cq_head_->load(std::memory_order_relaxed);
@@ -260,6 +282,7 @@ class FutexRing {
       keys.push_back(c.user_data);
       if (res != nullptr) *res = c.res;
     }
+    // SYNC POINT: release, paired with the kernel's acquire of the CQ head (the slots are free).
     cq_head_->store(head, std::memory_order_release);
   }
 
@@ -268,7 +291,9 @@ class FutexRing {
   std::size_t ring_bytes_ = 0;
   futex_ring_impl::Sqe* sqes_ = nullptr;
   std::size_t sqes_bytes_ = 0;
+  std::atomic<std::uint32_t>* sq_head_ = nullptr;
   std::atomic<std::uint32_t>* sq_tail_ = nullptr;
+  std::atomic<std::uint32_t>* sq_flags_ = nullptr;
   std::uint32_t sq_mask_ = 0;
   std::uint32_t* sq_array_ = nullptr;
   std::atomic<std::uint32_t>* cq_head_ = nullptr;
@@ -276,7 +301,7 @@ class FutexRing {
   std::uint32_t cq_mask_ = 0;
   futex_ring_impl::Cqe* cqes_ = nullptr;
   std::mutex m_;
-  std::vector<std::uint64_t> reaped_;  // reaped by submit() when the CQ backed up
+  std::vector<std::uint64_t> backlog_;  // taken off the queue by submit() when it backed up
   int probe_res_ = 0;
   int pid_ = detail::current_pid();
 };
