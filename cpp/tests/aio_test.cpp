@@ -184,3 +184,19 @@ TEST(FutexRing, AForkedChildLeavesTheParentsWaitsAlone) {
   ASSERT_TRUE(readable(ring.fd(), 5000));
   EXPECT_EQ(ring.drain(), std::vector<std::uint64_t>{21});
 }
+
+TEST(StreamPrepareWait, OneTicketAtATimePerReader) {
+  ScopedName name;
+  StreamOptions opt;
+  opt.capacity = 8;
+  opt.max_bytes = 64;
+  auto s = Stream::create(name.str(), opt);
+  StreamReader r = s.reader();
+  SleepTicket t = r.prepare_wait();
+  ASSERT_TRUE(t.armed());
+  EXPECT_THROW(r.prepare_wait(), ArgumentError) << "a second would leave a sleeper counted for good";
+  t.release();
+  EXPECT_EQ(s.segment()->header()->data_waiters.load(), 0u);
+  SleepTicket again = r.prepare_wait();
+  EXPECT_TRUE(again.armed());
+}

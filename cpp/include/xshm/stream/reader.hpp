@@ -271,6 +271,10 @@ class StreamReader {
     Took t = take(peek);
     if (t == Took::message) return {};
     StreamHeader* h = s.header();
+    // One sleep per reader: a second ticket would mark the same entry, and one count would
+    // never be given back (the second release's clear of the one mark fails).
+    if (s.reader(index_)->sleeping.load(std::memory_order_relaxed) == entry_generation(state_))
+      throw ArgumentError("prepare_wait: this reader already has a prepared wait; release that ticket first");
     SleepTicket ticket =
         SleepTicket::count_in(s_, &h->data_waiters, &s.reader(index_)->sleeping, entry_generation(state_));
     // SYNC POINT: as visit(): pairs with stream_impl::notify_readers (seq_cst on both sides).
