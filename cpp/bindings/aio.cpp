@@ -34,6 +34,7 @@ PyTicket::~PyTicket() {
 }
 
 void PyTicket::arm(const std::shared_ptr<xshm::FutexRing>& ring, std::uint64_t key) {
+  if (closing_) throw xshm::ClosedError("the handle was closed while a coroutine waited on it");
   if (!t_.armed()) throw xshm::ArgumentError("this wait ticket was released");
   if (notifier_ != nullptr || ring_) throw xshm::ArgumentError("this wait ticket is already watched");
   if (!ring) throw xshm::ArgumentError("no ring");
@@ -42,8 +43,14 @@ void PyTicket::arm(const std::shared_ptr<xshm::FutexRing>& ring, std::uint64_t k
   ring_key_ = key;
 }
 
-void PyTicket::interrupt() {
-  if (ring_) ring_->cancel(ring_key_);  // its key completes (cancelled): the waiter looks again
+void PyTicket::close_wait() noexcept {
+  closing_ = true;
+  if (!ring_) return;
+  try {
+    ring_->cancel(ring_key_);  // its key completes (cancelled): the waiter looks again
+  } catch (const xshm::Error&) {
+    // the ring is failing: the wait ends when the word moves on or the loop's ring closes
+  }
 }
 
 py::object PyTicket::recheck_ns() const {
@@ -53,6 +60,7 @@ py::object PyTicket::recheck_ns() const {
 
 void PyTicket::watch(const std::shared_ptr<xshm::Inbox>& inbox, std::uint64_t key,
                      const py::object& deadline_ns) {
+  if (closing_) throw xshm::ClosedError("the handle was closed while a coroutine waited on it");
   if (!t_.armed()) throw xshm::ArgumentError("this wait ticket was released");
   if (notifier_ != nullptr) throw xshm::ArgumentError("this wait ticket is already watched");
   std::int64_t deadline = xshm::Notifier::kNever;
@@ -85,10 +93,14 @@ py::object make_ticket(xshm::SleepTicket t, const void* owner, PyReader* reader,
   return py::cast(std::make_unique<PyTicket>(std::move(t), owner, reader, std::move(holder)));
 }
 
-void notify_closing(const void* owner) {
-  xshm::Notifier::instance().post_owner(owner);
+void notify_closing(const void* owner) noexcept {
   for (PyTicket* t : live_tickets())
-    if (t->owner() == owner) t->interrupt();
+    if (t->owner() == owner) t->close_wait();
+  try {
+    xshm::Notifier::instance().post_owner(owner);
+  } catch (...) {
+    // out of memory posting: the waits end at their deadline or the next publish
+  }
 }
 
 py::object aio_function(const char* name) { return py::module_::import("xshm._aio").attr(name); }
@@ -113,7 +125,9 @@ void register_aio(py::module_& mod) {
       mod, "_FutexRing", "One event loop's io_uring of futex waits (Linux 6.7+; see _io_uring()).")
       .def(py::init<>())
       .def("fileno", &xshm::FutexRing::fd, "The ring's fd: readable while completions wait.")
-      .def("drain", &xshm::FutexRing::drain, "The keys completed since the last drain.");
+      .def("drain", &xshm::FutexRing::drain, "The keys completed since the last drain.")
+      .def("backlog", &xshm::FutexRing::backlog,
+           "True when completions were taken off a full queue: drain soon (the fd may not say).");
   mod.def("_io_uring", &xshm::FutexRing::supported,
           "Whether io_uring futex waits work here (else the notifier threads serve asyncio).");
   mod.def(

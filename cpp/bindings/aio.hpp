@@ -39,8 +39,9 @@ class PyTicket {
   /// Withdraws the watch or the ring's wait (`fired`: its key came, nothing to withdraw) and
   /// gives the sleeper count back. Idempotent.
   void release(bool fired = false);
-  /// Ends the sleep now: the key is posted (the handle is closing under it).
-  void interrupt();
+  /// The handle is closing under the wait: the sleep ends now (the key is posted), and a watch
+  /// or arm still to come raises ClosedError instead of sleeping. Never throws.
+  void close_wait() noexcept;
   bool armed() const { return t_.armed(); }
   /// Nanoseconds after which to look again without a wake, or None.
   py::object recheck_ns() const;
@@ -55,6 +56,7 @@ class PyTicket {
   std::uint64_t watch_ = 0;
   std::shared_ptr<xshm::FutexRing> ring_;
   std::uint64_t ring_key_ = 0;
+  bool closing_ = false;
 };
 
 /// A Python _Ticket over `t` (armed), waiting on `owner`.
@@ -63,7 +65,7 @@ py::object make_ticket(xshm::SleepTicket t, const void* owner, PyReader* reader 
 
 /// Ends the watches of coroutines waiting on `owner`, which is closing: they look again and
 /// find it closed.
-void notify_closing(const void* owner);
+void notify_closing(const void* owner) noexcept;
 
 /// Creates _Inbox, _FutexRing, _Ticket, _notifier_info and _io_uring in the module.
 void register_aio(py::module_& mod);

@@ -87,14 +87,20 @@ def _timer(fut: asyncio.Future[bool]) -> None:
 async def _sleep(ticket: _Ticket, deadline: Optional[int]) -> None:
     """Sleeps until the ticket's word moves on, `deadline` (monotonic ns) or its recheck."""
     loop = asyncio.get_running_loop()
-    hook = _hook(loop)
-    fut: asyncio.Future[bool] = loop.create_future()
+    try:
+        hook = _hook(loop)
+        fut: asyncio.Future[bool] = loop.create_future()
+    except BaseException:
+        ticket.release()
+        raise
     key = hook.next_key = hook.next_key + 1
     hook.futures[key] = fut
     timer: Optional[asyncio.TimerHandle] = None
     try:
         if hook.ring is not None:
             ticket.arm(hook.ring, key)
+            if hook.ring.backlog():  # completions taken off a full queue: the fd may not say
+                loop.call_soon(hook._drain, hook.ring)
             recheck = ticket.recheck_ns
             if recheck is not None:
                 due = time.monotonic_ns() + recheck
@@ -112,8 +118,12 @@ async def _sleep(ticket: _Ticket, deadline: Optional[int]) -> None:
         ticket.release(fut.done() and not fut.cancelled() and fut.result())
 
 
+# A timeout this long is forever, as the blocking waits take it (xshm's arg_timeout).
+_FOREVER_S = 100 * 365.25 * 86400
+
+
 def _deadline(timeout: Optional[float]) -> Optional[int]:
-    if timeout is None:
+    if timeout is None or not timeout < _FOREVER_S:  # None, inf, a century or more
         return None
     return time.monotonic_ns() + max(0, int(timeout * 1e9))
 

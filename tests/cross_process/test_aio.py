@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -180,6 +181,66 @@ def test_close_ends_the_wait_with_closed_error(seg_name: str) -> None:
             await asyncio.wait_for(task, WAIT)
 
     asyncio.run(main())
+
+
+def test_close_between_prepare_and_sleep_ends_the_wait(names: Callable[[int], list[str]]) -> None:
+    """A close() from another thread after the coroutine prepared its sleep but before it armed
+    it: the sleep must not begin (nothing would end it but a publish)."""
+    from xshm import _aio
+
+    rec_name, stream_name = names(2)
+    m = xshm.SharedMemoryManager.create(rec_name)
+    s = xshm.Stream.create(stream_name, 8, max_bytes=8)
+    r = s.reader()
+
+    async def main() -> None:
+        ticket = m._prepare_wait(m.seq)
+        assert not isinstance(ticket, int)
+        m.close()  # as another thread would, between the two steps
+        with pytest.raises(xshm.ClosedError):
+            await asyncio.wait_for(_aio._sleep(ticket, None), WAIT)
+        rticket = r._prepare_wait()
+        assert rticket is not None
+        r.close()
+        with pytest.raises(xshm.ClosedError):
+            await asyncio.wait_for(_aio._sleep(rticket, None), WAIT)
+
+    try:
+        asyncio.run(main())
+        assert s.header()["data_waiters"] == 0
+    finally:
+        xshm.unlink(rec_name)
+        s.unlink()
+        s.close()
+
+
+def test_more_waits_than_the_ring_holds(seg_name: str) -> None:
+    """5 000 waits on one record, woken by one publish: more completions at once than the
+    loop's io_uring queue holds (4 096): the rest wait in the kernel and must come too."""
+    with xshm.SharedMemoryManager.create(seg_name) as m:
+
+        async def main() -> list[int]:
+            tasks = [asyncio.create_task(m.wait_async(0)) for _ in range(5000)]
+            await asyncio.sleep(0.2)
+            assert m.header()["waiters"] == 5000
+            m.publish(counter=1)
+            # (no timeout on the waits: a timer's cancel would flush the queue and hide a loss)
+            return await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+        assert asyncio.run(main()) == [1] * 5000
+        assert m.header()["waiters"] == 0
+
+
+def test_timeouts_the_blocking_wait_takes_as_forever(seg_name: str) -> None:
+    with xshm.SharedMemoryManager.create(seg_name) as m:
+
+        async def main() -> list[int]:
+            tasks = [asyncio.create_task(m.wait_async(0, timeout=t)) for t in (math.inf, 1e10, 4e9)]
+            await asyncio.sleep(0.05)
+            m.publish(counter=1)
+            return await asyncio.wait_for(asyncio.gather(*tasks), WAIT)
+
+        assert asyncio.run(main()) == [1, 1, 1]
 
 
 def test_stream_recv_async_and_async_for(names: Callable[[int], list[str]]) -> None:
