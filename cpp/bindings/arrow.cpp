@@ -89,8 +89,40 @@ struct ArrayPriv {
   std::vector<const void*> buffers;
   std::vector<ArrowArray*> children;
   std::vector<std::vector<std::uint8_t>> owned;  // buffers this node made (not the values)
-  PyObject* keep = nullptr;                      // the root's: the array whose buffer it lends
-  void* heap = nullptr;                          // the root's: an aligned buffer it frees
+  // What the node's buffers point into when it does not own them (the snapshot's values array,
+  // a batch's frames), shared by every node that does: a consumer may move a child out of its
+  // parent and release the parent first (the C data interface allows it).
+  std::shared_ptr<void> hold;
+};
+
+/// A hold on a Python object, let go with the GIL (a consumer may release from any thread).
+std::shared_ptr<void> hold_object(PyObject* o) {
+  Py_INCREF(o);
+  return std::shared_ptr<void>(o, [](void* q) {
+    if (!Py_IsInitialized()) return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_DECREF(static_cast<PyObject*>(q));
+    PyGILState_Release(g);
+  });
+}
+
+/// Arrays made but not yet handed to a parent, released if an exception comes first.
+struct Pending {
+  std::vector<ArrowArray*> v;
+  Pending() = default;
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
+  ~Pending() {
+    for (ArrowArray* a : v) {
+      if (a->release != nullptr) a->release(a);
+      delete a;
+    }
+  }
+  ArrowArray* add(ArrowArray* a) {
+    v.push_back(a);
+    return a;
+  }
+  std::vector<ArrowArray*> take() { return std::exchange(v, {}); }
 };
 
 void release_array(ArrowArray* a) {
@@ -99,14 +131,7 @@ void release_array(ArrowArray* a) {
     if (c->release != nullptr) c->release(c);
     delete c;
   }
-  // A consumer may release from any thread, with or without the GIL.
-  if (p->keep != nullptr && Py_IsInitialized()) {
-    PyGILState_STATE g = PyGILState_Ensure();
-    Py_DECREF(p->keep);
-    PyGILState_Release(g);
-  }
-  std::free(p->heap);
-  delete p;
+  delete p;  // and its share of the hold
   a->release = nullptr;
 }
 
@@ -125,12 +150,13 @@ void fill_array(ArrowArray* out, std::int64_t length, ArrayPriv* p) {
 
 /// A child array of `length` with a validity slot (null: none) and `data` buffers.
 ArrowArray* new_array(std::int64_t length, std::vector<const void*> data, std::vector<ArrowArray*> kids = {},
-                      std::vector<std::vector<std::uint8_t>> owned = {}) {
+                      std::vector<std::vector<std::uint8_t>> owned = {}, std::shared_ptr<void> hold = {}) {
   auto* p = new ArrayPriv{};
   p->buffers.push_back(nullptr);
   for (const void* d : data) p->buffers.push_back(d);
   p->children = std::move(kids);
   p->owned = std::move(owned);
+  p->hold = std::move(hold);
   auto* a = new ArrowArray{};
   fill_array(a, length, p);
   return a;
@@ -192,18 +218,21 @@ ArrowSchema* values_schema(const py::dtype& dt, const std::vector<py::ssize_t>& 
                            const std::string& name) {
   bool complex = false;
   const std::string prim = primitive_format(dt, &complex);
-  ArrowSchema* inner = new_schema(prim, dims.empty() ? name : "item");
+  ArrowSchema* inner = new_schema(prim, "item");
   if (complex) inner = new_schema("+w:2", "item", {inner});
   for (std::size_t i = dims.size(); i-- > 0;)
-    inner = new_schema("+w:" + std::to_string(dims[i]), i == 0 ? name : "item", {inner});
+    inner = new_schema("+w:" + std::to_string(dims[i]), "item", {inner});
+  auto* p = static_cast<SchemaPriv*>(inner->private_data);  // the outermost is the field
+  p->name = name;
+  inner->name = p->name.c_str();
   return inner;
 }
 
 /// The values column of `rows` values of `dims` at `data` (C order, one after the other): the
-/// primitive child points at `data` (not owned: `keep` or the caller keeps it), except bools,
-/// packed into bits (a copy the array owns).
+/// primitive child points at `data`, which `hold` keeps (every node of the column shares it),
+/// except bools, packed into bits (a copy the array owns).
 ArrowArray* values_array(const py::dtype& dt, const std::vector<py::ssize_t>& dims, const void* data,
-                         std::int64_t rows) {
+                         std::int64_t rows, const std::shared_ptr<void>& hold) {
   bool complex = false;
   const std::string prim = primitive_format(dt, &complex);
   std::int64_t per_row = 1;
@@ -220,16 +249,16 @@ ArrowArray* values_array(const py::dtype& dt, const std::vector<py::ssize_t>& di
     const void* packed = owned.back().data();
     inner = new_array(n, {packed}, {}, std::move(owned));
   } else if (complex) {
-    inner = new_array(2 * n, {data});
-    inner = new_array(n, {}, {inner});
+    inner = new_array(2 * n, {data}, {}, {}, hold);
+    inner = new_array(n, {}, {inner}, {}, hold);
   } else {
-    inner = new_array(n, {data});
+    inner = new_array(n, {data}, {}, {}, hold);
   }
   // The list array of dimension i holds one list per element of the dimensions before it.
   for (std::size_t i = dims.size(); i-- > 0;) {
     std::int64_t lists = rows;
     for (std::size_t j = 0; j < i; ++j) lists *= static_cast<std::int64_t>(dims[j]);
-    inner = new_array(lists, {}, {inner});
+    inner = new_array(lists, {}, {inner}, {}, hold);
   }
   return inner;
 }
@@ -299,17 +328,17 @@ py::object snapshot_arrow_array(PyObject* snapshot) {
   owned.back().push_back(0);  // never an empty buffer: a valid pointer for an empty message
   const void* off = owned[0].data();
   const void* bytes = owned[1].data();
-  ArrowArray* message = new_array(1, {off, bytes}, {}, std::move(owned));
-
+  Pending kids;  // released if anything below throws
+  kids.add(scalar_array<std::uint64_t>(s->seq));
+  kids.add(scalar_array<std::uint64_t>(s->counter));
+  kids.add(scalar_array<std::int64_t>(s->timestamp_ns));
+  kids.add(scalar_array<std::uint64_t>(s->writer_pid));
+  kids.add(new_array(1, {off, bytes}, {}, std::move(owned)));
+  // the values' buffer lives while the consumer holds any part of the column
+  kids.add(values_array(v.dtype(), dims_of(v), v.data(), 1, hold_object(v.ptr())));
   auto* p = new ArrayPriv{};
   p->buffers.push_back(nullptr);
-  p->children = {scalar_array<std::uint64_t>(s->seq),
-                 scalar_array<std::uint64_t>(s->counter),
-                 scalar_array<std::int64_t>(s->timestamp_ns),
-                 scalar_array<std::uint64_t>(s->writer_pid),
-                 message,
-                 values_array(v.dtype(), dims_of(v), v.data(), 1)};
-  p->keep = v.inc_ref().ptr();  // the values' buffer lives while the consumer holds the array
+  p->children = kids.take();
   auto* root = new ArrowArray{};
   fill_array(root, 1, p);
   PyObject* cap = PyCapsule_New(root, "arrow_array", capsule_array_gone);
@@ -409,8 +438,9 @@ int stream_get_next(ArrowArrayStream* st, ArrowArray* out) {
       std::memset(out, 0, sizeof *out);
       return;
     }
+    // (Taken, the messages are the batch's: only an allocation failure below loses them.)
     const auto rows = static_cast<std::int64_t>(msgs.size());
-    auto root_priv = std::make_unique<ArrayPriv>();
+    Pending kids;  // released if anything below throws
     ArrowArray* data = nullptr;
     if (p->dtype == nullptr) {
       std::vector<std::uint8_t> offsets((msgs.size() + 1) * sizeof(std::int64_t));
@@ -434,12 +464,12 @@ int stream_get_next(ArrowArrayStream* st, ArrowArray* out) {
           std::max<std::size_t>(64, (msgs.size() * p->frame_bytes + 63) & ~std::size_t{63});
       void* heap = std::aligned_alloc(64, total);
       if (heap == nullptr) throw std::bad_alloc();
+      const std::shared_ptr<void> hold(heap, std::free);
       std::memset(heap, 0, total);
       for (std::size_t i = 0; i < msgs.size(); ++i)
         std::memcpy(static_cast<unsigned char*>(heap) + i * p->frame_bytes, msgs[i].data.data(),
                     std::min(msgs[i].data.size(), p->frame_bytes));
-      root_priv->heap = heap;
-      data = values_array(py::reinterpret_borrow<py::dtype>(p->dtype), p->dims, heap, rows);
+      data = values_array(py::reinterpret_borrow<py::dtype>(p->dtype), p->dims, heap, rows, hold);
     }
     std::vector<std::vector<std::uint8_t>> seq, ts, pid;
     seq.push_back(blob_of<std::uint64_t>(msgs, [](const xshm::Message& m) { return std::uint64_t{m.seq}; }));
@@ -447,10 +477,15 @@ int stream_get_next(ArrowArrayStream* st, ArrowArray* out) {
         blob_of<std::int64_t>(msgs, [](const xshm::Message& m) { return std::int64_t{m.timestamp_ns}; }));
     pid.push_back(blob_of<std::uint64_t>(
         msgs, [](const xshm::Message& m) { return static_cast<std::uint64_t>(m.writer_pid); }));
+    kids.add(data);
+    kids.add(owned_column(rows, std::move(seq)));
+    kids.add(owned_column(rows, std::move(ts)));
+    kids.add(owned_column(rows, std::move(pid)));
+    auto* root_priv = new ArrayPriv{};
     root_priv->buffers.push_back(nullptr);
-    root_priv->children = {owned_column(rows, std::move(seq)), owned_column(rows, std::move(ts)),
-                           owned_column(rows, std::move(pid)), data};
-    fill_array(out, rows, root_priv.release());
+    std::vector<ArrowArray*> made = kids.take();  // data, seq, timestamp, writer_pid
+    root_priv->children = {made[1], made[2], made[3], made[0]};
+    fill_array(out, rows, root_priv);
   });
 }
 

@@ -62,19 +62,20 @@ constexpr const char* kLegacyName = "dltensor";
 struct Ctx {
   PyObject* array = nullptr;
   std::int64_t dims[2 * 32] = {};  // numpy's NPY_MAXDIMS is 32 (64 from numpy 2): checked
-};
-
-void drop_ctx(void* p) noexcept {
-  auto* ctx = static_cast<Ctx*>(p);
+  Ctx() = default;
+  Ctx(const Ctx&) = delete;
+  Ctx& operator=(const Ctx&) = delete;
   // A consumer may call the deleter from any thread, with or without the GIL; after the
   // interpreter is gone the reference has nothing left to free.
-  if (ctx->array != nullptr && Py_IsInitialized()) {
+  ~Ctx() {
+    if (array == nullptr || !Py_IsInitialized()) return;
     PyGILState_STATE g = PyGILState_Ensure();
-    Py_DECREF(ctx->array);
+    Py_DECREF(array);
     PyGILState_Release(g);
   }
-  delete ctx;
-}
+};
+
+void drop_ctx(void* p) noexcept { delete static_cast<Ctx*>(p); }
 
 void delete_versioned(DLManagedTensorVersioned* m) {
   drop_ctx(m->manager_ctx);

@@ -102,6 +102,7 @@ def test_capsules_never_consumed_free_everything(rec: xshm.SharedMemoryManager) 
             "fixed_size_list<item: fixed_size_list<item: float not null>[2] not null>[2]",
         ),
         ("float64", (), "double"),
+        ("complex128", (), "fixed_size_list<item: double not null>[2]"),
         (
             "int16",
             (2, 0),
@@ -127,9 +128,10 @@ def test_every_dtype_and_shape(
         arr = pa.array(s)
         arr.validate(full=True)
         assert str(arr.type.field("values").type) == arrow
+        assert [f.name for f in arr.type][-1] == "values"
         got = arr.field("values").to_pylist()[0]
         if dtype.startswith("complex"):
-            want = [[v.real, v.imag] for v in values.tolist()]
+            want = np.stack([values.real, values.imag], axis=-1).tolist()
         else:
             want = values.tolist()
         assert got == want
