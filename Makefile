@@ -35,8 +35,8 @@ $(VENV)/.base: pyproject.toml rust/pyproject.toml
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" "maturin>=1.7,<2" numpy rich
 	touch $@
 
-$(VENV)/.deps: $(VENV)/.base
-	$(PIP) install -q pytest pytest-benchmark ruff mypy typing_extensions cibuildwheel uvloop "jax[cpu]" pyarrow polars duckdb
+$(VENV)/.deps: $(VENV)/.base tests/requirements.txt
+	$(PIP) install -q ruff mypy typing_extensions cibuildwheel -r tests/requirements.txt
 	touch $@
 
 # Each piece of the set-up is a stamp that depends on its sources, so a narrow target
