@@ -247,15 +247,7 @@ class Notifier {
     const std::int64_t now = notifier_impl::now_ns();
     for (auto& sh : shards_) {
       for (Word& w : sh->words) {
-        auto keep = std::stable_partition(w.watches.begin(), w.watches.end(),
-                                          [&](const WatchRec& r) { return r.owner != owner; });
-        for (auto i = keep; i != w.watches.end(); ++i) {
-          where_.erase(i->id);
-          --watches_;
-          fire(*i);
-        }
-        w.watches.erase(keep, w.watches.end());
-        if (w.watches.empty() && w.idle_since == kNever) w.idle_since = now;
+        fire_unless(w, now, [&](const WatchRec& r) { return r.owner != owner; });
       }
     }
   }
@@ -316,6 +308,20 @@ class Notifier {
     }
   }
 
+  /// Fires and forgets the watches of `w` that `stays` does not keep; a word left with none is
+  /// idle from `now`. Called with m_ held.
+  template <class Stays>
+  void fire_unless(Word& w, std::int64_t now, Stays stays) {
+    auto gone = std::stable_partition(w.watches.begin(), w.watches.end(), stays);
+    for (auto i = gone; i != w.watches.end(); ++i) {
+      where_.erase(i->id);
+      --watches_;
+      fire(*i);
+    }
+    w.watches.erase(gone, w.watches.end());
+    if (w.watches.empty() && w.idle_since == kNever) w.idle_since = now;
+  }
+
   /// A shard with room for one more word, started if none has room. Called with m_ held.
   std::size_t pick_shard() {
     for (std::size_t i = 0; i < shards_.size(); ++i)
@@ -360,16 +366,8 @@ class Notifier {
     for (auto wi = sh.words.begin(); wi != sh.words.end();) {
       Word& w = *wi;
       if (own) w.val = w.addr->load(std::memory_order_seq_cst);
-      auto keep = std::stable_partition(w.watches.begin(), w.watches.end(), [&](const WatchRec& r) {
-        return (!own || r.expected == w.val) && r.deadline > now;
-      });
-      for (auto i = keep; i != w.watches.end(); ++i) {
-        where_.erase(i->id);
-        --watches_;
-        fire(*i);
-      }
-      w.watches.erase(keep, w.watches.end());
-      if (w.watches.empty() && w.idle_since == kNever) w.idle_since = now;
+      fire_unless(w, now,
+                  [&](const WatchRec& r) { return (!own || r.expected == w.val) && r.deadline > now; });
       if (w.watches.empty() && now - w.idle_since >= grace) {
         if (own) {
           word_shard_.erase(w.addr);
