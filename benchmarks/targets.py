@@ -160,21 +160,28 @@ def _stream_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[
     return measure
 
 
-def _stream_lat_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
-    """Row a's p50 / row b's p50 of the streams question's latency rows, per round, median."""
+def _p50_target(
+    where: tuple[str, str], a: str, b: str, digits: int = 2
+) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """Row a's p50 / row b's p50 of the rows at `where` (question, table), per round, median."""
 
     def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
-        lat = dig(res, "streams", "latency") or {}
-        ra, rb = lat.get(a), lat.get(b)
+        rows = dig(res, *where) or {}
+        ra, rb = rows.get(a), rows.get(b)
         if not ra or not rb:
             return None
         x = statistics.median(p / q for p, q in zip(ra["p50_per_round"], rb["p50_per_round"]))
         return x, (
             f"{x:.2f}x (median of {min(ra['rounds'], rb['rounds'])} per-round ratios): "
-            f"{ra['p50_ns'] / 1e3:.2f} µs against {rb['p50_ns'] / 1e3:.2f} µs"
+            f"{ra['p50_ns'] / 1e3:.{digits}f} µs against {rb['p50_ns'] / 1e3:.{digits}f} µs"
         )
 
     return measure
+
+
+def _stream_lat_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """The streams question's latency rows."""
+    return _p50_target(("streams", "latency"), a, b)
 
 
 def _frames_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
@@ -190,20 +197,8 @@ def _frames_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
 
 
 def _aio_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
-    """Row a's p50 / row b's p50 of the asyncio question, per round, median."""
-
-    def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
-        rows = dig(res, "aio", "rows") or {}
-        ra, rb = rows.get(a), rows.get(b)
-        if not ra or not rb:
-            return None
-        x = statistics.median(p / q for p, q in zip(ra["p50_per_round"], rb["p50_per_round"]))
-        return x, (
-            f"{x:.2f}x (median of {min(ra['rounds'], rb['rounds'])} per-round ratios): "
-            f"{ra['p50_ns'] / 1e3:.1f} µs against {rb['p50_ns'] / 1e3:.1f} µs"
-        )
-
-    return measure
+    """The asyncio question's rows."""
+    return _p50_target(("aio", "rows"), a, b, digits=1)
 
 
 TARGETS = [

@@ -21,7 +21,7 @@ import statistics
 import struct
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 import xshm
@@ -204,11 +204,3 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
             "rounds": len(rs),
         }
     return out
-
-
-def ratio(res: dict[str, Any], a: str, b: str) -> Optional[float]:
-    rows = res.get("rows", {})
-    if a not in rows or b not in rows:
-        return None
-    pairs = zip(rows[a]["p50_per_round"], rows[b]["p50_per_round"])
-    return statistics.median(x / y for x, y in pairs)
