@@ -4,8 +4,11 @@ check at the end of the session that no test left a segment behind."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -40,6 +43,27 @@ def skip_or_fail() -> Callable[[str], None]:
     where every test must run: with XSHM_REQUIRE_ALL=1 (make test sets it in CI, which runs as
     root with everything installed) a skip would hide a test that never ran, so it fails."""
     return _skip_or_fail
+
+
+def _in_own_process(
+    module: str, why_missing: str, script: str, *args: str, timeout: float = 120
+) -> str:
+    """Runs `script` (ending in print("ok")) in a Python process of its own, for a library that
+    must not be imported into the test session (JAX and polars warn at every later fork(), which
+    the fork tests would take for a failure). Returns its output; `module` missing: skip_or_fail."""
+    if importlib.util.find_spec(module) is None:
+        _skip_or_fail(f"{module} is not installed ({why_missing})")
+    r = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r.stdout + r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture
+def in_own_process() -> Callable[..., str]:
+    """`in_own_process(module, why_missing, script, *args)`: see _in_own_process."""
+    return _in_own_process
 
 
 def pytest_report_header() -> str:

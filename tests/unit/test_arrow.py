@@ -10,7 +10,6 @@ import gc
 import importlib
 import importlib.util
 import os
-import subprocess
 import sys
 import weakref
 from collections.abc import Callable, Iterator
@@ -169,15 +168,10 @@ print("ok")
 """
 
 
-def test_polars_takes_a_snapshot(seg_name: str, skip_or_fail: Callable[[str], None]) -> None:
+def test_polars_takes_a_snapshot(seg_name: str, in_own_process: Callable[..., str]) -> None:
     """In a process of its own: polars warns at every later fork() of the process."""
-    if importlib.util.find_spec("polars") is None:
-        skip_or_fail("polars is not installed (make setup installs it)")
-        return
-    r = subprocess.run(
-        [sys.executable, "-c", POLARS_CHECK, seg_name], capture_output=True, text=True, timeout=120
-    )
-    assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr[-3000:]
+    out = in_own_process("polars", "make setup installs it", POLARS_CHECK, seg_name)
+    assert out == "ok\n"
 
 
 def test_a_reader_hands_over_what_is_there_as_record_batches(
@@ -277,13 +271,8 @@ print("ok")
 
 
 def test_duckdb_queries_a_snapshot_and_a_reader(
-    seg_name: str, skip_or_fail: Callable[[str], None]
+    seg_name: str, in_own_process: Callable[..., str]
 ) -> None:
     """duckdb finds them by name (its replacement scans take the PyCapsule interface)."""
-    if importlib.util.find_spec("duckdb") is None:
-        skip_or_fail("duckdb is not installed (make setup installs it)")
-        return
-    r = subprocess.run(
-        [sys.executable, "-c", DUCKDB_CHECK, seg_name], capture_output=True, text=True, timeout=120
-    )
-    assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr[-3000:]
+    out = in_own_process("duckdb", "make setup installs it", DUCKDB_CHECK, seg_name)
+    assert out == "ok\n"

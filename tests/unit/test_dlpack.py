@@ -6,8 +6,6 @@ BufferError."""
 from __future__ import annotations
 
 import gc
-import importlib.util
-import subprocess
 import sys
 import time
 import weakref
@@ -200,17 +198,10 @@ print("ok")
 """
 
 
-def test_jax_shares_a_64_mib_snapshot(seg_name: str, skip_or_fail: Callable[[str], None]) -> None:
+def test_jax_shares_a_64_mib_snapshot(seg_name: str, in_own_process: Callable[..., str]) -> None:
     """In a process of its own: JAX warns at every later fork() in the process that imported it
     (its threads), which the fork tests of this session would take for a failure."""
-    if importlib.util.find_spec("jax") is None:
-        skip_or_fail("jax is not installed (make setup installs jax[cpu])")
-        return
-    r = subprocess.run(
-        [sys.executable, "-c", JAX_CHECK, seg_name], capture_output=True, text=True, timeout=300
-    )
-    print(r.stdout)
-    assert r.returncode == 0 and r.stdout.endswith("ok\n"), r.stdout + r.stderr[-3000:]
+    print(in_own_process("jax", "make setup installs jax[cpu]", JAX_CHECK, seg_name, timeout=300))
 
 
 def test_frames_export_and_bytes_do_not(seg_name: str) -> None:
