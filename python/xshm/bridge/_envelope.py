@@ -1,0 +1,404 @@
+"""The bridge's envelope, version 1: the bytes xshm adds around what it carries over an engine.
+
+``docs/BRIDGE.md`` specifies it byte by byte. Everything here reads untrusted bytes: every
+length is checked against the payload before it is used, every field against its range, and
+anything else is an :class:`EnvelopeError` naming the problem (the bridge counts and drops it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..errors import ArgumentError, XshmError
+
+__all__ = [
+    "HEADER",
+    "KIND_BATCH",
+    "KIND_LAYOUT",
+    "KIND_RECORD",
+    "MAGIC",
+    "VERSION",
+    "Batch",
+    "EnvelopeError",
+    "Layout",
+    "LayoutEnvelope",
+    "RecordEnvelope",
+    "decode",
+    "encode_batch",
+    "encode_layout",
+    "encode_record",
+]
+
+MAGIC = b"xshb"
+VERSION = 1
+KIND_LAYOUT = 1
+KIND_RECORD = 2
+KIND_BATCH = 3
+
+# magic, version, kind, flags, layout_hash, epoch, body_len, reserved: 32 bytes.
+HEADER = struct.Struct("<4sBBHQQII")
+_LAYOUT_FIXED = struct.Struct("<BBBBIII")  # kind, dtype, ndim, backpressure, size, capacity, 0
+_SOURCE = struct.Struct("<HHI")  # host_len, name_len, pid
+_RECORD = struct.Struct("<QQQII")  # seq, timestamp_ns, counter, writer_pid, message_len
+_BATCH = struct.Struct("<II")  # count, reserved
+_ENTRY = struct.Struct("<QQII")  # seq, timestamp_ns, writer_pid, len
+
+# docs/LAYOUT.md 5.1: the dtype codes, shared with the segments.
+_DTYPES = (
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
+_CODE = {name: code for code, name in enumerate(_DTYPES, start=1)}
+_BACKPRESSURE = ("block", "drop_oldest")
+MAX_NDIM = 8
+MAX_TEXT = 255  # bytes of a host or segment name in a layout envelope
+
+
+class EnvelopeError(XshmError, ValueError):
+    """Bytes received from an engine that are not a valid xshm envelope (version 1), or that do
+    not fit the layout they name. The bridge counts and drops such a message."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a mirror needs to make the local segment: the source's geometry.
+
+    ``kind`` is ``"record"`` or ``"stream"``. A record has ``dtype``, ``shape`` and
+    ``message_capacity``; a stream has ``capacity``, ``max_bytes`` and ``backpressure``, and a
+    ``dtype`` and ``shape`` when it carries frames (``dtype`` None: bytes).
+    """
+
+    kind: str
+    dtype: Optional[np.dtype[Any]]
+    shape: tuple[int, ...]
+    message_capacity: int = 0
+    capacity: int = 0
+    max_bytes: int = 0
+    backpressure: str = "block"
+
+    @property
+    def values_nbytes(self) -> int:
+        """Bytes of a record's values (or of one frame)."""
+        if self.dtype is None:
+            return 0
+        return int(self.dtype.itemsize) * math.prod(self.shape)
+
+    @property
+    def reserve_nbytes(self) -> int:
+        """What a mirror of this layout reserves at least: a record's values and message, a
+        stream's ring of messages. Compared with the mirror's cap before anything is made."""
+        if self.kind == "record":
+            return self.values_nbytes + self.message_capacity
+        return self.capacity * self.max_bytes
+
+    def fixed_bytes(self) -> bytes:
+        """The layout's own bytes (the part of a layout envelope its hash covers)."""
+        code = 0 if self.dtype is None else _CODE[self.dtype.name]
+        bp = 0 if self.kind == "record" else _BACKPRESSURE.index(self.backpressure) + 1
+        if self.kind == "record":
+            size, capacity = self.message_capacity, 0
+        else:
+            size, capacity = self.max_bytes, self.capacity
+        kind = 1 if self.kind == "record" else 2
+        head = _LAYOUT_FIXED.pack(kind, code, len(self.shape), bp, size, capacity, 0)
+        return head + struct.pack(f"<{len(self.shape)}Q", *self.shape)
+
+    def hash(self) -> int:
+        """The layout hash every data envelope names: BLAKE2b, 8-byte digest, of
+        :meth:`fixed_bytes`, read as a little-endian u64."""
+        return _hash(self.fixed_bytes())
+
+    def describe(self) -> str:
+        """One line for messages: ``record float64[3], message 256 B``."""
+        geometry = "bytes" if self.dtype is None else f"{self.dtype.name}{list(self.shape)}"
+        if self.kind == "record":
+            return f"record {geometry}, message {self.message_capacity} B"
+        return (
+            f"stream of {geometry}, capacity {self.capacity}, max_bytes {self.max_bytes}, "
+            f"{self.backpressure}"
+        )
+
+    @staticmethod
+    def of_record(dtype: Any, shape: tuple[int, ...], message_capacity: int) -> Layout:
+        return Layout("record", np.dtype(dtype), tuple(shape), message_capacity=message_capacity)
+
+    @staticmethod
+    def of_stream(
+        capacity: int,
+        max_bytes: int,
+        backpressure: str,
+        dtype: Any = None,
+        shape: Optional[tuple[int, ...]] = None,
+    ) -> Layout:
+        return Layout(
+            "stream",
+            None if dtype is None else np.dtype(dtype),
+            () if shape is None else tuple(shape),
+            capacity=capacity,
+            max_bytes=max_bytes,
+            backpressure=backpressure,
+        )
+
+
+def _hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+@dataclass(frozen=True)
+class LayoutEnvelope:
+    """A decoded layout envelope: the layout, and who sends it."""
+
+    layout: Layout
+    layout_hash: int
+    epoch: int
+    host: str
+    name: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class RecordEnvelope:
+    """A decoded record envelope. ``message`` and ``values`` are views of the payload: their
+    sizes are checked against the layout the envelope names by :meth:`check`."""
+
+    layout_hash: int
+    epoch: int
+    seq: int
+    timestamp_ns: int
+    counter: int
+    writer_pid: int
+    message: memoryview
+    values: memoryview
+
+    def check(self, layout: Layout) -> None:
+        """Refuse a record that does not fit ``layout`` (the caller checked the hash)."""
+        if len(self.message) > layout.message_capacity:
+            raise EnvelopeError(
+                f"record message of {len(self.message)} bytes exceeds the layout's "
+                f"{layout.message_capacity}"
+            )
+        if len(self.values) != layout.values_nbytes:
+            raise EnvelopeError(
+                f"record values of {len(self.values)} bytes, the layout's are "
+                f"{layout.values_nbytes}"
+            )
+        try:
+            str(self.message, "utf-8")
+        except UnicodeDecodeError as e:
+            raise EnvelopeError(f"record message is not UTF-8 at byte {e.start}") from None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A decoded batch of stream messages, in increasing sequence: parallel lists."""
+
+    layout_hash: int
+    epoch: int
+    seqs: list[int]
+    timestamps_ns: list[int]
+    writer_pids: list[int]
+    data: list[memoryview]
+
+    def check(self, layout: Layout) -> None:
+        """Refuse a batch that does not fit ``layout``: a message longer than ``max_bytes``, or
+        a frame of another size than the layout's frames."""
+        frame = layout.values_nbytes if layout.dtype is not None else None
+        for seq, d in zip(self.seqs, self.data):
+            n = len(d)
+            if n > layout.max_bytes or (frame is not None and n != frame):
+                want = f"{frame}" if frame is not None else f"at most {layout.max_bytes}"
+                raise EnvelopeError(f"stream message {seq} has {n} bytes, the layout's {want}")
+
+
+def _header(kind: int, layout_hash: int, epoch: int, body_len: int) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, kind, 0, layout_hash, epoch, body_len, 0)
+
+
+def encode_layout(layout: Layout, epoch: int, host: str, name: str, pid: int) -> bytes:
+    """A layout envelope: the layout's bytes, then the source (host, segment name, pid)."""
+    fixed = layout.fixed_bytes()
+    h, n = _text(host, "host"), _text(name, "name")
+    body = fixed + _SOURCE.pack(len(h), len(n), pid) + h + n
+    return _header(KIND_LAYOUT, _hash(fixed), epoch, len(body)) + body
+
+
+def _text(s: str, what: str) -> bytes:
+    b = s.encode("utf-8")
+    if len(b) > MAX_TEXT:
+        raise ArgumentError(f"the {what} {s!r} is longer than {MAX_TEXT} bytes")
+    return b
+
+
+def encode_record(
+    layout_hash: int,
+    epoch: int,
+    seq: int,
+    timestamp_ns: int,
+    counter: int,
+    writer_pid: int,
+    message: bytes,
+    values: Union[bytes, memoryview],
+) -> bytes:
+    """A record envelope: the record's meta words, its message, then its values' bytes."""
+    body_len = _RECORD.size + len(message) + len(values)
+    meta = _RECORD.pack(seq, timestamp_ns, counter, writer_pid, len(message))
+    return b"".join((_header(KIND_RECORD, layout_hash, epoch, body_len), meta, message, values))
+
+
+def encode_batch(layout_hash: int, epoch: int, messages: list[tuple[int, int, int, Any]]) -> bytes:
+    """A batch envelope of ``(seq, timestamp_ns, writer_pid, data)`` in increasing seq."""
+    parts: list[Any] = [b"", _BATCH.pack(len(messages), 0)]
+    body_len = _BATCH.size
+    pack = _ENTRY.pack
+    for seq, ts, pid, data in messages:
+        if type(data) is bytes:
+            n = len(data)
+        else:  # a frame (an array) or another buffer: its bytes
+            data = memoryview(data).cast("B")
+            n = data.nbytes
+        parts.append(pack(seq, ts, pid, n))
+        parts.append(data)
+        body_len += _ENTRY.size + n
+    parts[0] = _header(KIND_BATCH, layout_hash, epoch, body_len)
+    return b"".join(parts)
+
+
+def decode(payload: Union[bytes, memoryview]) -> Union[LayoutEnvelope, RecordEnvelope, Batch]:
+    """Decode one envelope, checking everything that does not need the layout it names."""
+    buf = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
+    if len(buf) < HEADER.size:
+        raise EnvelopeError(f"{len(buf)} bytes: shorter than the {HEADER.size}-byte header")
+    magic, version, kind, flags, layout_hash, epoch, body_len, reserved = HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise EnvelopeError(f"not an xshm envelope (magic {bytes(magic)!r})")
+    if version != VERSION:
+        raise EnvelopeError(f"envelope version {version}; this bridge reads version {VERSION}")
+    if flags != 0 or reserved != 0:
+        raise EnvelopeError("reserved header fields are not zero")
+    if body_len != len(buf) - HEADER.size:
+        raise EnvelopeError(
+            f"header says {body_len} body bytes, the payload has {len(buf) - HEADER.size}"
+        )
+    body = buf[HEADER.size :]
+    if kind == KIND_LAYOUT:
+        return _decode_layout(body, layout_hash, epoch)
+    if kind == KIND_RECORD:
+        return _decode_record(body, layout_hash, epoch)
+    if kind == KIND_BATCH:
+        return _decode_batch(body, layout_hash, epoch)
+    raise EnvelopeError(f"unknown envelope kind {kind}")
+
+
+def _decode_layout(body: memoryview, layout_hash: int, epoch: int) -> LayoutEnvelope:
+    if len(body) < _LAYOUT_FIXED.size:
+        raise EnvelopeError("layout envelope too short")
+    kind, code, ndim, bp, size, capacity, reserved = _LAYOUT_FIXED.unpack_from(body)
+    if kind not in (1, 2):
+        raise EnvelopeError(f"layout of unknown kind {kind}")
+    if reserved != 0:
+        raise EnvelopeError("reserved layout field is not zero")
+    if ndim > MAX_NDIM:
+        raise EnvelopeError(f"layout ndim {ndim} exceeds {MAX_NDIM}")
+    if code > len(_DTYPES) or (code == 0 and kind == 1):
+        raise EnvelopeError(f"layout dtype code {code} is not one of 1..{len(_DTYPES)}")
+    end = _LAYOUT_FIXED.size + 8 * ndim
+    if len(body) < end + _SOURCE.size:
+        raise EnvelopeError("layout envelope too short for its shape and source")
+    shape = struct.unpack_from(f"<{ndim}Q", body, _LAYOUT_FIXED.size)
+    dtype = None if code == 0 else np.dtype(_DTYPES[code - 1])
+    if dtype is None and ndim:
+        raise EnvelopeError("a byte stream's layout has no shape")
+    if kind == 1:
+        if bp != 0 or capacity != 0:
+            raise EnvelopeError("a record layout has no capacity or backpressure")
+        layout = Layout("record", dtype, shape, message_capacity=size)
+    else:
+        if bp not in (1, 2):
+            raise EnvelopeError(f"stream backpressure code {bp} is not 1 or 2")
+        if capacity < 1 or size < 1:
+            raise EnvelopeError("a stream layout has capacity and max_bytes of at least 1")
+        layout = Layout(
+            "stream", dtype, shape, capacity=capacity, max_bytes=size,
+            backpressure=_BACKPRESSURE[bp - 1],
+        )  # fmt: skip
+    if _hash(bytes(body[:end])) != layout_hash:
+        raise EnvelopeError("layout hash does not match the layout's bytes")
+    host_len, name_len, pid = _SOURCE.unpack_from(body, end)
+    start = end + _SOURCE.size
+    if len(body) != start + host_len + name_len:
+        raise EnvelopeError("layout envelope's source does not fill it exactly")
+    try:
+        host = str(body[start : start + host_len], "utf-8")
+        name = str(body[start + host_len :], "utf-8")
+    except UnicodeDecodeError:
+        raise EnvelopeError("layout envelope's host or name is not UTF-8") from None
+    return LayoutEnvelope(layout, layout_hash, epoch, host, name, pid)
+
+
+def _decode_record(body: memoryview, layout_hash: int, epoch: int) -> RecordEnvelope:
+    if len(body) < _RECORD.size:
+        raise EnvelopeError("record envelope too short")
+    seq, ts, counter, pid, message_len = _RECORD.unpack_from(body)
+    if seq == 0:
+        raise EnvelopeError("record sequence 0 (a published record's is at least 1)")
+    end = _RECORD.size + message_len
+    if end > len(body):
+        raise EnvelopeError(f"record message of {message_len} bytes overruns the payload")
+    return RecordEnvelope(
+        layout_hash, epoch, seq, ts, counter, pid, body[_RECORD.size : end], body[end:]
+    )
+
+
+def _decode_batch(body: memoryview, layout_hash: int, epoch: int) -> Batch:
+    if len(body) < _BATCH.size:
+        raise EnvelopeError("batch envelope too short")
+    count, reserved = _BATCH.unpack_from(body)
+    if reserved != 0:
+        raise EnvelopeError("reserved batch field is not zero")
+    if count == 0 or count > (len(body) - _BATCH.size) // _ENTRY.size:
+        raise EnvelopeError(f"batch of {count} messages cannot fit {len(body)} bytes")
+    seqs: list[int] = []
+    stamps: list[int] = []
+    pids: list[int] = []
+    data: list[memoryview] = []
+    off = _BATCH.size
+    unpack = _ENTRY.unpack_from
+    size = _ENTRY.size
+    last = -1
+    total = len(body)
+    for _ in range(count):
+        if off + size > total:
+            raise EnvelopeError("batch entry overruns the payload")
+        seq, ts, pid, n = unpack(body, off)
+        off += size
+        if off + n > total:
+            raise EnvelopeError(f"batch message {seq} of {n} bytes overruns the payload")
+        if seq <= last:
+            raise EnvelopeError(f"batch sequence {seq} does not increase")
+        last = seq
+        seqs.append(seq)
+        stamps.append(ts)
+        pids.append(pid)
+        data.append(body[off : off + n])
+        off += n
+    if off != total:
+        raise EnvelopeError(f"{total - off} bytes after the batch's last message")
+    return Batch(layout_hash, epoch, seqs, stamps, pids, data)

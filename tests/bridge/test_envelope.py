@@ -1,0 +1,193 @@
+"""The envelope (docs/BRIDGE.md): what an export encodes decodes to the same fields, and every
+malformed, truncated, forged or foreign payload is an EnvelopeError naming the problem, never
+another exception, whatever the bytes."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from xshm.bridge import _envelope as env
+from xshm.bridge._envelope import EnvelopeError, Layout
+
+RECORD = Layout.of_record("float32", (2, 3), 64)
+STREAM = Layout.of_stream(128, 100, "drop_oldest")
+FRAMES = Layout.of_stream(4, 24, "block", dtype="int32", shape=(2, 3))
+
+
+def record_envelope(message: bytes = b"hello", values: bytes = bytes(24)) -> bytes:
+    return env.encode_record(RECORD.hash(), 7, 5, 123, 9, 42, message, values)
+
+
+def test_layouts_round_trip_with_their_source() -> None:
+    for layout in (RECORD, STREAM, FRAMES, Layout.of_record("complex128", (), 0)):
+        payload = env.encode_layout(layout, 99, "host-é", "name", 1234)
+        got = env.decode(payload)
+        assert isinstance(got, env.LayoutEnvelope)
+        assert got.layout == layout and got.layout_hash == layout.hash()
+        assert (got.epoch, got.host, got.name, got.pid) == (99, "host-é", "name", 1234)
+
+
+def test_layout_hash_is_blake2b_of_the_layout_bytes() -> None:
+    import hashlib
+
+    want = hashlib.blake2b(RECORD.fixed_bytes(), digest_size=8).digest()
+    assert RECORD.hash() == int.from_bytes(want, "little")
+    assert len({RECORD.hash(), STREAM.hash(), FRAMES.hash()}) == 3
+    assert Layout.of_record("float32", (2, 3), 65).hash() != RECORD.hash()
+
+
+def test_a_record_round_trips_and_fits_its_layout() -> None:
+    values = np.arange(6, dtype=np.float32).tobytes()
+    got = env.decode(record_envelope(b"hi", values))
+    assert isinstance(got, env.RecordEnvelope)
+    assert (got.layout_hash, got.epoch, got.seq, got.timestamp_ns) == (RECORD.hash(), 7, 5, 123)
+    assert (got.counter, got.writer_pid, bytes(got.message), bytes(got.values)) == (
+        9, 42, b"hi", values,
+    )  # fmt: skip
+    got.check(RECORD)
+
+
+def test_a_batch_round_trips() -> None:
+    msgs = [(0, 10, 1, b""), (1, 11, 2, b"x" * 100), (5, 12, 3, memoryview(b"abc"))]
+    got = env.decode(env.encode_batch(STREAM.hash(), 3, msgs))
+    assert isinstance(got, env.Batch)
+    assert got.seqs == [0, 1, 5] and got.timestamps_ns == [10, 11, 12]
+    assert got.writer_pids == [1, 2, 3]
+    assert [bytes(d) for d in got.data] == [b"", b"x" * 100, b"abc"]
+    got.check(STREAM)
+    frames = [(0, 1, 1, np.arange(6, dtype=np.int32).reshape(2, 3))]
+    f = env.decode(env.encode_batch(FRAMES.hash(), 3, frames))
+    assert isinstance(f, env.Batch)
+    f.check(FRAMES)
+    assert np.frombuffer(f.data[0], np.int32).tolist() == list(range(6))
+
+
+def _with_header(payload: bytes, **fields: int) -> bytes:
+    magic, version, kind, flags, h, epoch, body_len, reserved = env.HEADER.unpack_from(payload)
+    vals = dict(version=version, kind=kind, flags=flags, h=h, body_len=body_len, reserved=reserved)
+    vals.update(fields)
+    head = env.HEADER.pack(
+        magic, vals["version"], vals["kind"], vals["flags"], vals["h"], epoch,
+        vals["body_len"], vals["reserved"],
+    )  # fmt: skip
+    return head + payload[env.HEADER.size :]
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b"", "shorter than the 32-byte header"),
+        (b"XSHB" + bytes(40), "not an xshm envelope"),
+        (_with_header(record_envelope(), version=2), "envelope version 2"),
+        (_with_header(record_envelope(), kind=9), "unknown envelope kind 9"),
+        (_with_header(record_envelope(), flags=1), "reserved header fields"),
+        (_with_header(record_envelope(), body_len=10**9), "header says 1000000000 body bytes"),
+        (record_envelope()[:-1], "body bytes"),
+    ],
+)
+def test_malformed_headers_are_refused(payload: bytes, says: str) -> None:
+    with pytest.raises(EnvelopeError, match=says):
+        env.decode(payload)
+
+
+def _record_body(seq: int = 1, message_len: int = 0, tail: bytes = b"") -> bytes:
+    body = struct.pack("<QQQII", seq, 0, 0, 0, message_len) + tail
+    return env.HEADER.pack(env.MAGIC, 1, env.KIND_RECORD, 0, 1, 1, len(body), 0) + body
+
+
+def test_malformed_records_are_refused() -> None:
+    with pytest.raises(EnvelopeError, match="overruns the payload"):
+        env.decode(_record_body(message_len=2**32 - 1, tail=b"abc"))
+    with pytest.raises(EnvelopeError, match="sequence 0"):
+        env.decode(_record_body(seq=0))
+    too_long = env.decode(record_envelope(message=b"m" * 65))
+    assert isinstance(too_long, env.RecordEnvelope)
+    with pytest.raises(EnvelopeError, match="65 bytes exceeds the layout's 64"):
+        too_long.check(RECORD)
+    short = env.decode(record_envelope(values=bytes(23)))
+    assert isinstance(short, env.RecordEnvelope)
+    with pytest.raises(EnvelopeError, match="values of 23 bytes, the layout's are 24"):
+        short.check(RECORD)
+    bad_text = env.decode(record_envelope(message=b"ok\xff"))
+    assert isinstance(bad_text, env.RecordEnvelope)
+    with pytest.raises(EnvelopeError, match="not UTF-8 at byte 2"):
+        bad_text.check(RECORD)
+
+
+def test_malformed_batches_are_refused() -> None:
+    ok = env.encode_batch(STREAM.hash(), 1, [(3, 0, 0, b"abc"), (4, 0, 0, b"de")])
+    body = bytearray(ok[env.HEADER.size :])
+    struct.pack_into("<I", body, 0, 3)  # one more message than there is
+    with pytest.raises(EnvelopeError, match=r"overruns|cannot fit"):
+        env.decode(ok[: env.HEADER.size] + bytes(body))
+    struct.pack_into("<I", body, 0, 0)
+    with pytest.raises(EnvelopeError, match="batch of 0 messages"):
+        env.decode(ok[: env.HEADER.size] + bytes(body))
+    back = env.encode_batch(STREAM.hash(), 1, [(4, 0, 0, b"a"), (4, 0, 0, b"b")])
+    with pytest.raises(EnvelopeError, match="does not increase"):
+        env.decode(back)
+    big = env.decode(env.encode_batch(STREAM.hash(), 1, [(1, 0, 0, b"x" * 101)]))
+    assert isinstance(big, env.Batch)
+    with pytest.raises(EnvelopeError, match="101 bytes, the layout's at most 100"):
+        big.check(STREAM)
+    odd = env.decode(env.encode_batch(FRAMES.hash(), 1, [(1, 0, 0, b"x" * 23)]))
+    assert isinstance(odd, env.Batch)
+    with pytest.raises(EnvelopeError, match="23 bytes, the layout's 24"):
+        odd.check(FRAMES)
+
+
+def test_forged_layouts_are_refused() -> None:
+    good = env.encode_layout(RECORD, 1, "h", "n", 1)
+    with pytest.raises(EnvelopeError, match="layout hash does not match"):
+        env.decode(_with_header(good, h=RECORD.hash() ^ 1))
+    body = bytearray(good[env.HEADER.size :])
+    body[1] = 99  # dtype code
+    with pytest.raises(EnvelopeError, match="dtype code 99"):
+        env.decode(good[: env.HEADER.size] + bytes(body))
+    body = bytearray(good[env.HEADER.size :])
+    body[2] = 9  # ndim
+    with pytest.raises(EnvelopeError, match="ndim 9 exceeds 8"):
+        env.decode(good[: env.HEADER.size] + bytes(body))
+    with pytest.raises(EnvelopeError, match="source does not fill it"):
+        env.decode(_with_header(good + b"!", body_len=len(good) - env.HEADER.size + 1))
+
+
+def test_a_forged_huge_layout_decodes_but_says_what_it_would_reserve() -> None:
+    """The decoder does not refuse a 100 GiB layout (its bytes are valid); the mirror compares
+    reserve_nbytes with its cap before it makes anything (tests/bridge/test_zenoh.py)."""
+    huge = Layout.of_record("float64", (100 * 2**30 // 8,), 0)
+    got = env.decode(env.encode_layout(huge, 1, "h", "n", 1))
+    assert isinstance(got, env.LayoutEnvelope)
+    assert got.layout.reserve_nbytes == 100 * 2**30
+
+
+def test_random_and_mutated_bytes_raise_only_envelope_errors() -> None:
+    rng = random.Random(1234)
+    seeds = [
+        record_envelope(),
+        env.encode_layout(FRAMES, 1, "h", "n", 1),
+        env.encode_batch(STREAM.hash(), 1, [(1, 0, 0, b"abc"), (2, 0, 0, b"")]),
+    ]
+    layouts = {RECORD.hash(): RECORD, STREAM.hash(): STREAM, FRAMES.hash(): FRAMES}
+    for i in range(20000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 4)):
+            op = rng.randrange(3)
+            if op == 0 and data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif op == 1:
+                del data[rng.randrange(len(data) + 1) :]
+            else:
+                data += rng.randbytes(rng.randrange(8))
+        if i % 10 == 0:
+            data = bytearray(rng.randbytes(rng.randrange(80)))
+        try:
+            got = env.decode(bytes(data))
+            layout = layouts.get(getattr(got, "layout_hash", 0))
+            if layout is not None and not isinstance(got, env.LayoutEnvelope):
+                got.check(layout)
+        except EnvelopeError:
+            pass
