@@ -29,6 +29,7 @@ import numpy as np
 from . import __version__, get_cmake_dir, get_include
 from ._core import SharedMemoryManager, Stream, segment_kind
 from ._core import unlink as _unlink
+from .bridge._cli import add_parser as add_bridge_parser
 from .errors import LayoutError, XshmError
 
 SHM_DIR = "/dev/shm"
@@ -1039,6 +1040,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--long", action="store_true", help="more rounds (slower, steadier)")
     sp.add_argument("--json", action="store_true", help="JSON output")
+
+    add_bridge_parser(
+        sub, lambda sp: sp.add_argument("--no-color", action="store_true", help="no colour")
+    )
     return p
 
 
@@ -1076,5 +1081,10 @@ def _main(argv: Optional[list[str]]) -> int:
     except ValueError as e:  # bad names and arguments: one line, no traceback
         print(f"xshm: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # main() ends quietly
+    except (ImportError, OSError) as e:  # a missing engine, an endpoint already in use, ...
+        print(f"xshm: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

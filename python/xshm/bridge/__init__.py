@@ -1,0 +1,228 @@
+"""Records and streams beyond one machine, over Zenoh.
+
+An **export** publishes local segments under keys: a record's updates (latest value: a slow
+link skips updates, never queues them) and a stream's messages (every one, in order, the
+stream's backpressure deciding what a slow link does). A **mirror** follows one key into a
+local segment that ordinary readers open, unaware of the network. The layout travels with the
+data (``docs/BRIDGE.md`` specifies the envelope byte by byte), so a mirror needs no agreement
+made in advance, and everything received is checked before it touches the mirror.
+
+>>> from xshm import bridge
+>>> with bridge.export("sensors") as ex:                                  # doctest: +SKIP
+...     print(ex.keys)                      # {'sensors': 'xshm/<host>/sensors'}
+>>> with bridge.mirror("xshm/<host>/sensors", into="sensors-copy") as mi:  # doctest: +SKIP
+...     mi.wait_ready(timeout=10)
+...     print(xshm.SharedMemoryManager.open("sensors-copy").read())
+
+Both run on background threads and stop cleanly when the block ends (or on :meth:`close`);
+an error that stopped a bridge is raised there. Each keeps its counters in ``stats`` and, unless
+``status=False``, in an ordinary status record ``bridge.export.<name>`` /
+``bridge.mirror.<name>`` that ``xshm ls`` and ``xshm inspect`` show.
+
+The engine is Zenoh (``eclipse-zenoh``): a session inside the process, peer mode, no server.
+By default an export listens on ``tcp/127.0.0.1:7447`` and a mirror connects there; give
+``listen``/``connect`` endpoints (or a Zenoh ``config`` file, for TLS and routers) to cross
+machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from ..errors import ArgumentError
+from ._envelope import EnvelopeError, Layout
+from ._export import default_key, make_export
+from ._mirror import DEFAULT_MAX_BYTES, Mirror
+from ._status import FIELDS as STATUS_FIELDS
+from ._zenoh import DEFAULT_ENDPOINT, ZenohOptions, ZenohSession, check_key
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "STATUS_FIELDS",
+    "EnvelopeError",
+    "Export",
+    "Layout",
+    "Mirror",
+    "ZenohOptions",
+    "export",
+    "mirror",
+]
+
+
+class Export:
+    """Segments published under keys, one thread each, over one Zenoh session."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        keys: Sequence[str],
+        options: ZenohOptions,
+        status: bool,
+        start: str,
+    ) -> None:
+        self._session = ZenohSession(options, "export")
+        self._bridges: list[Any] = []
+        try:
+            for name, key in zip(names, keys):
+                self._bridges.append(make_export(self._session, name, key, status, start))
+        except BaseException:
+            self._close_all()
+            raise
+        for b in self._bridges:
+            b._start()
+        self.keys = dict(zip(names, keys))
+        """Each exported segment's key."""
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each exported segment's counters (``STATUS_FIELDS``), state and last error."""
+        return {b.segment: b.stats for b in self._bridges}
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        """The first error that stopped one of the exports, if any."""
+        return next((b.error for b in self._bridges if b.error is not None), None)
+
+    def close(self) -> None:
+        """Stop every export and close the session; raise the first export's error, if one
+        stopped by itself."""
+        self._close_all()
+        for b in self._bridges:
+            b._raise_error()
+
+    def _close_all(self) -> None:
+        for b in self._bridges:
+            b._stop.set()
+        for b in self._bridges:
+            b._stop_thread()
+        self._session.close()
+        for b in self._bridges:
+            b._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self._close_all()
+        if exc_type is None:
+            for b in self._bridges:
+                b._raise_error()
+
+
+def _options(
+    options: Optional[ZenohOptions],
+    listen: Optional[Sequence[str]],
+    connect: Optional[Sequence[str]],
+    config: Optional[str],
+    zenoh_mode: Optional[str],
+) -> ZenohOptions:
+    if options is not None:
+        given = (listen, connect, config, zenoh_mode)
+        if any(x is not None for x in given):
+            raise ArgumentError("give either options= or listen=/connect=/config=/zenoh_mode=")
+        return options
+    return ZenohOptions(
+        listen=None if listen is None else _endpoints(listen, "listen"),
+        connect=None if connect is None else _endpoints(connect, "connect"),
+        config=config,
+        mode=zenoh_mode or "peer",
+    )
+
+
+def _endpoints(value: Union[str, Sequence[str]], what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    for e in items:
+        if not isinstance(e, str) or "/" not in e:
+            raise ArgumentError(f"{what} endpoints look like 'tcp/127.0.0.1:7447', got {e!r}")
+    return items
+
+
+def export(
+    names: Union[str, Sequence[str]],
+    *,
+    key: Optional[str] = None,
+    prefix: Optional[str] = None,
+    listen: Optional[Sequence[str]] = None,
+    connect: Optional[Sequence[str]] = None,
+    config: Optional[str] = None,
+    zenoh_mode: Optional[str] = None,
+    options: Optional[ZenohOptions] = None,
+    start: str = "latest",
+    status: bool = True,
+) -> Export:
+    """Publish the records and streams ``names`` over Zenoh, each under a key: ``key`` (one
+    name only), or ``<prefix>/<name>`` with ``prefix`` defaulting to ``xshm/<hostname>``.
+
+    A stream is read from its next message (``start="latest"``) or from the oldest it holds
+    (``"oldest"``). Only what is named is exported. Runs until :meth:`Export.close`.
+    """
+    name_list = [names] if isinstance(names, str) else list(names)
+    if not name_list:
+        raise ArgumentError("export needs at least one segment name")
+    if key is not None and len(name_list) != 1:
+        raise ArgumentError("a key names the key of one segment; give a prefix for several")
+    if start not in ("latest", "oldest"):
+        raise ArgumentError(f"start must be 'latest' or 'oldest', got {start!r}")
+    if key is not None:
+        keys = [check_key(key)]
+    elif prefix is not None:
+        keys = [check_key(f"{prefix.rstrip('/')}/{n.lstrip('/')}") for n in name_list]
+    else:
+        keys = [check_key(default_key(n)) for n in name_list]
+    if len(set(keys)) != len(keys):
+        raise ArgumentError(f"two segments would share a key: {keys}")
+    return Export(
+        name_list, keys, _options(options, listen, connect, config, zenoh_mode), status, start
+    )
+
+
+def mirror(
+    key: str,
+    *,
+    into: str,
+    listen: Optional[Sequence[str]] = None,
+    connect: Optional[Sequence[str]] = None,
+    config: Optional[str] = None,
+    zenoh_mode: Optional[str] = None,
+    options: Optional[ZenohOptions] = None,
+    allow_layout_change: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    mode: int = 0o600,
+    status: bool = True,
+) -> Mirror:
+    """Follow the export published under ``key`` into the local segment ``into``, created
+    with the remote layout (``mode`` 0600 unless asked) or attached when it exists with the
+    same layout. ``max_bytes`` caps what a remote layout may make the mirror reserve; a remote
+    layout change stops the mirror with :class:`~xshm.LayoutError` unless
+    ``allow_layout_change`` (then the local segment is recreated: readers reopen it).
+    :meth:`Mirror.wait_ready` waits for the first layout and record.
+    """
+    check_key(key)
+    if max_bytes < 1:
+        raise ArgumentError(f"max_bytes must be positive, got {max_bytes}")
+    session = ZenohSession(_options(options, listen, connect, config, zenoh_mode), "mirror")
+    try:
+        m = Mirror(
+            session,
+            key,
+            into,
+            allow_layout_change=allow_layout_change,
+            max_bytes=max_bytes,
+            mode=mode,
+            status=status,
+        )
+    except BaseException:
+        session.close()
+        raise
+    m._start()
+    return m

@@ -1,0 +1,147 @@
+"""``xshm bridge export`` and ``xshm bridge mirror``: the bridge from a shell, until Ctrl-C or
+SIGTERM (or ``--seconds``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional
+
+__all__ = ["add_parser"]
+
+EXAMPLE = """examples:
+  xshm bridge export sensors events                      # listens on tcp/127.0.0.1:7447
+  xshm bridge mirror xshm/HOST/sensors --into sensors    # on the same machine, or with
+  xshm bridge mirror xshm/HOST/sensors --into sensors --connect tcp/HOST:7447
+"""
+
+
+def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> None:
+    p = sub.add_parser(
+        "bridge",
+        help="mirror records and streams to other machines over Zenoh",
+        description="Publish local segments over Zenoh (export), or follow one into a local "
+        "segment (mirror). Runs until Ctrl-C or SIGTERM.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(p)
+    bsub = p.add_subparsers(dest="bridge_command", metavar="ACTION", required=True)
+
+    def engine_options(sp: argparse.ArgumentParser) -> None:
+        common(sp)
+        sp.add_argument(
+            "--engine", choices=["zenoh"], default="zenoh", help="the engine (default zenoh)"
+        )
+        sp.add_argument("--listen", action="append", metavar="ENDPOINT", help="zenoh endpoint")
+        sp.add_argument("--connect", action="append", metavar="ENDPOINT", help="zenoh endpoint")
+        sp.add_argument("--zenoh-config", metavar="FILE", help="a Zenoh JSON5 config (TLS, ...)")
+        sp.add_argument(
+            "--zenoh-mode", choices=["peer", "client"], default="peer",
+            help="zenoh mode: peer (default) or client (through routers only)",
+        )  # fmt: skip
+        sp.add_argument("--seconds", type=float, default=0.0, help="stop after N s (0: never)")
+        sp.add_argument("--no-status", action="store_true", help="no status record")
+
+    sp = bsub.add_parser(
+        "export",
+        help="publish records and streams under keys",
+        description="Publish each named record's updates and each stream's messages.",
+    )
+    engine_options(sp)
+    sp.add_argument("names", nargs="+", metavar="NAME")
+    sp.add_argument("--key", help="the key (one NAME only); default xshm/<host>/<NAME>")
+    sp.add_argument("--prefix", help="keys <PREFIX>/<NAME> (default xshm/<host>)")
+    sp.add_argument(
+        "--from", dest="start", choices=["latest", "oldest"], default="latest",
+        help="where a stream's export starts (default: its next message)",
+    )  # fmt: skip
+    sp.set_defaults(func=cmd_export)
+
+    sp = bsub.add_parser(
+        "mirror",
+        help="follow a key into a local segment",
+        description="Create (0600) or attach the local segment NAME and keep it following KEY.",
+    )
+    engine_options(sp)
+    sp.add_argument("key", metavar="KEY")
+    sp.add_argument("--into", required=True, metavar="NAME", help="the local segment")
+    sp.add_argument(
+        "--allow-layout-change", action="store_true",
+        help="recreate the local segment when the remote layout changes (else: stop, error)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--max-bytes", type=int, default=None, help="the most a remote layout may reserve"
+    )
+    sp.set_defaults(func=cmd_mirror)
+
+
+def _run(bridge: Any, seconds: float, describe: str) -> int:
+    """Run until a signal, ``seconds``, or the bridge's own failure."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(describe, flush=True)
+    deadline = time.monotonic() + seconds if seconds > 0 else None
+    try:
+        while not stop.wait(0.2):
+            if bridge.error is not None:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        bridge.close()
+    except Exception as e:
+        print(f"xshm: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _logging() -> None:
+    logging.basicConfig(format="xshm bridge: %(message)s", level=logging.INFO, stream=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import export
+
+    _logging()
+    ex = export(
+        args.names,
+        key=args.key,
+        prefix=args.prefix,
+        listen=args.listen,
+        connect=args.connect,
+        config=args.zenoh_config,
+        zenoh_mode=args.zenoh_mode,
+        start=args.start,
+        status=not args.no_status,
+    )
+    keys = ", ".join(f"{n} as {k}" for n, k in ex.keys.items())
+    return _run(ex, args.seconds, f"exporting {keys} (Ctrl-C stops)")
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from . import mirror
+    from ._mirror import DEFAULT_MAX_BYTES
+
+    _logging()
+    max_bytes: Optional[int] = args.max_bytes
+    mi = mirror(
+        args.key,
+        into=args.into,
+        listen=args.listen,
+        connect=args.connect,
+        config=args.zenoh_config,
+        zenoh_mode=args.zenoh_mode,
+        allow_layout_change=args.allow_layout_change,
+        max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+        status=not args.no_status,
+    )
+    return _run(mi, args.seconds, f"mirroring {args.key} into {args.into} (Ctrl-C stops)")

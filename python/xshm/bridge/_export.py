@@ -1,0 +1,182 @@
+"""Exports: a local record's updates, or a stream's messages, published under a key.
+
+A record is latest-value: its export publishes each update it sees (one thread per segment,
+sleeping on the record's futex), reliable but dropping under congestion, so a slow link skips
+updates instead of queueing them; once the record is quiet it sends the last update again
+(a dropped last update still arrives), and a mirror asks ``<key>/@latest`` when it hears
+nothing. A stream's export is one of its readers: it sends every message in order, in batches
+of what is there, and the stream's backpressure decides what a slow link does: under
+``"block"`` the put blocks (and so, a ring later, do the stream's writers), under
+``"drop_oldest"`` Zenoh drops and the mirror counts the sequence gap.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from .._core import SharedMemoryManager, Stream, segment_kind
+from ..errors import WaitTimeoutError
+from ._base import Bridge
+from ._envelope import Layout, encode_batch, encode_layout, encode_record
+from ._zenoh import ZenohSession
+
+__all__ = ["RecordExport", "StreamExport", "default_key"]
+
+RESEND_AFTER = 0.2  # seconds of quiet after which a record's last update is sent once more
+POLL = 0.1  # the longest a thread sleeps before it looks at its stop flag
+BATCH_BYTES = 1 << 16  # a stream batch carries about this many payload bytes at most
+
+
+def default_key(name: str, host: str = "") -> str:
+    return f"xshm/{host or socket.gethostname()}/{name.lstrip('/')}"
+
+
+class _Export(Bridge):
+    role = "export"
+
+    def __init__(self, session: ZenohSession, name: str, key: str, status: bool) -> None:
+        super().__init__(name, status)
+        self.key = key
+        self._session = session
+        self._host = socket.gethostname()
+        self._epoch = secrets.randbits(64) or 1
+        with self.counters.lock:
+            self.counters.info.update(engine="zenoh", key=key, zid=session.zid())
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"peers": self._session.peers()}
+
+    def _announce(self, layout: Layout) -> int:
+        envelope = encode_layout(layout, self._epoch, self._host, self.segment, os.getpid())
+        self._session.queryable(self.key + "/@layout", lambda: envelope)
+        self._session.publisher(self.key + "/@layout", block=True).put(envelope)
+        return layout.hash()
+
+    def _tick(self) -> None:
+        self.counters.set(peers=len(self._session.peers()))
+        self.publish_status()
+
+
+class RecordExport(_Export):
+    """Publishes one record's updates under ``key`` (see the module's docstring)."""
+
+    def __init__(self, session: ZenohSession, name: str, key: str, status: bool) -> None:
+        self._m = SharedMemoryManager.open(name, readonly=True, errors="replace")
+        try:
+            super().__init__(session, name, key, status)
+        except BaseException:
+            self._m.close()
+            raise
+
+    def _release(self) -> None:
+        super()._release()
+        self._m.close()
+
+    def _run(self) -> None:
+        m = self._m
+        layout = Layout.of_record(m.dtype, m.shape, m.message_capacity)
+        layout_hash = self._announce(layout)
+        latest: list[Any] = [None]
+        self._session.queryable(self.key + "/@latest", lambda: latest[0])
+        put = self._session.publisher(self.key, block=False).put
+        self.set_state("running")
+        seq, last_update, resent = 0, 0.0, True
+        while not self.stopping:
+            self._tick()
+            try:
+                m.wait(seq, timeout=POLL)
+            except WaitTimeoutError:
+                if not resent and time.monotonic() - last_update >= RESEND_AFTER:
+                    put(latest[0])
+                    resent = True
+                continue
+            snap = m.read()
+            values = np.ascontiguousarray(snap.values).reshape(-1).view(np.uint8)
+            envelope = encode_record(
+                layout_hash,
+                self._epoch,
+                snap.seq,
+                snap.timestamp_ns,
+                snap.counter,
+                snap.writer_pid,
+                snap.message.encode("utf-8"),
+                values.data,
+            )
+            latest[0] = envelope
+            put(envelope)
+            seq, last_update, resent = snap.seq, time.monotonic(), False
+            self.counters.add(messages=1, bytes=len(envelope))
+            self.counters.set(
+                source_seq=snap.seq,
+                source_time=snap.timestamp_ns / 1e9,
+                source_pid=snap.writer_pid,
+            )
+
+
+class StreamExport(_Export):
+    """Sends every message of one stream under ``key``, as one of its readers."""
+
+    def __init__(
+        self, session: ZenohSession, name: str, key: str, status: bool, start: str
+    ) -> None:
+        self._s = Stream.open(name)
+        try:
+            # Attached now: "latest" is the next message sent after the export started.
+            self._r = self._s.reader(start=start)
+            super().__init__(session, name, key, status)
+        except BaseException:
+            self._s.close()
+            raise
+
+    def _release(self) -> None:
+        super()._release()
+        self._r.close()
+        self._s.close()
+
+    def _run(self) -> None:
+        s, r = self._s, self._r
+        layout = Layout.of_stream(s.capacity, s.max_bytes, s.backpressure, s.dtype, s.shape)
+        layout_hash = self._announce(layout)
+        pub = self._session.publisher(self.key, block=s.backpressure == "block")
+        batch = max(1, min(1024, BATCH_BYTES // (s.max_bytes + 24)))
+        while not self.stopping:
+            self._tick()
+            if not pub.matching():
+                # No mirror: read nothing (under "block" the stream's writers wait, a ring
+                # later, rather than lose what no one received; under "drop_oldest" the
+                # export's reader counts what it misses).
+                self.set_state("waiting for a mirror")
+                self.sleep(POLL)
+                continue
+            self.set_state("running")
+            msgs = r.recv_many(batch, timeout=POLL)
+            if not msgs:
+                continue
+            envelope = encode_batch(
+                layout_hash,
+                self._epoch,
+                [(x.seq, x.timestamp_ns, x.writer_pid, x.data) for x in msgs],
+            )
+            pub.put(envelope)
+            last = msgs[-1]
+            self.counters.add(messages=len(msgs), bytes=len(envelope))
+            self.counters.set(
+                lost=r.lost,
+                backlog=r.lag,
+                source_seq=last.seq,
+                source_time=last.timestamp_ns / 1e9,
+                source_pid=last.writer_pid,
+            )
+
+
+def make_export(session: ZenohSession, name: str, key: str, status: bool, start: str) -> _Export:
+    """The export that fits the segment ``name`` (a record or a stream)."""
+    if segment_kind(name) == "stream":
+        return StreamExport(session, name, key, status, start)
+    return RecordExport(session, name, key, status)
