@@ -297,6 +297,26 @@ def _aio_table(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _bridge_table(res: dict[str, Any]) -> list[str]:
+    br = res["bridge"]
+    rows = br["rows"]
+    raw = rows.get("raw Zenoh publish-subscribe")
+    lines = [
+        "",
+        f"### Beyond one machine: {br['size']}-byte messages over Zenoh, two processes, "
+        f"loopback TCP ({br['messages']:,} per row and round)",
+        "",
+        "| row | API | messages/s | / raw Zenoh |",
+        "|---|---|---:|---:|",
+    ]
+    for label, r in rows.items():
+        ratio = ""
+        if raw is not None and r is not raw:
+            ratio = _x(statistics.median(a / b for a, b in zip(r["per_round"], raw["per_round"])))
+        lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    return lines
+
+
 def _targets_table(res: dict[str, Any]) -> list[str]:
     lines = [
         "",
@@ -333,6 +353,8 @@ def tables(res: dict[str, Any]) -> str:
         lines += _frames_table(res)
     if "aio" in res:
         lines += _aio_table(res)
+    if res.get("bridge"):
+        lines += _bridge_table(res)
     if res.get("targets"):
         lines += _targets_table(res)
     if res["notes"]:

@@ -145,19 +145,33 @@ def _no_regression(res: dict[str, Any]) -> Union[str, tuple[float, str], None]:
     )
 
 
-def _stream_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+def _rate_target(
+    question: str, a: str, b: str, digits: int = 1
+) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """Row a's messages/s / row b's of a question's rows, per round, median."""
+
     def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
-        rows = dig(res, "streams", "rows") or {}
+        rows = dig(res, question, "rows") or {}
         ra, rb = rows.get(a), rows.get(b)
         if not ra or not rb:
             return None
         x = statistics.median(p / q for p, q in zip(ra["per_round"], rb["per_round"]))
         return x, (
-            f"{x:.1f}x (median of {min(ra['rounds'], rb['rounds'])} per-round ratios): "
+            f"{x:.{digits}f}x (median of {min(ra['rounds'], rb['rounds'])} per-round ratios): "
             f"{ra['msgs_per_s']:,.0f} against {rb['msgs_per_s']:,.0f} messages/s"
         )
 
     return measure
+
+
+def _stream_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """The streams question's throughput rows."""
+    return _rate_target("streams", a, b)
+
+
+def _bridge_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """The bridge question's throughput rows."""
+    return _rate_target("bridge", a, b, digits=2)
 
 
 def _p50_target(
@@ -257,6 +271,10 @@ TARGETS = [
            _aio_target("xshm wait_async", "asyncio add_reader on a pipe"), 1.5, False),
     Target(16, "must", "… and no slower than `loop.run_in_executor(None, m.wait, seq)`",
            _aio_target("xshm wait_async", "run_in_executor(None, m.wait)"), 1, False),
+    Target(17, "must", "a stream over Zenoh, 64-byte messages, loopback: ≥ 0.7x the messages/s "
+           "of raw Zenoh publish-subscribe (reliable, BLOCK), exporter and mirror in the raw "
+           "rows' processes", _bridge_target("xshm stream over Zenoh (bridge)",
+                                             "raw Zenoh publish-subscribe"), 0.7, True),
 ]  # fmt: skip
 
 

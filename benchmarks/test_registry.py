@@ -83,6 +83,17 @@ def _aio() -> dict[str, Any]:
     }
 
 
+def _bridge() -> dict[str, Any]:
+    from benchmarks.questions import bridge
+
+    row = {"msgs_per_s": 1e5, "per_round": [1e5] * 6, "rounds": 6}
+    return {
+        "size": 64,
+        "messages": 100_000,
+        "rows": {label: {"api": api, **row} for label, api in bridge.API.items()},
+    }
+
+
 def _results() -> dict[str, Any]:
     """A results.json with every registry row, as the questions write it (figures made up)."""
     phase = {"ns": 500.0, "writer_per_s": 1e5, "ns_per_round": [500.0, 510.0, 490.0]}
@@ -144,6 +155,7 @@ def _results() -> dict[str, Any]:
         "streams": _streams(),
         "frames": _frames(),
         "aio": _aio(),
+        "bridge": _bridge(),
         "baseline": {"from": "earlier", "write block ns": 2000.0, "write block / publish": 10.0},
     }
 

@@ -1,0 +1,232 @@
+"""Beyond one machine: what does the bridge cost against the engine used by hand? (issue 17)
+
+Two processes over loopback TCP, each with its own Zenoh session (peer mode, multicast
+scouting and Zenoh's shared memory off, explicit `tcp/127.0.0.1` endpoints): a sender that
+listens and a receiver that connects. Every row moves `N` 64-byte messages, each one received
+and its bytes touched, with Zenoh's reliable transport and BLOCK congestion control (nothing
+may be lost). messages/s = N / (the receiver's last message - the sender's first send), both on
+CLOCK_MONOTONIC. Rows, interleaved rounds (round r runs every row once, rotated by r):
+- raw Zenoh publish-subscribe: the sender `put`s each message through a declared publisher, the
+  receiver takes samples from the subscriber's channel (`recv()`, `payload.to_bytes()`);
+- xshm stream over Zenoh: the sender's main thread `send`s each message into a local "block"
+  stream that `xshm.bridge.export` (a thread of the same process) reads and publishes; in the
+  receiver, `xshm.bridge.mirror` commits them into a local stream that the main thread reads
+  (`recv_many`, each `msg.data`). The exporter and the mirror run in the same processes as the
+  raw row's publisher and subscriber.
+Ratios are medians of per-round ratios."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+from benchmarks.common import CTX
+
+SIZE = 64
+RAW = "raw Zenoh publish-subscribe"
+BRIDGE = "xshm stream over Zenoh (bridge)"
+API = {
+    RAW: "`pub.put(b)` (BLOCK, reliable); `sub.recv().payload.to_bytes()`",
+    BRIDGE: "`s.send(b)` + `bridge.export`; `bridge.mirror` + `r.recv_many(n)`, `msg.data`",
+}
+
+
+def _config(listen: list[str], connect: list[str]) -> Any:
+    import json
+
+    import zenoh
+
+    c = zenoh.Config()
+    for k, v in (
+        ("mode", "peer"),
+        ("scouting/multicast/enabled", False),
+        ("transport/shared_memory/enabled", False),
+        ("listen/endpoints", listen),
+        ("connect/endpoints", connect),
+    ):
+        c.insert_json5(k, json.dumps(v))
+    return c
+
+
+WARM = 2**63  # the first 8 bytes of a warm-up message: sent until the receiver has one
+
+
+def _payload(k: int) -> bytes:
+    return k.to_bytes(8, "little") * (SIZE // 8)
+
+
+def _warm(send: Any, go: Any) -> None:
+    """Send warm-up messages until the receiver has one: a subscriber Zenoh reports matching
+    may still miss the first messages while the peers' links settle."""
+    warm = _payload(WARM)
+    while not go.wait(0.01):
+        send(warm)
+
+
+def _is_warm(data: Any) -> bool:
+    return int.from_bytes(bytes(data[:8]), "little") == WARM
+
+
+def _raw_sender(endpoint: str, n: int, ready: Any, go: Any, t0: Any) -> None:
+    import zenoh
+
+    s = zenoh.open(_config([endpoint], []))
+    pub = s.declare_publisher(
+        "bench/raw",
+        congestion_control=zenoh.CongestionControl.BLOCK,
+        reliability=zenoh.Reliability.RELIABLE,
+    )
+    while not pub.matching_status:
+        time.sleep(0.01)
+    msgs = [_payload(k) for k in range(n)]
+    ready.release()
+    _warm(pub.put, go)
+    t0.value = time.monotonic_ns()
+    for b in msgs:
+        pub.put(b)
+    time.sleep(0.5)  # let the last messages leave before the session goes
+    s.close()
+
+
+def _raw_receiver(endpoint: str, n: int, ready: Any, t1: Any) -> None:
+    import zenoh
+
+    s = zenoh.open(_config([], [endpoint]))
+    sub = s.declare_subscriber("bench/raw", zenoh.handlers.FifoChannel(4096))
+    while _is_warm(data := sub.recv().payload.to_bytes()):
+        ready.release()  # once; later warm-ups are skipped
+        ready = _Once()
+    got = len(data)
+    for _ in range(n - 1):
+        data = sub.recv().payload.to_bytes()
+        got += len(data)
+    t1.value = time.monotonic_ns()
+    assert got == n * SIZE
+    s.close()
+
+
+def _bridge_sender(endpoint: str, name: str, n: int, ready: Any, go: Any, t0: Any) -> None:
+    import xshm
+    from xshm import bridge
+
+    s = xshm.Stream.create(name, capacity=4096, max_bytes=SIZE)
+    try:
+        with bridge.export(name, key="bench/bridge", listen=[endpoint], status=False) as ex:
+            msgs = [_payload(k) for k in range(n)]
+            ready.release()
+            _warm(s.send, go)
+            t0.value = time.monotonic_ns()
+            for b in msgs:
+                s.send(b)
+            last = s.head - 1
+            while ex.stats[name]["source_seq"] < last:  # every message handed to Zenoh
+                time.sleep(0.01)
+            time.sleep(0.5)
+    finally:
+        s.unlink()
+        s.close()
+
+
+def _bridge_receiver(endpoint: str, name: str, n: int, ready: Any, t1: Any) -> None:
+    import xshm
+    from xshm import bridge
+
+    try:
+        with bridge.mirror("bench/bridge", into=name, connect=[endpoint], status=False) as mi:
+            mi.wait_ready(60)
+            s = xshm.Stream.open(name)
+            with s.reader(start="oldest") as r:
+                got, warming = 0, True
+                while got < n * SIZE:
+                    msgs = r.recv_many(1024, timeout=30)
+                    if warming:  # the warm-ups come first: skip them, then stop looking
+                        i = 0
+                        while i < len(msgs) and _is_warm(msgs[i].data):
+                            i += 1
+                        if i:
+                            ready.release()
+                            ready = _Once()
+                        warming = i == len(msgs)
+                        msgs = msgs[i:]
+                    for msg in msgs:
+                        got += len(msg.data)
+                t1.value = time.monotonic_ns()
+                assert r.lost == 0 and got == n * SIZE
+            s.close()
+    finally:
+        xshm.unlink(name)
+
+
+class _Once:
+    """What `ready` becomes once released: later warm-ups release nothing."""
+
+    def release(self) -> None:
+        pass
+
+
+def _one(row: str, n: int, port: int) -> float:
+    """One round of one row: messages/s."""
+    endpoint = f"tcp/127.0.0.1:{port}"
+    ready, go = CTX.Semaphore(0), CTX.Event()
+    t0, t1 = CTX.Value("q", 0), CTX.Value("q", 0)
+    tag = f"xshm-bench-bridge-{os.getpid()}"
+    if row == RAW:
+        sender = CTX.Process(target=_raw_sender, args=(endpoint, n, ready, go, t0))
+        receiver = CTX.Process(target=_raw_receiver, args=(endpoint, n, ready, t1))
+    else:
+        sender = CTX.Process(target=_bridge_sender, args=(endpoint, tag, n, ready, go, t0))
+        receiver = CTX.Process(target=_bridge_receiver, args=(endpoint, tag + "-m", n, ready, t1))
+    sender.start()
+    receiver.start()
+    try:
+        for _ in range(2):
+            if not ready.acquire(timeout=60):
+                raise TimeoutError(f"{row}: a side did not start")
+        go.set()
+        receiver.join(300)
+        sender.join(60)
+        if receiver.exitcode != 0 or sender.exitcode != 0:
+            raise RuntimeError(f"{row}: exit codes {sender.exitcode}, {receiver.exitcode}")
+        return n / ((t1.value - t0.value) / 1e9)
+    finally:
+        for p in (sender, receiver):
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
+    try:
+        import zenoh  # noqa: F401
+    except ImportError:
+        notes["bridge"] = "eclipse-zenoh is not installed: run make bench-peers"
+        return {}
+    rows = [RAW, BRIDGE]
+    rounds, n = (2, 2000) if quick else (6, 100_000)
+    per_round: dict[str, list[float]] = {row: [] for row in rows}
+    for k in range(rounds):
+        for row in rows[k % len(rows) :] + rows[: k % len(rows)]:
+            per_round[row].append(_one(row, n, _port()))
+    return {
+        "size": SIZE,
+        "messages": n,
+        "rows": {
+            row: {
+                "api": API[row],
+                "msgs_per_s": statistics.median(rs),
+                "per_round": rs,
+                "rounds": len(rs),
+            }
+            for row, rs in per_round.items()
+        },
+    }
