@@ -191,3 +191,30 @@ def test_random_and_mutated_bytes_raise_only_envelope_errors() -> None:
                 got.check(layout)
         except EnvelopeError:
             pass
+
+
+def test_the_spec_names_the_status_fields_in_order() -> None:
+    """docs/BRIDGE.md section 6 lists the status record's values as the code writes them."""
+    import re
+    from pathlib import Path
+
+    from xshm.bridge._status import FIELDS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "BRIDGE.md").read_text()
+    section = doc.split("## 6. Status", 1)[1].split("## 7.", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|", section, flags=re.M)
+    assert [(int(i), name) for i, name in rows] == list(enumerate(FIELDS))
+
+
+def test_the_spec_gives_the_header_as_the_code_packs_it() -> None:
+    """docs/BRIDGE.md 3.1: offsets and sizes of the header's fields add up to env.HEADER."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "BRIDGE.md").read_text()
+    section = doc.split("### 3.1 Header", 1)[1].split("### 3.2", 1)[0]
+    rows = [(int(o), int(n)) for o, n in re.findall(r"^\| (\d+) \| (\d+) \|", section, re.M)]
+    sizes = [4, 1, 1, 2, 8, 8, 4, 4]  # "<4sBBHQQII"
+    assert [n for _, n in rows] == sizes
+    assert [o for o, _ in rows] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert env.HEADER.size == sum(sizes) == 32

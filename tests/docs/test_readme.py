@@ -7,10 +7,12 @@ marker, `<!-- readme-test: ROLE -->`; an unmarked Python or C++ block is an erro
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,7 +47,7 @@ def test_every_code_block_is_run() -> None:
     roles = [b.role for b in rt.blocks(README) if b.role]
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
     expected += ["stream producer", "stream consumer", "work queue", "frames", "cpp stream program"]
-    expected += ["asyncio", "hand over"]
+    expected += ["asyncio", "hand over", "bridge"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -366,3 +368,20 @@ def test_hand_over_quickstart(seg_name: str) -> None:
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert r.stdout == "(480, 640) float32 True\n1 frame 1 480\n", r.stdout
     assert not os.path.exists(f"/dev/shm/{seg_name}")
+
+
+def test_bridge_quickstart(seg_name: str, skip_or_fail: Callable[[str], None]) -> None:
+    """An export and a mirror over loopback carry the record: the mirror reads the update."""
+    if importlib.util.find_spec("zenoh") is None:
+        skip_or_fail("eclipse-zenoh is not installed (pip install 'xshm[bridge]')")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    body = code("bridge", seg_name).replace('"sensors-copy"', f'"{seg_name}-copy"')
+    assert "tcp/127.0.0.1:7447" in body
+    body = body.replace("tcp/127.0.0.1:7447", f"tcp/127.0.0.1:{port}")
+    r = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout == f"2 over the wire [4. 5. 6.] {seg_name}\n", r.stdout
+    assert not os.path.exists(f"/dev/shm/{seg_name}")
+    assert not os.path.exists(f"/dev/shm/{seg_name}-copy")

@@ -29,6 +29,7 @@ from ._zenoh import ZenohSession
 __all__ = ["RecordExport", "StreamExport", "default_key"]
 
 RESEND_AFTER = 0.2  # seconds of quiet after which a record's last update is sent once more
+SETTLE = 0.5  # seconds a stream export waits after its first mirror appears (see _export)
 POLL = 0.1  # the longest a thread sleeps before it looks at its stop flag
 BATCH_BYTES = 1 << 16  # a stream batch carries about this many payload bytes at most
 
@@ -145,14 +146,22 @@ class StreamExport(_Export):
         layout_hash = self._announce(layout)
         pub = self._session.publisher(self.key, block=s.backpressure == "block")
         batch = max(1, min(1024, BATCH_BYTES // (s.max_bytes + 24)))
+        matched = False
         while not self.stopping:
             self._tick()
             if not pub.matching():
                 # No mirror: read nothing (under "block" the stream's writers wait, a ring
                 # later, rather than lose what no one received; under "drop_oldest" the
                 # export's reader counts what it misses).
+                matched = False
                 self.set_state("waiting for a mirror")
                 self.sleep(POLL)
+                continue
+            if not matched:
+                # Zenoh reports a new subscriber before its route carries data: measured here,
+                # what a peer publishes in the next ~100 ms is lost. Let it settle first.
+                matched = True
+                self.sleep(SETTLE)
                 continue
             self.set_state("running")
             msgs = r.recv_many(batch, timeout=POLL)

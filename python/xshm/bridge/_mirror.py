@@ -299,7 +299,8 @@ class Mirror(Bridge):
         self._target.publish(values=values, message=str(env.message, "utf-8"), counter=env.counter)
         self._seq = env.seq
         self._last_applied = time.monotonic()
-        self._committed(env.seq, env.timestamp_ns, env.writer_pid, 1, len(env.values))
+        nbytes = len(env.message) + len(env.values)
+        self._committed(env.seq, env.timestamp_ns, env.writer_pid, 1, nbytes)
 
     def _apply_batch(self, batch: Batch, layout: Layout) -> None:
         batch.check(layout)
