@@ -157,14 +157,16 @@ def export(
     config: Optional[str] = None,
     zenoh_mode: Optional[str] = None,
     options: Optional[ZenohOptions] = None,
-    start: str = "latest",
+    start: str = "oldest",
     status: bool = True,
 ) -> Export:
     """Publish the records and streams ``names`` over Zenoh, each under a key: ``key`` (one
     name only), or ``<prefix>/<name>`` with ``prefix`` defaulting to ``xshm/<hostname>``.
 
-    A stream is read from its next message (``start="latest"``) or from the oldest it holds
-    (``"oldest"``). Only what is named is exported. Runs until :meth:`Export.close`.
+    A stream is read from the oldest message its ring holds (``start="oldest"``: an export
+    restarted after a crash resends what the ring still has, and mirrors skip what they
+    committed) or from its next message (``"latest"``). Only what is named is exported. Runs
+    until :meth:`Export.close`.
     """
     name_list = [names] if isinstance(names, str) else list(names)
     if not name_list:

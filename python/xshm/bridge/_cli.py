@@ -57,8 +57,9 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> No
     sp.add_argument("--key", help="the key (one NAME only); default xshm/<host>/<NAME>")
     sp.add_argument("--prefix", help="keys <PREFIX>/<NAME> (default xshm/<host>)")
     sp.add_argument(
-        "--from", dest="start", choices=["latest", "oldest"], default="latest",
-        help="where a stream's export starts (default: its next message)",
+        "--from", dest="start", choices=["oldest", "latest"], default="oldest",
+        help="where a stream's export starts: the oldest message its ring holds (default; a "
+        "restarted export resends, the mirror skips what it has) or the next one",
     )  # fmt: skip
     sp.set_defaults(func=cmd_export)
 

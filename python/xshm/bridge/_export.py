@@ -13,7 +13,7 @@ of what is there, and the stream's backpressure decides what a slow link does: u
 from __future__ import annotations
 
 import os
-import secrets
+import hashlib
 import socket
 import time
 from typing import Any
@@ -34,6 +34,14 @@ POLL = 0.1  # the longest a thread sleeps before it looks at its stop flag
 BATCH_BYTES = 1 << 16  # a stream batch carries about this many payload bytes at most
 
 
+def source_epoch(identity: str) -> int:
+    """The epoch of a source segment: BLAKE2b-64 of its creation identity, nonzero. Every export
+    of one segment (a restarted one, a second one) sends the same; a segment recreated under
+    the same name, another."""
+    digest = hashlib.blake2b(identity.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") or 1
+
+
 def default_key(name: str, host: str = "") -> str:
     return f"xshm/{host or socket.gethostname()}/{name.lstrip('/')}"
 
@@ -41,12 +49,14 @@ def default_key(name: str, host: str = "") -> str:
 class _Export(Bridge):
     role = "export"
 
-    def __init__(self, session: ZenohSession, name: str, key: str, status: bool) -> None:
+    def __init__(
+        self, session: ZenohSession, name: str, key: str, status: bool, identity: str
+    ) -> None:
         super().__init__(name, status)
         self.key = key
         self._session = session
         self._host = socket.gethostname()
-        self._epoch = secrets.randbits(64) or 1
+        self._epoch = source_epoch(identity)
         with self.counters.lock:
             self.counters.info.update(engine="zenoh", key=key, zid=session.zid())
 
@@ -70,7 +80,8 @@ class RecordExport(_Export):
     def __init__(self, session: ZenohSession, name: str, key: str, status: bool) -> None:
         self._m = SharedMemoryManager.open(name, readonly=True, errors="replace")
         try:
-            super().__init__(session, name, key, status)
+            identity = f"record {self._m.header()['creation_id']}"
+            super().__init__(session, name, key, status, identity)
         except BaseException:
             self._m.close()
             raise
@@ -130,7 +141,9 @@ class StreamExport(_Export):
         try:
             # Attached now: "latest" is the next message sent after the export started.
             self._r = self._s.reader(start=start)
-            super().__init__(session, name, key, status)
+            h = self._s.header()
+            identity = f"stream {h['created_ns']} {h['creator_pid']}"
+            super().__init__(session, name, key, status, identity)
         except BaseException:
             self._s.close()
             raise
