@@ -813,6 +813,10 @@ def _demo_line(f: dict[str, Any]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import _demo
 
+    if args.bridge:
+        from .bridge._cli import demo
+
+        return demo(args, _console(args))
     console = _console(args)
     if not args.json:
         console.print(
@@ -1031,6 +1035,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--consumers", type=int, default=2)
     sp.add_argument("--rate", type=float, default=1000.0, help="publishes per second")
     sp.add_argument("--json", action="store_true", help="JSON output")
+    sp.add_argument(
+        "--bridge", action="store_true",
+        help="a record and a stream mirrored between two processes through Zenoh (loopback)",
+    )  # fmt: skip
 
     sp = add(
         "bench",

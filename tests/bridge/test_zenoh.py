@@ -7,6 +7,7 @@ Python API runs in a process of its own too."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import stat
@@ -377,3 +378,25 @@ def test_the_cli_refuses_clearly(procs: Procs, seg_name: str, endpoint: str) -> 
     assert r.returncode == 2 and "a prefix for several" in r.stderr, r.stderr
     with contextlib.suppress(FileNotFoundError):
         os.unlink(f"/dev/shm/{seg_name}")
+
+
+def test_the_bridge_demo_mirrors_a_record_and_a_stream() -> None:
+    """`xshm demo --bridge`: two processes, every stream message in order, the record's
+    updates seen, latencies measured, nothing left in /dev/shm."""
+    r = subprocess.run(
+        [sys.executable, "-m", "xshm", "demo", "--bridge", "--seconds", "1", "--json"],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    fig = json.loads(r.stdout)
+    assert fig["stream_received"] == fig["published"] == fig["stream_sent"] > 0
+    assert fig["stream_lost"] == fig["stream_out_of_order"] == 0
+    assert 0 < fig["record_updates"] <= fig["published"]
+    assert 0 < fig["record_latency_us_p50"] <= fig["record_latency_us_p99"]
+    assert not [n for n in os.listdir("/dev/shm") if "xshm-demo-bridge" in n or "bridge." in n]
+    text = subprocess.run(
+        [sys.executable, "-m", "xshm", "demo", "--bridge", "--seconds", "0.5"],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert "received in order (out of order 0, lost 0)" in text.stdout, text.stdout

@@ -146,3 +146,37 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         status=not args.no_status,
     )
     return _run(mi, args.seconds, f"mirroring {args.key} into {args.into} (Ctrl-C stops)")
+
+
+def demo(args: argparse.Namespace, console: Any) -> int:
+    """``xshm demo --bridge``: see ``_demo``; a table of what it measured."""
+    import json
+
+    from ._demo import run
+
+    rate = min(args.rate, 500.0)
+    if not args.json:
+        console.print(
+            f"xshm demo --bridge: this process publishes a record and a stream {rate:g} times a "
+            f"second for {args.seconds:g} s and exports them over Zenoh (loopback TCP); a second "
+            "process mirrors both and reads the mirrors with the ordinary API"
+        )
+    fig = run(seconds=args.seconds, rate=rate)
+    ok = fig["stream_lost"] == 0 and fig["stream_out_of_order"] == 0
+    ok = ok and fig["stream_received"] == fig["published"] and fig["record_updates"] > 0
+    if args.json:
+        print(json.dumps(fig, indent=2))
+        return 0 if ok else 1
+    console.print(f"exported {', '.join(fig['keys'])} on {fig['endpoint']}")
+    console.print(
+        f"record: {fig['published']} publishes, the mirror's reader saw {fig['record_updates']} "
+        f"updates (latest value: it may skip); source publish to mirror read p50 "
+        f"{fig['record_latency_us_p50']:.0f} us, p99 {fig['record_latency_us_p99']:.0f} us"
+    )
+    console.print(
+        f"stream: {fig['published']} messages sent, {fig['stream_received']} received in order "
+        f"(out of order {fig['stream_out_of_order']}, lost {fig['stream_lost']}); send to "
+        f"mirror receive p50 {fig['stream_latency_us_p50']:.0f} us, p99 "
+        f"{fig['stream_latency_us_p99']:.0f} us"
+    )
+    return 0 if ok else 1

@@ -12,8 +12,8 @@ of what is there, and the stream's backpressure decides what a slow link does: u
 
 from __future__ import annotations
 
-import os
 import hashlib
+import os
 import socket
 import time
 from typing import Any
@@ -96,7 +96,7 @@ class RecordExport(_Export):
         layout_hash = self._announce(layout)
         latest: list[Any] = [None]
         self._session.queryable(self.key + "/@latest", lambda: latest[0])
-        put = self._session.publisher(self.key, block=False).put
+        put = self._session.publisher(self.key, block=False, express=True).put
         self.set_state("running")
         seq, last_update, resent = 0, 0.0, True
         while not self.stopping:

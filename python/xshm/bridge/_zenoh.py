@@ -143,14 +143,15 @@ class ZenohSession:
         self._lock = threading.Lock()
         self._closed = False
 
-    def publisher(self, key: str, block: bool) -> Publisher:
+    def publisher(self, key: str, block: bool, express: bool = False) -> Publisher:
         """A publisher on ``key``: reliable, and under congestion blocking (``block``) or
-        dropping (Zenoh's DROP)."""
+        dropping (Zenoh's DROP); ``express``: sent at once, never batched with others."""
         z = self._zenoh
         pub = self._session.declare_publisher(
             key,
             congestion_control=z.CongestionControl.BLOCK if block else z.CongestionControl.DROP,
             reliability=z.Reliability.RELIABLE,
+            express=express,
         )
         self._declared.append(pub)
         return Publisher(pub)
