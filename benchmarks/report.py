@@ -314,6 +314,22 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
         if raw is not None and r is not raw:
             ratio = _x(statistics.median(a / b for a, b in zip(r["per_round"], raw["per_round"])))
         lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    lat = br.get("latency") or {}
+    base = lat.get("raw Zenoh put → subscriber")
+    if lat:
+        lines += [
+            "",
+            "| a record, one update every 2 ms | API | p50 (µs) | p99 (µs) | / raw Zenoh |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for label, r in lat.items():
+            ratio = ""
+            if base is not None and r is not base:
+                pairs = zip(r["p50_per_round"], base["p50_per_round"])
+                ratio = _x(statistics.median(a / b for a, b in pairs))
+            lines.append(
+                f"| {label} | {r['api']} | {_us(r['p50_ns'])} | {_us(r['p99_ns'])} | {ratio} |"
+            )
     return lines
 
 

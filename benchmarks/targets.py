@@ -275,6 +275,10 @@ TARGETS = [
            "of raw Zenoh publish-subscribe (reliable, BLOCK), exporter and mirror in the raw "
            "rows' processes", _bridge_target("xshm stream over Zenoh (bridge)",
                                              "raw Zenoh publish-subscribe"), 0.7, True),
+    Target(17, "should", "a record's publish-to-mirror-read latency within 1.5x of a raw Zenoh "
+           "put → subscriber of the same payload", _p50_target(
+               ("bridge", "latency"), "xshm record over Zenoh: publish → mirror read",
+               "raw Zenoh put → subscriber"), 1.5, False),
 ]  # fmt: skip
 
 

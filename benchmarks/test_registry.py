@@ -87,10 +87,12 @@ def _bridge() -> dict[str, Any]:
     from benchmarks.questions import bridge
 
     row = {"msgs_per_s": 1e5, "per_round": [1e5] * 6, "rounds": 6}
+    lat = {"p50_ns": 3e5, "p99_ns": 9e5, "p50_per_round": [3e5] * 4, "rounds": 4}
     return {
         "size": 64,
         "messages": 100_000,
         "rows": {label: {"api": api, **row} for label, api in bridge.API.items()},
+        "latency": {label: {"api": api, **lat} for label, api in bridge.LAT_API.items()},
     }
 
 

@@ -13,7 +13,15 @@ CLOCK_MONOTONIC. Rows, interleaved rounds (round r runs every row once, rotated 
   receiver, `xshm.bridge.mirror` commits them into a local stream that the main thread reads
   (`recv_many`, each `msg.data`). The exporter and the mirror run in the same processes as the
   raw row's publisher and subscriber.
-Ratios are medians of per-round ratios."""
+And the latency of a record (the default: 100 float64 and a message), one update every 2 ms
+(the receiver asleep between), from the sender's stamp (CLOCK_MONOTONIC ns) to the receiver
+holding it:
+- raw Zenoh put → subscriber: the record's bytes `put` (express, reliable, DROP as the export
+  does), the receiver's `sub.recv()` and `payload.to_bytes()`;
+- xshm record over Zenoh: `m.publish(...)` into a local record that `bridge.export` publishes;
+  the receiver's `bridge.mirror` publishes it into a local record whose reader (`m.wait(seq)`,
+  `m.read()`) takes it.
+Ratios are medians of per-round ratios (of p50s for the latency rows)."""
 
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.common import CTX
+from benchmarks.common import CTX, percentiles
 
 SIZE = 64
 RAW = "raw Zenoh publish-subscribe"
@@ -166,6 +174,129 @@ class _Once:
         pass
 
 
+LAT_RAW = "raw Zenoh put → subscriber"
+LAT_BRIDGE = "xshm record over Zenoh: publish → mirror read"
+LAT_API = {
+    LAT_RAW: "`pub.put(b)` (express, DROP); `sub.recv().payload.to_bytes()`",
+    LAT_BRIDGE: "`m.publish(...)` + `bridge.export`; `bridge.mirror` + `m.wait(seq)`, `m.read()`",
+}
+PERIOD = 0.002
+SPARE = 50  # updates sent beyond what the receiver takes
+RECORD_VALUES = 100
+
+
+def _lat_raw_sender(endpoint: str, n: int, ready: Any, go: Any) -> None:
+    import zenoh
+
+    s = zenoh.open(_config([endpoint], []))
+    pub = s.declare_publisher(
+        "bench/lat",
+        congestion_control=zenoh.CongestionControl.DROP,
+        reliability=zenoh.Reliability.RELIABLE,
+        express=True,
+    )
+    while not pub.matching_status:
+        time.sleep(0.01)
+    body = bytearray(RECORD_VALUES * 8 + 64)
+    ready.release()
+    go.wait(60)
+    time.sleep(0.5)  # the links settle (see _warm)
+    for _ in range(n + SPARE):
+        time.sleep(PERIOD)
+        body[:8] = time.monotonic_ns().to_bytes(8, "little")
+        pub.put(bytes(body))
+    time.sleep(0.5)
+    s.close()
+
+
+def _lat_raw_receiver(endpoint: str, n: int, ready: Any, out: Any) -> None:
+    import zenoh
+
+    s = zenoh.open(_config([], [endpoint]))
+    sub = s.declare_subscriber("bench/lat", zenoh.handlers.FifoChannel(4096))
+    ready.release()
+    got = []
+    for _ in range(n):  # the sender sends SPARE more: a lost first one does not hang this
+        data = sub.recv().payload.to_bytes()
+        got.append(time.monotonic_ns() - int.from_bytes(data[:8], "little"))
+    out.put(got)
+    s.close()
+
+
+def _lat_bridge_sender(endpoint: str, name: str, n: int, ready: Any, go: Any) -> None:
+    import numpy as np
+    import xshm
+    from xshm import bridge
+
+    m = xshm.SharedMemoryManager.create(name, shape=(RECORD_VALUES,))
+    try:
+        with bridge.export(name, key="bench/lat-bridge", listen=[endpoint], status=False):
+            values = np.zeros(RECORD_VALUES)
+            ready.release()
+            go.wait(60)
+            for _ in range(n + SPARE):
+                time.sleep(PERIOD)
+                m.publish(values=values, message="stamp", counter=time.monotonic_ns())
+            time.sleep(0.5)
+    finally:
+        m.unlink()
+        m.close()
+
+
+def _lat_bridge_receiver(endpoint: str, name: str, n: int, ready: Any, out: Any) -> None:
+    import xshm
+    from xshm import bridge
+
+    try:
+        with bridge.mirror("bench/lat-bridge", into=name, connect=[endpoint], status=False) as mi:
+            mi.wait_ready(60)
+            m = xshm.SharedMemoryManager.open(name, readonly=True)
+            ready.release()
+            got = []
+            seq = m.seq
+            while len(got) < n:
+                try:
+                    seq = m.wait(seq, timeout=5)
+                except xshm.WaitTimeoutError:
+                    break  # a record skips what a wake-up came too late for: fewer samples
+                got.append(time.monotonic_ns() - m.read().counter)
+            m.close()
+            out.put(got)
+    finally:
+        xshm.unlink(name)
+
+
+def _lat_one(row: str, n: int, port: int) -> list[int]:
+    """One round of one latency row: one-way ns per update received."""
+    endpoint = f"tcp/127.0.0.1:{port}"
+    ready, go, out = CTX.Semaphore(0), CTX.Event(), CTX.Queue()
+    tag = f"xshm-bench-bridge-lat-{os.getpid()}"
+    if row == LAT_RAW:
+        sender = CTX.Process(target=_lat_raw_sender, args=(endpoint, n, ready, go))
+        receiver = CTX.Process(target=_lat_raw_receiver, args=(endpoint, n, ready, out))
+    else:
+        sender = CTX.Process(target=_lat_bridge_sender, args=(endpoint, tag, n, ready, go))
+        receiver = CTX.Process(
+            target=_lat_bridge_receiver, args=(endpoint, tag + "-m", n, ready, out)
+        )
+    sender.start()
+    receiver.start()
+    try:
+        for _ in range(2):
+            if not ready.acquire(timeout=60):
+                raise TimeoutError(f"{row}: a side did not start")
+        go.set()
+        got: list[int] = out.get(timeout=120)
+        receiver.join(60)
+        sender.join(60)
+        return got[10:]  # the first few wake a cold path
+    finally:
+        for p in (sender, receiver):
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
 def _one(row: str, n: int, port: int) -> float:
     """One round of one row: messages/s."""
     endpoint = f"tcp/127.0.0.1:{port}"
@@ -217,9 +348,25 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
     for k in range(rounds):
         for row in rows[k % len(rows) :] + rows[: k % len(rows)]:
             per_round[row].append(_one(row, n, _port()))
+    lat_rows = [LAT_RAW, LAT_BRIDGE]
+    lat_rounds, lat_n = (1, 50) if quick else (4, 300)
+    lat: dict[str, list[dict[str, float]]] = {row: [] for row in lat_rows}
+    for k in range(lat_rounds):
+        for row in lat_rows[k % 2 :] + lat_rows[: k % 2]:
+            lat[row].append(percentiles(_lat_one(row, lat_n, _port())))
     return {
         "size": SIZE,
         "messages": n,
+        "latency": {
+            row: {
+                "api": LAT_API[row],
+                "p50_ns": statistics.median(r["p50_ns"] for r in rs),
+                "p99_ns": statistics.median(r["p99_ns"] for r in rs),
+                "p50_per_round": [r["p50_ns"] for r in rs],
+                "rounds": len(rs),
+            }
+            for row, rs in lat.items()
+        },
         "rows": {
             row: {
                 "api": API[row],
