@@ -188,7 +188,7 @@ def test_random_and_mutated_bytes_raise_only_envelope_errors() -> None:
             got = env.decode(bytes(data))
             layout = layouts.get(getattr(got, "layout_hash", 0))
             if layout is not None and not isinstance(got, env.LayoutEnvelope):
-                got.check(layout)
+                env.check_fits(got, layout)
         except EnvelopeError:
             pass
 
@@ -218,3 +218,16 @@ def test_the_spec_gives_the_header_as_the_code_packs_it() -> None:
     assert [n for _, n in rows] == sizes
     assert [o for o, _ in rows] == [sum(sizes[:i]) for i in range(len(sizes))]
     assert env.HEADER.size == sum(sizes) == 32
+
+
+def test_a_record_naming_a_streams_layout_is_refused() -> None:
+    """A forged record envelope carrying a stream layout's hash (or a batch a record's) does
+    not reach the other kind's code."""
+    rec = env.decode(env.encode_record(STREAM.hash(), 1, 1, 0, 0, 0, b"", b""))
+    assert isinstance(rec, env.RecordEnvelope)
+    with pytest.raises(EnvelopeError, match="a record envelope for a stream's layout"):
+        env.check_fits(rec, STREAM)
+    batch = env.decode(env.encode_batch(RECORD.hash(), 1, [(1, 0, 0, b"")]))
+    assert isinstance(batch, env.Batch)
+    with pytest.raises(EnvelopeError, match="a batch envelope for a record's layout"):
+        env.check_fits(batch, RECORD)

@@ -215,6 +215,7 @@ bad = [
     env.encode_record(h, 5, 10**6, 0, 7, 1, b"m7", good_values[:-1]),  # values too short
     env.encode_record(h, 5, 10**6, 0, 7, 1, b"m\\xff", good_values),  # not UTF-8
     env.encode_record(h, 5, 10**6, 0, 7, 1, b"m7", good_values)[:-3],  # truncated
+    env.encode_batch(h, 5, [(10**6, 0, 1, good_values)]),  # a stream's batch for a record
 ]
 huge = env.Layout.of_record("float64", (100 * 2**30 // 8,), 0)  # a forged 100 GiB layout
 for payload in bad:  # paced: a record mirror keeps only the newest few envelopes waiting

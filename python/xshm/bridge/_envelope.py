@@ -29,6 +29,7 @@ __all__ = [
     "Layout",
     "LayoutEnvelope",
     "RecordEnvelope",
+    "check_fits",
     "decode",
     "encode_batch",
     "encode_layout",
@@ -226,6 +227,15 @@ class Batch:
             if n > layout.max_bytes or (frame is not None and n != frame):
                 want = f"{frame}" if frame is not None else f"at most {layout.max_bytes}"
                 raise EnvelopeError(f"stream message {seq} has {n} bytes, the layout's {want}")
+
+
+def check_fits(envelope: Union[RecordEnvelope, Batch], layout: Layout) -> None:
+    """Refuse a data envelope that does not fit ``layout``: a record for a stream's layout, a
+    batch for a record's, or sizes the layout does not allow (the caller checked the hash)."""
+    if isinstance(envelope, RecordEnvelope) != (layout.kind == "record"):
+        what = "record" if isinstance(envelope, RecordEnvelope) else "batch"
+        raise EnvelopeError(f"a {what} envelope for a {layout.kind}'s layout")
+    envelope.check(layout)
 
 
 def _header(kind: int, layout_hash: int, epoch: int, body_len: int) -> bytes:

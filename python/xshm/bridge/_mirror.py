@@ -29,6 +29,7 @@ from ._envelope import (
     Layout,
     LayoutEnvelope,
     RecordEnvelope,
+    check_fits,
     decode,
 )
 from ._status import log
@@ -274,6 +275,7 @@ class Mirror(Bridge):
                         f"{self._layout_hash:016x}"
                     )
                 assert self._layout is not None
+                check_fits(env, self._layout)  # first: what is refused changes nothing
                 if isinstance(env, RecordEnvelope):
                     self._apply_record(env, self._layout)
                 else:
@@ -289,7 +291,6 @@ class Mirror(Bridge):
         self._epoch, self._seq = epoch, -1
 
     def _apply_record(self, env: RecordEnvelope, layout: Layout) -> None:
-        env.check(layout)  # first: what is refused changes nothing, not even the epoch
         if env.epoch != self._epoch:
             self._new_epoch(env.epoch)
         elif env.seq <= self._seq:
@@ -303,7 +304,6 @@ class Mirror(Bridge):
         self._committed(env.seq, env.timestamp_ns, env.writer_pid, 1, nbytes)
 
     def _apply_batch(self, batch: Batch, layout: Layout) -> None:
-        batch.check(layout)
         if batch.epoch != self._epoch:
             self._new_epoch(batch.epoch)
         s = self._target
