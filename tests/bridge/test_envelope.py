@@ -161,7 +161,7 @@ def test_a_forged_huge_layout_decodes_but_says_what_it_would_reserve() -> None:
     huge = Layout.of_record("float64", (100 * 2**30 // 8,), 0)
     got = env.decode(env.encode_layout(huge, 1, "h", "n", 1))
     assert isinstance(got, env.LayoutEnvelope)
-    assert got.layout.reserve_nbytes == 100 * 2**30
+    assert got.layout.reserve_nbytes >= 2 * 100 * 2**30  # a record has two slots
 
 
 def test_random_and_mutated_bytes_raise_only_envelope_errors() -> None:
@@ -231,3 +231,52 @@ def test_a_record_naming_a_streams_layout_is_refused() -> None:
     assert isinstance(batch, env.Batch)
     with pytest.raises(EnvelopeError, match="a batch envelope for a record's layout"):
         env.check_fits(batch, RECORD)
+
+
+def test_layouts_the_core_would_refuse_are_refused() -> None:
+    """Beyond LAYOUT.md's limits, or a frame stream whose max_bytes is not its frame's size
+    (what the mirror reserves follows the frame, so the cap must see it)."""
+
+    def forged(kind: int, code: int, shape: tuple[int, ...], size: int, capacity: int) -> bytes:
+        bp = 0 if kind == 1 else 1
+        fixed = struct.pack("<BBBBIII", kind, code, len(shape), bp, size, capacity, 0)
+        fixed += struct.pack(f"<{len(shape)}Q", *shape)
+        body = fixed + struct.pack("<HHI", 0, 0, 1)
+        h = env._hash(fixed)
+        return env.HEADER.pack(env.MAGIC, 1, env.KIND_LAYOUT, 0, h, 1, len(body), 0) + body
+
+    cases = [
+        (forged(1, 12, (8,), 2**24 + 1, 0), "message_capacity 16777217 over 2\\*\\*24"),
+        (forged(1, 12, (2**38,), 0, 0), "over 2\\*\\*40"),
+        (forged(2, 12, (1024, 1024), 1, 4), "max_bytes 1 is not its frame's 8388608"),
+        (forged(2, 0, (), 2**30 + 1, 4), "capacity and max_bytes are 1 to 2\\*\\*30"),
+    ]
+    for payload, says in cases:
+        with pytest.raises(EnvelopeError, match=says):
+            env.decode(payload)
+    assert isinstance(env.decode(forged(2, 12, (1024, 1024), 8 << 20, 4)), env.LayoutEnvelope)
+
+
+def test_epoch_zero_and_long_names_are_refused() -> None:
+    with pytest.raises(EnvelopeError, match="epoch 0"):
+        env.decode(env.encode_record(RECORD.hash(), 0, 1, 0, 0, 0, b"", bytes(24)))
+    good = env.encode_layout(RECORD, 1, "h", "n", 1)  # host "h": host_len 1
+    body = bytearray(good[env.HEADER.size :])
+    at = len(RECORD.fixed_bytes())
+    body[at : at + 2] = (300).to_bytes(2, "little")  # host_len 300: 299 more bytes of host
+    long = good[: env.HEADER.size] + bytes(body) + b"x" * 299
+    long = _with_header(long, body_len=len(long) - env.HEADER.size)
+    with pytest.raises(EnvelopeError, match="over 255 bytes"):
+        env.decode(long)
+
+
+def test_acks_round_trip_and_are_checked() -> None:
+    payload = env.encode_ack(STREAM.hash(), 9, 41, 4096, b"m" * 16)
+    got = env.decode(payload)
+    assert got == env.Ack(STREAM.hash(), 9, 41, 4096, b"m" * 16)
+    none_yet = env.decode(env.encode_ack(STREAM.hash(), 9, env.NO_SEQ, 1, bytes(16)))
+    assert isinstance(none_yet, env.Ack) and none_yet.next_seq == env.NO_SEQ
+    with pytest.raises(EnvelopeError, match="ack window 0"):
+        env.decode(env.encode_ack(STREAM.hash(), 9, 1, 0, bytes(16)))
+    with pytest.raises(EnvelopeError, match="ack envelope of 33 bytes"):
+        env.decode(_with_header(payload + b"!", body_len=33))

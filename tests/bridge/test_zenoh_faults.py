@@ -146,3 +146,39 @@ def test_a_router_killed_and_restarted(procs: Procs, seg_name: str, status_clean
     assert _consistent(r.read())
     r.close()
     src.close()
+
+
+def test_a_mirror_reader_stalled_past_zenoh_lease_loses_nothing(
+    procs: Procs, seg_name: str, endpoint: str, status_cleanup
+) -> None:
+    """A "block" stream whose reader at the mirror stops reading for 12 s, longer than Zenoh's
+    lease (10 s): the mirror never lets Zenoh's threads wait (it acknowledges, and the export
+    reads no further than it can take), so the link stays up, the writers wait, and every
+    message arrives once the reader goes on."""
+    dst = status_cleanup(seg_name + "-mirror")
+    src = xshm.Stream.create(seg_name, capacity=64, max_bytes=64)
+    procs.bridge("export", seg_name, "--key", "test/stall", "--listen", endpoint)
+    procs.bridge("mirror", "test/stall", "--into", dst, "--connect", endpoint)
+    mirror = wait_for(lambda: xshm.Stream.open(dst), what="the mirror stream")
+    total = 20000
+
+    def produce() -> None:
+        for k in range(total):
+            src.send(struct.pack("<Q", k) * 8, timeout=60)
+
+    got: list[int] = []
+    with mirror.reader(start="oldest") as rd:
+        t = threading.Thread(target=produce)
+        t.start()
+        time.sleep(12.0)  # the reader stalls
+        deadline = time.monotonic() + 60
+        while len(got) < total:
+            got.extend(_take(rd))
+            assert time.monotonic() < deadline, f"{len(got)} of {total}"
+        t.join()
+        assert rd.lost == 0
+    assert got == list(range(total))
+    status = status_values(f"bridge.mirror.{dst}")
+    assert status["lost"] == 0 and status["invalid"] == 0, status
+    mirror.close()
+    src.close()

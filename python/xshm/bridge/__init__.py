@@ -226,5 +226,9 @@ def mirror(
     except BaseException:
         session.close()
         raise
-    m._start()
+    try:
+        m._start()
+    except BaseException:
+        m.close()
+        raise
     return m

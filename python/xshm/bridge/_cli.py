@@ -97,11 +97,15 @@ def _run(bridge: Any, seconds: float, describe: str) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+    # A second Ctrl-C while closing must not leave threads running and status records behind.
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         bridge.close()
     except Exception as e:
         print(f"xshm: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

@@ -19,11 +19,14 @@ from ..errors import ArgumentError, XshmError
 
 __all__ = [
     "HEADER",
+    "KIND_ACK",
     "KIND_BATCH",
     "KIND_LAYOUT",
     "KIND_RECORD",
     "MAGIC",
+    "NO_SEQ",
     "VERSION",
+    "Ack",
     "Batch",
     "EnvelopeError",
     "Layout",
@@ -31,6 +34,7 @@ __all__ = [
     "RecordEnvelope",
     "check_fits",
     "decode",
+    "encode_ack",
     "encode_batch",
     "encode_layout",
     "encode_record",
@@ -41,6 +45,8 @@ VERSION = 1
 KIND_LAYOUT = 1
 KIND_RECORD = 2
 KIND_BATCH = 3
+KIND_ACK = 4
+NO_SEQ = (1 << 64) - 1  # an ack's next_seq before the mirror committed anything
 
 # magic, version, kind, flags, layout_hash, epoch, body_len, reserved: 32 bytes.
 HEADER = struct.Struct("<4sBBHQQII")
@@ -49,6 +55,7 @@ _SOURCE = struct.Struct("<HHI")  # host_len, name_len, pid
 _RECORD = struct.Struct("<QQQII")  # seq, timestamp_ns, counter, writer_pid, message_len
 _BATCH = struct.Struct("<II")  # count, reserved
 _ENTRY = struct.Struct("<QQII")  # seq, timestamp_ns, writer_pid, len
+_ACK = struct.Struct("<QII16s")  # next_seq, window, reserved, mirror_id
 
 # docs/LAYOUT.md 5.1: the dtype codes, shared with the segments.
 _DTYPES = (
@@ -71,6 +78,9 @@ _CODE = {name: code for code, name in enumerate(_DTYPES, start=1)}
 _BACKPRESSURE = ("block", "drop_oldest")
 MAX_NDIM = 8
 MAX_TEXT = 255  # bytes of a host or segment name in a layout envelope
+MAX_VALUES_BYTES = 1 << 40  # docs/LAYOUT.md section 3: a record's values, a frame
+MAX_MESSAGE_CAPACITY = 1 << 24
+MAX_STREAM = 1 << 30  # a stream's capacity and max_bytes (LAYOUT.md 18)
 
 
 class EnvelopeError(XshmError, ValueError):
@@ -104,11 +114,14 @@ class Layout:
 
     @property
     def reserve_nbytes(self) -> int:
-        """What a mirror of this layout reserves at least: a record's values and message, a
-        stream's ring of messages. Compared with the mirror's cap before anything is made."""
+        """What a mirror of this layout reserves, from above: a record's two slots (values,
+        message, meta) and header page; a stream's slots (each message rounded up with its
+        64-byte slot header) and header pages. Compared with the mirror's cap before anything
+        is made."""
         if self.kind == "record":
-            return self.values_nbytes + self.message_capacity
-        return self.capacity * self.max_bytes
+            slot = _round_up(self.values_nbytes, 64) + _round_up(self.message_capacity, 64) + 64
+            return 2 * slot + 8192
+        return self.capacity * (_round_up(self.max_bytes, 64) + 64) + 16384
 
     def fixed_bytes(self) -> bytes:
         """The layout's own bytes (the part of a layout envelope its hash covers)."""
@@ -157,6 +170,10 @@ class Layout:
             max_bytes=max_bytes,
             backpressure=backpressure,
         )
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
 
 
 def _hash(data: bytes) -> int:
@@ -229,6 +246,35 @@ class Batch:
                 raise EnvelopeError(f"stream message {seq} has {n} bytes, the layout's {want}")
 
 
+@dataclass(frozen=True)
+class Ack:
+    """A stream mirror's acknowledgement: it committed every message before ``next_seq``
+    (``NO_SEQ``: nothing yet) and can take ``window`` more."""
+
+    layout_hash: int
+    epoch: int
+    next_seq: int
+    window: int
+    mirror_id: bytes
+
+
+def encode_ack(layout_hash: int, epoch: int, next_seq: int, window: int, mirror_id: bytes) -> bytes:
+    """An ack envelope (a stream mirror to its export, on ``<key>/@ack``)."""
+    body = _ACK.pack(next_seq, window, 0, mirror_id)
+    return _header(KIND_ACK, layout_hash, epoch, len(body)) + body
+
+
+def _decode_ack(body: memoryview, layout_hash: int, epoch: int) -> Ack:
+    if len(body) != _ACK.size:
+        raise EnvelopeError(f"ack envelope of {len(body)} bytes, not {_ACK.size}")
+    next_seq, window, reserved, mirror_id = _ACK.unpack_from(body)
+    if reserved != 0:
+        raise EnvelopeError("reserved ack field is not zero")
+    if window < 1:
+        raise EnvelopeError("ack window 0")
+    return Ack(layout_hash, epoch, next_seq, window, bytes(mirror_id))
+
+
 def check_fits(envelope: Union[RecordEnvelope, Batch], layout: Layout) -> None:
     """Refuse a data envelope that does not fit ``layout``: a record for a stream's layout, a
     batch for a record's, or sizes the layout does not allow (the caller checked the hash)."""
@@ -291,7 +337,9 @@ def encode_batch(layout_hash: int, epoch: int, messages: list[tuple[int, int, in
     return b"".join(parts)
 
 
-def decode(payload: Union[bytes, memoryview]) -> Union[LayoutEnvelope, RecordEnvelope, Batch]:
+def decode(
+    payload: Union[bytes, memoryview],
+) -> Union[LayoutEnvelope, RecordEnvelope, Batch, Ack]:
     """Decode one envelope, checking everything that does not need the layout it names."""
     buf = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
     if len(buf) < HEADER.size:
@@ -303,6 +351,8 @@ def decode(payload: Union[bytes, memoryview]) -> Union[LayoutEnvelope, RecordEnv
         raise EnvelopeError(f"envelope version {version}; this bridge reads version {VERSION}")
     if flags != 0 or reserved != 0:
         raise EnvelopeError("reserved header fields are not zero")
+    if epoch == 0:
+        raise EnvelopeError("epoch 0 (an export's epoch is never 0)")
     if body_len != len(buf) - HEADER.size:
         raise EnvelopeError(
             f"header says {body_len} body bytes, the payload has {len(buf) - HEADER.size}"
@@ -314,6 +364,8 @@ def decode(payload: Union[bytes, memoryview]) -> Union[LayoutEnvelope, RecordEnv
         return _decode_record(body, layout_hash, epoch)
     if kind == KIND_BATCH:
         return _decode_batch(body, layout_hash, epoch)
+    if kind == KIND_ACK:
+        return _decode_ack(body, layout_hash, epoch)
     raise EnvelopeError(f"unknown envelope kind {kind}")
 
 
@@ -336,15 +388,22 @@ def _decode_layout(body: memoryview, layout_hash: int, epoch: int) -> LayoutEnve
     dtype = None if code == 0 else np.dtype(_DTYPES[code - 1])
     if dtype is None and ndim:
         raise EnvelopeError("a byte stream's layout has no shape")
+    nbytes = (0 if dtype is None else dtype.itemsize) * math.prod(shape)
+    if nbytes > MAX_VALUES_BYTES:
+        raise EnvelopeError(f"layout of {nbytes} bytes of values, over 2**40")
     if kind == 1:
         if bp != 0 or capacity != 0:
             raise EnvelopeError("a record layout has no capacity or backpressure")
+        if size > MAX_MESSAGE_CAPACITY:
+            raise EnvelopeError(f"record message_capacity {size} over 2**24")
         layout = Layout("record", dtype, shape, message_capacity=size)
     else:
         if bp not in (1, 2):
             raise EnvelopeError(f"stream backpressure code {bp} is not 1 or 2")
-        if capacity < 1 or size < 1:
-            raise EnvelopeError("a stream layout has capacity and max_bytes of at least 1")
+        if not (1 <= capacity <= MAX_STREAM and 1 <= size <= MAX_STREAM):
+            raise EnvelopeError("a stream layout's capacity and max_bytes are 1 to 2**30")
+        if dtype is not None and size != nbytes:
+            raise EnvelopeError(f"a frame stream's max_bytes {size} is not its frame's {nbytes}")
         layout = Layout(
             "stream", dtype, shape, capacity=capacity, max_bytes=size,
             backpressure=_BACKPRESSURE[bp - 1],
@@ -353,6 +412,8 @@ def _decode_layout(body: memoryview, layout_hash: int, epoch: int) -> LayoutEnve
         raise EnvelopeError("layout hash does not match the layout's bytes")
     host_len, name_len, pid = _SOURCE.unpack_from(body, end)
     start = end + _SOURCE.size
+    if host_len > MAX_TEXT or name_len > MAX_TEXT:
+        raise EnvelopeError(f"layout envelope's host or name is over {MAX_TEXT} bytes")
     if len(body) != start + host_len + name_len:
         raise EnvelopeError("layout envelope's source does not fill it exactly")
     try:

@@ -23,13 +23,21 @@ import numpy as np
 from .._core import SharedMemoryManager, Stream, segment_kind
 from ..errors import WaitTimeoutError
 from ._base import Bridge
-from ._envelope import Layout, encode_batch, encode_layout, encode_record
+from ._envelope import (
+    Ack,
+    EnvelopeError,
+    Layout,
+    decode,
+    encode_batch,
+    encode_layout,
+    encode_record,
+)
+from ._flow import Credit, max_window
 from ._zenoh import ZenohSession
 
 __all__ = ["RecordExport", "StreamExport", "default_key"]
 
 RESEND_AFTER = 0.2  # seconds of quiet after which a record's last update is sent once more
-SETTLE = 0.5  # seconds a stream export waits after its first mirror appears (see _export)
 POLL = 0.1  # the longest a thread sleeps before it looks at its stop flag
 BATCH_BYTES = 1 << 16  # a stream batch carries about this many payload bytes at most
 
@@ -157,27 +165,43 @@ class StreamExport(_Export):
         s, r = self._s, self._r
         layout = Layout.of_stream(s.capacity, s.max_bytes, s.backpressure, s.dtype, s.shape)
         layout_hash = self._announce(layout)
-        pub = self._session.publisher(self.key, block=s.backpressure == "block")
+        block = s.backpressure == "block"
+        pub = self._session.publisher(self.key, block=block)
         batch = max(1, min(1024, BATCH_BYTES // (s.max_bytes + 24)))
-        matched = False
+        credit = Credit(r.cursor, max_window(s.max_bytes))
+
+        def on_ack(payload: memoryview) -> None:
+            try:
+                ack = decode(payload)
+                if not isinstance(ack, Ack):
+                    raise EnvelopeError("not an ack envelope on @ack")
+                if ack.layout_hash != layout_hash or ack.epoch != self._epoch:
+                    raise EnvelopeError("an ack for another layout or epoch")
+                credit.on_ack(ack)
+            except EnvelopeError as e:
+                self.counters.refuse(self.key + "/@ack", str(e))
+
+        self._session.subscribe(self.key + "/@ack", on_ack)
         while not self.stopping:
             self._tick()
-            if not pub.matching():
+            mirrors, allowed, resend = credit.plan()
+            if block:
+                for envelope in resend:  # the mirror skips what it has
+                    pub.put(envelope)
+                    self.counters.add(resent=1)
+            if not mirrors:
                 # No mirror: read nothing (under "block" the stream's writers wait, a ring
                 # later, rather than lose what no one received; under "drop_oldest" the
                 # export's reader counts what it misses).
-                matched = False
                 self.set_state("waiting for a mirror")
-                self.sleep(POLL)
-                continue
-            if not matched:
-                # Zenoh reports a new subscriber before its route carries data: measured here,
-                # what a peer publishes in the next ~100 ms is lost. Let it settle first.
-                matched = True
-                self.sleep(SETTLE)
+            elif allowed <= 0:
+                self.set_state("waiting for the mirrors' acks")
+            if allowed <= 0:
+                if credit.acked.wait(POLL):
+                    credit.acked.clear()
                 continue
             self.set_state("running")
-            msgs = r.recv_many(batch, timeout=POLL)
+            msgs = r.recv_many(min(batch, allowed), timeout=POLL)
             if not msgs:
                 continue
             envelope = encode_batch(
@@ -187,6 +211,7 @@ class StreamExport(_Export):
             )
             pub.put(envelope)
             last = msgs[-1]
+            credit.sent(msgs[0].seq, last.seq, envelope)
             self.counters.add(messages=len(msgs), bytes=len(envelope))
             self.counters.set(
                 lost=r.lost,
@@ -194,6 +219,7 @@ class StreamExport(_Export):
                 source_seq=last.seq,
                 source_time=last.timestamp_ns / 1e9,
                 source_pid=last.writer_pid,
+                mirrors=mirrors,
             )
 
 

@@ -1,29 +1,32 @@
 """A mirror: a local record or stream that follows a remote export, for ordinary local readers.
 
-The mirror's thread learns the layout (``<key>/@layout``: asked, and announced by exports),
-checks it against the mirror's cap, and creates the local segment (0600) or attaches to one a
-previous run left with the same layout. Data envelopes are applied on Zenoh's delivery thread,
-under one lock, straight into the local segment: a record update is published if it is newer
-than the last (by source sequence; a new source epoch starts over), a stream batch is sent
-message by message, skipping duplicates and counting gaps. Nothing received is trusted: an
-envelope that does not decode, names another layout or does not fit its layout is counted in
-``invalid`` and dropped with a log line. A remote layout change is refused (the mirror stops
+The mirror's thread learns the layout (``<key>/@layout``: asked, and announced by exports,
+each announcement confirmed by asking), checks it against the mirror's cap, and creates the
+local segment (0600) or attaches to one a previous run left with the same layout. Data
+envelopes are applied on the session's receiving thread, one at a time, straight into the
+local segment: a record update is published if it is newer than the last (by source
+sequence), a stream batch is sent message by message, skipping duplicates and counting gaps,
+and acknowledged (``_flow``). Nothing received is trusted: an envelope that does not decode,
+names another layout or epoch than the confirmed ones, or does not fit its layout is counted
+in ``invalid`` and dropped with a log line. A remote layout change is refused (the mirror stops
 with a :class:`~xshm.LayoutError`, its segment untouched) unless ``allow_layout_change``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
 from .._core import SharedMemoryManager, Stream, segment_kind
-from ..errors import LayoutError, StreamFullError
+from ..errors import LayoutError, StreamFullError, XshmError
 from ._base import Bridge, Stopped
 from ._envelope import (
+    NO_SEQ,
     Batch,
     EnvelopeError,
     Layout,
@@ -31,7 +34,9 @@ from ._envelope import (
     RecordEnvelope,
     check_fits,
     decode,
+    encode_ack,
 )
+from ._flow import max_window
 from ._status import log
 from ._zenoh import ZenohSession
 
@@ -44,6 +49,7 @@ DEFAULT_MAX_BYTES = 1 << 30  # the most a mirror reserves for a remote layout un
 ASK_AFTER = 1.0  # seconds without a record update after which a mirror asks @latest
 ASK_TIMEOUT = 1.0
 SEND_SLICE = 0.1  # a blocked local send looks at the stop flag this often
+ACK_INTERVAL = 0.2  # a stream mirror acknowledges at least this often
 
 
 class Mirror(Bridge):
@@ -68,22 +74,35 @@ class Mirror(Bridge):
         self._allow_change = allow_layout_change
         self._max_bytes = max_bytes
         self._mode = mode
+        # _apply: one envelope applied at a time, and the target swapped between two; it may
+        # be held across a local send that waits for local readers, so nothing the thread
+        # needs to go on (status, acks) takes it. _lock: the source's fields.
+        self._apply = threading.Lock()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._ready = threading.Event()
         self._layout: Optional[Layout] = None
         self._layout_hash = 0
+        self._epoch = 0  # the source epoch confirmed by @layout
+        self._new_epoch = 0  # a newer one confirmed, for the receiving thread to take up
         self._announced: Optional[LayoutEnvelope] = None
-        self._unknown_hash = 0  # a layout hash data named that is not the mirror's
+        self._ask = False  # data named another layout or epoch: ask @layout
         self._asked_layout = 0.0
         self._target: Union[SharedMemoryManager, Stream, None] = None
-        self._epoch = 0
         self._seq = -1  # the last source sequence committed (-1: none yet)
         self._last_applied = 0.0
         self._source: dict[str, Any] = {}
+        self._mirror_id = os.urandom(16)
+        self._ack_put: Optional[Callable[[bytes], None]] = None
+        self._last_ack = 0.0
+        self._acked_next = 0  # the next_seq of the last ack sent
         with self.counters.lock:
             self.counters.info.update(engine="zenoh", key=key, zid=session.zid())
-        session.subscribe(key + "/@layout", self._on_layout)
+        try:
+            session.subscribe(key + "/@layout", self._on_layout)
+        except BaseException:
+            self._release()  # the status record made above
+            raise
 
     # What users see.
     @property
@@ -123,19 +142,18 @@ class Mirror(Bridge):
         return self
 
     def status_fields(self) -> dict[str, Any]:
-        with self._lock:
-            fields: dict[str, Any] = {"source": dict(self._source)}
+        fields: dict[str, Any] = {"source": self.source}
         if self._layout is not None:
             fields["layout"] = self._layout.describe()
         fields["peers"] = self._session.peers()
         return fields
 
-    # The thread: layout, creation, asking @latest when quiet, status.
+    # The thread: layout, creation, asking @latest when quiet, acks, status.
     def _run(self) -> None:
         try:
             self._follow()
         finally:
-            with self._lock:
+            with self._apply:
                 target, self._target = self._target, None
             if target is not None:
                 target.close()
@@ -146,31 +164,60 @@ class Mirror(Bridge):
             if self._install(first):
                 break
             self.sleep(ASK_TIMEOUT)
-        # Only now: a stream's export sends nothing until a mirror's subscriber matches.
-        assert self._layout is not None
-        self._session.subscribe(self.key, self._on_data, self._layout.kind == "record")
-        if self._layout is not None and self._layout.kind == "record":
+        layout = self._layout
+        assert layout is not None
+        record = layout.kind == "record"
+        if not record:
+            self._ack_put = self._session.publisher(self.key + "/@ack", block=False).put
+        # Only now, the segment made: a stream's export sends once this mirror acknowledges.
+        window = max_window(layout.max_bytes) if not record else 0
+        self._session.subscribe(self.key, self._on_data, latest_only=record, capacity=window)
+        if record:
             self._ask_latest()
         self._ready.set()
         self.set_state("running")
         while not self.stopping:
             self.counters.set(peers=len(self._session.peers()))
             self.publish_status()
-            announced = self._announced
-            if announced is not None and announced.layout_hash != self._layout_hash:
-                self._install(announced)
-            elif self._unknown_hash and time.monotonic() - self._asked_layout >= ASK_AFTER:
-                # Data names a layout the mirror has not seen announced (the announcement can
-                # be missed while a restarted export is reconnecting): ask, once a second.
-                self._unknown_hash, self._asked_layout = 0, time.monotonic()
-                asked = self._query_layout()
-                if asked is not None and asked.layout_hash != self._layout_hash:
-                    self._install(asked)
-            kind = self._layout.kind if self._layout is not None else ""
-            if kind == "record" and time.monotonic() - self._last_applied >= ASK_AFTER:
+            self._look_at_layout()
+            now = time.monotonic()
+            if record and now - self._last_applied >= ASK_AFTER:
                 self._ask_latest()
-            self._wake.wait(0.1)
+            if not record and now - self._last_ack >= ACK_INTERVAL:
+                self._send_ack()
+            self._wake.wait(ACK_INTERVAL / 2)
             self._wake.clear()
+
+    def _look_at_layout(self) -> None:
+        """Act on an announcement or on data naming another layout or epoch, once the export
+        confirms it (asked on @layout, at most once a second for data)."""
+        announced = self._announced
+        now = time.monotonic()
+        if announced is not None and (announced.layout_hash, announced.epoch) != (
+            self._layout_hash,
+            self._epoch,
+        ):
+            self._announced = None
+        elif self._ask and now - self._asked_layout >= ASK_AFTER:
+            announced = None  # asked because of data, not of an announcement
+        else:
+            return
+        self._ask, self._asked_layout = False, now
+        asked = self._query_layout()
+        if asked is None:
+            return
+        if announced is not None and (asked.layout_hash, asked.epoch) != (
+            announced.layout_hash,
+            announced.epoch,
+        ):
+            self.counters.refuse(self.key, "an announced layout the export does not confirm")
+        if asked.layout_hash != self._layout_hash:
+            self._install(asked)
+        elif asked.epoch != self._epoch:
+            log.info("mirror %s: a new source (epoch %016x)", self.segment, asked.epoch)
+            with self._lock:
+                self._source.update(host=asked.host, name=asked.name, pid=asked.pid)
+            self._new_epoch = asked.epoch  # the receiving thread starts over with it
 
     def _ask_layout(self) -> Optional[LayoutEnvelope]:
         if self._announced is not None:
@@ -208,17 +255,29 @@ class Mirror(Bridge):
                 f"over the mirror's max_bytes {self._max_bytes}",
             )
             return False
-        if self._layout is not None and not self._allow_change:
-            raise LayoutError(
-                f"the remote layout of {self.key!r} changed from {self._layout.describe()} to "
-                f"{layout.describe()}; the mirror {self.segment!r} keeps its layout for its "
-                "readers (allow_layout_change=True, or --allow-layout-change, recreates it)"
+        old_layout = self._layout
+        if old_layout is not None and (not self._allow_change or layout.kind != old_layout.kind):
+            more = (
+                "a record and a stream are not each other's mirror"
+                if layout.kind != old_layout.kind
+                else "allow_layout_change=True, or --allow-layout-change, recreates it"
             )
-        target = self._make(layout, replace=self._layout is not None)
-        with self._lock:
+            raise LayoutError(
+                f"the remote layout of {self.key!r} changed from {old_layout.describe()}"
+                f" to {layout.describe()}; the mirror {self.segment!r} keeps its layout for "
+                f"its readers ({more})"
+            )
+        try:
+            target = self._make(layout, replace=self._layout is not None)
+        except (XshmError, ValueError, OverflowError) as e:  # a layout the core refuses
+            self._announced = None
+            self.counters.refuse(self.key, f"remote layout ({layout.describe()}): {e}")
+            return False
+        with self._apply:
             old, self._target = self._target, target
-            self._layout, self._layout_hash = layout, env.layout_hash
-            self._epoch, self._seq = 0, -1
+            self._layout, self._layout_hash, self._epoch = layout, env.layout_hash, env.epoch
+            self._seq = -1
+        with self._lock:
             self._source = {"host": env.host, "name": env.name, "pid": env.pid}
         if old is not None:
             old.close()
@@ -246,7 +305,25 @@ class Mirror(Bridge):
         _unlink_quietly(self.segment)
         return _create(self.segment, layout, self._mode)
 
-    # Delivery (Zenoh's thread).
+    def _maybe_ack(self, layout: Layout) -> None:
+        """After a batch: acknowledge once a quarter of the window was committed since the last
+        ack, or 5 ms went by (the thread acknowledges every 0.2 s anyway)."""
+        since = self._seq + 1 - self._acked_next
+        if since >= max_window(layout.max_bytes) // 4 or time.monotonic() - self._last_ack > 0.005:
+            self._send_ack()
+
+    def _send_ack(self) -> None:
+        put, layout = self._ack_put, self._layout
+        if put is None or layout is None:
+            return
+        seq = self._seq  # read once: the receiving thread may move it meanwhile
+        next_seq = seq + 1 if seq >= 0 else NO_SEQ
+        window = max_window(layout.max_bytes)
+        self._last_ack, self._acked_next = time.monotonic(), seq + 1
+        with contextlib.suppress(Exception):  # the session may be closing
+            put(encode_ack(self._layout_hash, self._epoch, next_seq, window, self._mirror_id))
+
+    # Delivery (the session's receiving thread).
     def _on_layout(self, payload: memoryview) -> None:
         try:
             env = decode(payload)
@@ -260,21 +337,24 @@ class Mirror(Bridge):
         self._wake.set()
 
     def _on_data(self, payload: memoryview) -> None:
+        if self.stopping:
+            return
         try:
             env = decode(payload)
-            with self._lock:
-                if self._target is None:
+            if not isinstance(env, (RecordEnvelope, Batch)):
+                raise EnvelopeError("a layout or ack envelope on the data key")
+            with self._apply:
+                if self._target is None or self._layout is None:
                     return  # not made yet: what comes before the layout is not mirrored
-                if isinstance(env, LayoutEnvelope):
-                    raise EnvelopeError("a layout envelope on the data key")
-                if env.layout_hash != self._layout_hash:
-                    self._unknown_hash = env.layout_hash  # the thread asks for it
+                if self._new_epoch and env.epoch == self._new_epoch:
+                    self._epoch, self._new_epoch, self._seq = self._new_epoch, 0, -1
+                if env.layout_hash != self._layout_hash or env.epoch != self._epoch:
+                    self._ask = True  # the thread asks the export which layout is current
                     self._wake.set()
                     raise EnvelopeError(
-                        f"layout hash {env.layout_hash:016x} is not the mirror's "
-                        f"{self._layout_hash:016x}"
+                        f"layout {env.layout_hash:016x}, epoch {env.epoch:016x}: the mirror's "
+                        f"are {self._layout_hash:016x}, {self._epoch:016x}"
                     )
-                assert self._layout is not None
                 check_fits(env, self._layout)  # first: what is refused changes nothing
                 if isinstance(env, RecordEnvelope):
                     self._apply_record(env, self._layout)
@@ -285,27 +365,18 @@ class Mirror(Bridge):
         except Stopped:
             pass
 
-    def _new_epoch(self, epoch: int) -> None:
-        if self._epoch != 0:
-            log.info("mirror %s: a new source (epoch %016x)", self.segment, epoch)
-        self._epoch, self._seq = epoch, -1
-
     def _apply_record(self, env: RecordEnvelope, layout: Layout) -> None:
-        if env.epoch != self._epoch:
-            self._new_epoch(env.epoch)
-        elif env.seq <= self._seq:
+        self._last_applied = time.monotonic()
+        if env.seq <= self._seq:
             return  # older or already committed: a mirror never goes back
         assert isinstance(self._target, SharedMemoryManager) and layout.dtype is not None
         values = np.frombuffer(env.values, dtype=layout.dtype).reshape(layout.shape)
         self._target.publish(values=values, message=str(env.message, "utf-8"), counter=env.counter)
         self._seq = env.seq
-        self._last_applied = time.monotonic()
         nbytes = len(env.message) + len(env.values)
         self._committed(env.seq, env.timestamp_ns, env.writer_pid, 1, nbytes)
 
     def _apply_batch(self, batch: Batch, layout: Layout) -> None:
-        if batch.epoch != self._epoch:
-            self._new_epoch(batch.epoch)
         s = self._target
         assert isinstance(s, Stream)
         start = 0
@@ -314,34 +385,48 @@ class Mirror(Bridge):
         if start:
             self.counters.add(duplicates=start)
         if start == len(batch.seqs):
+            self._send_ack()  # a resend it already had: say so, the export moves on
             return
-        first = batch.seqs[start]
-        lost = (first - self._seq - 1 if self._seq >= 0 else 0) + (
-            batch.seqs[-1] - first - (len(batch.seqs) - start - 1)
-        )
         items: list[Any] = batch.data[start:]
         if layout.dtype is not None:
             items = [np.frombuffer(d, layout.dtype).reshape(layout.shape) for d in items]
-        if layout.backpressure == "drop_oldest":
-            s.send_many(items)
-        else:
-            for d in items:
-                while True:
-                    try:
-                        s.send(d, timeout=SEND_SLICE)
-                        break
-                    except StreamFullError:
-                        if self.stopping:
-                            raise Stopped from None
-        if lost:
-            self.counters.add(lost=lost, gaps=1)
-        self._seq = batch.seqs[-1]
-        n = len(batch.seqs) - start
-        nbytes = sum(len(d) for d in batch.data[start:])
-        self._committed(batch.seqs[-1], batch.timestamps_ns[-1], batch.writer_pids[-1], n, nbytes)
+        sent = 0
+        try:
+            if layout.backpressure == "drop_oldest":
+                s.send_many(items)
+                sent = len(items)
+            else:
+                for d in items:
+                    while True:
+                        try:
+                            s.send(d, timeout=SEND_SLICE)
+                            break
+                        except StreamFullError:
+                            if self.stopping:
+                                raise Stopped from None
+                    sent += 1
+        finally:
+            if sent:  # what was committed, also when stopped in the middle
+                last = start + sent - 1
+                seq = batch.seqs[last]
+                self._count_lost(batch.seqs[start : last + 1])
+                self._seq = seq
+                nbytes = sum(len(d) for d in batch.data[start : last + 1])
+                self._committed(
+                    seq, batch.timestamps_ns[last], batch.writer_pids[last], sent, nbytes
+                )
+                self._maybe_ack(layout)
+
+    def _count_lost(self, seqs: list[int]) -> None:
+        """Count the sequence numbers missing before and between ``seqs`` (committed now)."""
+        before = seqs[0] - self._seq - 1 if self._seq >= 0 else 0
+        within = seqs[-1] - seqs[0] - (len(seqs) - 1)
+        if before + within:
+            self.counters.add(lost=before + within, gaps=1)
 
     def _committed(self, seq: int, ts: int, pid: int, n: int, nbytes: int) -> None:
-        self._source.update(seq=seq, timestamp_ns=ts, writer_pid=pid)
+        with self._lock:
+            self._source.update(seq=seq, timestamp_ns=ts, writer_pid=pid)
         self.counters.add(messages=n, bytes=nbytes)
         self.counters.set(
             source_seq=seq,

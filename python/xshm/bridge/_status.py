@@ -39,6 +39,8 @@ FIELDS = (
     "source_time",  # its source timestamp, seconds since the epoch
     "source_pid",  # its source writer's pid
     "peers",  # engine peers connected
+    "mirrors",  # stream export: mirrors acknowledging it
+    "resent",  # stream export: batches sent again to a mirror that had not acknowledged them
 )
 _MESSAGE_CAPACITY = 2048
 
@@ -58,7 +60,7 @@ class Counters:
         self.info: dict[str, Any] = {}
         self._last_messages = 0.0
         self._last_time = time.monotonic()
-        self._refused: dict[str, int] = {}
+        self._unlogged = 0  # refused since the last log line
         self._logged = 0.0
 
     def add(self, **deltas: float) -> None:
@@ -71,16 +73,16 @@ class Counters:
             self.values.update(values)
 
     def refuse(self, what: str, reason: str) -> None:
-        """Count an envelope refused, and say so in the log at most once a second."""
+        """Count an envelope refused, and say so in the log at most once a second (with how
+        many were refused since the last line)."""
         with self.lock:
             self.values["invalid"] += 1
-            self._refused[reason] = self._refused.get(reason, 0) + 1
+            self._unlogged += 1
             now = time.monotonic()
             if now - self._logged < 1.0:
                 return
-            self._logged = now
-            n = self._refused.pop(reason)
-        more = f" ({n} like it since the last line)" if n > 1 else ""
+            self._logged, n, self._unlogged = now, self._unlogged, 0
+        more = f" ({n - 1} more refused since the last line)" if n > 1 else ""
         log.warning("%s: dropped an envelope: %s%s", what, reason, more)
 
     def tick(self) -> None:

@@ -175,13 +175,18 @@ class ZenohSession:
         self._receive(queryable, serve, key)
 
     def subscribe(
-        self, key: str, on_payload: Callable[[memoryview], None], latest_only: bool = False
+        self,
+        key: str,
+        on_payload: Callable[[memoryview], None],
+        latest_only: bool = False,
+        capacity: int = 0,
     ) -> None:
         """Call ``on_payload`` with each payload published under ``key``, in order, on a thread
-        of the session's. A slow ``on_payload`` holds Zenoh back (a stream's backpressure);
-        with ``latest_only`` the channel keeps only the newest few instead (a record)."""
+        of the session's. The channel holds ``capacity`` payloads (at least 256) waiting: a
+        stream mirror's window, so that Zenoh's own thread never waits on it (``_flow``);
+        with ``latest_only`` it keeps only the newest few instead (a record)."""
         h = self._zenoh.handlers
-        channel = h.RingChannel(4) if latest_only else h.FifoChannel(256)
+        channel = h.RingChannel(4) if latest_only else h.FifoChannel(max(256, capacity + 64))
         subscriber = self._session.declare_subscriber(key, channel)
         self._receive(subscriber, lambda s: on_payload(memoryview(s.payload.to_bytes())), key)
 
