@@ -286,10 +286,16 @@ def _aio_table(res: dict[str, Any]) -> list[str]:
         "| row | API | p50 µs | p99 µs | / add_reader on a pipe |",
         "|---|---|---:|---:|---:|",
     ]
+    return lines + _p50_rows(rows, floor)
+
+
+def _p50_rows(rows: dict[str, Any], base: Optional[dict[str, Any]]) -> list[str]:
+    """Table rows of label, API, p50, p99 and the median per-round p50 ratio to `base`."""
+    lines = []
     for label, r in rows.items():
         ratio = ""
-        if floor is not None and r is not floor:
-            pairs = zip(r["p50_per_round"], floor["p50_per_round"])
+        if base is not None and r is not base:
+            pairs = zip(r["p50_per_round"], base["p50_per_round"])
             ratio = _x(statistics.median(x / y for x, y in pairs))
         lines.append(
             f"| {label} | {r['api']} | {_us(r['p50_ns'])} | {_us(r['p99_ns'])} | {ratio} |"
@@ -322,14 +328,7 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
             "| a record, one update every 2 ms | API | p50 (µs) | p99 (µs) | / raw Zenoh |",
             "|---|---|---:|---:|---:|",
         ]
-        for label, r in lat.items():
-            ratio = ""
-            if base is not None and r is not base:
-                pairs = zip(r["p50_per_round"], base["p50_per_round"])
-                ratio = _x(statistics.median(a / b for a, b in pairs))
-            lines.append(
-                f"| {label} | {r['api']} | {_us(r['p50_ns'])} | {_us(r['p99_ns'])} | {ratio} |"
-            )
+        lines += _p50_rows(lat, base)
     return lines
 
 

@@ -266,6 +266,29 @@ def _lat_bridge_receiver(endpoint: str, name: str, n: int, ready: Any, out: Any)
         xshm.unlink(name)
 
 
+def _pair(row: str, sender: Any, receiver: Any, ready: Any, go: Any, wait: Any) -> Any:
+    """Start a row's two processes, let them go once both are ready, return what ``wait()``
+    returns once the receiver is done; neither is left running."""
+    sender.start()
+    receiver.start()
+    try:
+        for _ in range(2):
+            if not ready.acquire(timeout=60):
+                raise TimeoutError(f"{row}: a side did not start")
+        go.set()
+        got = wait()
+        receiver.join(300)
+        sender.join(60)
+        if receiver.exitcode != 0 or sender.exitcode != 0:
+            raise RuntimeError(f"{row}: exit codes {sender.exitcode}, {receiver.exitcode}")
+        return got
+    finally:
+        for p in (sender, receiver):
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
 def _lat_one(row: str, n: int, port: int) -> list[int]:
     """One round of one latency row: one-way ns per update received."""
     endpoint = f"tcp/127.0.0.1:{port}"
@@ -276,25 +299,10 @@ def _lat_one(row: str, n: int, port: int) -> list[int]:
         receiver = CTX.Process(target=_lat_raw_receiver, args=(endpoint, n, ready, out))
     else:
         sender = CTX.Process(target=_lat_bridge_sender, args=(endpoint, tag, n, ready, go))
-        receiver = CTX.Process(
-            target=_lat_bridge_receiver, args=(endpoint, tag + "-m", n, ready, out)
-        )
-    sender.start()
-    receiver.start()
-    try:
-        for _ in range(2):
-            if not ready.acquire(timeout=60):
-                raise TimeoutError(f"{row}: a side did not start")
-        go.set()
-        got: list[int] = out.get(timeout=120)
-        receiver.join(60)
-        sender.join(60)
-        return got[10:]  # the first few wake a cold path
-    finally:
-        for p in (sender, receiver):
-            if p.is_alive():
-                p.kill()
-                p.join()
+        args = (endpoint, tag + "-m", n, ready, out)
+        receiver = CTX.Process(target=_lat_bridge_receiver, args=args)
+    got: list[int] = _pair(row, sender, receiver, ready, go, lambda: out.get(timeout=120))
+    return got[10:]  # the first few wake a cold path
 
 
 def _one(row: str, n: int, port: int) -> float:
@@ -309,23 +317,8 @@ def _one(row: str, n: int, port: int) -> float:
     else:
         sender = CTX.Process(target=_bridge_sender, args=(endpoint, tag, n, ready, go, t0))
         receiver = CTX.Process(target=_bridge_receiver, args=(endpoint, tag + "-m", n, ready, t1))
-    sender.start()
-    receiver.start()
-    try:
-        for _ in range(2):
-            if not ready.acquire(timeout=60):
-                raise TimeoutError(f"{row}: a side did not start")
-        go.set()
-        receiver.join(300)
-        sender.join(60)
-        if receiver.exitcode != 0 or sender.exitcode != 0:
-            raise RuntimeError(f"{row}: exit codes {sender.exitcode}, {receiver.exitcode}")
-        return n / ((t1.value - t0.value) / 1e9)
-    finally:
-        for p in (sender, receiver):
-            if p.is_alive():
-                p.kill()
-                p.join()
+    _pair(row, sender, receiver, ready, go, lambda: receiver.join(300))
+    return n / ((t1.value - t0.value) / 1e9)
 
 
 def _port() -> int:

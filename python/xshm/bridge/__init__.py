@@ -28,18 +28,15 @@ machines.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 from ..errors import ArgumentError
+from ._base import Closing
 from ._envelope import EnvelopeError, Layout
 from ._export import default_key, make_export
 from ._mirror import DEFAULT_MAX_BYTES, Mirror
 from ._status import FIELDS as STATUS_FIELDS
 from ._zenoh import DEFAULT_ENDPOINT, ZenohOptions, ZenohSession, check_key
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -54,7 +51,7 @@ __all__ = [
 ]
 
 
-class Export:
+class Export(Closing):
     """Segments published under keys, one thread each, over one Zenoh session."""
 
     def __init__(
@@ -103,20 +100,6 @@ class Export:
         self._session.close()
         for b in self._bridges:
             b._release()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self._close_all()
-        if exc_type is None:
-            for b in self._bridges:
-                b._raise_error()
 
 
 def _options(

@@ -7,11 +7,14 @@ import os
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._status import Counters, StatusRecord, log, status_name
 
-__all__ = ["Bridge", "Stopped"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["Bridge", "Closing", "Stopped"]
 
 STATUS_INTERVAL = 0.5
 
@@ -20,7 +23,30 @@ class Stopped(Exception):
     """Raised inside a bridge's own code when it was asked to stop while it waited."""
 
 
-class Bridge:
+class Closing:
+    """A context manager over ``close()``: it stops the bridge when the block ends and raises
+    the error that stopped it, unless an exception is already in flight (that one says more)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+class Bridge(Closing):
     """One bridge of one segment (an export or a mirror), running on its own thread.
 
     Subclasses give :meth:`_run` (the thread's body, which returns when :attr:`stopping` is
@@ -140,18 +166,3 @@ class Bridge:
         if self._error is not None and not self._raised:
             self._raised = True
             raise self._error
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        if exc_type is None:
-            self.close()  # type: ignore[attr-defined]
-        else:
-            with contextlib.suppress(Exception):  # the exception in flight says more
-                self.close()  # type: ignore[attr-defined]

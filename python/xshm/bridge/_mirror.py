@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -39,9 +39,6 @@ from ._envelope import (
 from ._flow import max_window
 from ._status import log
 from ._zenoh import ZenohSession
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["DEFAULT_MAX_BYTES", "Mirror"]
 
@@ -137,9 +134,6 @@ class Mirror(Bridge):
         self._session.close()
         self._release()
         self._raise_error()
-
-    def __enter__(self) -> Self:
-        return self
 
     def status_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"source": self.source}
