@@ -280,3 +280,12 @@ def test_acks_round_trip_and_are_checked() -> None:
         env.decode(env.encode_ack(STREAM.hash(), 9, 1, 0, bytes(16)))
     with pytest.raises(EnvelopeError, match="ack envelope of 33 bytes"):
         env.decode(_with_header(payload + b"!", body_len=33))
+
+
+def test_a_batch_carries_its_base() -> None:
+    """base: the oldest sequence the export can still send; never past the first message."""
+    got = env.decode(env.encode_batch(STREAM.hash(), 1, [(7, 0, 0, b"a")], base=3))
+    assert isinstance(got, env.Batch) and got.base == 3
+    assert env.decode(env.encode_batch(STREAM.hash(), 1, [(7, 0, 0, b"a")])).base == 7  # type: ignore[union-attr]
+    with pytest.raises(EnvelopeError, match="batch base 8 is past its first message 7"):
+        env.decode(env.encode_batch(STREAM.hash(), 1, [(7, 0, 0, b"a")], base=8))

@@ -70,3 +70,14 @@ def test_a_mirror_gone_silent_no_longer_holds_the_export() -> None:
     for k in range(1, 5):  # a keeps acknowledging
         c.on_ack(ack(b"a", 100), now=t + k)
     assert c.plan(now=t + MIRROR_TIMEOUT + 0.5)[:2] == (1, 100)
+
+
+def test_the_base_is_the_oldest_batch_kept() -> None:
+    c = Credit(next_read=0, max_window=1000)
+    assert c.base(0) == 0
+    c.on_ack(ack(b"a", NO_SEQ), now=0.0)
+    c.sent(0, 9, b"0-9")
+    assert c.base(10) == 0  # 0-9 not acknowledged: still kept, a mirror may have it again
+    c.on_ack(ack(b"a", 10), now=SETTLE + 0.01)
+    c.plan(now=SETTLE + 0.02)
+    assert c.base(10) == 10

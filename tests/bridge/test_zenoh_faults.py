@@ -182,3 +182,39 @@ def test_a_mirror_reader_stalled_past_zenoh_lease_loses_nothing(
     assert status["lost"] == 0 and status["invalid"] == 0, status
     mirror.close()
     src.close()
+
+
+def test_a_stream_source_recreated_is_followed_as_a_new_source(
+    procs: Procs, seg_name: str, endpoint: str, status_cleanup
+) -> None:
+    """The source stream is removed and created again in the same layout (a new epoch) and
+    exported again: the mirror confirms the new source with the export, acknowledges it, and
+    commits its messages from its first (sequence numbers start over)."""
+    dst = status_cleanup(seg_name + "-mirror")
+    key = ("--key", "test/recreated")
+    src = xshm.Stream.create(seg_name, capacity=64, max_bytes=64)
+    ex = procs.bridge("export", seg_name, *key, "--listen", endpoint)
+    procs.bridge("mirror", "test/recreated", "--into", dst, "--connect", endpoint)
+    mirror = wait_for(lambda: xshm.Stream.open(dst), what="the mirror stream")
+    with mirror.reader(start="oldest") as rd:
+        for k in range(100):
+            src.send(struct.pack("<Q", k) * 8, timeout=30)
+        got: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 100:
+            got.extend(_take(rd))
+            assert time.monotonic() < deadline, got[-3:]
+        assert procs.stop(ex)[0] == 0
+        src.unlink()
+        src.close()
+        src = xshm.Stream.create(seg_name, capacity=64, max_bytes=64)
+        procs.bridge("export", seg_name, *key, "--listen", endpoint)
+        for k in range(100, 200):
+            src.send(struct.pack("<Q", k) * 8, timeout=30)
+        deadline = time.monotonic() + 30
+        while len(got) < 200:
+            got.extend(_take(rd))
+            assert time.monotonic() < deadline, got[-3:]
+    assert got == list(range(200))
+    mirror.close()
+    src.close()

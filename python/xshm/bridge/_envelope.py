@@ -53,7 +53,7 @@ HEADER = struct.Struct("<4sBBHQQII")
 _LAYOUT_FIXED = struct.Struct("<BBBBIII")  # kind, dtype, ndim, backpressure, size, capacity, 0
 _SOURCE = struct.Struct("<HHI")  # host_len, name_len, pid
 _RECORD = struct.Struct("<QQQII")  # seq, timestamp_ns, counter, writer_pid, message_len
-_BATCH = struct.Struct("<II")  # count, reserved
+_BATCH = struct.Struct("<IIQ")  # count, reserved, base
 _ENTRY = struct.Struct("<QQII")  # seq, timestamp_ns, writer_pid, len
 _ACK = struct.Struct("<QII16s")  # next_seq, window, reserved, mirror_id
 
@@ -234,6 +234,7 @@ class Batch:
     timestamps_ns: list[int]
     writer_pids: list[int]
     data: list[memoryview]
+    base: int = 0  # the oldest sequence the export can still send: what is below it is gone
 
     def check(self, layout: Layout) -> None:
         """Refuse a batch that does not fit ``layout``: a message longer than ``max_bytes``, or
@@ -319,9 +320,17 @@ def encode_record(
     return b"".join((_header(KIND_RECORD, layout_hash, epoch, body_len), meta, message, values))
 
 
-def encode_batch(layout_hash: int, epoch: int, messages: list[tuple[int, int, int, Any]]) -> bytes:
-    """A batch envelope of ``(seq, timestamp_ns, writer_pid, data)`` in increasing seq."""
-    parts: list[Any] = [b"", _BATCH.pack(len(messages), 0)]
+def encode_batch(
+    layout_hash: int,
+    epoch: int,
+    messages: list[tuple[int, int, int, Any]],
+    base: Optional[int] = None,
+) -> bytes:
+    """A batch envelope of ``(seq, timestamp_ns, writer_pid, data)`` in increasing seq;
+    ``base`` (the first message's seq unless given) is the oldest sequence the export can
+    still send."""
+    first = messages[0][0] if messages else 0
+    parts: list[Any] = [b"", _BATCH.pack(len(messages), 0, first if base is None else base)]
     body_len = _BATCH.size
     pack = _ENTRY.pack
     for seq, ts, pid, data in messages:
@@ -441,7 +450,7 @@ def _decode_record(body: memoryview, layout_hash: int, epoch: int) -> RecordEnve
 def _decode_batch(body: memoryview, layout_hash: int, epoch: int) -> Batch:
     if len(body) < _BATCH.size:
         raise EnvelopeError("batch envelope too short")
-    count, reserved = _BATCH.unpack_from(body)
+    count, reserved, base = _BATCH.unpack_from(body)
     if reserved != 0:
         raise EnvelopeError("reserved batch field is not zero")
     if count == 0 or count > (len(body) - _BATCH.size) // _ENTRY.size:
@@ -472,4 +481,6 @@ def _decode_batch(body: memoryview, layout_hash: int, epoch: int) -> Batch:
         off += n
     if off != total:
         raise EnvelopeError(f"{total - off} bytes after the batch's last message")
-    return Batch(layout_hash, epoch, seqs, stamps, pids, data)
+    if base > seqs[0]:
+        raise EnvelopeError(f"batch base {base} is past its first message {seqs[0]}")
+    return Batch(layout_hash, epoch, seqs, stamps, pids, data, base)

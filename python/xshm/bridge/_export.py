@@ -12,6 +12,7 @@ of what is there, and the stream's backpressure decides what a slow link does: u
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -24,6 +25,7 @@ from .._core import SharedMemoryManager, Stream, segment_kind
 from ..errors import WaitTimeoutError
 from ._base import Bridge
 from ._envelope import (
+    NO_SEQ,
     Ack,
     EnvelopeError,
     Layout,
@@ -175,8 +177,10 @@ class StreamExport(_Export):
                 ack = decode(payload)
                 if not isinstance(ack, Ack):
                     raise EnvelopeError("not an ack envelope on @ack")
-                if ack.layout_hash != layout_hash or ack.epoch != self._epoch:
-                    raise EnvelopeError("an ack for another layout or epoch")
+                if ack.layout_hash != layout_hash:
+                    raise EnvelopeError("an ack for another layout")
+                if ack.epoch != self._epoch:  # a mirror of this stream's previous incarnation:
+                    ack = dataclasses.replace(ack, next_seq=NO_SEQ)  # it joins where we are
                 credit.on_ack(ack)
             except EnvelopeError as e:
                 self.counters.refuse(self.key + "/@ack", str(e))
@@ -208,6 +212,7 @@ class StreamExport(_Export):
                 layout_hash,
                 self._epoch,
                 [(x.seq, x.timestamp_ns, x.writer_pid, x.data) for x in msgs],
+                base=credit.base(msgs[0].seq),
             )
             pub.put(envelope)
             last = msgs[-1]

@@ -104,6 +104,12 @@ class Credit:
             window = min(self._max_window, *(m.window for m in live))
             return len(live), max(0, floor + window - self.next_read), resend
 
+    def base(self, first: int) -> int:
+        """The oldest sequence the export can still send, for a batch starting at ``first``:
+        what a mirror lacks below it is gone for good."""
+        with self._lock:
+            return self._inflight[0][0] if self._inflight else first
+
     def sent(self, first: int, last: int, envelope: bytes) -> None:
         """A batch of sequences ``first..last`` went out."""
         with self._lock:

@@ -87,6 +87,7 @@ class Mirror(Bridge):
         self._asked_layout = 0.0
         self._target: Union[SharedMemoryManager, Stream, None] = None
         self._seq = -1  # the last source sequence committed (-1: none yet)
+        self._next: Optional[int] = None  # a stream's next sequence needed (None: from base)
         self._last_applied = 0.0
         self._source: dict[str, Any] = {}
         self._mirror_id = os.urandom(16)
@@ -270,7 +271,7 @@ class Mirror(Bridge):
         with self._apply:
             old, self._target = self._target, target
             self._layout, self._layout_hash, self._epoch = layout, env.layout_hash, env.epoch
-            self._seq = -1
+            self._seq, self._next = -1, None
         with self._lock:
             self._source = {"host": env.host, "name": env.name, "pid": env.pid}
         if old is not None:
@@ -302,7 +303,7 @@ class Mirror(Bridge):
     def _maybe_ack(self, layout: Layout) -> None:
         """After a batch: acknowledge once a quarter of the window was committed since the last
         ack, or 5 ms went by (the thread acknowledges every 0.2 s anyway)."""
-        since = self._seq + 1 - self._acked_next
+        since = (self._next or 0) - self._acked_next
         if since >= max_window(layout.max_bytes) // 4 or time.monotonic() - self._last_ack > 0.005:
             self._send_ack()
 
@@ -310,12 +311,14 @@ class Mirror(Bridge):
         put, layout = self._ack_put, self._layout
         if put is None or layout is None:
             return
-        seq = self._seq  # read once: the receiving thread may move it meanwhile
-        next_seq = seq + 1 if seq >= 0 else NO_SEQ
+        nxt, epoch = self._next, self._epoch  # once: the receiving thread may move them
+        next_seq = NO_SEQ if nxt is None else nxt
+        if self._new_epoch:  # a new source confirmed: ask it for its messages from the start
+            epoch, next_seq = self._new_epoch, NO_SEQ
         window = max_window(layout.max_bytes)
-        self._last_ack, self._acked_next = time.monotonic(), seq + 1
+        self._last_ack, self._acked_next = time.monotonic(), nxt or 0
         with contextlib.suppress(Exception):  # the session may be closing
-            put(encode_ack(self._layout_hash, self._epoch, next_seq, window, self._mirror_id))
+            put(encode_ack(self._layout_hash, epoch, next_seq, window, self._mirror_id))
 
     # Delivery (the session's receiving thread).
     def _on_layout(self, payload: memoryview) -> None:
@@ -341,8 +344,18 @@ class Mirror(Bridge):
                 if self._target is None or self._layout is None:
                     return  # not made yet: what comes before the layout is not mirrored
                 if self._new_epoch and env.epoch == self._new_epoch:
-                    self._epoch, self._new_epoch, self._seq = self._new_epoch, 0, -1
-                if env.layout_hash != self._layout_hash or env.epoch != self._epoch:
+                    self._epoch, self._new_epoch = self._new_epoch, 0
+                    self._seq, self._next = -1, None
+                if env.layout_hash == self._layout_hash and env.epoch != self._epoch:
+                    # A new source of the same layout (recreated under its name), or a forged
+                    # epoch: nothing is applied until the export confirms it on @layout (then
+                    # the export sends again what was not acknowledged). Counted meanwhile.
+                    self._ask = True
+                    self._wake.set()
+                    raise EnvelopeError(
+                        f"epoch {env.epoch:016x} not (yet) confirmed by the export's @layout"
+                    )
+                if env.layout_hash != self._layout_hash:
                     self._ask = True  # the thread asks the export which layout is current
                     self._wake.set()
                     raise EnvelopeError(
@@ -371,22 +384,32 @@ class Mirror(Bridge):
         self._committed(env.seq, env.timestamp_ns, env.writer_pid, 1, nbytes)
 
     def _apply_batch(self, batch: Batch, layout: Layout) -> None:
+        """Commit what follows what the mirror has, in order. Below the batch's base is gone
+        for good (counted lost). Under "block" a batch that does not follow on (one before it
+        was lost with a link) is left for the export to send again from the mirror's ack;
+        under "drop_oldest" the gap is counted and the batch committed."""
         s = self._target
         assert isinstance(s, Stream)
+        block = layout.backpressure == "block"
+        nxt = batch.base if self._next is None else self._next  # a fresh mirror: its base
+        if batch.base > nxt:
+            self.counters.add(lost=batch.base - nxt, gaps=1)
+            nxt = batch.base
+        self._next = nxt
         start = 0
-        while start < len(batch.seqs) and batch.seqs[start] <= self._seq:
+        while start < len(batch.seqs) and batch.seqs[start] < nxt:
             start += 1
         if start:
             self.counters.add(duplicates=start)
-        if start == len(batch.seqs):
-            self._send_ack()  # a resend it already had: say so, the export moves on
+        if start == len(batch.seqs) or (block and batch.seqs[start] > nxt):
+            self._send_ack()  # had it, or a hole: say where the mirror is
             return
         items: list[Any] = batch.data[start:]
         if layout.dtype is not None:
             items = [np.frombuffer(d, layout.dtype).reshape(layout.shape) for d in items]
         sent = 0
         try:
-            if layout.backpressure == "drop_oldest":
+            if not block:
                 s.send_many(items)
                 sent = len(items)
             else:
@@ -403,20 +426,15 @@ class Mirror(Bridge):
             if sent:  # what was committed, also when stopped in the middle
                 last = start + sent - 1
                 seq = batch.seqs[last]
-                self._count_lost(batch.seqs[start : last + 1])
-                self._seq = seq
+                missing = seq - nxt - (sent - 1)  # "drop_oldest": skipped by the ring or link
+                if missing:
+                    self.counters.add(lost=missing, gaps=1)
+                self._seq, self._next = seq, seq + 1
                 nbytes = sum(len(d) for d in batch.data[start : last + 1])
                 self._committed(
                     seq, batch.timestamps_ns[last], batch.writer_pids[last], sent, nbytes
                 )
                 self._maybe_ack(layout)
-
-    def _count_lost(self, seqs: list[int]) -> None:
-        """Count the sequence numbers missing before and between ``seqs`` (committed now)."""
-        before = seqs[0] - self._seq - 1 if self._seq >= 0 else 0
-        within = seqs[-1] - seqs[0] - (len(seqs) - 1)
-        if before + within:
-            self.counters.add(lost=before + within, gaps=1)
 
     def _committed(self, seq: int, ts: int, pid: int, n: int, nbytes: int) -> None:
         with self._lock:
