@@ -413,15 +413,17 @@ class Mirror(Bridge):
                 s.send_many(items)
                 sent = len(items)
             else:
-                for d in items:
-                    while True:
-                        try:
-                            s.send(d, timeout=SEND_SLICE)
-                            break
-                        except StreamFullError:
-                            if self.stopping:
-                                raise Stopped from None
-                    sent += 1
+                # In slices that look at the stop flag; the mirror is its stream's one writer,
+                # so the head says how many of a slice that ran out of time went in.
+                while sent < len(items):
+                    head = s.head
+                    try:
+                        s.send_many(items[sent:], timeout=SEND_SLICE)
+                        sent = len(items)
+                    except StreamFullError:
+                        sent += s.head - head
+                        if self.stopping:
+                            raise Stopped from None
         finally:
             if sent:  # what was committed, also when stopped in the middle
                 last = start + sent - 1
