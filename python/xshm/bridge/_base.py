@@ -116,6 +116,8 @@ class Bridge(Closing):
 
     # Status.
     def status_fields(self) -> dict[str, Any]:
+        """The status message's own fields (``peers``: the engine's peer ids, also counted
+        in the values)."""
         return {}
 
     def publish_status(self, force: bool = False) -> None:
@@ -123,12 +125,13 @@ class Bridge(Closing):
         if not force and now < self._next_status:
             return
         self._next_status = now + STATUS_INTERVAL
+        fields = self.status_fields()
+        self.counters.set(peers=len(fields.get("peers", ())))
         self.counters.tick()
         if self._status_record is not None:
             try:
                 self._status_record.publish(
-                    self.counters,
-                    {"role": self.role, "segment": self.segment, **self.status_fields()},
+                    self.counters, {"role": self.role, "segment": self.segment, **fields}
                 )
             except Exception as e:  # the status must never take the bridge down
                 log.warning("%s %s: status record not updated: %s", self.role, self.segment, e)
@@ -147,10 +150,6 @@ class Bridge(Closing):
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        """Wait for the bridge's thread to end (it ends by itself only on an error)."""
-        self._thread.join(timeout)
 
     def _stop_thread(self) -> None:
         self._stop.set()

@@ -5,9 +5,9 @@ sleeping on the record's futex), reliable but dropping under congestion, so a sl
 updates instead of queueing them; once the record is quiet it sends the last update again
 (a dropped last update still arrives), and a mirror asks ``<key>/@latest`` when it hears
 nothing. A stream's export is one of its readers: it sends every message in order, in batches
-of what is there, and the stream's backpressure decides what a slow link does: under
-``"block"`` the put blocks (and so, a ring later, do the stream's writers), under
-``"drop_oldest"`` Zenoh drops and the mirror counts the sequence gap.
+of what is there, reading no further than its mirrors acknowledged (``_flow``): under
+``"block"`` a slow link or mirror so holds back (a ring later) the stream's writers, and what
+a link lost is sent again; under ``"drop_oldest"`` the mirror counts what it misses.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ._zenoh import ZenohSession
 
 __all__ = ["RecordExport", "StreamExport", "default_key"]
 
-RESEND_AFTER = 0.2  # seconds of quiet after which a record's last update is sent once more
+QUIET_RESEND = 0.2  # seconds of quiet after which a record's last update is sent once more
 POLL = 0.1  # the longest a thread sleeps before it looks at its stop flag
 BATCH_BYTES = 1 << 16  # a stream batch carries about this many payload bytes at most
 
@@ -76,12 +76,8 @@ class _Export(Bridge):
     def _announce(self, layout: Layout) -> int:
         envelope = encode_layout(layout, self._epoch, self._host, self.segment, os.getpid())
         self._session.queryable(self.key + "/@layout", lambda: envelope)
-        self._session.publisher(self.key + "/@layout", block=True).put(envelope)
+        self._session.publisher(self.key + "/@layout", block=True)(envelope)
         return layout.hash()
-
-    def _tick(self) -> None:
-        self.counters.set(peers=len(self._session.peers()))
-        self.publish_status()
 
 
 class RecordExport(_Export):
@@ -106,15 +102,15 @@ class RecordExport(_Export):
         layout_hash = self._announce(layout)
         latest: list[Any] = [None]
         self._session.queryable(self.key + "/@latest", lambda: latest[0])
-        put = self._session.publisher(self.key, block=False, express=True).put
+        put = self._session.publisher(self.key, block=False, express=True)
         self.set_state("running")
         seq, last_update, resent = 0, 0.0, True
         while not self.stopping:
-            self._tick()
+            self.publish_status()
             try:
                 m.wait(seq, timeout=POLL)
             except WaitTimeoutError:
-                if not resent and time.monotonic() - last_update >= RESEND_AFTER:
+                if not resent and time.monotonic() - last_update >= QUIET_RESEND:
                     put(latest[0])
                     resent = True
                 continue
@@ -168,7 +164,7 @@ class StreamExport(_Export):
         layout = Layout.of_stream(s.capacity, s.max_bytes, s.backpressure, s.dtype, s.shape)
         layout_hash = self._announce(layout)
         block = s.backpressure == "block"
-        pub = self._session.publisher(self.key, block=block)
+        put = self._session.publisher(self.key, block=block)
         batch = max(1, min(1024, BATCH_BYTES // (s.max_bytes + 24)))
         credit = Credit(r.cursor, max_window(s.max_bytes))
 
@@ -187,11 +183,11 @@ class StreamExport(_Export):
 
         self._session.subscribe(self.key + "/@ack", on_ack)
         while not self.stopping:
-            self._tick()
+            self.publish_status()
             mirrors, allowed, resend = credit.plan()
             if block:
                 for envelope in resend:  # the mirror skips what it has
-                    pub.put(envelope)
+                    put(envelope)
                     self.counters.add(resent=1)
             if not mirrors:
                 # No mirror: read nothing (under "block" the stream's writers wait, a ring
@@ -214,7 +210,7 @@ class StreamExport(_Export):
                 [(x.seq, x.timestamp_ns, x.writer_pid, x.data) for x in msgs],
                 base=credit.base(msgs[0].seq),
             )
-            pub.put(envelope)
+            put(envelope)
             last = msgs[-1]
             credit.sent(msgs[0].seq, last.seq, envelope)
             self.counters.add(messages=len(msgs), bytes=len(envelope))

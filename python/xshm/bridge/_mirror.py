@@ -163,7 +163,7 @@ class Mirror(Bridge):
         assert layout is not None
         record = layout.kind == "record"
         if not record:
-            self._ack_put = self._session.publisher(self.key + "/@ack", block=False).put
+            self._ack_put = self._session.publisher(self.key + "/@ack", block=False)
         # Only now, the segment made: a stream's export sends once this mirror acknowledges.
         window = max_window(layout.max_bytes) if not record else 0
         self._session.subscribe(self.key, self._on_data, latest_only=record, capacity=window)
@@ -172,7 +172,6 @@ class Mirror(Bridge):
         self._ready.set()
         self.set_state("running")
         while not self.stopping:
-            self.counters.set(peers=len(self._session.peers()))
             self.publish_status()
             self._look_at_layout()
             now = time.monotonic()

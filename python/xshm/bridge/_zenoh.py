@@ -19,7 +19,6 @@ from ._status import log
 
 __all__ = [
     "DEFAULT_ENDPOINT",
-    "Publisher",
     "ZenohOptions",
     "ZenohSession",
     "check_key",
@@ -116,18 +115,6 @@ def check_key(key: str) -> str:
     return key
 
 
-class Publisher:
-    """What an export publishes with: ``put(payload)``, and whether anyone listens."""
-
-    def __init__(self, pub: Any) -> None:
-        self._pub = pub
-        self.put: Callable[[bytes], None] = pub.put
-
-    def matching(self) -> bool:
-        """Whether a subscriber (a mirror) matches the key now."""
-        return bool(self._pub.matching_status)
-
-
 class ZenohSession:
     """One Zenoh session and what the bridge declared on it; :meth:`close` undeclares all."""
 
@@ -143,9 +130,9 @@ class ZenohSession:
         self._lock = threading.Lock()
         self._closed = False
 
-    def publisher(self, key: str, block: bool, express: bool = False) -> Publisher:
-        """A publisher on ``key``: reliable, and under congestion blocking (``block``) or
-        dropping (Zenoh's DROP); ``express``: sent at once, never batched with others."""
+    def publisher(self, key: str, block: bool, express: bool = False) -> Callable[[bytes], None]:
+        """The put function of a publisher on ``key``: reliable, and under congestion blocking
+        (``block``) or dropping (Zenoh's DROP); ``express``: sent at once, never batched."""
         z = self._zenoh
         pub = self._session.declare_publisher(
             key,
@@ -154,7 +141,7 @@ class ZenohSession:
             express=express,
         )
         self._declared.append(pub)
-        return Publisher(pub)
+        return pub.put  # type: ignore[no-any-return]
 
     # Zenoh hands samples and queries to Python callbacks on threads of its own that it does
     # not join: one still waking when the interpreter exits aborts the process ("FATAL:
