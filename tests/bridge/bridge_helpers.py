@@ -95,3 +95,58 @@ def status_values(name: str) -> dict[str, float]:
 
     with xshm.SharedMemoryManager.open(name, readonly=True) as m:
         return dict(zip(FIELDS, m.read().values.tolist()))
+
+
+class RedisServer:
+    """A ``redis-server`` process on a free loopback port (``start``, ``kill``, ``stop``: the
+    same port and data directory each time, so a restart finds what was written)."""
+
+    def __init__(self, directory: str, *args: str) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("XSHM_REQUIRE_ALL") == "1":
+                pytest.fail("XSHM_REQUIRE_ALL=1 but redis-server is not installed")
+            pytest.skip("redis-server is not installed (apt install redis-server)")
+        self.binary = binary
+        self.dir = directory
+        self.port = free_port()
+        self.args = list(args)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self) -> None:
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
+        argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
+            ):
+                return
+            if self.proc.poll() is not None or time.monotonic() >= deadline:
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies mid-whatever."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self, url: Optional[str] = None) -> Any:
+        import redis
+
+        return redis.Redis.from_url(url or self.url)

@@ -1,5 +1,6 @@
 """What the bridge's tests share: free loopback ports, processes that are always stopped, the
-bridge's CLI started in processes of its own, and status records that are always removed."""
+bridge's CLI started in processes of its own, status records that are always removed, and a
+real ``redis-server`` started on a free loopback port for the Redis engine's tests."""
 
 from __future__ import annotations
 
@@ -11,19 +12,35 @@ from typing import Callable
 
 import pytest
 import xshm
-from bridge_helpers import Procs, free_port
+from bridge_helpers import Procs, RedisServer, free_port
 
 
-def _require_zenoh() -> None:
-    if importlib.util.find_spec("zenoh") is None:
+def _require(module: str, package: str) -> None:
+    if importlib.util.find_spec(module) is None:
         if os.environ.get("XSHM_REQUIRE_ALL") == "1":
-            pytest.fail("XSHM_REQUIRE_ALL=1 but eclipse-zenoh is not installed")
-        pytest.skip("eclipse-zenoh is not installed (pip install 'xshm[bridge]')")
+            pytest.fail(f"XSHM_REQUIRE_ALL=1 but {package} is not installed")
+        pytest.skip(f"{package} is not installed (pip install 'xshm[bridge]')")
 
 
 @pytest.fixture(autouse=True)
-def _zenoh_installed() -> None:
-    _require_zenoh()
+def _engine_installed(request: pytest.FixtureRequest) -> None:
+    """The engine's client a test module uses (its name says which)."""
+    if "redis" in request.module.__name__:
+        _require("redis", "redis (redis-py)")
+    else:
+        _require("zenoh", "eclipse-zenoh")
+
+
+@pytest.fixture
+def redis_server(tmp_path: os.PathLike[str]) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own on a free loopback port, its data (AOF, fsynced at
+    every write: a SIGKILL loses nothing acknowledged) in the test's temporary directory."""
+    server = RedisServer(str(tmp_path))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

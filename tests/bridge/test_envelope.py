@@ -193,6 +193,40 @@ def test_random_and_mutated_bytes_raise_only_envelope_errors() -> None:
             pass
 
 
+def test_the_one_message_fast_path_agrees_with_decode() -> None:
+    """``decode_one`` (the Redis engine's path for a batch of one message) returns what
+    ``decode`` returns for every valid batch of one, and None for everything else, valid or
+    not: mutated and random bytes never get past it unchecked."""
+    rng = random.Random(4321)
+    one = env.encode_batch(STREAM.hash(), 9, [(5, 6, 7, b"payload")])
+    seeds = [one, env.encode_batch(STREAM.hash(), 9, [(5, 6, 7, b"a"), (6, 0, 0, b"b")])]
+    seeds.append(record_envelope())
+    accepted = 0
+    for i in range(20000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(0, 3)):
+            op = rng.randrange(3)
+            if op == 0 and data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif op == 1:
+                del data[rng.randrange(len(data) + 1) :]
+            else:
+                data += rng.randbytes(rng.randrange(4))
+        if i % 10 == 0:
+            data = bytearray(rng.randbytes(rng.randrange(100)))
+        fast = env.decode_one(bytes(data))
+        if fast is None:
+            continue
+        accepted += 1
+        full = env.decode(bytes(data))  # raises if the fast path let something bad through
+        assert isinstance(full, env.Batch) and len(full.seqs) == 1
+        got = (full.layout_hash, full.epoch, full.seqs[0], full.timestamps_ns[0])
+        assert fast[:4] == got and fast[4] == full.writer_pids[0]
+        assert bytes(fast[5]) == bytes(full.data[0])
+    assert accepted > 100  # the unmutated and harmlessly mutated ones
+    assert env.decode_one(one) is not None
+
+
 def test_the_spec_names_the_status_fields_in_order() -> None:
     """docs/BRIDGE.md section 6 lists the status record's values as the code writes them."""
     import re

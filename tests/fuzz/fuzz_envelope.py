@@ -1,7 +1,8 @@
 """atheris target: the bridge's envelope decoder (python/xshm/bridge/_envelope.py) on arbitrary
 bytes. Coverage-guided over the decoder itself (pure Python, instrumented): every input must
 decode or be refused with EnvelopeError; a decoded record or batch naming a known layout must
-fit it or be refused the same way. Never another exception, never a hang.
+fit it or be refused the same way; the one-message fast path (decode_one) accepts only what
+decode accepts, and says the same of it. Never another exception, never a hang.
 
     python tests/fuzz/fuzz_envelope.py [atheris/libFuzzer options] [CORPUS...]
 """
@@ -39,6 +40,11 @@ def seeds() -> list[bytes]:
 
 @atheris.instrument_func
 def one_input(data: bytes) -> None:
+    fast = env.decode_one(data)
+    if fast is not None:
+        full = env.decode(data)  # an EnvelopeError here: the fast path let it through
+        assert isinstance(full, env.Batch) and len(full.seqs) == 1, full
+        assert fast[2] == full.seqs[0] and bytes(fast[5]) == bytes(full.data[0])
     try:
         got = env.decode(data)
         layout = BY_HASH.get(got.layout_hash)

@@ -1,4 +1,4 @@
-"""Records and streams beyond one machine, over Zenoh.
+"""Records and streams beyond one machine, over Zenoh or Redis Streams.
 
 An **export** publishes local segments under keys: a record's updates (latest value: a slow
 link skips updates, never queues them) and a stream's messages (every one, in order, the
@@ -19,10 +19,12 @@ an error that stopped a bridge is raised there. Each keeps its counters in ``sta
 ``status=False``, in an ordinary status record ``bridge.export.<name>`` /
 ``bridge.mirror.<name>`` that ``xshm ls`` and ``xshm inspect`` show.
 
-The engine is Zenoh (``eclipse-zenoh``): a session inside the process, peer mode, no server.
-By default an export listens on ``tcp/127.0.0.1:7447`` and a mirror connects there; give
-``listen``/``connect`` endpoints (or a Zenoh ``config`` file, for TLS and routers) to cross
-machines.
+The default engine is Zenoh (``eclipse-zenoh``): a session inside the process, peer mode, no
+server. By default an export listens on ``tcp/127.0.0.1:7447`` and a mirror connects there;
+give ``listen``/``connect`` endpoints (or a Zenoh ``config`` file, for TLS and routers) to
+cross machines. ``engine="redis"`` goes through a Redis server instead (``url=``, AUTH, ACL
+users and ``rediss://`` in it): durable streams, each mirror a consumer group that keeps its
+place across restarts.
 """
 
 from __future__ import annotations
@@ -31,42 +33,59 @@ from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 from ..errors import ArgumentError
-from ._base import Closing
+from ._base import Bridge, Closing
 from ._envelope import EnvelopeError, Layout
 from ._export import default_key, make_export
 from ._mirror import DEFAULT_MAX_BYTES, Mirror
+from ._redis import DEFAULT_URL, RedisOptions
+from ._redis_bridge import RedisMirror, make_redis_export
 from ._status import FIELDS as STATUS_FIELDS
 from ._zenoh import DEFAULT_ENDPOINT, ZenohOptions, ZenohSession, check_key
+from ._zenoh_mirror import ZenohMirror
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "DEFAULT_URL",
     "STATUS_FIELDS",
     "EnvelopeError",
     "Export",
     "Layout",
     "Mirror",
+    "RedisOptions",
     "ZenohOptions",
     "export",
     "mirror",
 ]
 
 
+Options = Union[ZenohOptions, RedisOptions]
+
+
 class Export(Closing):
-    """Segments published under keys, one thread each, over one Zenoh session."""
+    """Segments published under keys, one thread each, over one Zenoh session or one Redis
+    client each."""
 
     def __init__(
         self,
         names: Sequence[str],
         keys: Sequence[str],
-        options: ZenohOptions,
+        options: Options,
         status: bool,
         start: str,
     ) -> None:
-        self._session = ZenohSession(options, "export")
+        self._session: Optional[ZenohSession] = None
+        if isinstance(options, ZenohOptions):
+            self._session = ZenohSession(options, "export")
         self._bridges: list[Any] = []
         try:
             for name, key in zip(names, keys):
-                self._bridges.append(make_export(self._session, name, key, status, start))
+                b: Bridge
+                if self._session is not None:
+                    b = make_export(self._session, name, key, status, start)
+                else:
+                    assert isinstance(options, RedisOptions)
+                    b = make_redis_export(name, key, options, status, start)
+                self._bridges.append(b)
         except BaseException:
             self._close_all()
             raise
@@ -97,23 +116,42 @@ class Export(Closing):
             b._stop.set()
         for b in self._bridges:
             b._stop_thread()
-        self._session.close()
+        if self._session is not None:
+            self._session.close()
         for b in self._bridges:
             b._release()
 
 
+_ENGINES = ("zenoh", "redis")
+
+
 def _options(
-    options: Optional[ZenohOptions],
+    engine: str,
+    options: Optional[Options],
     listen: Optional[Sequence[str]],
     connect: Optional[Sequence[str]],
     config: Optional[str],
     zenoh_mode: Optional[str],
-) -> ZenohOptions:
+    url: Optional[str],
+    redis: dict[str, Any],
+) -> Options:
+    if engine not in _ENGINES:
+        raise ArgumentError(f"engine must be one of {', '.join(_ENGINES)}, got {engine!r}")
+    zenoh_given = any(x is not None for x in (listen, connect, config, zenoh_mode))
+    redis_given = url is not None or any(v is not None for v in redis.values())
     if options is not None:
-        given = (listen, connect, config, zenoh_mode)
-        if any(x is not None for x in given):
-            raise ArgumentError("give either options= or listen=/connect=/config=/zenoh_mode=")
+        if zenoh_given or redis_given:
+            raise ArgumentError(
+                "give either options= or the engine's own arguments (listen=, url=, ...)"
+            )
         return options
+    if engine == "redis":
+        if zenoh_given:
+            raise ArgumentError("listen=, connect=, config= and zenoh_mode= are Zenoh's")
+        extra = {k: v for k, v in redis.items() if v is not None}
+        return RedisOptions(url=url or DEFAULT_URL, **extra)
+    if redis_given:
+        raise ArgumentError("url=, max_entries= and group= are Redis's: give engine='redis'")
     return ZenohOptions(
         listen=None if listen is None else _endpoints(listen, "listen"),
         connect=None if connect is None else _endpoints(connect, "connect"),
@@ -139,12 +177,18 @@ def export(
     connect: Optional[Sequence[str]] = None,
     config: Optional[str] = None,
     zenoh_mode: Optional[str] = None,
-    options: Optional[ZenohOptions] = None,
+    engine: str = "zenoh",
+    url: Optional[str] = None,
+    max_entries: Optional[int] = None,
+    options: Optional[Options] = None,
     start: str = "oldest",
     status: bool = True,
 ) -> Export:
-    """Publish the records and streams ``names`` over Zenoh, each under a key: ``key`` (one
-    name only), or ``<prefix>/<name>`` with ``prefix`` defaulting to ``xshm/<hostname>``.
+    """Publish the records and streams ``names`` over Zenoh or Redis, each under a key: ``key``
+    (one name only), or ``<prefix>/<name>`` with ``prefix`` defaulting to ``xshm/<hostname>``.
+
+    Zenoh takes ``listen``/``connect``/``config``/``zenoh_mode`` (or ``options=ZenohOptions``);
+    ``engine="redis"`` takes ``url`` and ``max_entries`` (or ``options=RedisOptions``).
 
     A stream is read from the oldest message its ring holds (``start="oldest"``: an export
     restarted after a crash resends what the ring still has, and mirrors skip what they
@@ -158,17 +202,19 @@ def export(
         raise ArgumentError("a key names the key of one segment; give a prefix for several")
     if start not in ("latest", "oldest"):
         raise ArgumentError(f"start must be 'latest' or 'oldest', got {start!r}")
+    opts = _options(
+        engine, options, listen, connect, config, zenoh_mode, url, {"max_entries": max_entries}
+    )
+    z = isinstance(opts, ZenohOptions)
     if key is not None:
-        keys = [check_key(key)]
+        keys = [check_key(key, z)]
     elif prefix is not None:
-        keys = [check_key(f"{prefix.rstrip('/')}/{n.lstrip('/')}") for n in name_list]
+        keys = [check_key(f"{prefix.rstrip('/')}/{n.lstrip('/')}", z) for n in name_list]
     else:
-        keys = [check_key(default_key(n)) for n in name_list]
+        keys = [check_key(default_key(n), z) for n in name_list]
     if len(set(keys)) != len(keys):
         raise ArgumentError(f"two segments would share a key: {keys}")
-    return Export(
-        name_list, keys, _options(options, listen, connect, config, zenoh_mode), status, start
-    )
+    return Export(name_list, keys, opts, status, start)
 
 
 def mirror(
@@ -179,7 +225,10 @@ def mirror(
     connect: Optional[Sequence[str]] = None,
     config: Optional[str] = None,
     zenoh_mode: Optional[str] = None,
-    options: Optional[ZenohOptions] = None,
+    engine: str = "zenoh",
+    url: Optional[str] = None,
+    group: Optional[str] = None,
+    options: Optional[Options] = None,
     allow_layout_change: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     mode: int = 0o600,
@@ -190,25 +239,29 @@ def mirror(
     same layout. ``max_bytes`` caps what a remote layout may make the mirror reserve; a remote
     layout change stops the mirror with :class:`~xshm.LayoutError` unless
     ``allow_layout_change`` (then the local segment is recreated: readers reopen it).
-    :meth:`Mirror.wait_ready` waits for the first layout and record.
+    :meth:`Mirror.wait_ready` waits for the first layout and record. Over Redis the mirror of
+    a stream is the consumer group ``group`` (default ``xshm-mirror/<host>/<into>``).
     """
-    check_key(key)
     if max_bytes < 1:
         raise ArgumentError(f"max_bytes must be positive, got {max_bytes}")
-    session = ZenohSession(_options(options, listen, connect, config, zenoh_mode), "mirror")
-    try:
-        m = Mirror(
-            session,
-            key,
-            into,
-            allow_layout_change=allow_layout_change,
-            max_bytes=max_bytes,
-            mode=mode,
-            status=status,
-        )
-    except BaseException:
-        session.close()
-        raise
+    opts = _options(engine, options, listen, connect, config, zenoh_mode, url, {"group": group})
+    check_key(key, isinstance(opts, ZenohOptions))
+    kw: dict[str, Any] = {
+        "allow_layout_change": allow_layout_change,
+        "max_bytes": max_bytes,
+        "mode": mode,
+        "status": status,
+    }
+    m: Mirror
+    if isinstance(opts, RedisOptions):
+        m = RedisMirror(opts, key, into, **kw)
+    else:
+        session = ZenohSession(opts, "mirror")
+        try:
+            m = ZenohMirror(session, key, into, **kw)
+        except BaseException:
+            session.close()
+            raise
     try:
         m._start()
     except BaseException:

@@ -17,15 +17,17 @@ EXAMPLE = """examples:
   xshm bridge export sensors events                      # listens on tcp/127.0.0.1:7447
   xshm bridge mirror xshm/HOST/sensors --into sensors    # on the same machine, or with
   xshm bridge mirror xshm/HOST/sensors --into sensors --connect tcp/HOST:7447
+  xshm bridge export events --engine redis --url redis://:PASSWORD@HOST:6379/0
+  xshm bridge mirror xshm/HOST/events --into events --engine redis --url rediss://HOST:6380/0
 """
 
 
 def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> None:
     p = sub.add_parser(
         "bridge",
-        help="mirror records and streams to other machines over Zenoh",
-        description="Publish local segments over Zenoh (export), or follow one into a local "
-        "segment (mirror). Runs until Ctrl-C or SIGTERM.",
+        help="mirror records and streams to other machines over Zenoh or Redis",
+        description="Publish local segments over Zenoh or Redis Streams (export), or follow "
+        "one into a local segment (mirror). Runs until Ctrl-C or SIGTERM.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -35,13 +37,19 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> No
     def engine_options(sp: argparse.ArgumentParser) -> None:
         common(sp)
         sp.add_argument(
-            "--engine", choices=["zenoh"], default="zenoh", help="the engine (default zenoh)"
-        )
+            "--engine", choices=["zenoh", "redis"], default="zenoh",
+            help="the engine (default zenoh)",
+        )  # fmt: skip
+        sp.add_argument(
+            "--url", metavar="URL",
+            help="redis: the server (default redis://127.0.0.1:6379/0; AUTH, ACL users and "
+            "rediss:// in the URL)",
+        )  # fmt: skip
         sp.add_argument("--listen", action="append", metavar="ENDPOINT", help="zenoh endpoint")
         sp.add_argument("--connect", action="append", metavar="ENDPOINT", help="zenoh endpoint")
         sp.add_argument("--zenoh-config", metavar="FILE", help="a Zenoh JSON5 config (TLS, ...)")
         sp.add_argument(
-            "--zenoh-mode", choices=["peer", "client"], default="peer",
+            "--zenoh-mode", choices=["peer", "client"], default=None,
             help="zenoh mode: peer (default) or client (through routers only)",
         )  # fmt: skip
         sp.add_argument("--seconds", type=float, default=0.0, help="stop after N s (0: never)")
@@ -56,6 +64,10 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> No
     sp.add_argument("names", nargs="+", metavar="NAME")
     sp.add_argument("--key", help="the key (one NAME only); default xshm/<host>/<NAME>")
     sp.add_argument("--prefix", help="keys <PREFIX>/<NAME> (default xshm/<host>)")
+    sp.add_argument(
+        "--max-entries", type=int, default=None,
+        help="redis: the most entries kept per stream (default 100000)",
+    )  # fmt: skip
     sp.add_argument(
         "--from", dest="start", choices=["oldest", "latest"], default="oldest",
         help="where a stream's export starts: the oldest message its ring holds (default; a "
@@ -78,6 +90,10 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> No
     sp.add_argument(
         "--max-bytes", type=int, default=None, help="the most a remote layout may reserve"
     )
+    sp.add_argument(
+        "--group", default=None,
+        help="redis: the mirror's consumer group (default xshm-mirror/<host>/<NAME>)",
+    )  # fmt: skip
     sp.set_defaults(func=cmd_mirror)
 
 
@@ -125,6 +141,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         connect=args.connect,
         config=args.zenoh_config,
         zenoh_mode=args.zenoh_mode,
+        engine=args.engine,
+        url=args.url,
+        max_entries=args.max_entries,
         start=args.start,
         status=not args.no_status,
     )
@@ -145,6 +164,9 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         connect=args.connect,
         config=args.zenoh_config,
         zenoh_mode=args.zenoh_mode,
+        engine=args.engine,
+        url=args.url,
+        group=args.group,
         allow_layout_change=args.allow_layout_change,
         max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
         status=not args.no_status,

@@ -56,6 +56,7 @@ _RECORD = struct.Struct("<QQQII")  # seq, timestamp_ns, counter, writer_pid, mes
 _BATCH = struct.Struct("<IIQ")  # count, reserved, base
 _ENTRY = struct.Struct("<QQII")  # seq, timestamp_ns, writer_pid, len
 _ACK = struct.Struct("<QII16s")  # next_seq, window, reserved, mirror_id
+_ONE = struct.Struct("<4sBBHQQIIIIQQQII")  # the header, a batch of one and its entry
 
 # docs/LAYOUT.md 5.1: the dtype codes, shared with the segments.
 _DTYPES = (
@@ -344,6 +345,33 @@ def encode_batch(
         body_len += _ENTRY.size + n
     parts[0] = _header(KIND_BATCH, layout_hash, epoch, body_len)
     return b"".join(parts)
+
+
+def decode_one(payload: bytes) -> Optional[tuple[int, int, int, int, int, memoryview]]:
+    """The fast path of :func:`decode` for a batch of exactly one message (what the Redis
+    engine adds per entry): ``(layout_hash, epoch, seq, timestamp_ns, writer_pid, data)``,
+    checked as :func:`decode` checks it; None when ``payload`` is anything else (then
+    :func:`decode` says what it is, or what is wrong with it)."""
+    if len(payload) < _ONE.size:
+        return None
+    (magic, version, kind, flags, layout_hash, epoch, body_len, reserved, count, b_reserved,
+     base, seq, ts, pid, n) = _ONE.unpack_from(payload)  # fmt: skip
+    size = len(payload)
+    if (
+        magic != MAGIC
+        or version != VERSION
+        or kind != KIND_BATCH
+        or flags
+        or reserved
+        or b_reserved
+        or epoch == 0
+        or count != 1
+        or base > seq
+        or body_len != size - HEADER.size
+        or n != size - _ONE.size
+    ):
+        return None
+    return layout_hash, epoch, seq, ts, pid, memoryview(payload)[_ONE.size :]
 
 
 def decode(

@@ -35,9 +35,17 @@ from ._envelope import (
     encode_record,
 )
 from ._flow import Credit, max_window
+from ._status import Counters
 from ._zenoh import ZenohSession
 
-__all__ = ["RecordExport", "StreamExport", "default_key"]
+__all__ = [
+    "RecordExport",
+    "StreamExport",
+    "count_sent",
+    "default_key",
+    "snapshot_envelope",
+    "source_epoch",
+]
 
 QUIET_RESEND = 0.2  # seconds of quiet after which a record's last update is sent once more
 POLL = 0.1  # the longest a thread sleeps before it looks at its stop flag
@@ -54,6 +62,29 @@ def source_epoch(identity: str) -> int:
 
 def default_key(name: str, host: str = "") -> str:
     return f"xshm/{host or socket.gethostname()}/{name.lstrip('/')}"
+
+
+def snapshot_envelope(snap: Any, layout_hash: int, epoch: int) -> bytes:
+    """The record envelope of one consistent snapshot."""
+    values = np.ascontiguousarray(snap.values).reshape(-1).view(np.uint8)
+    return encode_record(
+        layout_hash,
+        epoch,
+        snap.seq,
+        snap.timestamp_ns,
+        snap.counter,
+        snap.writer_pid,
+        snap.message.encode("utf-8"),
+        values.data,
+    )
+
+
+def count_sent(counters: Counters, last: Any, n: int, nbytes: int) -> None:
+    """An export sent ``n`` updates or messages (``nbytes`` of envelopes), ``last`` the last."""
+    counters.add(messages=n, bytes=nbytes)
+    counters.set(
+        source_seq=last.seq, source_time=last.timestamp_ns / 1e9, source_pid=last.writer_pid
+    )
 
 
 class _Export(Bridge):
@@ -115,26 +146,11 @@ class RecordExport(_Export):
                     resent = True
                 continue
             snap = m.read()
-            values = np.ascontiguousarray(snap.values).reshape(-1).view(np.uint8)
-            envelope = encode_record(
-                layout_hash,
-                self._epoch,
-                snap.seq,
-                snap.timestamp_ns,
-                snap.counter,
-                snap.writer_pid,
-                snap.message.encode("utf-8"),
-                values.data,
-            )
+            envelope = snapshot_envelope(snap, layout_hash, self._epoch)
             latest[0] = envelope
             put(envelope)
             seq, last_update, resent = snap.seq, time.monotonic(), False
-            self.counters.add(messages=1, bytes=len(envelope))
-            self.counters.set(
-                source_seq=snap.seq,
-                source_time=snap.timestamp_ns / 1e9,
-                source_pid=snap.writer_pid,
-            )
+            count_sent(self.counters, snap, 1, len(envelope))
 
 
 class StreamExport(_Export):
@@ -213,15 +229,8 @@ class StreamExport(_Export):
             put(envelope)
             last = msgs[-1]
             credit.sent(msgs[0].seq, last.seq, envelope)
-            self.counters.add(messages=len(msgs), bytes=len(envelope))
-            self.counters.set(
-                lost=r.lost,
-                backlog=r.lag,
-                source_seq=last.seq,
-                source_time=last.timestamp_ns / 1e9,
-                source_pid=last.writer_pid,
-                mirrors=mirrors,
-            )
+            count_sent(self.counters, last, len(msgs), len(envelope))
+            self.counters.set(lost=r.lost, backlog=r.lag, mirrors=mirrors)
 
 
 def make_export(session: ZenohSession, name: str, key: str, status: bool, start: str) -> _Export:

@@ -99,15 +99,24 @@ def zenoh_module() -> Any:
     return zenoh
 
 
-def check_key(key: str) -> str:
-    """Refuse a key that is not one concrete Zenoh key expression (no wildcards): an export
-    publishes, and a mirror follows, exactly one key."""
-    zenoh = zenoh_module()
-    if not key or any(c in key for c in "*$?#") or key.startswith("/") or key.endswith("/"):
+def check_key(key: str, zenoh_expr: bool = True) -> str:
+    """Refuse a key that is not one concrete key (no wildcards): an export publishes, and a
+    mirror follows, exactly one key; with ``zenoh_expr``, also one that is not a Zenoh key
+    expression."""
+    if (
+        not isinstance(key, str)
+        or not key
+        or any(c in key for c in "*$?#")
+        or key.startswith("/")
+        or key.endswith("/")
+    ):
         raise ArgumentError(
             f"bridge key {key!r} must be a concrete key such as 'xshm/host/name' "
             "(no wildcards, no leading or trailing '/')"
         )
+    if not zenoh_expr:
+        return key
+    zenoh = zenoh_module()
     try:
         zenoh.KeyExpr(key)
     except zenoh.ZError as e:

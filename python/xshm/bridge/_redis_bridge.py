@@ -1,0 +1,541 @@
+"""Exports and mirrors over Redis Streams (``_redis`` for the keys and the client).
+
+A record's export adds each update it sees to the record's Redis stream (trimmed to a few
+entries: latest value; a slow broker makes the export skip updates, never queue them); a
+mirror started late reads the last entry, then follows with ``XREAD``.
+
+A stream's export is one of the stream's readers and adds every message, in order, one entry
+each, pipelined. Each mirror is a consumer group: it reads with ``XREADGROUP``, commits into
+the local stream, and only then acknowledges (``XACK``) and records its place (source epoch,
+next source sequence, local stream head) in ``K/@mirrors``, in one transaction. So a mirror
+restarted after a crash knows how many of the entries Redis delivers again it had committed
+(its stream's head went past the place it recorded by exactly that many: it is the stream's
+only writer) and drops those, and any message it already has by source sequence. An export
+(re)connecting reads the newest entry Redis holds of its source and sends only what follows.
+Under ``"block"`` the export trims only what every group consumed and reads no further while
+``max_entries`` remain unconsumed (so the stream's writers wait, a ring later); under
+``"drop_oldest"`` Redis trims the oldest entries and mirrors count the gap.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from .._core import SharedMemoryManager, Stream, segment_kind
+from ..errors import WaitTimeoutError
+from ._base import Bridge, Stopped
+from ._envelope import (
+    Batch,
+    EnvelopeError,
+    Layout,
+    LayoutEnvelope,
+    RecordEnvelope,
+    check_fits,
+    decode,
+    decode_one,
+    encode_batch,
+    encode_layout,
+)
+from ._export import count_sent, snapshot_envelope, source_epoch
+from ._flow import max_window
+from ._mirror import Mirror
+from ._redis import RedisLink, RedisOptions
+from ._status import log
+
+__all__ = ["RedisMirror", "make_redis_export"]
+
+FIELD = b"e"  # an entry's one field: the envelope
+RECORD_KEEP = 16  # a record's Redis stream keeps about this many entries (approximate trim)
+POLL = 0.1  # the longest a thread waits before it looks at its stop flag
+RECONNECT = 0.5  # seconds between attempts to reach the broker
+ROOM_EVERY = 0.1  # seconds between a "block" export's looks at its mirrors' groups
+CONFIRM_EVERY = 1.0  # at most one layout lookup a second for data naming another source
+CONSUMER = "mirror"  # a mirror's one consumer in its group
+BATCH = 512  # the most stream messages one pipeline carries
+
+
+class _Relayout(Exception):
+    """The mirror took up a new remote layout: it starts following again."""
+
+
+def layout_key(key: str) -> str:
+    return key + "/@layout"
+
+
+def mirrors_key(key: str) -> str:
+    return key + "/@mirrors"
+
+
+def _next_id(entry_id: bytes) -> str:
+    """The smallest stream ID after ``entry_id`` (``ms-seq``)."""
+    ms, _, seq = entry_id.decode().partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.decode().partition("-")
+    return int(ms), int(seq)
+
+
+class _Linked(Bridge):
+    """A bridge over one Redis client: :meth:`_session` runs while the broker answers; when
+    it stops answering the bridge says so in its state and reconnects."""
+
+    def __init__(self, segment: str, status: bool, key: str, options: RedisOptions) -> None:
+        super().__init__(segment, status)
+        self.key = key
+        try:
+            self._link = RedisLink(options)
+            self._link.check()  # refused credentials stop here; an absent broker is waited for
+        except BaseException:
+            Bridge._release(self)  # the status record
+            raise
+        with self.counters.lock:
+            self.counters.info.update(engine="redis", key=key, url=self._link.url)
+
+    def _connected_run(self) -> None:
+        while not self.stopping:
+            self.retry("waiting for the broker", lambda: self._link.check() or None, RECONNECT)
+            try:
+                self._session()
+            except self._link.transient as e:
+                self._link.connected = False
+                log.warning("%s %s: broker lost (%s): reconnecting", self.role, self.segment, e)
+                self.set_state(f"broker unreachable: {e}")
+                self.publish_status()
+                self.sleep(RECONNECT)
+
+    def _session(self) -> None:
+        raise NotImplementedError
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"peers": self._link.peers()}
+
+
+class _RedisExport(_Linked):
+    role = "export"
+
+    def __init__(
+        self, name: str, key: str, options: RedisOptions, status: bool, identity: str
+    ) -> None:
+        super().__init__(name, status, key, options)
+        self._options = options
+        self._host = socket.gethostname()
+        self._epoch = source_epoch(identity)
+
+    def _run(self) -> None:
+        self._connected_run()
+
+    def _put_layout(self, layout: Layout) -> int:
+        envelope = encode_layout(layout, self._epoch, self._host, self.segment, os.getpid())
+        self._link.client.set(layout_key(self.key), envelope)
+        return layout.hash()
+
+
+class RedisRecordExport(_RedisExport):
+    """Adds one record's updates to ``key`` (see the module's docstring)."""
+
+    def __init__(self, name: str, key: str, options: RedisOptions, status: bool) -> None:
+        self._m = SharedMemoryManager.open(name, readonly=True, errors="replace")
+        try:
+            super().__init__(
+                name, key, options, status, f"record {self._m.header()['creation_id']}"
+            )
+        except BaseException:
+            self._m.close()
+            raise
+
+    def _release(self) -> None:
+        super()._release()
+        self._link.close()
+        self._m.close()
+
+    def _session(self) -> None:
+        m, client = self._m, self._link.client
+        layout = Layout.of_record(m.dtype, m.shape, m.message_capacity)
+        layout_hash = self._put_layout(layout)
+        self.set_state("running")
+        seq = -1  # (re)connected: the current record goes out at once
+        while not self.stopping:
+            self.publish_status()
+            if seq >= 0:
+                try:
+                    m.wait(seq, timeout=POLL)
+                except WaitTimeoutError:
+                    continue
+            snap = m.read()
+            if snap.seq == 0:  # never written
+                seq = 0
+                continue
+            envelope = snapshot_envelope(snap, layout_hash, self._epoch)
+            client.xadd(self.key, {FIELD: envelope}, maxlen=RECORD_KEEP, approximate=True)
+            seq = snap.seq
+            count_sent(self.counters, snap, 1, len(envelope))
+
+
+class RedisStreamExport(_RedisExport):
+    """Adds every message of one stream to ``key``, as one of its readers."""
+
+    def __init__(
+        self, name: str, key: str, options: RedisOptions, status: bool, start: str
+    ) -> None:
+        self._s = Stream.open(name)
+        try:
+            self._r = self._s.reader(start=start)
+            h = self._s.header()
+            super().__init__(
+                name, key, options, status, f"stream {h['created_ns']} {h['creator_pid']}"
+            )
+        except BaseException:
+            self._s.close()
+            raise
+        self._unsent: list[Any] = []  # read, and not known to be in Redis
+        self._room = 0
+        self._room_at = 0.0
+
+    def _release(self) -> None:
+        super()._release()
+        self._link.close()
+        self._r.close()
+        self._s.close()
+
+    def _held(self, layout_hash: int) -> int:
+        """The newest source sequence of this source that Redis holds (-1: none)."""
+        for _, fields in self._link.client.xrevrange(self.key, count=1):
+            try:
+                env = decode(fields.get(FIELD, b""))
+            except EnvelopeError:
+                return -1
+            if isinstance(env, Batch) and (env.layout_hash, env.epoch) == (
+                layout_hash,
+                self._epoch,
+            ):
+                return env.seqs[-1] if env.seqs else -1
+        return -1
+
+    def _look_at_groups(self, block: bool) -> None:
+        """Count the mirrors' groups; under "block" trim what every group consumed and work out
+        how many more entries the export may add."""
+        client = self._link.client
+        try:
+            groups = client.xinfo_groups(self.key)
+        except self._link.redis.ResponseError:  # no such key yet
+            groups = []
+        self.counters.set(mirrors=len(groups))
+        if not block:
+            return
+        needed: Optional[tuple[int, int]] = None
+        needed_id = ""
+        for g in groups:
+            # The oldest entry the group still needs: its oldest unacknowledged, or the one
+            # after the last delivered (the summary's min is None when all were just acked).
+            oldest = client.xpending(self.key, g["name"])["min"] if g["pending"] else None
+            if oldest is not None:
+                first = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+            else:
+                first = _next_id(g["last-delivered-id"])
+            k = _id_key(first.encode())
+            if needed is None or k < needed:
+                needed, needed_id = k, first
+        if needed is not None:
+            client.xtrim(self.key, minid=needed_id, approximate=False)
+        self._room = max(0, self._options.max_entries - client.xlen(self.key))
+        self._room_at = time.monotonic()
+
+    def _session(self) -> None:
+        s, r, client = self._s, self._r, self._link.client
+        layout = Layout.of_stream(s.capacity, s.max_bytes, s.backpressure, s.dtype, s.shape)
+        layout_hash = self._put_layout(layout)
+        block = s.backpressure == "block"
+        held = self._held(layout_hash)  # a restarted export, a reconnection: what Redis has
+        # XADD key [MAXLEN ~ n] * e envelope, straight to the pipeline
+        head: tuple[Any, ...] = ("XADD", self.key)
+        if not block:
+            head += ("MAXLEN", "~", self._options.max_entries)
+        head += ("*", FIELD)
+        batch = max(1, min(BATCH, max_window(s.max_bytes)))
+        self._room_at = 0.0
+        self.set_state("running")
+        while not self.stopping:
+            self.publish_status()
+            if time.monotonic() - self._room_at >= ROOM_EVERY:
+                self._look_at_groups(block)
+            if block and self._room <= 0:
+                self.set_state("waiting for the mirrors' groups")
+                self.sleep(ROOM_EVERY)
+                continue
+            self.set_state("running")
+            msgs = self._unsent or r.recv_many(
+                min(batch, self._room) if block else batch, timeout=POLL
+            )
+            msgs = [x for x in msgs if x.seq > held]
+            if not msgs:
+                self._unsent = []
+                continue
+            self._unsent = msgs
+            pipe = client.pipeline(transaction=False)
+            nbytes = 0
+            for x in msgs:
+                envelope = encode_batch(
+                    layout_hash, self._epoch, [(x.seq, x.timestamp_ns, x.writer_pid, x.data)]
+                )
+                nbytes += len(envelope)
+                pipe.execute_command(*head, envelope)
+            pipe.execute()
+            self._unsent = []
+            last = msgs[-1]
+            held = last.seq
+            self._room -= len(msgs)
+            count_sent(self.counters, last, len(msgs), nbytes)
+            self.counters.set(lost=r.lost, backlog=r.lag)
+
+
+def make_redis_export(
+    name: str, key: str, options: RedisOptions, status: bool, start: str
+) -> Bridge:
+    """The export that fits the segment ``name`` (a record or a stream)."""
+    if segment_kind(name) == "stream":
+        return RedisStreamExport(name, key, options, status, start)
+    return RedisRecordExport(name, key, options, status)
+
+
+class RedisMirror(Mirror):
+    """Follows the export under ``key`` through a Redis server (see the module's docstring)."""
+
+    def __init__(self, options: RedisOptions, key: str, into: str, **kw: Any) -> None:
+        super().__init__(key, into, **kw)
+        self.group = options.group or f"xshm-mirror/{socket.gethostname()}/{into.lstrip('/')}"
+        try:
+            self._link = RedisLink(options)
+            self._link.check()  # refused credentials stop here; an absent broker is waited for
+        except BaseException:
+            self._release()
+            raise
+        self._confirmed_at = 0.0
+        self._skip = 0  # entries committed before a restart and not acknowledged
+        with self.counters.lock:
+            self.counters.info.update(engine="redis", key=key, url=self._link.url, group=self.group)
+
+    def _close_engine(self) -> None:
+        self._link.close()
+
+    def _peers(self) -> list[str]:
+        return self._link.peers()
+
+    # The thread.
+    def _follow(self) -> None:
+        while not self.stopping:
+            self.retry("waiting for the broker", lambda: self._link.check() or None, 0.5)
+            try:
+                while self._layout is None:
+                    env = self.retry("waiting for the remote layout", self._get_layout)
+                    if not self._install(env):
+                        self.sleep(CONFIRM_EVERY)
+                if self._layout.kind == "record":
+                    self._follow_record()
+                else:
+                    self._follow_stream()
+            except _Relayout:
+                continue
+            except self._link.transient as e:
+                self._link.connected = False
+                log.warning("mirror %s: broker lost (%s): reconnecting", self.segment, e)
+                self.set_state(f"broker unreachable: {e}")
+                self.publish_status()
+                self.sleep(0.5)
+
+    def _get_layout(self) -> Optional[LayoutEnvelope]:
+        payload = self._link.client.get(layout_key(self.key))
+        if payload is None:
+            return None
+        try:
+            env = decode(payload)
+        except EnvelopeError as e:
+            self.counters.refuse(layout_key(self.key), str(e))
+            return None
+        if not isinstance(env, LayoutEnvelope):
+            self.counters.refuse(layout_key(self.key), "not a layout envelope")
+            return None
+        return env
+
+    def _source_of(self, env: Any) -> None:
+        """Check that ``env`` comes from the confirmed source; take up a new source (or a new
+        layout) once ``K/@layout`` confirms it. :class:`EnvelopeError` otherwise."""
+        if (env.layout_hash, env.epoch) == (self._layout_hash, self._epoch):
+            return
+        now = time.monotonic()
+        if now - self._confirmed_at < CONFIRM_EVERY:
+            raise EnvelopeError(
+                f"layout {env.layout_hash:016x}, epoch {env.epoch:016x}: not the mirror's source"
+            )
+        self._confirmed_at = now
+        current = self._get_layout()
+        if current is None or (current.layout_hash, current.epoch) != (env.layout_hash, env.epoch):
+            raise EnvelopeError(
+                f"layout {env.layout_hash:016x}, epoch {env.epoch:016x}: not the source that "
+                "the export's layout key names"
+            )
+        if current.layout_hash != self._layout_hash:
+            if not self._install(current):  # refused and counted; LayoutError stops the mirror
+                raise EnvelopeError("a remote layout the mirror cannot make")
+            raise _Relayout
+        else:
+            log.info("mirror %s: a new source (epoch %016x)", self.segment, current.epoch)
+            with self._apply:
+                self._epoch, self._seq, self._next, self._skip = current.epoch, -1, None, 0
+            with self._lock:
+                self._source.update(host=current.host, name=current.name, pid=current.pid)
+
+    def _follow_record(self) -> None:
+        client = self._link.client
+        last_id = b"0-0"
+        for entry_id, fields in client.xrevrange(self.key, count=1):
+            last_id = entry_id
+            self._apply_record_entry(fields)
+        self._ready.set()
+        self.set_state("running")
+        while not self.stopping:
+            self.publish_status()
+            reply = client.xread({self.key: last_id}, count=64, block=int(POLL * 1000))
+            if not reply:
+                continue
+            entries = reply[0][1]
+            last_id = entries[-1][0]
+            for _, fields in reversed(entries):  # the newest that applies: latest value
+                if self._apply_record_entry(fields):
+                    break
+
+    def _apply_record_entry(self, fields: Optional[dict[bytes, bytes]]) -> bool:
+        try:
+            env = decode((fields or {}).get(FIELD, b""))
+            if not isinstance(env, RecordEnvelope):
+                raise EnvelopeError("not a record envelope in a record's stream")
+            self._source_of(env)
+            layout = self._layout
+            assert layout is not None
+            check_fits(env, layout)
+            with self._apply:
+                self._apply_record(env, layout)
+            return True
+        except EnvelopeError as e:
+            self.counters.refuse(self.key, str(e))
+            return False
+
+    def _follow_stream(self) -> None:
+        client, group = self._link.client, self.group
+        try:
+            client.xgroup_create(self.key, group, id="0", mkstream=True)
+        except self._link.redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        s = self._target
+        assert isinstance(s, Stream) and self._layout is not None
+        place = client.hget(mirrors_key(self.key), group)
+        self._take_place(place, s.head)
+        self._ready.set()
+        self.set_state("running")
+        count = max(1, min(BATCH, max_window(self._layout.max_bytes)))
+        read_from: Any = b"0"  # first what was delivered and not acknowledged
+        while not self.stopping:
+            self.publish_status()
+            pending = read_from != ">"
+            reply = client.xreadgroup(
+                group,
+                CONSUMER,
+                {self.key: read_from},
+                count=count,
+                block=None if pending else int(POLL * 1000),
+            )
+            entries = reply[0][1] if reply else []
+            if pending:
+                if not entries:
+                    read_from = ">"
+                    continue
+                read_from = entries[-1][0]
+            if entries:
+                self._commit(entries)
+
+    def _take_place(self, place: Optional[bytes], head: int) -> None:
+        """Where this group left off: its source epoch, next sequence and the local head then.
+        The local stream went past that head by the messages committed and not acknowledged."""
+        self._skip = 0
+        if not place:
+            return
+        try:
+            epoch_hex, nxt, local_head = place.decode().split()
+            epoch, next_seq, at = int(epoch_hex, 16), int(nxt), int(local_head)
+        except ValueError:
+            self.counters.refuse(mirrors_key(self.key), f"an unreadable place {place!r}")
+            return
+        if epoch == self._epoch:
+            self._next, self._skip = next_seq, max(0, head - at)
+
+    def _commit(self, entries: list[tuple[bytes, Optional[dict[bytes, bytes]]]]) -> None:
+        """Commit the messages of ``entries`` that follow what the mirror has, then acknowledge
+        the entries and record the place, in one transaction."""
+        layout, s = self._layout, self._target
+        assert layout is not None and isinstance(s, Stream)
+        block = layout.backpressure == "block"
+        items: list[Any] = []
+        origin: list[int] = []  # the entry each item came from
+        meta: list[tuple[int, int, int, int]] = []
+        frame = layout.values_nbytes if layout.dtype is not None else None
+        for i, (_, fields) in enumerate(entries):
+            payload = (fields or {}).get(FIELD, b"")
+            one = decode_one(payload)  # the export's one message per entry, checked
+            try:
+                if one is not None and (one[0], one[1]) == (self._layout_hash, self._epoch):
+                    n = len(one[5])
+                    if n > layout.max_bytes or (frame is not None and n != frame):
+                        raise EnvelopeError(f"stream message {one[2]} has {n} bytes")
+                    messages: Any = (one[2:],)
+                else:  # anything else: decoded and checked in full
+                    env = decode(payload)
+                    if not isinstance(env, Batch):
+                        raise EnvelopeError("not a batch envelope in a stream's Redis stream")
+                    self._source_of(env)
+                    check_fits(env, layout)
+                    messages = zip(env.seqs, env.timestamps_ns, env.writer_pids, env.data)
+            except EnvelopeError as e:
+                self.counters.refuse(self.key, str(e))
+                continue
+            for seq, ts, pid, data in messages:
+                if self._next is not None and seq < self._next:
+                    self.counters.add(duplicates=1)
+                    continue
+                if self._skip:  # committed before a restart, not acknowledged then
+                    self._skip -= 1
+                    self._next = seq + 1
+                    continue
+                if self._next is not None and seq > self._next:
+                    self.counters.add(lost=seq - self._next, gaps=1)
+                self._next = seq + 1
+                item: Any = data
+                if layout.dtype is not None:
+                    item = np.frombuffer(data, layout.dtype).reshape(layout.shape)
+                items.append(item)
+                origin.append(i)
+                meta.append((seq, ts, pid, len(data)))
+        sent, stopped = self._send_items(s, items, block) if items else (0, False)
+        done = len(entries)
+        if sent < len(items):  # stopped: the rest is delivered again next time
+            done = origin[sent]
+            self._next = meta[sent][0]
+        if sent:
+            seq, ts, pid, _ = meta[sent - 1]
+            self._seq = seq
+            self._committed(seq, ts, pid, sent, sum(m[3] for m in meta[:sent]))
+        place = f"{self._epoch:016x} {self._next if self._next is not None else 0} {s.head}"
+        if done:
+            pipe = self._link.client.pipeline(transaction=True)
+            pipe.xack(self.key, self.group, *[e[0] for e in entries[:done]])
+            if self._next is not None:
+                pipe.hset(mirrors_key(self.key), self.group, place)
+            pipe.execute()
+        if stopped:
+            raise Stopped
