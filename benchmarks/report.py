@@ -320,6 +320,24 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
         if raw is not None and r is not raw:
             ratio = _x(statistics.median(a / b for a, b in zip(r["per_round"], raw["per_round"])))
         lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    redis = (br.get("redis") or {}).get("rows") or {}
+    raw_redis = redis.get("raw redis-py pipelined XADD/XREAD")
+    if redis:
+        lines += [
+            "",
+            f"Over Redis Streams (a `redis-server` on loopback, {br['redis']['messages']:,} "
+            "messages per row and round):",
+            "",
+            "| row | API | messages/s | / raw redis-py |",
+            "|---|---|---:|---:|",
+        ]
+        for label, r in redis.items():
+            ratio = ""
+            if raw_redis is not None and r is not raw_redis:
+                ratio = _x(
+                    statistics.median(a / b for a, b in zip(r["per_round"], raw_redis["per_round"]))
+                )
+            lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
     lat = br.get("latency") or {}
     base = lat.get("raw Zenoh put → subscriber")
     if lat:

@@ -146,12 +146,13 @@ def _no_regression(res: dict[str, Any]) -> Union[str, tuple[float, str], None]:
 
 
 def _rate_target(
-    question: str, a: str, b: str, digits: int = 1
+    question: str, a: str, b: str, digits: int = 1, where: tuple[str, ...] = ()
 ) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
-    """Row a's messages/s / row b's of a question's rows, per round, median."""
+    """Row a's messages/s / row b's of a question's rows (or of its table at ``where``), per
+    round, median."""
 
     def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
-        rows = dig(res, question, "rows") or {}
+        rows = dig(res, question, *where, "rows") or {}
         ra, rb = rows.get(a), rows.get(b)
         if not ra or not rb:
             return None
@@ -169,9 +170,11 @@ def _stream_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[
     return _rate_target("streams", a, b)
 
 
-def _bridge_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
-    """The bridge question's throughput rows."""
-    return _rate_target("bridge", a, b, digits=2)
+def _bridge_target(
+    a: str, b: str, where: tuple[str, ...] = ()
+) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    """The bridge question's throughput rows (over Zenoh; ``("redis",)``: over Redis)."""
+    return _rate_target("bridge", a, b, digits=2, where=where)
 
 
 def _p50_target(
@@ -275,6 +278,11 @@ TARGETS = [
            "of raw Zenoh publish-subscribe (reliable, BLOCK), exporter and mirror in the raw "
            "rows' processes", _bridge_target("xshm stream over Zenoh (bridge)",
                                              "raw Zenoh publish-subscribe"), 0.7, True),
+    Target(17, "must", "a stream over Redis Streams, 64-byte messages, loopback: ≥ 0.7x the "
+           "messages/s of a raw redis-py pipelined XADD/XREAD loop, exporter and mirror in the "
+           "raw rows' processes", _bridge_target("xshm stream over Redis (bridge)",
+                                                 "raw redis-py pipelined XADD/XREAD",
+                                                 ("redis",)), 0.7, True),
     Target(17, "should", "a record's publish-to-mirror-read latency within 1.5x of a raw Zenoh "
            "put → subscriber of the same payload", _p50_target(
                ("bridge", "latency"), "xshm record over Zenoh: publish → mirror read",

@@ -92,6 +92,10 @@ def _bridge() -> dict[str, Any]:
         "size": 64,
         "messages": 100_000,
         "rows": {label: {"api": api, **row} for label, api in bridge.API.items()},
+        "redis": {
+            "messages": 100_000,
+            "rows": {label: {"api": api, **row} for label, api in bridge.REDIS_API.items()},
+        },
         "latency": {label: {"api": api, **lat} for label, api in bridge.LAT_API.items()},
     }
 

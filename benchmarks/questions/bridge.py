@@ -21,6 +21,14 @@ holding it:
 - xshm record over Zenoh: `m.publish(...)` into a local record that `bridge.export` publishes;
   the receiver's `bridge.mirror` publishes it into a local record whose reader (`m.wait(seq)`,
   `m.read()`) takes it.
+And over Redis Streams, a `redis-server` this question starts on a free loopback port (no
+persistence), the same `N` 64-byte messages, each received and its bytes touched:
+- raw redis-py pipelined XADD/XREAD: the sender adds each message with `pipe.xadd` and sends
+  the pipeline every 512 messages; the receiver loops `XREAD COUNT 512 BLOCK` from the last id;
+- xshm stream over Redis: as over Zenoh, `bridge.export(..., engine="redis")` and
+  `bridge.mirror(..., engine="redis")` in the same processes (the export pipelines one `XADD`
+  per message, 512 at a time; the mirror reads its consumer group with `XREADGROUP COUNT 512`,
+  commits into its local stream, then `XACK`s and records its place in one transaction).
 Ratios are medians of per-round ratios (of p50s for the latency rows)."""
 
 from __future__ import annotations
@@ -39,6 +47,16 @@ API = {
     RAW: "`pub.put(b)` (BLOCK, reliable); `sub.recv().payload.to_bytes()`",
     BRIDGE: "`s.send(b)` + `bridge.export`; `bridge.mirror` + `r.recv_many(n)`, `msg.data`",
 }
+
+
+REDIS_RAW = "raw redis-py pipelined XADD/XREAD"
+REDIS_BRIDGE = "xshm stream over Redis (bridge)"
+REDIS_API = {
+    REDIS_RAW: "`pipe.xadd(k, {'d': b})`, `pipe.execute()` every 512; `r.xread({k: last}, 512)`",
+    REDIS_BRIDGE: "`s.send(b)` + `bridge.export(engine='redis')`; `bridge.mirror(engine="
+    "'redis')` + `r.recv_many(n)`, `msg.data`",
+}
+REDIS_BATCH = 512
 
 
 def _config(listen: list[str], connect: list[str]) -> Any:
@@ -321,6 +339,150 @@ def _one(row: str, n: int, port: int) -> float:
     return n / ((t1.value - t0.value) / 1e9)
 
 
+def _redis_raw_sender(url: str, n: int, ready: Any, go: Any, t0: Any) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    msgs = [_payload(k) for k in range(n)]
+    ready.release()
+    go.wait(60)
+    t0.value = time.monotonic_ns()
+    pipe = r.pipeline(transaction=False)
+    for i, b in enumerate(msgs, 1):
+        pipe.xadd("bench/raw", {"d": b})
+        if i % REDIS_BATCH == 0 or i == n:
+            pipe.execute()
+    r.close()
+
+
+def _redis_raw_receiver(url: str, n: int, ready: Any, t1: Any) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    ready.release()
+    got, last = 0, b"0-0"
+    while got < n * SIZE:
+        reply = r.xread({"bench/raw": last}, count=REDIS_BATCH, block=30_000)
+        entries = reply[0][1]
+        for _, fields in entries:
+            got += len(fields[b"d"])
+        last = entries[-1][0]
+    t1.value = time.monotonic_ns()
+    r.close()
+
+
+def _redis_bridge_sender(url: str, name: str, n: int, ready: Any, go: Any, t0: Any) -> None:
+    import xshm
+    from xshm import bridge
+
+    s = xshm.Stream.create(name, capacity=4096, max_bytes=SIZE)
+    try:
+        with bridge.export(name, key="bench/bridge", engine="redis", url=url, status=False) as ex:
+            msgs = [_payload(k) for k in range(n)]
+            ready.release()
+            go.wait(60)
+            t0.value = time.monotonic_ns()
+            for b in msgs:
+                s.send(b)
+            last = s.head - 1
+            while ex.stats[name]["source_seq"] < last:  # every message added to Redis
+                time.sleep(0.01)
+    finally:
+        s.unlink()
+        s.close()
+
+
+def _redis_bridge_receiver(url: str, name: str, n: int, ready: Any, t1: Any) -> None:
+    import xshm
+    from xshm import bridge
+
+    try:
+        kw: dict[str, Any] = {"engine": "redis", "url": url, "status": False}
+        with bridge.mirror("bench/bridge", into=name, **kw) as mi:
+            mi.wait_ready(60)
+            s = xshm.Stream.open(name)
+            with s.reader(start="oldest") as r:
+                ready.release()
+                got = 0
+                while got < n * SIZE:
+                    for msg in r.recv_many(1024, timeout=30):
+                        got += len(msg.data)
+                t1.value = time.monotonic_ns()
+                assert r.lost == 0 and got == n * SIZE
+            s.close()
+    finally:
+        xshm.unlink(name)
+
+
+def _redis_one(row: str, n: int, url: str) -> float:
+    """One round of one Redis row, on an emptied server: messages/s."""
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        r.flushall()
+    ready, go = CTX.Semaphore(0), CTX.Event()
+    t0, t1 = CTX.Value("q", 0), CTX.Value("q", 0)
+    tag = f"xshm-bench-bridge-redis-{os.getpid()}"
+    if row == REDIS_RAW:
+        sender = CTX.Process(target=_redis_raw_sender, args=(url, n, ready, go, t0))
+        receiver = CTX.Process(target=_redis_raw_receiver, args=(url, n, ready, t1))
+    else:
+        sender = CTX.Process(target=_redis_bridge_sender, args=(url, tag, n, ready, go, t0))
+        receiver = CTX.Process(target=_redis_bridge_receiver, args=(url, tag + "-m", n, ready, t1))
+    _pair(row, sender, receiver, ready, go, lambda: receiver.join(300))
+    return n / ((t1.value - t0.value) / 1e9)
+
+
+def _redis_rows(quick: bool, notes: dict[str, str]) -> dict[str, Any]:
+    import shutil
+    import subprocess
+    import tempfile
+
+    try:
+        import redis
+    except ImportError:
+        notes["bridge over Redis"] = "redis (redis-py) is not installed: run make bench-peers"
+        return {}
+    server = shutil.which("redis-server")
+    if server is None:
+        notes["bridge over Redis"] = "redis-server is not installed (apt install redis-server)"
+        return {}
+    port = _port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with tempfile.TemporaryDirectory() as d:
+        args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", d]
+        proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    with redis.Redis.from_url(url) as r:
+                        r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            rows = [REDIS_RAW, REDIS_BRIDGE]
+            rounds, n = (2, 2000) if quick else (6, 100_000)
+            per_round: dict[str, list[float]] = {row: [] for row in rows}
+            for k in range(rounds):
+                for row in rows[k % len(rows) :] + rows[: k % len(rows)]:
+                    per_round[row].append(_redis_one(row, n, url))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {
+        "messages": n,
+        "rows": {
+            row: {
+                "api": REDIS_API[row],
+                "msgs_per_s": statistics.median(rs),
+                "per_round": rs,
+                "rounds": len(rs),
+            }
+            for row, rs in per_round.items()
+        },
+    }
+
+
 def _port() -> int:
     import socket
 
@@ -350,6 +512,7 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
     return {
         "size": SIZE,
         "messages": n,
+        "redis": _redis_rows(quick, notes),
         "latency": {
             row: {
                 "api": LAT_API[row],
