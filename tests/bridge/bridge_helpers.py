@@ -101,7 +101,9 @@ class RedisServer:
     """A ``redis-server`` process on a free loopback port (``start``, ``kill``, ``stop``: the
     same port and data directory each time, so a restart finds what was written)."""
 
-    def __init__(self, directory: str, *args: str) -> None:
+    def __init__(self, directory: str, *args: str, tls: Optional[list[str]] = None) -> None:
+        """``args``: more redis-server arguments; ``tls``: its TLS arguments (certificate, key,
+        CA): the port then takes TLS only."""
         import shutil
 
         binary = shutil.which("redis-server")
@@ -113,11 +115,15 @@ class RedisServer:
         self.dir = directory
         self.port = free_port()
         self.args = list(args)
+        self.tls = tls
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> None:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir]
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = ["--port", "0", "--tls-port", str(self.port), *self.tls]
+        argv = [self.binary, *ports, "--bind", "127.0.0.1", "--dir", self.dir]
         argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.args]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

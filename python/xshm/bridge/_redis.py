@@ -125,7 +125,9 @@ class RedisLink:
                 raise PermissionError(f"redis {self.url}: refused: {e}") from None
             raise
         except self.transient as e:
-            if "certificate" in str(e).lower() or "ssl" in str(e).lower():
+            # A TLS handshake refused (a certificate not trusted, or none given where the
+            # broker asks for one) surfaces as a connection error naming OpenSSL.
+            if "certificate" in str(e).lower() or "_ssl.c" in str(e):
                 raise PermissionError(f"redis {self.url}: TLS refused: {e}") from None
             self.connected = False
             return False

@@ -82,6 +82,21 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def _reach(bridge: Bridge, link: RedisLink) -> Optional[bool]:
+    """True once the broker answers (for :meth:`Bridge.retry`). Once running, a refusal (a
+    password changed, a certificate renewed on the broker) is waited out like an absent broker,
+    the reason in the status's ``error``: the operator can fix it without restarting us."""
+    try:
+        if link.check():
+            with bridge.counters.lock:
+                bridge.counters.error = None
+            return True
+    except PermissionError as e:
+        with bridge.counters.lock:
+            bridge.counters.error = str(e)
+    return None
+
+
 class _Linked(Bridge):
     """A bridge over one Redis client: :meth:`_session` runs while the broker answers; when
     it stops answering the bridge says so in its state and reconnects."""
@@ -100,7 +115,7 @@ class _Linked(Bridge):
 
     def _connected_run(self) -> None:
         while not self.stopping:
-            self.retry("waiting for the broker", lambda: self._link.check() or None, RECONNECT)
+            self.retry("waiting for the broker", lambda: _reach(self, self._link), RECONNECT)
             try:
                 self._session()
             except self._link.transient as e:
@@ -330,7 +345,7 @@ class RedisMirror(Mirror):
     # The thread.
     def _follow(self) -> None:
         while not self.stopping:
-            self.retry("waiting for the broker", lambda: self._link.check() or None, 0.5)
+            self.retry("waiting for the broker", lambda: _reach(self, self._link), RECONNECT)
             try:
                 while self._layout is None:
                     env = self.retry("waiting for the remote layout", self._get_layout)
