@@ -6,7 +6,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 JOBS ?= 2
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux clang libclang-rt-14-dev clang-format redis-server
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev valgrind tmux clang libclang-rt-14-dev clang-format redis-server iproute2
 DEMO_APT := g++ cmake ninja-build
 
 # XSHM_LONG=1 make test: the long reliability campaign (about an hour) instead of the CI scale.
