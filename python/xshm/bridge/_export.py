@@ -201,6 +201,7 @@ class StreamExport(_Export):
         while not self.stopping:
             self.publish_status()
             mirrors, allowed, resend = credit.plan()
+            self.counters.set(mirrors=mirrors)  # also while nothing is sent
             if block:
                 for envelope in resend:  # the mirror skips what it has
                     put(envelope)
@@ -230,7 +231,7 @@ class StreamExport(_Export):
             last = msgs[-1]
             credit.sent(msgs[0].seq, last.seq, envelope)
             count_sent(self.counters, last, len(msgs), len(envelope))
-            self.counters.set(lost=r.lost, backlog=r.lag, mirrors=mirrors)
+            self.counters.set(lost=r.lost, backlog=r.lag)
 
 
 def make_export(session: ZenohSession, name: str, key: str, status: bool, start: str) -> _Export:

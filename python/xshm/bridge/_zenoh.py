@@ -41,9 +41,9 @@ class ZenohOptions:
     file (JSON5) read first; ``listen``, ``connect``, ``mode`` and ``scouting`` given here
     override it, and where neither it nor ``listen`` says where to listen, a mirror listens
     nowhere and an export on ``tcp/127.0.0.1:7447`` (not Zenoh's default, every interface in
-    plain TCP, which would let a peer that TLS refuses in by gossip). Multicast scouting stays off unless ``scouting`` is true, and Zenoh's own
-    shared-memory transport is always off (a bridge is for crossing machines: on one, open the
-    segment itself).
+    plain TCP, which would let a peer that TLS refuses in by gossip). Multicast scouting stays
+    off unless ``scouting`` is true, and Zenoh's own shared-memory transport is always off (a
+    bridge is for crossing machines: on one, open the segment itself).
     """
 
     listen: Optional[list[str]] = None
@@ -67,13 +67,13 @@ class ZenohOptions:
                 listen = [DEFAULT_ENDPOINT]
             else:
                 connect = [DEFAULT_ENDPOINT]
-        if listen is None and self.config:
-            # A file that does not say where to listen would leave Zenoh's peer default, every
-            # interface in plain TCP (tcp/[::]:0), which peers learn by gossip and connect to:
-            # one TLS refuses would get the data that way. A mirror listens nowhere, an
-            # export on the loopback default, unless the file or `listen` says otherwise.
-            if cfg.get_json("listen/endpoints") == zenoh.Config().get_json("listen/endpoints"):
-                listen = [DEFAULT_ENDPOINT] if role == "export" else []
+        # A file that does not say where to listen would leave Zenoh's peer default, every
+        # interface in plain TCP (tcp/[::]:0), which peers learn by gossip and connect to: one
+        # TLS refuses would get the data that way. A mirror listens nowhere, an export on the
+        # loopback default, unless the file or `listen` says otherwise.
+        unsaid = zenoh.Config().get_json("listen/endpoints")
+        if listen is None and self.config and cfg.get_json("listen/endpoints") == unsaid:
+            listen = [DEFAULT_ENDPOINT] if role == "export" else []
         settings: dict[str, Any] = {
             "mode": self.mode,
             "transport/shared_memory/enabled": False,
