@@ -17,8 +17,10 @@ import xshm
 from bridge_helpers import RedisServer, status_values, wait_for
 from xshm import bridge
 from xshm.bridge._envelope import Layout, encode_batch, encode_record
+from xshm.bridge._redis_bridge import data_key, layout_key
 
 KEY = "test/redis"
+STREAM, LAYOUT = data_key(KEY), layout_key(KEY)  # the Redis keys: {test/redis}, ...
 
 
 def _payload(k: int) -> bytes:
@@ -78,7 +80,7 @@ def test_a_record_late_mirror_gets_the_current_one_then_follows(
                 st = wait_for(lambda: (x := status_values(name))["source_seq"] == src.seq and x)
                 assert st["peers"] == 1
                 # The exporter's record stream stays a few entries long: latest value.
-                assert redis_server.client().xlen(KEY) < 300
+                assert redis_server.client().xlen(STREAM) < 300
                 m.close()
     finally:
         src.close()
@@ -180,7 +182,7 @@ def test_a_mirror_that_committed_but_did_not_acknowledge_skips_the_redelivery(
             assert fail.fired == 1
             st = mi.stats
             assert st["lost"] == 0 and st["duplicates"] == 0, st
-            pending = redis_server.client().xpending(KEY, mi.group)  # type: ignore[attr-defined]
+            pending = redis_server.client().xpending(STREAM, mi.group)  # type: ignore[attr-defined]
             assert pending["pending"] == 0
             s.close()
     finally:
@@ -228,14 +230,14 @@ def test_a_restarted_export_adds_only_what_redis_lacks(
             src.send(_payload(k))
         with bridge.export(src_name, key=KEY, engine="redis", url=redis_server.url) as ex:
             wait_for(lambda: ex.stats[src_name]["source_seq"] == 299, what="300 added")
-        assert r.xlen(KEY) == 300
+        assert r.xlen(STREAM) == 300
         for k in range(300, 400):
             src.send(_payload(k))
         # From the oldest message the ring holds: the first 300 are in Redis already.
         with bridge.export(src_name, key=KEY, engine="redis", url=redis_server.url) as ex:
             wait_for(lambda: ex.stats[src_name]["source_seq"] == 399, what="400 added")
             assert ex.stats[src_name]["messages"] == 100
-        assert r.xlen(KEY) == 400
+        assert r.xlen(STREAM) == 400
     finally:
         src.close()
 
@@ -274,7 +276,7 @@ def test_block_holds_the_writers_while_a_group_lags_and_loses_nothing(
             rd = s.reader(start="oldest")  # attached before anything is mirrored
             sent = _fill(src)
             assert 200 <= sent <= 200 + 64 + 512, sent  # Redis's 200, the ring, a batch
-            assert r.xlen(KEY) <= 200
+            assert r.xlen(STREAM) <= 200
             assert "waiting" in ex.stats[src_name]["state"]
             with bridge.mirror(KEY, into=dst, engine="redis", url=url) as mi:
                 mi.wait_ready(10)
@@ -286,7 +288,7 @@ def test_block_holds_the_writers_while_a_group_lags_and_loses_nothing(
                 assert mi.stats["lost"] == 0
             rd.close()
             s.close()
-            wait_for(lambda: r.xlen(KEY) < 200, what="trimmed to what the group needs")
+            wait_for(lambda: r.xlen(STREAM) < 200, what="trimmed to what the group needs")
     finally:
         src.close()
 
@@ -356,7 +358,7 @@ def test_malformed_foreign_and_oversized_entries_are_counted_and_dropped(
                     {"e": good[:40]},
                 ]
                 for fields in bad:
-                    r.xadd(KEY, fields)
+                    r.xadd(STREAM, fields)
                 for k in range(1, 100):
                     src.send(_payload(k))
                 assert _take_until(rd, 99) == list(range(1, 100))
@@ -377,19 +379,19 @@ def test_a_forged_layout_reserves_nothing_and_a_layout_change_is_refused(
     _, dst = names
     r = redis_server.client()
     huge = Layout.of_stream(1 << 30, 1 << 30, "block", None, None)
-    r.set(KEY + "/@layout", encode_layout(huge, 5, "h", "n", 1))
+    r.set(LAYOUT, encode_layout(huge, 5, "h", "n", 1))
     with bridge.mirror(KEY, into=dst, engine="redis", url=redis_server.url) as mi:
         wait_for(lambda: mi.stats["invalid"] >= 1, what="the forged layout refused")
         assert not mi._ready.is_set()
         with pytest.raises(FileNotFoundError):
             xshm.Stream.open(dst)
         small = Layout.of_stream(64, 64, "block", None, None)
-        r.set(KEY + "/@layout", encode_layout(small, 5, "h", "n", 1))
+        r.set(LAYOUT, encode_layout(small, 5, "h", "n", 1))
         mi.wait_ready(10)
         # A change of layout under the mirror's readers: refused, the mirror stops.
         changed = Layout.of_stream(128, 64, "block", None, None)
-        r.set(KEY + "/@layout", encode_layout(changed, 5, "h", "n", 1))
-        r.xadd(KEY, {"e": encode_batch(changed.hash(), 5, [(0, 0, 0, b"x")])})
+        r.set(LAYOUT, encode_layout(changed, 5, "h", "n", 1))
+        r.xadd(STREAM, {"e": encode_batch(changed.hash(), 5, [(0, 0, 0, b"x")])})
         wait_for(lambda: not mi.running, what="the mirror to stop")
         assert isinstance(mi.error, xshm.LayoutError)
         with pytest.raises(xshm.LayoutError):
@@ -409,7 +411,7 @@ def test_credentials_are_required_and_a_wrong_password_is_refused(
     try:
         admin = server.client(f"redis://:s3cret-pass@127.0.0.1:{server.port}/0")
         admin.acl_setuser(
-            "bridge", enabled=True, passwords=["+user-pass"], keys=["test/*"], commands=["+@all"]
+            "bridge", enabled=True, passwords=["+user-pass"], keys=["{test/*"], commands=["+@all"]
         )
         src_name, dst = names
         src = xshm.SharedMemoryManager.create(src_name, shape=(4,))

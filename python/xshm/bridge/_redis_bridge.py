@@ -63,12 +63,18 @@ class _Relayout(Exception):
     """The mirror took up a new remote layout: it starts following again."""
 
 
+def data_key(key: str) -> str:
+    """The Redis stream of the export under ``key``: ``{key}``, a hash tag, so that a Redis
+    Cluster puts it and the two keys below in one slot (one node; a MULTI may span them)."""
+    return "{" + key + "}"
+
+
 def layout_key(key: str) -> str:
-    return key + "/@layout"
+    return data_key(key) + "/@layout"
 
 
 def mirrors_key(key: str) -> str:
-    return key + "/@mirrors"
+    return data_key(key) + "/@mirrors"
 
 
 def _next_id(entry_id: bytes) -> str:
@@ -104,6 +110,7 @@ class _Linked(Bridge):
     def __init__(self, segment: str, status: bool, key: str, options: RedisOptions) -> None:
         super().__init__(segment, status)
         self.key = key
+        self._stream = data_key(key)
         try:
             self._link = RedisLink(options)
             self._link.check()  # refused credentials stop here; an absent broker is waited for
@@ -188,7 +195,7 @@ class RedisRecordExport(_RedisExport):
                 seq = 0
                 continue
             envelope = snapshot_envelope(snap, layout_hash, self._epoch)
-            client.xadd(self.key, {FIELD: envelope}, maxlen=RECORD_KEEP, approximate=True)
+            client.xadd(self._stream, {FIELD: envelope}, maxlen=RECORD_KEEP, approximate=True)
             seq = snap.seq
             count_sent(self.counters, snap, 1, len(envelope))
 
@@ -221,7 +228,7 @@ class RedisStreamExport(_RedisExport):
 
     def _held(self, layout_hash: int) -> int:
         """The newest source sequence of this source that Redis holds (-1: none)."""
-        for _, fields in self._link.client.xrevrange(self.key, count=1):
+        for _, fields in self._link.client.xrevrange(self._stream, count=1):
             try:
                 env = decode(fields.get(FIELD, b""))
             except EnvelopeError:
@@ -238,7 +245,7 @@ class RedisStreamExport(_RedisExport):
         how many more entries the export may add."""
         client = self._link.client
         try:
-            groups = client.xinfo_groups(self.key)
+            groups = client.xinfo_groups(self._stream)
         except self._link.redis.ResponseError:  # no such key yet
             groups = []
         self.counters.set(mirrors=len(groups))
@@ -249,7 +256,7 @@ class RedisStreamExport(_RedisExport):
         for g in groups:
             # The oldest entry the group still needs: its oldest unacknowledged, or the one
             # after the last delivered (the summary's min is None when all were just acked).
-            oldest = client.xpending(self.key, g["name"])["min"] if g["pending"] else None
+            oldest = client.xpending(self._stream, g["name"])["min"] if g["pending"] else None
             if oldest is not None:
                 first = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
             else:
@@ -258,8 +265,8 @@ class RedisStreamExport(_RedisExport):
             if needed is None or k < needed:
                 needed, needed_id = k, first
         if needed is not None:
-            client.xtrim(self.key, minid=needed_id, approximate=False)
-        self._room = max(0, self._options.max_entries - client.xlen(self.key))
+            client.xtrim(self._stream, minid=needed_id, approximate=False)
+        self._room = max(0, self._options.max_entries - client.xlen(self._stream))
         self._room_at = time.monotonic()
 
     def _session(self) -> None:
@@ -269,7 +276,7 @@ class RedisStreamExport(_RedisExport):
         block = s.backpressure == "block"
         held = self._held(layout_hash)  # a restarted export, a reconnection: what Redis has
         # XADD key [MAXLEN ~ n] * e envelope, straight to the pipeline
-        head: tuple[Any, ...] = ("XADD", self.key)
+        head: tuple[Any, ...] = ("XADD", self._stream)
         if not block:
             head += ("MAXLEN", "~", self._options.max_entries)
         head += ("*", FIELD)
@@ -324,6 +331,7 @@ class RedisMirror(Mirror):
 
     def __init__(self, options: RedisOptions, key: str, into: str, **kw: Any) -> None:
         super().__init__(key, into, **kw)
+        self._stream = data_key(key)
         self.group = options.group or f"xshm-mirror/{socket.gethostname()}/{into.lstrip('/')}"
         try:
             self._link = RedisLink(options)
@@ -409,14 +417,14 @@ class RedisMirror(Mirror):
     def _follow_record(self) -> None:
         client = self._link.client
         last_id = b"0-0"
-        for entry_id, fields in client.xrevrange(self.key, count=1):
+        for entry_id, fields in client.xrevrange(self._stream, count=1):
             last_id = entry_id
             self._apply_record_entry(fields)
         self._ready.set()
         self.set_state("running")
         while not self.stopping:
             self.publish_status()
-            reply = client.xread({self.key: last_id}, count=64, block=int(POLL * 1000))
+            reply = client.xread({self._stream: last_id}, count=64, block=int(POLL * 1000))
             if not reply:
                 continue
             entries = reply[0][1]
@@ -444,7 +452,7 @@ class RedisMirror(Mirror):
     def _follow_stream(self) -> None:
         client, group = self._link.client, self.group
         try:
-            client.xgroup_create(self.key, group, id="0", mkstream=True)
+            client.xgroup_create(self._stream, group, id="0", mkstream=True)
         except self._link.redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
@@ -462,7 +470,7 @@ class RedisMirror(Mirror):
             reply = client.xreadgroup(
                 group,
                 CONSUMER,
-                {self.key: read_from},
+                {self._stream: read_from},
                 count=count,
                 block=None if pending else int(POLL * 1000),
             )
@@ -548,7 +556,7 @@ class RedisMirror(Mirror):
         place = f"{self._epoch:016x} {self._next if self._next is not None else 0} {s.head}"
         if done:
             pipe = self._link.client.pipeline(transaction=True)
-            pipe.xack(self.key, self.group, *[e[0] for e in entries[:done]])
+            pipe.xack(self._stream, self.group, *[e[0] for e in entries[:done]])
             if self._next is not None:
                 pipe.hset(mirrors_key(self.key), self.group, place)
             pipe.execute()
