@@ -24,6 +24,7 @@ __all__ = ["plots", "readme", "replace_between", "tables", "targets", "today", "
 
 DOC_MARKERS = ("<!-- bench:begin -->", "<!-- bench:end -->")
 README_MARKERS = ("<!-- bench:readme:begin -->", "<!-- bench:readme:end -->")
+SCALING_MARKERS = ("<!-- bench:scaling:begin -->", "<!-- bench:scaling:end -->")
 
 
 # ---------------------------------------------------------------- tables
@@ -338,6 +339,8 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
                     statistics.median(a / b for a, b in zip(r["per_round"], raw_redis["per_round"]))
                 )
             lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    if br.get("fanout"):
+        lines += ["", *fanout_table(res)]
     lat = br.get("latency") or {}
     base = lat.get("raw Zenoh put → subscriber")
     if lat:
@@ -347,6 +350,30 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
             "|---|---|---:|---:|---:|",
         ]
         lines += _p50_rows(lat, base)
+    return lines
+
+
+def fanout_table(res: dict[str, Any]) -> list[str]:
+    """One export to 1, 4 and 16 mirrors (docs/SCALING.md carries the same table)."""
+    fan = (res.get("bridge") or {}).get("fanout") or {}
+    if not fan.get("rows"):
+        return []
+    lines = [
+        f'One export of a "block" stream fanned out to mirrors, each a process of its own, '
+        f"over loopback ({fan['messages']:,} 64-byte messages, one round):",
+        "",
+        "| engine, mirrors | per mirror (messages/s) | all mirrors (deliveries/s) | "
+        "per mirror / 1 mirror |",
+        "|---|---:|---:|---:|",
+    ]
+    one = {r["engine"]: r for r in fan["rows"].values() if r["mirrors"] == 1}
+    for label, r in fan["rows"].items():
+        base = one.get(r["engine"])
+        ratio = _x(r["per_mirror_msgs_per_s"] / base["per_mirror_msgs_per_s"]) if base else ""
+        lines.append(
+            f"| {label} | {r['per_mirror_msgs_per_s']:,.0f} | {r['deliveries_per_s']:,.0f} "
+            f"| {ratio} |"
+        )
     return lines
 
 
@@ -501,6 +528,11 @@ def replace_between(path: Path, markers: tuple[str, str], text: str) -> None:
 
 def write_docs(res: dict[str, Any], doc: Path, readme_path: Optional[Path]) -> None:
     replace_between(doc, DOC_MARKERS, f"{stamp(res)}\n\n{tables(res)}")
+    scaling = doc.parent / "SCALING.md"
+    if scaling.exists() and fanout_table(res):
+        replace_between(
+            scaling, SCALING_MARKERS, f"{stamp(res)}\n\n" + "\n".join(fanout_table(res))
+        )
     if readme_path is not None:
         replace_between(readme_path, README_MARKERS, readme(res))
 

@@ -92,6 +92,19 @@ def _bridge() -> dict[str, Any]:
         "size": 64,
         "messages": 100_000,
         "rows": {label: {"api": api, **row} for label, api in bridge.API.items()},
+        "fanout": {
+            "messages": 10_000,
+            "rows": {
+                f"{e}, {m} mirrors": {
+                    "engine": e,
+                    "mirrors": m,
+                    "per_mirror_msgs_per_s": 1e5 / m,
+                    "deliveries_per_s": 1e5,
+                }
+                for e in ("zenoh", "redis")
+                for m in (1, 4, 16)
+            },
+        },
         "redis": {
             "messages": 100_000,
             "rows": {label: {"api": api, **row} for label, api in bridge.REDIS_API.items()},

@@ -29,14 +29,20 @@ persistence), the same `N` 64-byte messages, each received and its bytes touched
   `bridge.mirror(..., engine="redis")` in the same processes (the export pipelines one `XADD`
   per message, 512 at a time; the mirror reads its consumer group with `XREADGROUP COUNT 512`,
   commits into its local stream, then `XACK`s and records its place in one transaction).
-Ratios are medians of per-round ratios (of p50s for the latency rows)."""
+Ratios are medians of per-round ratios (of p50s for the latency rows).
+
+Fan-out (docs/SCALING.md): one export of a "block" stream to 1, 4 and 16 mirrors, each a
+process of its own reading its local stream (`recv_many`, each `msg.data`), over Zenoh and over
+Redis: `FANOUT_N` 64-byte messages sent flat out once every mirror is attached; per-mirror
+messages/s = `FANOUT_N` / (the last mirror's last message - the first send), and the deliveries
+per second of all mirrors together."""
 
 from __future__ import annotations
 
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, Optional
 
 from benchmarks.common import CTX, percentiles
 
@@ -466,11 +472,13 @@ def _redis_rows(quick: bool, notes: dict[str, str]) -> dict[str, Any]:
             for k in range(rounds):
                 for row in rows[k % len(rows) :] + rows[: k % len(rows)]:
                     per_round[row].append(_redis_one(row, n, url))
+            fanout = _fanout(quick, url)
         finally:
             proc.terminate()
             proc.wait(30)
     return {
         "messages": n,
+        "fanout": fanout,
         "rows": {
             row: {
                 "api": REDIS_API[row],
@@ -481,6 +489,122 @@ def _redis_rows(quick: bool, notes: dict[str, str]) -> dict[str, Any]:
             for row, rs in per_round.items()
         },
     }
+
+
+FANOUT = (1, 4, 16)
+FANOUT_N = 10_000
+
+
+def _fanout_sender(
+    engine: str, where: str, name: str, m: int, n: int, ready: Any, go: Any, t0: Any
+) -> None:
+    import xshm
+    from xshm import bridge
+
+    kw: dict[str, Any] = (
+        {"listen": [where]} if engine == "zenoh" else {"engine": "redis", "url": where}
+    )
+    s = xshm.Stream.create(name, capacity=4096, max_bytes=SIZE)
+    try:
+        with bridge.export(name, key="bench/fanout", status=False, **kw) as ex:
+            msgs = [_payload(k) for k in range(n)]
+            ready.release()
+            go.wait(120)
+            while ex.stats[name]["mirrors"] < m:  # every mirror acknowledging (its group)
+                time.sleep(0.01)
+            time.sleep(0.6)  # past the export's settling time for a new mirror
+            t0.value = time.monotonic_ns()
+            for b in msgs:
+                s.send(b, timeout=60)
+            last = s.head - 1
+            while ex.stats[name]["source_seq"] < last:
+                time.sleep(0.01)
+            go.wait(120)
+    finally:
+        s.unlink()
+        s.close()
+
+
+def _fanout_receiver(
+    engine: str, where: str, name: str, n: int, ready: Any, t1: Any, i: int
+) -> None:
+    import xshm
+    from xshm import bridge
+
+    kw: dict[str, Any] = (
+        {"connect": [where]} if engine == "zenoh" else {"engine": "redis", "url": where}
+    )
+    try:
+        with bridge.mirror("bench/fanout", into=name, status=False, **kw) as mi:
+            mi.wait_ready(120)
+            s = xshm.Stream.open(name)
+            with s.reader(start="oldest") as r:
+                ready.release()
+                got = 0
+                while got < n * SIZE:
+                    for msg in r.recv_many(1024, timeout=120):
+                        got += len(msg.data)
+                t1[i] = time.monotonic_ns()
+            s.close()
+    finally:
+        xshm.unlink(name)
+
+
+def _fanout_one(engine: str, m: int, n: int, where: str) -> dict[str, float]:
+    """One export to ``m`` mirrors: per-mirror messages/s and deliveries/s of all."""
+    ready, go = CTX.Semaphore(0), CTX.Event()
+    t0, t1 = CTX.Value("q", 0), CTX.Array("q", m)
+    tag = f"xshm-bench-fanout-{os.getpid()}"
+    sender = CTX.Process(target=_fanout_sender, args=(engine, where, tag, m, n, ready, go, t0))
+    receivers = [
+        CTX.Process(target=_fanout_receiver, args=(engine, where, f"{tag}-{i}", n, ready, t1, i))
+        for i in range(m)
+    ]
+    sender.start()
+    try:
+        if not ready.acquire(timeout=60):
+            raise TimeoutError(f"fan-out {engine}: the export did not start")
+        for p in receivers:
+            p.start()
+        for _ in range(m):
+            if not ready.acquire(timeout=180):
+                raise TimeoutError(f"fan-out {engine}: a mirror did not start")
+        go.set()
+        for p in receivers:
+            p.join(600)
+        sender.join(60)
+        codes = [p.exitcode for p in (sender, *receivers)]
+        if any(c != 0 for c in codes):
+            raise RuntimeError(f"fan-out {engine} to {m}: exit codes {codes}")
+    finally:
+        for p in (sender, *receivers):
+            if p.is_alive():
+                p.kill()
+                p.join()
+    seconds = (max(t1[:]) - t0.value) / 1e9
+    return {"per_mirror_msgs_per_s": n / seconds, "deliveries_per_s": m * n / seconds}
+
+
+def _fanout(quick: bool, redis_url: Optional[str]) -> dict[str, Any]:
+    fans, n = ((1, 2), 500) if quick else (FANOUT, FANOUT_N)
+    out: dict[str, Any] = {"messages": n, "rows": {}}
+    engines = ["zenoh"] + (["redis"] if redis_url else [])
+    for engine in engines:
+        for m in fans:
+            if engine == "redis" and redis_url:
+                import redis
+
+                with redis.Redis.from_url(redis_url) as r:
+                    r.flushall()
+                where = redis_url
+            else:
+                where = f"tcp/127.0.0.1:{_port()}"
+            out["rows"][f"{engine}, {m} mirror{'s' if m > 1 else ''}"] = {
+                "engine": engine,
+                "mirrors": m,
+                **_fanout_one(engine, m, n, where),
+            }
+    return out
 
 
 def _port() -> int:
@@ -509,10 +633,13 @@ def run(quick: bool, notes: dict[str, str], **_: Any) -> dict[str, Any]:
     for k in range(lat_rounds):
         for row in lat_rows[k % 2 :] + lat_rows[: k % 2]:
             lat[row].append(percentiles(_lat_one(row, lat_n, _port())))
+    redis_rows = _redis_rows(quick, notes)
+    fanout = redis_rows.pop("fanout", None) or _fanout(quick, None)
     return {
         "size": SIZE,
         "messages": n,
-        "redis": _redis_rows(quick, notes),
+        "redis": redis_rows,
+        "fanout": fanout,
         "latency": {
             row: {
                 "api": LAT_API[row],
