@@ -225,6 +225,9 @@ def test_the_one_message_fast_path_agrees_with_decode() -> None:
         assert bytes(fast[5]) == bytes(full.data[0])
     assert accepted > 100  # the unmutated and harmlessly mutated ones
     assert env.decode_one(one) is not None
+    for data in (b"payload", b"", np.arange(3, dtype=np.int32)):
+        made = env.encode_one(STREAM.hash(), 9, 5, 6, 7, data)
+        assert made == env.encode_batch(STREAM.hash(), 9, [(5, 6, 7, data)])
 
 
 def test_the_spec_names_the_status_fields_in_order() -> None:

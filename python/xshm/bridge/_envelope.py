@@ -347,6 +347,21 @@ def encode_batch(
     return b"".join(parts)
 
 
+def encode_one(
+    layout_hash: int, epoch: int, seq: int, timestamp_ns: int, pid: int, data: Any
+) -> bytes:
+    """A batch envelope of exactly one message, as :func:`encode_batch` makes it (its base the
+    message's seq), in one pack: the Redis engine's one entry per message."""
+    if type(data) is not bytes:
+        data = memoryview(data).cast("B")
+    n = len(data)
+    head = _ONE.pack(
+        MAGIC, VERSION, KIND_BATCH, 0, layout_hash, epoch, _ONE.size - HEADER.size + n, 0,
+        1, 0, seq, seq, timestamp_ns, pid, n,
+    )  # fmt: skip
+    return head + data if type(data) is bytes else b"".join((head, data))
+
+
 def decode_one(payload: bytes) -> Optional[tuple[int, int, int, int, int, memoryview]]:
     """The fast path of :func:`decode` for a batch of exactly one message (what the Redis
     engine adds per entry): ``(layout_hash, epoch, seq, timestamp_ns, writer_pid, data)``,

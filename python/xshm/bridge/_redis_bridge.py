@@ -38,8 +38,8 @@ from ._envelope import (
     check_fits,
     decode,
     decode_one,
-    encode_batch,
     encode_layout,
+    encode_one,
 )
 from ._export import count_sent, snapshot_envelope, source_epoch
 from ._flow import max_window
@@ -295,7 +295,8 @@ class RedisStreamExport(_RedisExport):
             msgs = self._unsent or r.recv_many(
                 min(batch, self._room) if block else batch, timeout=POLL
             )
-            msgs = [x for x in msgs if x.seq > held]
+            if msgs and msgs[0].seq <= held:
+                msgs = [x for x in msgs if x.seq > held]
             if not msgs:
                 self._unsent = []
                 continue
@@ -303,8 +304,8 @@ class RedisStreamExport(_RedisExport):
             pipe = client.pipeline(transaction=False)
             nbytes = 0
             for x in msgs:
-                envelope = encode_batch(
-                    layout_hash, self._epoch, [(x.seq, x.timestamp_ns, x.writer_pid, x.data)]
+                envelope = encode_one(
+                    layout_hash, self._epoch, x.seq, x.timestamp_ns, x.writer_pid, x.data
                 )
                 nbytes += len(envelope)
                 pipe.execute_command(*head, envelope)
