@@ -151,12 +151,14 @@ class _FailOnce:
         return pipe
 
 
+@pytest.mark.parametrize("first", [True, False])
 def test_a_mirror_that_committed_but_did_not_acknowledge_skips_the_redelivery(
-    redis_server: RedisServer, names: tuple[str, str]
+    redis_server: RedisServer, names: tuple[str, str], first: bool
 ) -> None:
     """The entries Redis delivers again after a mirror committed them and lost its XACK are
-    recognized by the local stream's head (against the place recorded with the last XACK)
-    and skipped: the reader gets every message once."""
+    recognized by the local stream's head (against the place recorded with the last XACK, or,
+    ``first``, the one recorded before the first commit) and skipped: the reader gets every
+    message once."""
     src_name, dst = names
     src = xshm.Stream.create(src_name, capacity=1024, max_bytes=64)
     url = redis_server.url
@@ -170,20 +172,54 @@ def test_a_mirror_that_committed_but_did_not_acknowledge_skips_the_redelivery(
             mi._link.client = fail  # type: ignore[attr-defined]
             s = xshm.Stream.open(dst)
             with s.reader(start="oldest") as rd:
+                fail.armed = first
                 for k in range(300):
                     src.send(_payload(k))
                 assert _take_until(rd, 299) == list(range(300))
-                fail.armed = True
+                fail.armed = not first
                 for k in range(300, 1000):
                     src.send(_payload(k))
                 assert _take_until(rd, 999) == list(range(300, 1000))
                 time.sleep(0.3)
                 assert _take(rd) == []  # nothing twice
-            assert fail.fired == 1
+            assert fail.fired == 1 and not fail.armed
             st = mi.stats
             assert st["lost"] == 0 and st["duplicates"] == 0, st
             pending = redis_server.client().xpending(STREAM, mi.group)  # type: ignore[attr-defined]
             assert pending["pending"] == 0
+            s.close()
+    finally:
+        src.close()
+
+
+def test_a_group_destroyed_under_a_running_mirror_is_made_again(
+    redis_server: RedisServer, names: tuple[str, str]
+) -> None:
+    """``XGROUP DESTROY`` (what the docs say to do with an abandoned group), here under a
+    running mirror: it makes its group again from the start of what Redis holds and drops by
+    its recorded place what it has: every message once, the mirror still running."""
+    src_name, dst = names
+    src = xshm.Stream.create(src_name, capacity=4096, max_bytes=64)
+    url = redis_server.url
+    r = redis_server.client()
+    try:
+        with (
+            bridge.export(src_name, key=KEY, engine="redis", url=url),
+            bridge.mirror(KEY, into=dst, engine="redis", url=url) as mi,
+        ):
+            mi.wait_ready(10)
+            s = xshm.Stream.open(dst)
+            with s.reader(start="oldest") as rd:
+                for k in range(500):
+                    src.send(_payload(k))
+                assert _take_until(rd, 499) == list(range(500))
+                assert r.xgroup_destroy(STREAM, mi.group) == 1
+                for k in range(500, 1000):
+                    src.send(_payload(k))
+                assert _take_until(rd, 999) == list(range(500, 1000))
+                time.sleep(0.3)
+                assert _take(rd) == []
+            assert mi.running and mi.stats["lost"] == 0
             s.close()
     finally:
         src.close()
@@ -238,6 +274,34 @@ def test_a_restarted_export_adds_only_what_redis_lacks(
             wait_for(lambda: ex.stats[src_name]["source_seq"] == 399, what="400 added")
             assert ex.stats[src_name]["messages"] == 100
         assert r.xlen(STREAM) == 400
+    finally:
+        src.close()
+
+
+def test_an_export_restarted_after_its_mirrors_consumed_everything_adds_nothing(
+    redis_server: RedisServer, names: tuple[str, str]
+) -> None:
+    """Under "block" the export trims what its mirrors consumed, but never its newest entry:
+    restarted, it finds there where it was and adds nothing its mirror had."""
+    src_name, dst = names
+    src = xshm.Stream.create(src_name, capacity=4096, max_bytes=64)
+    url = redis_server.url
+    r = redis_server.client()
+    try:
+        with bridge.mirror(KEY, into=dst, engine="redis", url=url) as mi:
+            with bridge.export(src_name, key=KEY, engine="redis", url=url):
+                mi.wait_ready(10)
+                s = xshm.Stream.open(dst)
+                with s.reader(start="oldest") as rd:
+                    for k in range(300):
+                        src.send(_payload(k))
+                    assert _take_until(rd, 299) == list(range(300))
+                wait_for(lambda: r.xlen(STREAM) == 1, what="trimmed to the newest entry")
+            with bridge.export(src_name, key=KEY, engine="redis", url=url) as ex:
+                time.sleep(0.5)  # its reader gives it the 300 the ring holds
+                assert ex.stats[src_name]["messages"] == 0
+            assert mi.stats["duplicates"] == 0
+            s.close()
     finally:
         src.close()
 
@@ -439,6 +503,55 @@ def test_credentials_are_required_and_a_wrong_password_is_refused(
             src.close()
     finally:
         server.stop()
+
+
+def test_a_refused_export_leaves_no_reader_on_its_stream(
+    redis_server: RedisServer, seg_name: str
+) -> None:
+    """An export refused at its start (here: a URL option that is the bridge's own) must not
+    leave its reader attached: a "block" stream's writer would wait for it forever."""
+    src = xshm.Stream.create(seg_name, capacity=8, max_bytes=64)
+    try:
+        url = redis_server.url + "?decode_responses=true"
+        with pytest.raises(xshm.ArgumentError, match="decode_responses"):
+            bridge.export(seg_name, key=KEY, engine="redis", url=url)
+        wrong = redis_server.url.replace("redis://", "redis://:wrong@")
+        server_pass = redis_server.client()
+        server_pass.config_set("requirepass", "right")
+        with pytest.raises(PermissionError):
+            bridge.export(seg_name, key=KEY, engine="redis", url=wrong)
+        assert src.readers() == []
+        for k in range(20):  # more than the ring: no reader holds the writer
+            src.send(_payload(k), timeout=1.0)
+    finally:
+        src.close()
+
+
+def test_close_does_not_hang_on_a_broker_that_stopped_answering(
+    redis_server: RedisServer, names: tuple[str, str]
+) -> None:
+    import os
+    import signal
+
+    src_name, dst = names
+    src = xshm.Stream.create(src_name, capacity=64, max_bytes=64)
+    url = redis_server.url
+    try:
+        ex = bridge.export(src_name, key=KEY, engine="redis", url=url)
+        mi = bridge.mirror(KEY, into=dst, engine="redis", url=url)
+        mi.wait_ready(10)
+        assert redis_server.proc is not None
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)  # connections open, nothing answers
+        try:
+            time.sleep(0.3)
+            t = time.monotonic()
+            mi.close()
+            ex.close()
+            assert time.monotonic() - t < 6.0
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+    finally:
+        src.close()
 
 
 def test_bad_arguments_are_refused_clearly() -> None:

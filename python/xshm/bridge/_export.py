@@ -41,8 +41,10 @@ from ._zenoh import ZenohSession
 __all__ = [
     "RecordExport",
     "StreamExport",
+    "close_source",
     "count_sent",
     "default_key",
+    "open_source",
     "snapshot_envelope",
     "source_epoch",
 ]
@@ -85,6 +87,24 @@ def count_sent(counters: Counters, last: Any, n: int, nbytes: int) -> None:
     counters.set(
         source_seq=last.seq, source_time=last.timestamp_ns / 1e9, source_pid=last.writer_pid
     )
+
+
+def open_source(name: str, start: str) -> tuple[Stream, Any, str]:
+    """A stream export's source: the stream, its reader (attached now: "latest" is the next
+    message sent after the export started) and the stream's identity (for its epoch)."""
+    s = Stream.open(name)
+    try:
+        h = s.header()
+        return s, s.reader(start=start), f"stream {h['created_ns']} {h['creator_pid']}"
+    except BaseException:
+        s.close()
+        raise
+
+
+def close_source(s: Stream, r: Any) -> None:
+    """The reader first: left attached, it would hold a "block" stream's writers."""
+    r.close()
+    s.close()
 
 
 class _Export(Bridge):
@@ -159,21 +179,16 @@ class StreamExport(_Export):
     def __init__(
         self, session: ZenohSession, name: str, key: str, status: bool, start: str
     ) -> None:
-        self._s = Stream.open(name)
+        self._s, self._r, identity = open_source(name, start)
         try:
-            # Attached now: "latest" is the next message sent after the export started.
-            self._r = self._s.reader(start=start)
-            h = self._s.header()
-            identity = f"stream {h['created_ns']} {h['creator_pid']}"
             super().__init__(session, name, key, status, identity)
         except BaseException:
-            self._s.close()
+            close_source(self._s, self._r)
             raise
 
     def _release(self) -> None:
         super()._release()
-        self._r.close()
-        self._s.close()
+        close_source(self._s, self._r)
 
     def _run(self) -> None:
         s, r = self._s, self._r

@@ -29,7 +29,17 @@ __all__ = [
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_ENTRIES = 100_000
 CONNECT_TIMEOUT = 2.0  # seconds to reach the broker
-SOCKET_TIMEOUT = 10.0  # seconds a reply may take (a blocking read asks for 0.1 s)
+SOCKET_TIMEOUT = 2.0  # seconds a reply may take (a blocking read asks for 0.1 s); also the
+# longest close() waits for a broker that keeps the connection open and stops answering
+# Server replies the bridge waits out like an absent broker (the status says which): a replica
+# or a cluster in transition, a full broker, a key someone made of another type or an ACL
+# that does not allow a command yet; an operator can fix each without restarting the bridge.
+WAIT_OUT = ("OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "LOADING", "CLUSTERDOWN", "WRONGTYPE",
+            "NOPERM", "NOAUTH", "WRONGPASS", "BUSY")  # fmt: skip
+# Connection settings a URL may not change: the bridge reads bytes in RESP2 replies, and a
+# command whose reply was lost must not be sent again behind its back (a consumer group would
+# deliver entries no one reads: the bridge reconnects and rereads what is pending itself).
+_OWN = {"decode_responses": (False,), "protocol": (2, "2"), "retry_on_timeout": (False,)}
 
 
 @dataclass
@@ -83,10 +93,8 @@ def redact(url: object) -> str:
         return "<unparsable URL>"
     if parts.password is None:
         return text
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rpartition("@")[2]  # as written: brackets, port and all
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class RedisLink:
@@ -94,6 +102,9 @@ class RedisLink:
 
     def __init__(self, options: RedisOptions) -> None:
         redis = redis_module()
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         self.redis = redis
         self.url = redact(options.url)
         try:
@@ -101,9 +112,21 @@ class RedisLink:
                 options.url,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=SOCKET_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
             )
         except ValueError as e:
             raise ArgumentError(f"redis URL {self.url}: {e}") from None
+        given = self.client.connection_pool.connection_kwargs
+        for name, allowed in _OWN.items():
+            if given.get(name) not in (None, *allowed):
+                self.client.close()
+                raise ArgumentError(
+                    f"redis URL {self.url}: {name}={given[name]!r} is the bridge's own setting "
+                    "(remove it from the URL)"
+                )
+        if given.get("retry_on_error"):
+            self.client.close()
+            raise ArgumentError(f"redis URL {self.url}: retry_on_error is the bridge's own")
         # Waited out: the broker restarting or unreachable (the bridge reconnects).
         self.transient: tuple[type[BaseException], ...] = (
             redis.ConnectionError,
@@ -133,6 +156,17 @@ class RedisLink:
             return False
         self.connected = True
         return True
+
+    def waits_out(self, e: BaseException) -> bool:
+        """Whether ``e`` is waited out (reconnect, try again) rather than stopping the bridge."""
+        if isinstance(e, self.transient):
+            return True
+        return isinstance(e, self.redis.ResponseError) and str(e).startswith(WAIT_OUT)
+
+    @staticmethod
+    def no_group(e: BaseException) -> bool:
+        """A consumer group (or its stream) gone: the mirror makes it again."""
+        return str(e).startswith("NOGROUP")
 
     def peers(self) -> list[str]:
         return [self.url] if self.connected else []

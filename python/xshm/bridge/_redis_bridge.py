@@ -41,7 +41,7 @@ from ._envelope import (
     encode_layout,
     encode_one,
 )
-from ._export import count_sent, snapshot_envelope, source_epoch
+from ._export import close_source, count_sent, open_source, snapshot_envelope, source_epoch
 from ._flow import max_window
 from ._mirror import Mirror
 from ._redis import RedisLink, RedisOptions
@@ -54,7 +54,7 @@ RECORD_KEEP = 16  # a record's Redis stream keeps about this many entries (appro
 POLL = 0.1  # the longest a thread waits before it looks at its stop flag
 RECONNECT = 0.5  # seconds between attempts to reach the broker
 ROOM_EVERY = 0.1  # seconds between a "block" export's looks at its mirrors' groups
-CONFIRM_EVERY = 1.0  # at most one layout lookup a second for data naming another source
+CONFIRM_EVERY = 1.0  # seconds before a refused remote layout is looked at again
 CONSUMER = "mirror"  # a mirror's one consumer in its group
 BATCH = 512  # the most stream messages one pipeline carries
 
@@ -88,6 +88,30 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def _linked(options: RedisOptions) -> RedisLink:
+    """A client that reached the broker, or one that will: refused credentials or certificates
+    stop here (PermissionError); an absent broker is waited for by the bridge."""
+    link = RedisLink(options)
+    try:
+        link.check()
+    except BaseException:
+        link.close()
+        raise
+    return link
+
+
+def _wait_out(bridge: Bridge, link: RedisLink, e: BaseException) -> None:
+    """The broker went away or answered with something that passes (``RedisLink.waits_out``):
+    say so in the state and the status's error, then let the bridge try again."""
+    link.connected = False
+    log.warning("%s %s: %s: trying again", bridge.role, bridge.segment, e)
+    bridge.set_state(f"broker unreachable: {e}")
+    with bridge.counters.lock:
+        bridge.counters.error = f"{type(e).__name__}: {e}"
+    bridge.publish_status()
+    bridge.sleep(RECONNECT)
+
+
 def _reach(bridge: Bridge, link: RedisLink) -> Optional[bool]:
     """True once the broker answers (for :meth:`Bridge.retry`). Once running, a refusal (a
     password changed, a certificate renewed on the broker) is waited out like an absent broker,
@@ -112,8 +136,7 @@ class _Linked(Bridge):
         self.key = key
         self._stream = data_key(key)
         try:
-            self._link = RedisLink(options)
-            self._link.check()  # refused credentials stop here; an absent broker is waited for
+            self._link = _linked(options)
         except BaseException:
             Bridge._release(self)  # the status record
             raise
@@ -125,12 +148,10 @@ class _Linked(Bridge):
             self.retry("waiting for the broker", lambda: _reach(self, self._link), RECONNECT)
             try:
                 self._session()
-            except self._link.transient as e:
-                self._link.connected = False
-                log.warning("%s %s: broker lost (%s): reconnecting", self.role, self.segment, e)
-                self.set_state(f"broker unreachable: {e}")
-                self.publish_status()
-                self.sleep(RECONNECT)
+            except self._link.redis.RedisError as e:
+                if not self._link.waits_out(e):
+                    raise
+                _wait_out(self, self._link, e)
 
     def _session(self) -> None:
         raise NotImplementedError
@@ -206,15 +227,11 @@ class RedisStreamExport(_RedisExport):
     def __init__(
         self, name: str, key: str, options: RedisOptions, status: bool, start: str
     ) -> None:
-        self._s = Stream.open(name)
+        self._s, self._r, identity = open_source(name, start)
         try:
-            self._r = self._s.reader(start=start)
-            h = self._s.header()
-            super().__init__(
-                name, key, options, status, f"stream {h['created_ns']} {h['creator_pid']}"
-            )
+            super().__init__(name, key, options, status, identity)
         except BaseException:
-            self._s.close()
+            close_source(self._s, self._r)
             raise
         self._unsent: list[Any] = []  # read, and not known to be in Redis
         self._room = 0
@@ -223,21 +240,21 @@ class RedisStreamExport(_RedisExport):
     def _release(self) -> None:
         super()._release()
         self._link.close()
-        self._r.close()
-        self._s.close()
+        close_source(self._s, self._r)
 
     def _held(self, layout_hash: int) -> int:
-        """The newest source sequence of this source that Redis holds (-1: none)."""
-        for _, fields in self._link.client.xrevrange(self._stream, count=1):
+        """The newest source sequence of this source that Redis holds (-1: none), looking past
+        up to 64 newer entries of others (the export never trims its newest entry)."""
+        for _, fields in self._link.client.xrevrange(self._stream, count=64):
             try:
-                env = decode(fields.get(FIELD, b""))
+                env = decode((fields or {}).get(FIELD, b""))
             except EnvelopeError:
-                return -1
+                continue
             if isinstance(env, Batch) and (env.layout_hash, env.epoch) == (
                 layout_hash,
                 self._epoch,
             ):
-                return env.seqs[-1] if env.seqs else -1
+                return env.seqs[-1]
         return -1
 
     def _look_at_groups(self, block: bool) -> None:
@@ -246,7 +263,9 @@ class RedisStreamExport(_RedisExport):
         client = self._link.client
         try:
             groups = client.xinfo_groups(self._stream)
-        except self._link.redis.ResponseError:  # no such key yet
+        except self._link.redis.ResponseError as e:
+            if "no such key" not in str(e):
+                raise
             groups = []
         self.counters.set(mirrors=len(groups))
         if not block:
@@ -256,7 +275,14 @@ class RedisStreamExport(_RedisExport):
         for g in groups:
             # The oldest entry the group still needs: its oldest unacknowledged, or the one
             # after the last delivered (the summary's min is None when all were just acked).
-            oldest = client.xpending(self._stream, g["name"])["min"] if g["pending"] else None
+            oldest = None
+            if g["pending"]:
+                try:
+                    oldest = client.xpending(self._stream, g["name"])["min"]
+                except self._link.redis.ResponseError as e:
+                    if not self._link.no_group(e):
+                        raise
+                    continue  # destroyed meanwhile: it needs nothing
             if oldest is not None:
                 first = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
             else:
@@ -264,7 +290,11 @@ class RedisStreamExport(_RedisExport):
             k = _id_key(first.encode())
             if needed is None or k < needed:
                 needed, needed_id = k, first
-        if needed is not None:
+        newest = client.xrevrange(self._stream, count=1)
+        if needed is not None and newest:
+            # Never the newest entry: a restarted export reads there what Redis has of it.
+            if _id_key(newest[0][0]) < needed:
+                needed_id = newest[0][0].decode()
             client.xtrim(self._stream, minid=needed_id, approximate=False)
         self._room = max(0, self._options.max_entries - client.xlen(self._stream))
         self._room_at = time.monotonic()
@@ -327,6 +357,15 @@ def make_redis_export(
     return RedisRecordExport(name, key, options, status)
 
 
+class _NewSource(Exception):
+    """A stream entry of a source the export's layout key confirms as new (the same layout, a
+    new epoch): the mirror finishes with the old one, then starts over with it."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"a new source, epoch {epoch:016x}")
+        self.epoch = epoch
+
+
 class RedisMirror(Mirror):
     """Follows the export under ``key`` through a Redis server (see the module's docstring)."""
 
@@ -335,13 +374,16 @@ class RedisMirror(Mirror):
         self._stream = data_key(key)
         self.group = options.group or f"xshm-mirror/{socket.gethostname()}/{into.lstrip('/')}"
         try:
-            self._link = RedisLink(options)
-            self._link.check()  # refused credentials stop here; an absent broker is waited for
+            self._link = _linked(options)
         except BaseException:
             self._release()
             raise
-        self._confirmed_at = 0.0
-        self._skip = 0  # entries committed before a restart and not acknowledged
+        # Of the entries its group delivers again after a restart, how many the mirror had
+        # committed (and had not acknowledged): skipped, in the redelivery only.
+        self._skip = 0
+        self._redelivery = False
+        # Entries gone from Redis (trimmed) that the mirror had committed: not a loss.
+        self._gone_committed = 0
         with self.counters.lock:
             self.counters.info.update(engine="redis", key=key, url=self._link.url, group=self.group)
 
@@ -366,12 +408,13 @@ class RedisMirror(Mirror):
                     self._follow_stream()
             except _Relayout:
                 continue
-            except self._link.transient as e:
-                self._link.connected = False
-                log.warning("mirror %s: broker lost (%s): reconnecting", self.segment, e)
-                self.set_state(f"broker unreachable: {e}")
-                self.publish_status()
-                self.sleep(0.5)
+            except self._link.redis.RedisError as e:
+                if self._link.no_group(e):  # destroyed, or its stream deleted: made again
+                    log.warning("mirror %s: %s: following again", self.segment, e)
+                    continue
+                if not self._link.waits_out(e):
+                    raise
+                _wait_out(self, self._link, e)
 
     def _get_layout(self) -> Optional[LayoutEnvelope]:
         payload = self._link.client.get(layout_key(self.key))
@@ -387,17 +430,14 @@ class RedisMirror(Mirror):
             return None
         return env
 
-    def _source_of(self, env: Any) -> None:
-        """Check that ``env`` comes from the confirmed source; take up a new source (or a new
-        layout) once ``K/@layout`` confirms it. :class:`EnvelopeError` otherwise."""
+    def _source_of(self, env: Any, stream: bool) -> None:
+        """Check that ``env`` comes from the confirmed source. Data naming another layout or
+        epoch is looked up in ``{K}/@layout`` (one GET each: Redis keeps the entry, so nothing
+        is refused for want of asking): a new layout is installed (:class:`_Relayout`, or
+        ``LayoutError`` unless allowed), a new epoch taken up (a record's at once; a
+        stream's by :class:`_NewSource`). :class:`EnvelopeError` if the key does not confirm."""
         if (env.layout_hash, env.epoch) == (self._layout_hash, self._epoch):
             return
-        now = time.monotonic()
-        if now - self._confirmed_at < CONFIRM_EVERY:
-            raise EnvelopeError(
-                f"layout {env.layout_hash:016x}, epoch {env.epoch:016x}: not the mirror's source"
-            )
-        self._confirmed_at = now
         current = self._get_layout()
         if current is None or (current.layout_hash, current.epoch) != (env.layout_hash, env.epoch):
             raise EnvelopeError(
@@ -408,16 +448,17 @@ class RedisMirror(Mirror):
             if not self._install(current):  # refused and counted; LayoutError stops the mirror
                 raise EnvelopeError("a remote layout the mirror cannot make")
             raise _Relayout
-        else:
-            log.info("mirror %s: a new source (epoch %016x)", self.segment, current.epoch)
-            with self._apply:
-                self._epoch, self._seq, self._next, self._skip = current.epoch, -1, None, 0
-            with self._lock:
-                self._source.update(host=current.host, name=current.name, pid=current.pid)
+        log.info("mirror %s: a new source (epoch %016x)", self.segment, current.epoch)
+        with self._lock:
+            self._source.update(host=current.host, name=current.name, pid=current.pid)
+        if stream:
+            raise _NewSource(current.epoch)
+        with self._apply:
+            self._epoch, self._seq = current.epoch, -1
 
     def _follow_record(self) -> None:
         client = self._link.client
-        last_id = b"0-0"
+        last_id: Any = b"0-0"
         for entry_id, fields in client.xrevrange(self._stream, count=1):
             last_id = entry_id
             self._apply_record_entry(fields)
@@ -439,7 +480,7 @@ class RedisMirror(Mirror):
             env = decode((fields or {}).get(FIELD, b""))
             if not isinstance(env, RecordEnvelope):
                 raise EnvelopeError("not a record envelope in a record's stream")
-            self._source_of(env)
+            self._source_of(env, stream=False)
             layout = self._layout
             assert layout is not None
             check_fits(env, layout)
@@ -450,6 +491,7 @@ class RedisMirror(Mirror):
             self.counters.refuse(self.key, str(e))
             return False
 
+    # A stream: the group, the place, the redelivery, then new entries.
     def _follow_stream(self) -> None:
         client, group = self._link.client, self.group
         try:
@@ -459,85 +501,115 @@ class RedisMirror(Mirror):
                 raise
         s = self._target
         assert isinstance(s, Stream) and self._layout is not None
-        place = client.hget(mirrors_key(self.key), group)
-        self._take_place(place, s.head)
+        self._take_place(client.hget(mirrors_key(self.key), group), s.head)
         self._ready.set()
         self.set_state("running")
         count = max(1, min(BATCH, max_window(self._layout.max_bytes)))
         read_from: Any = b"0"  # first what was delivered and not acknowledged
+        self._redelivery = True
         while not self.stopping:
             self.publish_status()
-            pending = read_from != ">"
             reply = client.xreadgroup(
                 group,
                 CONSUMER,
                 {self._stream: read_from},
                 count=count,
-                block=None if pending else int(POLL * 1000),
+                block=None if self._redelivery else int(POLL * 1000),
             )
             entries = reply[0][1] if reply else []
-            if pending:
-                if not entries:
-                    read_from = ">"
+            if self._redelivery:
+                if not entries:  # the redelivery is over: what is left to skip never came
+                    read_from, self._redelivery, self._skip = ">", False, 0
                     continue
                 read_from = entries[-1][0]
             if entries:
-                self._commit(entries)
+                try:
+                    self._commit(entries)
+                except _NewSource as new:
+                    self._start_source(new.epoch, s.head)
+                    raise _Relayout from None  # follow again: the rest is redelivered
 
     def _take_place(self, place: Optional[bytes], head: int) -> None:
-        """Where this group left off: its source epoch, next sequence and the local head then.
-        The local stream went past that head by the messages committed and not acknowledged."""
-        self._skip = 0
-        if not place:
-            return
+        """Where this group left off: its source epoch, next sequence (``-``: none yet) and the
+        local head then. The local stream went past that head by the messages committed and
+        not acknowledged: that many of the redelivered are skipped. With no place of this
+        epoch, one is recorded now, before anything is committed."""
+        self._skip, self._gone_committed = 0, 0
         try:
-            epoch_hex, nxt, local_head = place.decode().split()
-            epoch, next_seq, at = int(epoch_hex, 16), int(nxt), int(local_head)
+            epoch_hex, nxt, local_head = (place or b"").decode().split()
+            epoch, at = int(epoch_hex, 16), int(local_head)
+            next_seq = None if nxt == "-" else int(nxt)
         except ValueError:
-            self.counters.refuse(mirrors_key(self.key), f"an unreadable place {place!r}")
+            if place:
+                self.counters.refuse(mirrors_key(self.key), f"an unreadable place {place!r}")
+            epoch = 0
+        if epoch != self._epoch:  # none, unreadable, or of a source gone
+            self._start_source(self._epoch, head)
             return
-        if epoch == self._epoch:
-            self._next, self._skip = next_seq, max(0, head - at)
+        self._next, self._skip = next_seq, max(0, head - at)
+
+    def _start_source(self, epoch: int, head: int) -> None:
+        """Follow ``epoch`` from its first message, recording that place before committing."""
+        self._link.client.hset(mirrors_key(self.key), self.group, f"{epoch:016x} - {head}")
+        with self._apply:
+            self._epoch, self._seq, self._next, self._skip = epoch, -1, None, 0
+
+    def _messages(self, fields: Optional[dict[bytes, bytes]], layout: Layout) -> Any:
+        """The ``(seq, timestamp_ns, writer_pid, data)`` of one entry, checked;
+        :class:`EnvelopeError` for anything that is not the confirmed source's batch."""
+        payload = (fields or {}).get(FIELD, b"")
+        one = decode_one(payload)  # the export's one message per entry, checked
+        if one is not None and (one[0], one[1]) == (self._layout_hash, self._epoch):
+            n = len(one[5])
+            frame = layout.values_nbytes if layout.dtype is not None else None
+            if n > layout.max_bytes or (frame is not None and n != frame):
+                raise EnvelopeError(f"stream message {one[2]} has {n} bytes")
+            return (one[2:],)
+        env = decode(payload)  # anything else: decoded and checked in full
+        if not isinstance(env, Batch):
+            raise EnvelopeError("not a batch envelope in a stream's Redis stream")
+        self._source_of(env, stream=True)
+        check_fits(env, layout)
+        return zip(env.seqs, env.timestamps_ns, env.writer_pids, env.data)
 
     def _commit(self, entries: list[tuple[bytes, Optional[dict[bytes, bytes]]]]) -> None:
         """Commit the messages of ``entries`` that follow what the mirror has, then acknowledge
-        the entries and record the place, in one transaction."""
+        the entries and record the place, in one transaction. An entry of a new source ends
+        the batch there (:class:`_NewSource`, after the entries before it are done)."""
         layout, s = self._layout, self._target
         assert layout is not None and isinstance(s, Stream)
-        block = layout.backpressure == "block"
         items: list[Any] = []
         origin: list[int] = []  # the entry each item came from
         meta: list[tuple[int, int, int, int]] = []
-        frame = layout.values_nbytes if layout.dtype is not None else None
+        new_source: Optional[_NewSource] = None
+        done = len(entries)
         for i, (_, fields) in enumerate(entries):
-            payload = (fields or {}).get(FIELD, b"")
-            one = decode_one(payload)  # the export's one message per entry, checked
+            if fields is None:  # delivered once, trimmed since (drop_oldest's MAXLEN)
+                if self._redelivery and self._skip:
+                    self._skip -= 1
+                    self._gone_committed += 1
+                continue
             try:
-                if one is not None and (one[0], one[1]) == (self._layout_hash, self._epoch):
-                    n = len(one[5])
-                    if n > layout.max_bytes or (frame is not None and n != frame):
-                        raise EnvelopeError(f"stream message {one[2]} has {n} bytes")
-                    messages: Any = (one[2:],)
-                else:  # anything else: decoded and checked in full
-                    env = decode(payload)
-                    if not isinstance(env, Batch):
-                        raise EnvelopeError("not a batch envelope in a stream's Redis stream")
-                    self._source_of(env)
-                    check_fits(env, layout)
-                    messages = zip(env.seqs, env.timestamps_ns, env.writer_pids, env.data)
+                messages = self._messages(fields, layout)
             except EnvelopeError as e:
                 self.counters.refuse(self.key, str(e))
                 continue
+            except _NewSource as new:
+                new_source, done = new, i
+                break
             for seq, ts, pid, data in messages:
                 if self._next is not None and seq < self._next:
                     self.counters.add(duplicates=1)
                     continue
-                if self._skip:  # committed before a restart, not acknowledged then
+                if self._redelivery and self._skip:  # committed before, not acknowledged
                     self._skip -= 1
                     self._next = seq + 1
                     continue
                 if self._next is not None and seq > self._next:
-                    self.counters.add(lost=seq - self._next, gaps=1)
+                    missing = seq - self._next - self._gone_committed
+                    if missing > 0:
+                        self.counters.add(lost=missing, gaps=1)
+                self._gone_committed = 0
                 self._next = seq + 1
                 item: Any = data
                 if layout.dtype is not None:
@@ -545,21 +617,21 @@ class RedisMirror(Mirror):
                 items.append(item)
                 origin.append(i)
                 meta.append((seq, ts, pid, len(data)))
+        block = layout.backpressure == "block"
         sent, stopped = self._send_items(s, items, block) if items else (0, False)
-        done = len(entries)
         if sent < len(items):  # stopped: the rest is delivered again next time
-            done = origin[sent]
-            self._next = meta[sent][0]
+            done, self._next = origin[sent], meta[sent][0]
         if sent:
             seq, ts, pid, _ = meta[sent - 1]
             self._seq = seq
             self._committed(seq, ts, pid, sent, sum(m[3] for m in meta[:sent]))
-        place = f"{self._epoch:016x} {self._next if self._next is not None else 0} {s.head}"
         if done:
+            nxt = "-" if self._next is None else str(self._next)
             pipe = self._link.client.pipeline(transaction=True)
             pipe.xack(self._stream, self.group, *[e[0] for e in entries[:done]])
-            if self._next is not None:
-                pipe.hset(mirrors_key(self.key), self.group, place)
+            pipe.hset(mirrors_key(self.key), self.group, f"{self._epoch:016x} {nxt} {s.head}")
             pipe.execute()
         if stopped:
             raise Stopped
+        if new_source is not None:
+            raise new_source
