@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 import xshm
-from bridge_helpers import RedisServer, status_values, wait_for
+from bridge_helpers import RedisServer, free_port, status_values, wait_for
 from xshm import bridge
 from xshm.bridge._envelope import Layout, encode_batch, encode_record
-from xshm.bridge._redis_bridge import data_key, layout_key
+from xshm.bridge._redis_bridge import data_key, layout_key, mirrors_key
 
 KEY = "test/redis"
 STREAM, LAYOUT = data_key(KEY), layout_key(KEY)  # the Redis keys: {test/redis}, ...
@@ -567,3 +567,82 @@ def test_bad_arguments_are_refused_clearly() -> None:
         bridge.export("x", engine="redis", max_entries=0)
     with pytest.raises(xshm.ArgumentError, match="wildcards"):
         bridge.mirror("test/*", into="x", engine="redis")
+
+
+def test_a_redis_cluster_carries_a_stream_and_a_record(
+    tmp_path: Any, names: tuple[str, str], status_cleanup: Any
+) -> None:
+    """Three redis-server nodes made a Redis Cluster (no replicas); the export's client starts
+    at one node, the mirrors' at another: each export's keys share a hash tag, so the mirror's
+    MULTI (XACK + its place) stays in one slot, and the clients follow the cluster's
+    redirections to the node that owns it."""
+    import subprocess
+    from pathlib import Path
+
+    from xshm.bridge import RedisOptions
+
+    nodes = []
+    try:
+        for i in range(3):
+            d = Path(tmp_path) / f"node{i}"
+            d.mkdir()
+            # The cluster bus on a free port of its own (by default, port + 10000: out of
+            # range for an ephemeral port)
+            bus = ["--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]
+            node = RedisServer(str(d), "--cluster-enabled", "yes", *bus)
+            node.start()
+            nodes.append(node)
+        addrs = [f"127.0.0.1:{n.port}" for n in nodes]
+        made = subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addrs,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        first = nodes[0].client()
+        wait_for(lambda: b"cluster_state:ok" in first.execute_command("CLUSTER", "INFO"))
+        src_name, dst = names
+        rec_name = status_cleanup(src_name + "-rec")
+        rec_dst = status_cleanup(dst + "-rec")
+        status_cleanup(f"bridge.export.{rec_name}")
+        status_cleanup(f"bridge.mirror.{rec_dst}")
+        src = xshm.Stream.create(src_name, capacity=1024, max_bytes=64)
+        rec = xshm.SharedMemoryManager.create(rec_name, shape=(2,))
+        try:
+            rec.publish(values=np.array([1.0, 2.0]), message="clustered", counter=5)
+            at0 = RedisOptions(url=nodes[0].url, cluster=True)
+            at2 = RedisOptions(url=nodes[2].url, cluster=True)
+            with (
+                bridge.export([src_name, rec_name], prefix="test/cl", options=at0),
+                bridge.mirror(f"test/cl/{src_name}", into=dst, options=at2) as ms,
+                bridge.mirror(f"test/cl/{rec_name}", into=rec_dst, options=at2) as mr,
+            ):
+                ms.wait_ready(20)
+                mr.wait_ready(20)
+                with xshm.SharedMemoryManager.open(rec_dst, readonly=True) as m:
+                    assert m.read().message == "clustered"
+                s = xshm.Stream.open(dst)
+                with s.reader(start="oldest") as rd:
+                    for k in range(1000):
+                        src.send(_payload(k), timeout=10)
+                    assert _take_until(rd, 999) == list(range(1000))
+                assert ms.stats["duplicates"] == 0 and ms.stats["invalid"] == 0
+                s.close()
+            k = f"test/cl/{src_name}"
+            keys = (data_key(k), layout_key(k), mirrors_key(k))
+            assert len({first.execute_command("CLUSTER", "KEYSLOT", x) for x in keys}) == 1
+        finally:
+            src.close()
+            rec.close()
+    finally:
+        for node in nodes:
+            node.stop()

@@ -45,6 +45,10 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Any]) -> No
             help="redis: the server (default redis://127.0.0.1:6379/0; AUTH, ACL users and "
             "rediss:// in the URL)",
         )  # fmt: skip
+        sp.add_argument(
+            "--redis-cluster", action="store_true",
+            help="redis: --url names one node of a Redis Cluster",
+        )  # fmt: skip
         sp.add_argument("--listen", action="append", metavar="ENDPOINT", help="zenoh endpoint")
         sp.add_argument("--connect", action="append", metavar="ENDPOINT", help="zenoh endpoint")
         sp.add_argument("--zenoh-config", metavar="FILE", help="a Zenoh JSON5 config (TLS, ...)")
@@ -129,6 +133,18 @@ def _logging() -> None:
     logging.basicConfig(format="xshm bridge: %(message)s", level=logging.INFO, stream=sys.stderr)
 
 
+def _redis(args: argparse.Namespace, **more: Any) -> dict[str, Any]:
+    """The Redis arguments: ``url`` and ``more``, or with --redis-cluster one RedisOptions."""
+    if not args.redis_cluster:
+        return {"url": args.url, **more}
+    if args.engine != "redis":
+        raise SystemExit("xshm: error: --redis-cluster goes with --engine redis")
+    from ._redis import DEFAULT_URL, RedisOptions
+
+    given = {k: v for k, v in more.items() if v is not None}
+    return {"options": RedisOptions(url=args.url or DEFAULT_URL, cluster=True, **given)}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from . import export
 
@@ -142,8 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         config=args.zenoh_config,
         zenoh_mode=args.zenoh_mode,
         engine=args.engine,
-        url=args.url,
-        max_entries=args.max_entries,
+        **_redis(args, max_entries=args.max_entries),
         start=args.start,
         status=not args.no_status,
     )
@@ -165,8 +180,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         config=args.zenoh_config,
         zenoh_mode=args.zenoh_mode,
         engine=args.engine,
-        url=args.url,
-        group=args.group,
+        **_redis(args, group=args.group),
         allow_layout_change=args.allow_layout_change,
         max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
         status=not args.no_status,

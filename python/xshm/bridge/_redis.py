@@ -53,12 +53,15 @@ class RedisOptions:
     ``"block"`` the export reads no further while its mirrors' groups leave that many
     unconsumed, under ``"drop_oldest"`` Redis trims the oldest (the mirrors count what they
     miss). ``group``: a mirror's consumer group (default ``xshm-mirror/<host>/<segment>``),
-    where the broker keeps its place across restarts.
+    where the broker keeps its place across restarts. ``cluster``: ``url`` names one node of a
+    Redis Cluster (the client learns the others); an export's keys share a hash tag, so each
+    export lives on one node and different exports spread over the cluster.
     """
 
     url: str = DEFAULT_URL
     max_entries: int = DEFAULT_MAX_ENTRIES
     group: Optional[str] = None
+    cluster: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not self.url.startswith(
@@ -108,30 +111,37 @@ class RedisLink:
         self.redis = redis
         self.url = redact(options.url)
         try:
-            self.client = redis.Redis.from_url(
-                options.url,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=SOCKET_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-            )
+            given = redis.connection.parse_url(options.url)
         except ValueError as e:
             raise ArgumentError(f"redis URL {self.url}: {e}") from None
-        given = self.client.connection_pool.connection_kwargs
         for name, allowed in _OWN.items():
             if given.get(name) not in (None, *allowed):
-                self.client.close()
                 raise ArgumentError(
                     f"redis URL {self.url}: {name}={given[name]!r} is the bridge's own setting "
                     "(remove it from the URL)"
                 )
         if given.get("retry_on_error"):
-            self.client.close()
             raise ArgumentError(f"redis URL {self.url}: retry_on_error is the bridge's own")
+        kind = redis.cluster.RedisCluster if options.cluster else redis.Redis
+
+        def make() -> Any:
+            return kind.from_url(
+                options.url,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=SOCKET_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
+
+        self._make = make
+        # A cluster client asks a node for the cluster's slots when it is made: made once the
+        # broker answers (check); a single server's client connects at its first command.
+        self.client: Any = None if options.cluster else make()
         # Waited out: the broker restarting or unreachable (the bridge reconnects).
         self.transient: tuple[type[BaseException], ...] = (
             redis.ConnectionError,
             redis.TimeoutError,
             redis.BusyLoadingError,
+            redis.exceptions.RedisClusterException,  # no node of the cluster answered
         )
         self.connected = False
 
@@ -140,6 +150,8 @@ class RedisLink:
         :class:`PermissionError` when it refuses the credentials or the certificate."""
         ex = self.redis.exceptions
         try:
+            if self.client is None:
+                self.client = self._make()
             self.client.ping()
         except (ex.AuthenticationError, ex.AuthorizationError, ex.NoPermissionError) as e:
             raise PermissionError(f"redis {self.url}: refused: {e}") from None
@@ -172,4 +184,5 @@ class RedisLink:
         return [self.url] if self.connected else []
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
