@@ -152,13 +152,13 @@ class _FailOnce:
 
 
 @pytest.mark.parametrize("first", [True, False])
-def test_a_mirror_that_committed_but_did_not_acknowledge_skips_the_redelivery(
+def test_a_mirror_that_committed_but_did_not_acknowledge_drops_the_redelivery(
     redis_server: RedisServer, names: tuple[str, str], first: bool
 ) -> None:
     """The entries Redis delivers again after a mirror committed them and lost its XACK are
-    recognized by the local stream's head (against the place recorded with the last XACK, or,
-    ``first``, the one recorded before the first commit) and skipped: the reader gets every
-    message once."""
+    recognized by the local stream's head against the line its place records (anchored before
+    the first commit, ``first``, or carried by the last XACK) and dropped: the reader gets
+    every message once."""
     src_name, dst = names
     src = xshm.Stream.create(src_name, capacity=1024, max_bytes=64)
     url = redis_server.url
@@ -183,8 +183,8 @@ def test_a_mirror_that_committed_but_did_not_acknowledge_skips_the_redelivery(
                 time.sleep(0.3)
                 assert _take(rd) == []  # nothing twice
             assert fail.fired == 1 and not fail.armed
-            st = mi.stats
-            assert st["lost"] == 0 and st["duplicates"] == 0, st
+            st = mi.stats  # what came again was below the place's line: dropped as duplicates
+            assert st["lost"] == 0 and st["duplicates"] > 0, st
             pending = redis_server.client().xpending(STREAM, mi.group)  # type: ignore[attr-defined]
             assert pending["pending"] == 0
             s.close()
@@ -192,12 +192,15 @@ def test_a_mirror_that_committed_but_did_not_acknowledge_skips_the_redelivery(
         src.close()
 
 
+@pytest.mark.parametrize("lost_ack", [False, True])
 def test_a_group_destroyed_under_a_running_mirror_is_made_again(
-    redis_server: RedisServer, names: tuple[str, str]
+    redis_server: RedisServer, names: tuple[str, str], lost_ack: bool
 ) -> None:
     """``XGROUP DESTROY`` (what the docs say to do with an abandoned group), here under a
-    running mirror: it makes its group again from the start of what Redis holds and drops by
-    its recorded place what it has: every message once, the mirror still running."""
+    running mirror, and (``lost_ack``) right after it committed a batch whose XACK was lost, so
+    the group that knew what was pending is gone too: the mirror makes its group again from
+    the start of what Redis holds and drops by its recorded place what it has: every message
+    once, the mirror still running."""
     src_name, dst = names
     src = xshm.Stream.create(src_name, capacity=4096, max_bytes=64)
     url = redis_server.url
@@ -208,13 +211,20 @@ def test_a_group_destroyed_under_a_running_mirror_is_made_again(
             bridge.mirror(KEY, into=dst, engine="redis", url=url) as mi,
         ):
             mi.wait_ready(10)
+            fail = _FailOnce(mi._link.client)  # type: ignore[attr-defined]
+            mi._link.client = fail  # type: ignore[attr-defined]
             s = xshm.Stream.open(dst)
             with s.reader(start="oldest") as rd:
                 for k in range(500):
                     src.send(_payload(k))
                 assert _take_until(rd, 499) == list(range(500))
-                assert r.xgroup_destroy(STREAM, mi.group) == 1
-                for k in range(500, 1000):
+                if lost_ack:
+                    fail.armed = True
+                    src.send(_payload(500))
+                    wait_for(lambda: fail.fired == 1, what="the lost XACK")
+                assert r.xgroup_destroy(STREAM, mi.group) == 1  # while it reconnects
+                start = 501 if lost_ack else 500
+                for k in range(start, 1000):
                     src.send(_payload(k))
                 assert _take_until(rd, 999) == list(range(500, 1000))
                 time.sleep(0.3)
@@ -223,6 +233,79 @@ def test_a_group_destroyed_under_a_running_mirror_is_made_again(
             s.close()
     finally:
         src.close()
+
+
+def test_a_mirror_restarted_after_its_source_was_recreated_takes_the_backlog_first(
+    redis_server: RedisServer, names: tuple[str, str]
+) -> None:
+    """A mirror away while its source sent 100 more messages, then was removed and made again
+    (a new epoch) and sent 50: back, it commits the old source's backlog Redis kept for it,
+    then the new source's from its first message."""
+    src_name, dst = names
+    url = redis_server.url
+    src = xshm.Stream.create(src_name, capacity=4096, max_bytes=64)
+    try:
+        with (
+            bridge.mirror(KEY, into=dst, engine="redis", url=url) as mi,
+            bridge.export(src_name, key=KEY, engine="redis", url=url),
+        ):
+            mi.wait_ready(10)
+            s = xshm.Stream.open(dst)
+            rd = s.reader(start="oldest")
+            for k in range(100):
+                src.send(_payload(k))
+            assert _take_until(rd, 99) == list(range(100))
+        with bridge.export(src_name, key=KEY, engine="redis", url=url) as ex:
+            for k in range(100, 200):  # the mirror is away: Redis keeps them for its group
+                src.send(_payload(k))
+            wait_for(lambda: ex.stats[src_name]["source_seq"] == 199, what="the backlog")
+        src.unlink()
+        src.close()
+        src = xshm.Stream.create(src_name, capacity=4096, max_bytes=64)
+        with bridge.export(src_name, key=KEY, engine="redis", url=url) as ex:
+            for k in range(1000, 1050):
+                src.send(_payload(k))
+            wait_for(lambda: ex.stats[src_name]["source_seq"] == 49, what="the new source")
+            with bridge.mirror(KEY, into=dst, engine="redis", url=url) as mi:
+                mi.wait_ready(10)
+                got = _take_until(rd, 1049)
+                assert got == [*range(100, 200), *range(1000, 1050)]
+                assert mi.stats["invalid"] == 0 and mi.stats["lost"] == 0
+        rd.close()
+        s.close()
+    finally:
+        src.close()
+
+
+def test_broker_replies_are_sorted_into_waited_out_and_fatal() -> None:
+    """What the bridge waits out (the status says why; an operator can fix it) and what stops
+    it: by class, by reply code, and by the code inside a pipeline's error."""
+    import redis.exceptions as rx
+    from xshm.bridge._redis import RedisLink, RedisOptions
+
+    link = RedisLink(RedisOptions(url="redis://127.0.0.1:1/0"))  # never connects
+    waited = [
+        rx.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+        rx.ReadOnlyError("You can't write against a read only replica."),
+        rx.NoPermissionError("this user has no permissions to run the 'xadd' command"),
+        rx.ClusterDownError("The cluster is down"),
+        rx.MovedError("4062 127.0.0.1:7001"),
+        rx.ConnectionError("Connection refused"),
+        rx.RedisClusterException("Redis Cluster cannot be connected."),
+        rx.ResponseError("UNBLOCKED force unblock from blocking operation"),
+        rx.ResponseError(
+            "Command # 1 (XADD {k} * e b'xshb') of pipeline caused error: WRONGTYPE Operation "
+            "against a key holding the wrong kind of value"
+        ),
+    ]
+    fatal = [
+        rx.ResponseError("ERR syntax error"),
+        rx.CrossSlotTransactionError("keys in request don't hash to the same slot"),
+        rx.ResponseError("BUSYGROUP Consumer Group name already exists"),
+    ]
+    assert [link.waits_out(e) for e in waited] == [True] * len(waited)
+    assert [link.waits_out(e) for e in fatal] == [False] * len(fatal)
+    link.close()
 
 
 def test_a_mirror_closed_and_reopened_resumes_at_its_place(
@@ -567,6 +650,8 @@ def test_bad_arguments_are_refused_clearly() -> None:
         bridge.export("x", engine="redis", max_entries=0)
     with pytest.raises(xshm.ArgumentError, match="wildcards"):
         bridge.mirror("test/*", into="x", engine="redis")
+    with pytest.raises(xshm.ArgumentError, match="over Redis"):
+        bridge.mirror("}x/y", into="x", engine="redis")
 
 
 def test_a_redis_cluster_carries_a_stream_and_a_record(

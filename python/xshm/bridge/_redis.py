@@ -32,10 +32,14 @@ CONNECT_TIMEOUT = 2.0  # seconds to reach the broker
 SOCKET_TIMEOUT = 2.0  # seconds a reply may take (a blocking read asks for 0.1 s); also the
 # longest close() waits for a broker that keeps the connection open and stops answering
 # Server replies the bridge waits out like an absent broker (the status says which): a replica
-# or a cluster in transition, a full broker, a key someone made of another type or an ACL
-# that does not allow a command yet; an operator can fix each without restarting the bridge.
+# or a cluster in transition, a full broker, a key someone made of another type, an ACL that
+# does not allow a command yet; an operator can fix each without restarting the bridge. By
+# reply code (redis-py maps some codes to classes and strips them from the message, and
+# prefixes a pipeline's with the command that failed: both are looked at).
 WAIT_OUT = ("OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "LOADING", "CLUSTERDOWN", "WRONGTYPE",
-            "NOPERM", "NOAUTH", "WRONGPASS", "BUSY")  # fmt: skip
+            "NOPERM", "NOAUTH", "WRONGPASS", "BUSY ", "UNBLOCKED", "MISCONF", "MOVED", "ASK ",
+            "EXECABORT")  # fmt: skip
+_PIPELINE = "of pipeline caused error: "
 # Connection settings a URL may not change: the bridge reads bytes in RESP2 replies, and a
 # command whose reply was lost must not be sent again behind its back (a consumer group would
 # deliver entries no one reads: the bridge reconnects and rereads what is pending itself).
@@ -143,7 +147,14 @@ class RedisLink:
             redis.BusyLoadingError,
             redis.exceptions.RedisClusterException,  # no node of the cluster answered
         )
+        ex = redis.exceptions
+        self.waited: tuple[type[BaseException], ...] = (
+            ex.OutOfMemoryError, ex.ReadOnlyError, ex.NoPermissionError, ex.ClusterError,
+            ex.TryAgainError, ex.AskError, ex.AuthenticationError,
+        )  # fmt: skip
+        self.errors = (redis.RedisError, ex.RedisClusterException)  # what the bridge looks at
         self.connected = False
+        self.last_error: Optional[str] = None
 
     def check(self) -> bool:
         """PING: True when the broker answers, False when it cannot be reached (yet);
@@ -153,6 +164,7 @@ class RedisLink:
             if self.client is None:
                 self.client = self._make()
             self.client.ping()
+            self.last_error = None
         except (ex.AuthenticationError, ex.AuthorizationError, ex.NoPermissionError) as e:
             raise PermissionError(f"redis {self.url}: refused: {e}") from None
         except ex.ResponseError as e:
@@ -165,20 +177,27 @@ class RedisLink:
             if "certificate" in str(e).lower() or "_ssl.c" in str(e):
                 raise PermissionError(f"redis {self.url}: TLS refused: {e}") from None
             self.connected = False
+            self.last_error = f"{type(e).__name__}: {e}"  # e.g. "Cluster mode is not enabled"
             return False
         self.connected = True
         return True
 
     def waits_out(self, e: BaseException) -> bool:
         """Whether ``e`` is waited out (reconnect, try again) rather than stopping the bridge."""
-        if isinstance(e, self.transient):
+        ex = self.redis.exceptions
+        if isinstance(e, ex.CrossSlotTransactionError):
+            return False  # the bridge's own keys in two slots: a bug, not a condition
+        if isinstance(e, (*self.transient, *self.waited)):
             return True
-        return isinstance(e, self.redis.ResponseError) and str(e).startswith(WAIT_OUT)
+        if not isinstance(e, ex.ResponseError):
+            return False
+        text = str(e).partition(_PIPELINE)[2] or str(e)
+        return text.startswith(WAIT_OUT)
 
     @staticmethod
     def no_group(e: BaseException) -> bool:
         """A consumer group (or its stream) gone: the mirror makes it again."""
-        return str(e).startswith("NOGROUP")
+        return (str(e).partition(_PIPELINE)[2] or str(e)).startswith("NOGROUP")
 
     def peers(self) -> list[str]:
         return [self.url] if self.connected else []

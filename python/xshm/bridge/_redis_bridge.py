@@ -104,10 +104,11 @@ def _wait_out(bridge: Bridge, link: RedisLink, e: BaseException) -> None:
     """The broker went away or answered with something that passes (``RedisLink.waits_out``):
     say so in the state and the status's error, then let the bridge try again."""
     link.connected = False
-    log.warning("%s %s: %s: trying again", bridge.role, bridge.segment, e)
-    bridge.set_state(f"broker unreachable: {e}")
+    text = repr(str(e))[1:-1][:300]  # a pipeline's error names its command, envelope and all
+    log.warning("%s %s: %s: trying again", bridge.role, bridge.segment, text)
+    bridge.set_state(f"broker unreachable: {text}")
     with bridge.counters.lock:
-        bridge.counters.error = f"{type(e).__name__}: {e}"
+        bridge.counters.error = f"{type(e).__name__}: {text}"
     bridge.publish_status()
     bridge.sleep(RECONNECT)
 
@@ -121,9 +122,11 @@ def _reach(bridge: Bridge, link: RedisLink) -> Optional[bool]:
             with bridge.counters.lock:
                 bridge.counters.error = None
             return True
+        error = link.last_error
     except PermissionError as e:
-        with bridge.counters.lock:
-            bridge.counters.error = str(e)
+        error = str(e)
+    with bridge.counters.lock:
+        bridge.counters.error = error
     return None
 
 
@@ -148,7 +151,7 @@ class _Linked(Bridge):
             self.retry("waiting for the broker", lambda: _reach(self, self._link), RECONNECT)
             try:
                 self._session()
-            except self._link.redis.RedisError as e:
+            except self._link.errors as e:
                 if not self._link.waits_out(e):
                     raise
                 _wait_out(self, self._link, e)
@@ -331,7 +334,9 @@ class RedisStreamExport(_RedisExport):
                 self._unsent = []
                 continue
             self._unsent = msgs
-            pipe = client.pipeline(transaction=False)
+            # A cluster's plain pipeline sends a command again when its reply is lost: in one
+            # MULTI (one slot) the batch is all or nothing, and _held knows which.
+            pipe = client.pipeline(transaction=self._options.cluster)
             nbytes = 0
             for x in msgs:
                 envelope = encode_one(
@@ -378,12 +383,9 @@ class RedisMirror(Mirror):
         except BaseException:
             self._release()
             raise
-        # Of the entries its group delivers again after a restart, how many the mirror had
-        # committed (and had not acknowledged): skipped, in the redelivery only.
-        self._skip = 0
-        self._redelivery = False
-        # Entries gone from Redis (trimmed) that the mirror had committed: not a loss.
-        self._gone_committed = 0
+        # The source sequence the recorded place maps to the local stream's head now (the
+        # "line": seq = anchor_seq + head - anchor_head while commits follow on); None: no line.
+        self._line: Optional[int] = None
         with self.counters.lock:
             self.counters.info.update(engine="redis", key=key, url=self._link.url, group=self.group)
 
@@ -408,9 +410,10 @@ class RedisMirror(Mirror):
                     self._follow_stream()
             except _Relayout:
                 continue
-            except self._link.redis.RedisError as e:
+            except self._link.errors as e:
                 if self._link.no_group(e):  # destroyed, or its stream deleted: made again
                     log.warning("mirror %s: %s: following again", self.segment, e)
+                    self.sleep(POLL)
                     continue
                 if not self._link.waits_out(e):
                     raise
@@ -506,20 +509,20 @@ class RedisMirror(Mirror):
         self.set_state("running")
         count = max(1, min(BATCH, max_window(self._layout.max_bytes)))
         read_from: Any = b"0"  # first what was delivered and not acknowledged
-        self._redelivery = True
         while not self.stopping:
             self.publish_status()
+            pending = read_from != ">"
             reply = client.xreadgroup(
                 group,
                 CONSUMER,
                 {self._stream: read_from},
                 count=count,
-                block=None if self._redelivery else int(POLL * 1000),
+                block=None if pending else int(POLL * 1000),
             )
             entries = reply[0][1] if reply else []
-            if self._redelivery:
-                if not entries:  # the redelivery is over: what is left to skip never came
-                    read_from, self._redelivery, self._skip = ">", False, 0
+            if pending:
+                if not entries:
+                    read_from = ">"
                     continue
                 read_from = entries[-1][0]
             if entries:
@@ -530,29 +533,44 @@ class RedisMirror(Mirror):
                     raise _Relayout from None  # follow again: the rest is redelivered
 
     def _take_place(self, place: Optional[bytes], head: int) -> None:
-        """Where this group left off: its source epoch, next sequence (``-``: none yet) and the
-        local head then. The local stream went past that head by the messages committed and
-        not acknowledged: that many of the redelivered are skipped. With no place of this
-        epoch, one is recorded now, before anything is committed."""
-        self._skip, self._gone_committed = 0, 0
+        """Where this group left off: ``"<epoch> <seq> <head>"``, the source sequence of the
+        message the local stream's head ``head`` was to hold (``-``: none committed yet). The
+        mirror anchors that line before it commits what does not follow on it, and commits
+        follow on it otherwise, so the local head now says the next sequence needed, whatever
+        Redis delivers again (a group made again, a broker that lost its last writes): what
+        is below it is dropped as a duplicate. A place of an older epoch than the layout key's
+        is followed first (the backlog that source left) until an entry of the new one."""
         try:
-            epoch_hex, nxt, local_head = (place or b"").decode().split()
-            epoch, at = int(epoch_hex, 16), int(local_head)
-            next_seq = None if nxt == "-" else int(nxt)
+            epoch_hex, anchor, at = (place or b"").decode().split()
+            epoch, anchor_head = int(epoch_hex, 16), int(at)
+            anchor_seq = None if anchor == "-" else int(anchor)
         except ValueError:
             if place:
                 self.counters.refuse(mirrors_key(self.key), f"an unreadable place {place!r}")
-            epoch = 0
-        if epoch != self._epoch:  # none, unreadable, or of a source gone
             self._start_source(self._epoch, head)
             return
-        self._next, self._skip = next_seq, max(0, head - at)
+        if anchor_seq is None:
+            if epoch != self._epoch:  # nothing committed of that source: the current one
+                self._start_source(self._epoch, head)
+                return
+            self._next = self._line = None
+            return
+        nxt = anchor_seq + max(0, head - anchor_head)
+        with self._apply:
+            self._epoch, self._next, self._line = epoch, nxt, nxt
+
+    def _anchor(self, seq: int, head: int) -> None:
+        """Record that the message about to be committed at local ``head`` is ``seq``."""
+        self._link.client.hset(
+            mirrors_key(self.key), self.group, f"{self._epoch:016x} {seq} {head}"
+        )
+        self._line = seq
 
     def _start_source(self, epoch: int, head: int) -> None:
-        """Follow ``epoch`` from its first message, recording that place before committing."""
+        """Follow ``epoch`` from its first message: nothing of it committed yet."""
         self._link.client.hset(mirrors_key(self.key), self.group, f"{epoch:016x} - {head}")
         with self._apply:
-            self._epoch, self._seq, self._next, self._skip = epoch, -1, None, 0
+            self._epoch, self._seq, self._next, self._line = epoch, -1, None, None
 
     def _messages(self, fields: Optional[dict[bytes, bytes]], layout: Layout) -> Any:
         """The ``(seq, timestamp_ns, writer_pid, data)`` of one entry, checked;
@@ -585,9 +603,6 @@ class RedisMirror(Mirror):
         done = len(entries)
         for i, (_, fields) in enumerate(entries):
             if fields is None:  # delivered once, trimmed since (drop_oldest's MAXLEN)
-                if self._redelivery and self._skip:
-                    self._skip -= 1
-                    self._gone_committed += 1
                 continue
             try:
                 messages = self._messages(fields, layout)
@@ -601,15 +616,8 @@ class RedisMirror(Mirror):
                 if self._next is not None and seq < self._next:
                     self.counters.add(duplicates=1)
                     continue
-                if self._redelivery and self._skip:  # committed before, not acknowledged
-                    self._skip -= 1
-                    self._next = seq + 1
-                    continue
                 if self._next is not None and seq > self._next:
-                    missing = seq - self._next - self._gone_committed
-                    if missing > 0:
-                        self.counters.add(lost=missing, gaps=1)
-                self._gone_committed = 0
+                    self.counters.add(lost=seq - self._next, gaps=1)
                 self._next = seq + 1
                 item: Any = data
                 if layout.dtype is not None:
@@ -618,7 +626,17 @@ class RedisMirror(Mirror):
                 origin.append(i)
                 meta.append((seq, ts, pid, len(data)))
         block = layout.backpressure == "block"
-        sent, stopped = self._send_items(s, items, block) if items else (0, False)
+        sent, stopped, k = 0, False, 0
+        while k < len(items) and not stopped:  # one run of consecutive sequences at a time
+            end = k + 1
+            while end < len(items) and meta[end][0] == meta[end - 1][0] + 1:
+                end += 1
+            if self._line != meta[k][0]:  # not on the recorded line: anchor it first
+                self._anchor(meta[k][0], s.head)
+            n, stopped = self._send_items(s, items[k:end], block)
+            sent += n
+            self._line = meta[k][0] + n
+            k = end if n == end - k else k + n
         if sent < len(items):  # stopped: the rest is delivered again next time
             done, self._next = origin[sent], meta[sent][0]
         if sent:
@@ -626,10 +644,11 @@ class RedisMirror(Mirror):
             self._seq = seq
             self._committed(seq, ts, pid, sent, sum(m[3] for m in meta[:sent]))
         if done:
-            nxt = "-" if self._next is None else str(self._next)
             pipe = self._link.client.pipeline(transaction=True)
             pipe.xack(self._stream, self.group, *[e[0] for e in entries[:done]])
-            pipe.hset(mirrors_key(self.key), self.group, f"{self._epoch:016x} {nxt} {s.head}")
+            if self._line is not None:  # the line, as of now (shorter to read again)
+                place = f"{self._epoch:016x} {self._line} {s.head}"
+                pipe.hset(mirrors_key(self.key), self.group, place)
             pipe.execute()
         if stopped:
             raise Stopped

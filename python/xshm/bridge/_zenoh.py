@@ -124,6 +124,8 @@ def check_key(key: str, zenoh_expr: bool = True) -> str:
             "(no wildcards, no leading or trailing '/')"
         )
     if not zenoh_expr:
+        if "{" in key or "}" in key:  # Redis: the bridge wraps the key in a hash tag of its own
+            raise ArgumentError(f"bridge key {key!r}: no '{{' or '}}' in a key over Redis")
         return key
     zenoh = zenoh_module()
     try:
