@@ -558,6 +558,8 @@ class RedisMirror(Mirror):
         nxt = anchor_seq + max(0, head - anchor_head)
         with self._apply:
             self._epoch, self._next, self._line = epoch, nxt, nxt
+        if head < anchor_head:  # a local stream made since (removed, or a new layout)
+            self._anchor(nxt, head)
 
     def _anchor(self, seq: int, head: int) -> None:
         """Record that the message about to be committed at local ``head`` is ``seq``."""
