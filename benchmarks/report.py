@@ -304,6 +304,17 @@ def _p50_rows(rows: dict[str, Any], base: Optional[dict[str, Any]]) -> list[str]
     return lines
 
 
+def _rate_rows(rows: dict[str, Any], raw: Optional[dict[str, Any]]) -> list[str]:
+    """Throughput rows, each with its median per-round ratio to the ``raw`` row."""
+    lines = []
+    for label, r in rows.items():
+        ratio = ""
+        if raw is not None and r is not raw:
+            ratio = _x(statistics.median(a / b for a, b in zip(r["per_round"], raw["per_round"])))
+        lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    return lines
+
+
 def _bridge_table(res: dict[str, Any]) -> list[str]:
     br = res["bridge"]
     rows = br["rows"]
@@ -316,11 +327,7 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
         "| row | API | messages/s | / raw Zenoh |",
         "|---|---|---:|---:|",
     ]
-    for label, r in rows.items():
-        ratio = ""
-        if raw is not None and r is not raw:
-            ratio = _x(statistics.median(a / b for a, b in zip(r["per_round"], raw["per_round"])))
-        lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+    lines += _rate_rows(rows, raw)
     redis = (br.get("redis") or {}).get("rows") or {}
     raw_redis = redis.get("raw redis-py pipelined XADD/XREAD")
     if redis:
@@ -332,13 +339,7 @@ def _bridge_table(res: dict[str, Any]) -> list[str]:
             "| row | API | messages/s | / raw redis-py |",
             "|---|---|---:|---:|",
         ]
-        for label, r in redis.items():
-            ratio = ""
-            if raw_redis is not None and r is not raw_redis:
-                ratio = _x(
-                    statistics.median(a / b for a, b in zip(r["per_round"], raw_redis["per_round"]))
-                )
-            lines.append(f"| {label} | {r['api']} | {r['msgs_per_s']:,.0f} | {ratio} |")
+        lines += _rate_rows(redis, raw_redis)
     if br.get("fanout"):
         lines += ["", *fanout_table(res)]
     lat = br.get("latency") or {}
