@@ -120,11 +120,21 @@ test-cpp: $(STAMPS)/cpp  ## C++ tests: plain (+ valgrind, crash campaign), ASan+
 	  (cd build/cpp-$$s && ctest --output-on-failure -j $(JOBS)) || exit 1; \
 	done
 
-test-rust: $(STAMPS)/apt  ## cargo test (unit, vectors, properties, header drift, loom model), clippy, fmt
-	cd rust && cargo test -q --workspace --exclude xshm-text-py --exclude xshm-protocol-model
-	cd rust && LOOM_MAX_PREEMPTIONS=3 cargo test -q --release -p xshm-protocol-model
+# The loom model runs the xshm crate's own protocol code on loom's atomics (--cfg loom), in a
+# target directory of its own so that the normal build is not rebuilt.
+LOOM_CARGO := RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 cargo
+
+test-rust: $(STAMPS)/apt  ## cargo test (unit, golden vectors, properties, header drift, loom model), clippy, fmt, package
+	cd rust && cargo test -q --workspace --exclude xshm-text-py
+	cd rust && $(LOOM_CARGO) test -q --release -p xshm --test loom
 	cd rust && cargo clippy -q --all-targets -- -D warnings
+	cd rust && $(LOOM_CARGO) clippy -q -p xshm --lib --test loom -- -D warnings
 	cd rust && cargo fmt --check
+	cd rust && cargo package -q -p xshm -p xshm-text --allow-dirty
+	@# Miri cannot be installed here (rustup downloads no components); the closest check of the
+	@# crate's unsafe code is its tests under the nightly compiler's AddressSanitizer.
+	cd rust && RUSTFLAGS=-Zsanitizer=address RUSTDOCFLAGS=-Zsanitizer=address CARGO_TARGET_DIR=target/asan \
+	  cargo +nightly test -q -p xshm --target $$(rustc -vV | sed -n 's/^host: //p') --lib --tests
 
 test-python: $(VENV)/.deps $(STAMPS)/package $(STAMPS)/text $(STAMPS)/bench-peers  ## pytest against the installed packages (run outside the source tree)
 	cd build && XSHM_TEXT_CDYLIB=$(TEXT_CDYLIB) ../$(VPY) -m pytest -c ../pyproject.toml --rootdir .. \

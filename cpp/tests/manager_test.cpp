@@ -404,7 +404,7 @@ TEST(Corrupt, StalledWriterWithoutBackupTimesOut) {
   slot_meta(w, 0)->lock.store(4);
 }
 
-// Regression (found by the loom model, rust/protocol-model, and seen as seq regressions in the
+// Regression (found by the loom model, now rust/xshm/tests/loom.rs, and seen as seq regressions in the
 // crash campaign): a writer that dies after completing the live slot but before refreshing the
 // backup leaves both slots even, the backup stale. Recovery must refresh it, or the next
 // publish sends readers back to the older record.

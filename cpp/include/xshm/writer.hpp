@@ -79,7 +79,7 @@ inline void recover(const detail::Segment& s) {
       // Died refreshing the backup, or between completing the live slot and starting the
       // refresh (backup even but stale): the live slot is complete. A stale backup left in
       // place would send readers of the next publish back to an older record (found by the
-      // loom model in rust/protocol-model). Whether the word was odd or even, it ends even:
+      // loom model, rust/xshm/tests/loom.rs). Whether the word was odd or even, it ends even:
       // end_slot_write completes the odd value begin_slot_write returned.
       copy_slot(s, 1, 0);
     }
