@@ -1,0 +1,156 @@
+"""The cross-language record matrix: the same end-to-end scenarios for every pair of writer and
+reader languages (C++, Python, Rust). Each language's peer is a small program its own toolchain
+builds: record_peer.cpp (g++, against the header the installed package ships), record_peer.py
+(the installed package) and rust/xshm/examples/record_peer.rs (cargo, the pure-Rust crate).
+They take the same commands and print the same JSON line.
+
+- consistent snapshots: a writer publishing flat out, a reader of another language reading;
+  zero torn, never backwards, and the reader saw the record change;
+- waits: a reader asleep on the futex is woken by every publish of a writer of another
+  language;
+- crash: a writer SIGKILLed mid-publish, then a writer of another language takes the lock,
+  recovers the record (counted in `recoveries`) and publishes the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xshm
+
+ROOT = Path(__file__).resolve().parents[2]
+LANGS = ("cpp", "python", "rust")
+PAIRS = [(w, r) for w in LANGS for r in LANGS]
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="session")
+def peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    out = tmp_path_factory.mktemp("record-peer")
+    cxx = os.environ.get("CXX", "g++")
+    assert shutil.which(cxx), f"{cxx} is needed for the cross-language tests"
+    assert shutil.which("cargo"), "cargo is needed for the cross-language tests"
+    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+    src = Path(__file__).with_name("record_peer.cpp")
+    exe = out / "record_peer"
+    subprocess.run([cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(exe)], check=True)
+    target = out / "cargo-target"
+    subprocess.run(
+        ["cargo", "build", "-q", "--release", "-p", "xshm", "--example", "record_peer"],
+        cwd=ROOT / "rust",
+        env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+        check=True,
+    )
+    return {
+        "cpp": [str(exe)],
+        "python": [sys.executable, str(Path(__file__).with_name("record_peer.py"))],
+        "rust": [str(target / "release" / "examples" / "record_peer")],
+    }
+
+
+def start(cmd: list[str], *args: str | int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*cmd, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def line(p: subprocess.Popen[str]) -> dict[str, Any]:
+    """The next JSON line the peer prints (it fails the test, with the peer's stderr, if the
+    peer ends without one)."""
+    assert p.stdout is not None
+    text = p.stdout.readline()
+    if not text:
+        p.wait(TIMEOUT)
+        err = p.stderr.read() if p.stderr else ""
+        pytest.fail(f"{p.args!r} ended (rc {p.returncode}) without output: {err}")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def finish(p: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0, f"{p.args!r} failed (rc {p.returncode}): {err}"
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def stop(p: subprocess.Popen[str]) -> None:
+    if p.poll() is None:
+        p.kill()
+    p.communicate(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize(("writer", "reader"), PAIRS)
+def test_consistent_snapshots_under_a_writer_publishing_flat_out(
+    peers: dict[str, list[str]], seg_name: str, writer: str, reader: str
+) -> None:
+    w = start(peers[writer], "publish", seg_name, 0, 512, 0)  # 4 KiB of values, until stopped
+    try:
+        assert line(w) == {"ready": True}
+        got = finish(start(peers[reader], "read", seg_name, 20000))
+    finally:
+        stop(w)
+    assert got["torn"] == 0, got
+    assert got["regressions"] == 0, got
+    assert got["distinct"] > 1, f"the {reader} reader never saw the {writer} writer publish: {got}"
+
+
+@pytest.mark.parametrize(("writer", "reader"), PAIRS)
+def test_waits_are_woken_across_languages(
+    peers: dict[str, list[str]], seg_name: str, writer: str, reader: str
+) -> None:
+    count = 20
+    xshm.SharedMemoryManager.create(seg_name, shape=(8,), dtype="uint64", message_capacity=64)
+    waiter = start(peers[reader], "wait", seg_name, count, 10000)
+    try:
+        assert line(waiter) == {"ready": True}
+        # 20 ms apart: the waiter is asleep on the futex when each publish comes.
+        done = finish(start(peers[writer], "publish", seg_name, count, 8, 20000))
+        got = finish(waiter)
+    finally:
+        stop(waiter)
+    assert done == {"published": count, "last": count}
+    assert got["timeouts"] == 0 and got["torn"] == 0, got
+    assert got["last_seq"] == count, got
+    assert got["woken"] >= count // 2, f"woken {got['woken']} times for {count} publishes"
+
+
+@pytest.mark.parametrize(("victim", "survivor"), PAIRS)
+def test_a_writer_killed_mid_publish_is_recovered_by_another_language(
+    peers: dict[str, list[str]], seg_name: str, victim: str, survivor: str
+) -> None:
+    n = 1 << 16  # 512 KiB of values: a publish takes long, so a kill lands inside one
+    m = xshm.SharedMemoryManager.create(seg_name, shape=(n,), dtype="uint64", message_capacity=64)
+    rng = random.Random(f"{victim}-{survivor}")
+    recovered = 0
+    for _ in range(30):
+        v = start(peers[victim], "publish", seg_name, 0, n, 0)
+        try:
+            assert line(v) == {"ready": True}
+            m.wait(m.seq, timeout=TIMEOUT)  # it publishes
+            # A moment later, somewhere in a publish (or between two).
+            os.sched_yield()
+            for _ in range(rng.randrange(1, 2000)):
+                pass
+            os.kill(v.pid, signal.SIGKILL)
+        finally:
+            stop(v)
+        got = finish(start(peers[survivor], "recover", seg_name))
+        assert got["whole"], f"{survivor} after a killed {victim}: {got}"
+        recovered += got["recovered"]
+        snap = m.read()  # and Python, a third reader, agrees
+        assert (snap.values == snap.counter).all() and snap.message == f"k={snap.counter}"
+        if recovered >= 2:
+            break
+    assert recovered >= 1, f"no kill of the {victim} writer landed while it held the lock"
+    assert m.recoveries == recovered
+    m.close()
