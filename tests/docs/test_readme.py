@@ -39,7 +39,7 @@ def code(role: str, name: str, segment: str = "sensors") -> str:
 
 
 def test_every_code_block_is_run() -> None:
-    runnable = {"python", "cpp", "console"}
+    runnable = {"python", "cpp", "console", "rust"}
     unmarked = [b.body[:60] for b in rt.blocks(README) if b.lang in runnable and not b.role]
     assert not unmarked, (
         f"README blocks no test runs (mark them <!-- readme-test: ... -->): {unmarked}"
@@ -47,7 +47,7 @@ def test_every_code_block_is_run() -> None:
     roles = [b.role for b in rt.blocks(README) if b.role]
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
     expected += ["stream producer", "stream consumer", "work queue", "frames", "cpp stream program"]
-    expected += ["asyncio", "hand over", "bridge"]
+    expected += ["asyncio", "hand over", "bridge", "rust producer", "rust consumer"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -168,6 +168,51 @@ def test_cpp_quickstart_is_a_program(seg_name: str, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == "seq 2 counter 2 first value 2 message hello\n"
     assert not os.path.exists(f"/dev/shm/{seg_name}"), "the program removes its segment"
+
+
+def test_rust_quickstart_producer_and_consumer(seg_name: str, tmp_path: Path) -> None:
+    """The two Rust blocks, built as the two binaries of a crate that depends on rust/xshm (the
+    workspace's lock file pins the same dependency versions), run as two processes."""
+    cargo = shutil.which("cargo")
+    assert cargo, "cargo is needed (make test installs Rust first)"
+    crate = tmp_path / "quickstart"
+    (crate / "src" / "bin").mkdir(parents=True)
+    (crate / "Cargo.toml").write_text(
+        '[package]\nname = "quickstart"\nversion = "0.1.0"\nedition = "2021"\n\n'
+        f'[dependencies]\nxshm = {{ path = "{ROOT / "rust" / "xshm"}" }}\n\n[workspace]\n'
+    )
+    shutil.copy(ROOT / "rust" / "Cargo.lock", crate / "Cargo.lock")
+    for role in ("producer", "consumer"):
+        (crate / "src" / "bin" / f"{role}.rs").write_text(code(f"rust {role}", seg_name, "prices"))
+    env = {**os.environ, "CARGO_TARGET_DIR": str(tmp_path / "target")}
+    build = subprocess.run(
+        [cargo, "build", "-q", "--bins"], cwd=crate, env=env, capture_output=True, text=True
+    )
+    assert build.returncode == 0, build.stderr
+    exe = tmp_path / "target" / "debug"
+    consumer = subprocess.Popen(
+        [exe / "consumer"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    producer = subprocess.Popen(
+        [exe / "producer"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, p_err = producer.communicate(timeout=120)
+        c_out, c_err = consumer.communicate(timeout=120)
+    finally:
+        for p in (producer, consumer):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert producer.returncode == 0 and p_err == "", p_err
+    assert consumer.returncode == 0 and c_err == "", c_err
+    lines = c_out.strip().splitlines()
+    assert len(lines) >= 2, c_out
+    counters = [int(ln.split()[0]) for ln in lines]
+    assert counters == sorted(set(counters)), "records arrive in order, each once"
+    assert lines[-1] == "20 tick 20 [20.0, 40.0, 60.0]", lines[-1]
+    assert all(re.fullmatch(r"(\d+) tick \1 \[.*\]", ln) for ln in lines), lines
+    assert not os.path.exists(f"/dev/shm/{seg_name}"), "the producer removes its segment"
 
 
 STREAM_CPP = r"""
