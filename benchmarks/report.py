@@ -290,6 +290,37 @@ def _aio_table(res: dict[str, Any]) -> list[str]:
     return lines + _p50_rows(rows, floor)
 
 
+def _rust_tables(res: dict[str, Any]) -> list[str]:
+    r = res["rust"]
+    lines = [
+        "",
+        f"### Rust: the pure-Rust crate against the C++ header ({r['rounds']} interleaved rounds)",
+        "",
+        f"A consistent read of the default record (100 float64 and its message), "
+        f"{r['reads_per_round']:,} per round in one process:",
+        "",
+        "| row | API | ns per read | / C++ |",
+        "|---|---|---:|---:|",
+    ]
+    for label, row in r["read"].items():
+        lines.append(f"| {label} | {row['api']} | {row['ns']:.1f} | {_x(row['x'])} |")
+    if r["hop"]:
+        lines += [
+            "",
+            f"The spinning one-way hop over two default records (round trip / 2), "
+            f"{r['hops_per_round']:,} hops per round:",
+            "",
+            "| pair | API | p50 ns | p99 ns | p50 / C++ ↔ C++ |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for label, row in r["hop"].items():
+            lines.append(
+                f"| {label} | {row['api']} | {row['p50_ns']:.0f} | {row['p99_ns']:.0f} "
+                f"| {_x(row['x'])} |"
+            )
+    return lines
+
+
 def _p50_rows(rows: dict[str, Any], base: Optional[dict[str, Any]]) -> list[str]:
     """Table rows of label, API, p50, p99 and the median per-round p50 ratio to `base`."""
     lines = []
@@ -416,6 +447,8 @@ def tables(res: dict[str, Any]) -> str:
         lines += _aio_table(res)
     if res.get("bridge"):
         lines += _bridge_table(res)
+    if res.get("rust"):
+        lines += _rust_tables(res)
     if res.get("targets"):
         lines += _targets_table(res)
     if res["notes"]:

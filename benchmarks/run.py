@@ -4,7 +4,7 @@
 
     python benchmarks/run.py [--quick] [--question NAME] [--out DIR] [--docs docs/BENCHMARKS.md]
 
-The questions live in benchmarks/questions/ (snapshot, latency, bulk, readers), the peers they
+The questions live in benchmarks/questions/ (snapshot, latency, bulk, readers, ...), the peers they
 compare in one registry (benchmarks/peers.py), the tables and targets in benchmarks/report.py.
 Writes DIR/results.json (raw figures, machine, targets), DIR/*.png and, with --docs, the tables
 and targets between the markers of that file and the figures between the markers of the
@@ -102,7 +102,7 @@ def main() -> int:
 def measure(quick: bool, questions: list[str], out: Path) -> dict[str, Any]:
     notes: dict[str, str] = {}
     shm_before = set(os.listdir("/dev/shm"))
-    cpp = build_cpp(out, notes) if "latency" in questions else None
+    cpp = build_cpp(out, notes) if {"latency", "rust"} & set(questions) else None
     t0 = time.time()
     res: dict[str, Any] = {
         "machine": {**machine(), "load average": [round(x, 2) for x in os.getloadavg()]},

@@ -213,6 +213,16 @@ def _frames_target(res: dict[str, Any]) -> Optional[tuple[float, str]]:
     )
 
 
+def _rust_target(kind: str, label: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
+    def measure(res: dict[str, Any]) -> Optional[tuple[float, str]]:
+        x = dig(res, "rust", kind, label, "x")
+        if x is None:
+            return None
+        return x, f"{label} / the C++ row, median of per-round ratios"
+
+    return measure
+
+
 def _aio_target(a: str, b: str) -> Callable[[dict[str, Any]], Optional[tuple[float, str]]]:
     """The asyncio question's rows."""
     return _p50_target(("aio", "rows"), a, b, digits=1)
@@ -287,6 +297,10 @@ TARGETS = [
            "put → subscriber of the same payload", _p50_target(
                ("bridge", "latency"), "xshm record over Zenoh: publish → mirror read",
                "raw Zenoh put → subscriber"), 1.5, False),
+    Target(18, "should", "Rust consistent read of the default record (`read_into`) within 1.2x "
+           "of the C++ header's", _rust_target("read", "Rust crate read_into"), 1.2, False),
+    Target(18, "should", "Rust ↔ Rust spinning one-way hop within 1.2x of C++ ↔ C++",
+           _rust_target("hop", "Rust ↔ Rust"), 1.2, False),
 ]  # fmt: skip
 
 

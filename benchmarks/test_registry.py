@@ -113,6 +113,30 @@ def _bridge() -> dict[str, Any]:
     }
 
 
+def _rust() -> dict[str, Any]:
+    from benchmarks.questions import rust
+
+    return {
+        "rounds": 9,
+        "reads_per_round": 1000,
+        "hops_per_round": 1000,
+        "read": {
+            label: {"api": api, "ns": 30.0, "ns_per_round": [30.0], "x": 1.0}
+            for label, api in rust.READ_API.items()
+        },
+        "hop": {
+            label: {
+                "api": api,
+                "p50_ns": 200.0,
+                "p99_ns": 300.0,
+                "p50_per_round": [200.0],
+                "x": 1.0,
+            }
+            for label, api in rust.HOP_API.items()
+        },
+    }
+
+
 def _results() -> dict[str, Any]:
     """A results.json with every registry row, as the questions write it (figures made up)."""
     phase = {"ns": 500.0, "writer_per_s": 1e5, "ns_per_round": [500.0, 510.0, 490.0]}
@@ -175,6 +199,7 @@ def _results() -> dict[str, Any]:
         "frames": _frames(),
         "aio": _aio(),
         "bridge": _bridge(),
+        "rust": _rust(),
         "baseline": {"from": "earlier", "write block ns": 2000.0, "write block / publish": 10.0},
     }
 

@@ -7,7 +7,11 @@
 //   pingpong futex ROUNDS N           raw floor: futex wait/wake on one shared word
 //   pingpong xshm spin|block ROUNDS N xshm C++ -> C++ (the default record)
 //   pingpong xshm-small spin ROUNDS N xshm C++ -> C++ with a one-value record, no message
-//   pingpong echo PING PONG spin|block N   echo for a Python initiator (C++ side of C++<->Python)
+//   pingpong xshm-peer spin ROUNDS N ECHO   xshm C++ -> another program's echo (`ECHO echo PING
+//                                     PONG spin T`: the Rust crate's, for the mixed rows)
+//   pingpong echo PING PONG spin|block N   echo for a Python or Rust initiator
+//   pingpong read ROUNDS N            N consistent reads (read_into: values and message) of the
+//                                     default record per round: {"case", "round", "n", "ns_per_read"}
 //   pingpong ladder 1|100 PASSES N    the profile of a spinning hop: xshm's publish composed of
 //                                     its real steps (writer.hpp) on a real segment, one step
 //                                     added per rung (no PMU on the benchmark VM, so cost by
@@ -111,7 +115,8 @@ void xshm_echo(const std::string& ping, const std::string& pong, bool spin, long
   }
 }
 
-void xshm_pingpong(bool spin, bool small, int rounds, int n) {
+/// `echo` empty: the echo is this program, forked; else the program `echo` runs it (exec).
+void xshm_pingpong(bool spin, bool small, int rounds, int n, const char* echo = nullptr) {
   const std::string base = "/xshm-bench-pp-" + std::to_string(::getpid());
   xshm::CreateOptions opt;  // default: the seed's record, 100 float64 + a 256-byte message
   if (small) {              // one float64, no message: the protocol's own cost, not the data's
@@ -123,6 +128,11 @@ void xshm_pingpong(bool spin, bool small, int rounds, int n) {
   const long total = static_cast<long>(rounds) * (n + 100);
   pid_t child = ::fork();
   if (child == 0) {
+    if (echo != nullptr) {
+      const std::string t = std::to_string(total), a = base + "-ping", b = base + "-pong";
+      ::execl(echo, echo, "echo", a.c_str(), b.c_str(), "spin", t.c_str(), static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
     xshm_echo(base + "-ping", base + "-pong", spin, total);
     std::_Exit(0);
   }
@@ -136,7 +146,11 @@ void xshm_pingpong(bool spin, bool small, int rounds, int n) {
       seq = hop_in(pong, seq, spin, buf);
       if (k >= 100) one_way.push_back((Clock::now() - t0).count() / 2);
     }
-    report(small ? "cpp-xshm-spin-1-value" : spin ? "cpp-xshm-spin" : "cpp-xshm-block", r, one_way);
+    report(echo != nullptr ? "cpp-rust-xshm-spin"
+           : small         ? "cpp-xshm-spin-1-value"
+           : spin          ? "cpp-xshm-spin"
+                           : "cpp-xshm-block",
+           r, one_way);
   }
   ::waitpid(child, nullptr, 0);
   ping.unlink();
@@ -257,6 +271,31 @@ void ladder(std::uint64_t count, int passes, int n) {
   }
 }
 
+/// The consistent read of the default record (100 float64 and its message), in a loop: the C++
+/// row of the Rust crate's read benchmark (rust/xshm/examples/bench.rs does the same).
+void read_loop(int rounds, int n) {
+  const std::string name = "/xshm-bench-read-" + std::to_string(::getpid());
+  auto m = xshm::SharedMemoryManager::create(name, xshm::CreateOptions{});
+  std::vector<double> values(100);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<double>(i);
+  m.publish(values, "a message of the default record", 1);
+  std::vector<double> buf(100);
+  std::string message;
+  std::uint64_t sink = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      const xshm::RecordInfo info = m.read_into(buf.data(), buf.size() * sizeof(double), &message);
+      sink += info.counter + static_cast<std::uint64_t>(buf[1]) + message.size();
+    }
+    const double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / n;
+    std::printf("{\"case\": \"cpp-read\", \"round\": %d, \"n\": %d, \"ns_per_read\": %.2f, \"sink\": %llu}\n",
+                r, n, ns, static_cast<unsigned long long>(sink % 10));
+    std::fflush(stdout);
+  }
+  m.unlink();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -270,6 +309,10 @@ int main(int argc, char** argv) {
                     std::atoi(argv[4]));
     } else if (mode == "ladder") {
       ladder(std::strtoull(argv[2], nullptr, 10), std::atoi(argv[3]), std::atoi(argv[4]));
+    } else if (mode == "xshm-peer") {
+      xshm_pingpong(true, false, std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
+    } else if (mode == "read") {
+      read_loop(std::atoi(argv[2]), std::atoi(argv[3]));
     } else if (mode == "echo") {
       xshm_echo(argv[2], argv[3], std::string(argv[4]) == "spin", std::atol(argv[5]));
     } else {

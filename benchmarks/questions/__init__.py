@@ -4,4 +4,4 @@ returning the raw figures that results.json keeps and report.py turns into table
 
 from __future__ import annotations
 
-NAMES = ("snapshot", "latency", "bulk", "readers", "streams", "frames", "aio", "bridge")
+NAMES = ("snapshot", "latency", "bulk", "readers", "streams", "frames", "aio", "bridge", "rust")

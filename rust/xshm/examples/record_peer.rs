@@ -98,7 +98,11 @@ fn wait(name: &str, target: u64, timeout_ms: u64) -> xshm::Result<()> {
     println!("{{\"ready\": true}}");
     let (mut woken, mut timeouts, mut torn) = (0u64, 0u64, 0u64);
     while last < target {
-        match m.wait_for(last, Some(Duration::from_millis(timeout_ms)), Duration::ZERO) {
+        match m.wait_for(
+            last,
+            Some(Duration::from_millis(timeout_ms)),
+            Duration::ZERO,
+        ) {
             Some(seq) => {
                 woken += 1;
                 torn += u64::from(!whole(&m.read()?));

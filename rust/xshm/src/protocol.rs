@@ -32,6 +32,7 @@ pub struct Meta {
 
 impl Meta {
     /// The four little-endian words as the slot holds them (bytes 8 to 40).
+    #[inline]
     pub fn to_words(&self) -> [u64; 4] {
         [
             self.seq,
@@ -42,6 +43,7 @@ impl Meta {
     }
 
     /// The meta of four words loaded from a slot.
+    #[inline]
     pub fn from_words(w: [u64; 4]) -> Self {
         Meta {
             seq: w[0],
@@ -87,6 +89,7 @@ pub trait RecordMemory {
 }
 
 /// The header's seq, as an acquire load.
+#[inline(always)]
 pub fn load_seq_acquire<M: RecordMemory + ?Sized>(mem: &M) -> u64 {
     let seq = mem.load_seq();
     // SYNC POINT: with the relaxed load above, an acquire load; pairs with the writer's
@@ -98,6 +101,7 @@ pub fn load_seq_acquire<M: RecordMemory + ?Sized>(mem: &M) -> u64 {
 /// Reader: one consistent copy of `slot`, or `None` when a writer was (or is) in it. Copies
 /// the values into `values` and `min(message_len, message.len())` bytes of the message into
 /// `message`. The caller checks the returned message_len against the capacity.
+#[inline(always)]
 pub fn try_read<M: RecordMemory + ?Sized>(
     mem: &M,
     slot: usize,
@@ -125,6 +129,7 @@ pub fn try_read<M: RecordMemory + ?Sized>(
 }
 
 /// Reader: the live slot, then the backup; `None` when a writer was in every slot.
+#[inline(always)]
 pub fn read_once<M: RecordMemory + ?Sized>(
     mem: &M,
     mut values: Option<&mut [u8]>,

@@ -130,6 +130,8 @@ pub(crate) fn publish(
         }
     }
     let message = message.map(|m| fit_message(s, m, truncate)).transpose()?;
+    // Overlaps the transfers of the lines this publish writes with the mutex and the clock.
+    s.prefetch_live(values.is_some(), message.map_or(0, <[u8]>::len));
     let Some(held) = WriterLock::acquire(s, timeout)? else {
         return Ok(None);
     };
