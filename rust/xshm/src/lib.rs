@@ -5,6 +5,10 @@
 //! them is opened, read, written and waited on by the others, with no compile-time agreement.
 //! No C or C++ is built; the operating system is reached through `libc` only.
 //!
+//! Streams (layout version 2: every message, in order) are opened to look
+//! ([`StreamLook`]: geometry and counters, validated as docs/LAYOUT.md section 22 says);
+//! sending and receiving come next.
+//!
 //! A segment under `/dev/shm` holds one **record**, the latest value of:
 //! a counter (`u64`), a typed values array (one of 14 little-endian dtypes, up to 8
 //! dimensions), and a message (UTF-8, up to its capacity), with its sequence number,
@@ -92,6 +96,7 @@ mod error;
 mod layout;
 mod name;
 pub mod protocol;
+mod stream_layout;
 mod sync;
 
 #[cfg(not(loom))]
@@ -104,6 +109,8 @@ mod mutex;
 mod reader;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+mod stream;
 #[cfg(not(loom))]
 mod sys;
 #[cfg(not(loom))]
@@ -127,3 +134,9 @@ pub use manager::{
     SharedMemoryManager, Snapshot,
 };
 pub use name::{normalize_name, MAX_NAME_BYTES};
+#[cfg(not(loom))]
+pub use stream::{segment_kind, StreamLook};
+pub use stream_layout::{
+    compute_stream_geometry, peek_kind, soff, validate_stream_header, Backpressure, SegmentKind,
+    StreamGeometry, STREAM_LAYOUT_VERSION,
+};

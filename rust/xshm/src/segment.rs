@@ -244,7 +244,11 @@ impl RecordMemory for Segment {
 /// Opens `canon`: waits up to `timeout` for the name (`None`: forever), then a bounded time
 /// for its ready marker. Returns the file under LOCK_SH with its size; the caller maps,
 /// validates and unlocks it.
-fn open_ready(canon: &str, write: bool, timeout: Option<Duration>) -> Result<(OwnedFd, u64)> {
+pub(crate) fn open_ready(
+    canon: &str,
+    write: bool,
+    timeout: Option<Duration>,
+) -> Result<(OwnedFd, u64)> {
     let start = Instant::now();
     let limit = timeout.unwrap_or(Duration::ZERO);
     let mut pause = Duration::from_micros(100);
@@ -302,9 +306,10 @@ fn open_ready(canon: &str, write: bool, timeout: Option<Duration>) -> Result<(Ow
     }
 }
 
-/// A private copy of the checked ranges of page 0 (the identity fields and the reserved
-/// bytes), after an acquire of the ready marker. The control words and the mutex stay zero.
-fn copy_page(map: &Mapping) -> Box<[u8; HEADER_SIZE]> {
+/// A private copy of the `ranges` of page 0 an opener checks (the identity fields and the
+/// reserved bytes), after an acquire of the ready marker. The control words and the mutex stay
+/// zero.
+pub(crate) fn copy_page(map: &Mapping, ranges: &[(usize, usize)]) -> Box<[u8; HEADER_SIZE]> {
     let mut page = Box::new([0u8; HEADER_SIZE]);
     // SAFETY: the mapping has at least HEADER_SIZE bytes (checked by the caller).
     let state = unsafe { mem::u32_at(map.ptr().add(off::STATE)) }.load(Ordering::Relaxed);
@@ -312,8 +317,10 @@ fn copy_page(map: &Mapping) -> Box<[u8; HEADER_SIZE]> {
     // the creator's release store in build(): every identity field copied below was written
     // before it.
     std::sync::atomic::fence(Ordering::Acquire);
-    for (start, end) in layout::CHECKED_RANGES {
-        // SAFETY: within page 0; every range starts and ends 8-byte aligned.
+    for &(start, end) in ranges {
+        debug_assert!(start % 8 == 0 && end <= HEADER_SIZE && map.len() >= HEADER_SIZE);
+        // SAFETY: within page 0 (the caller mapped at least HEADER_SIZE bytes); every range
+        // starts 8-byte aligned.
         unsafe { mem::load_bytes(&mut page[start..end], map.ptr().add(start)) };
     }
     // The state as acquired (the copy loaded it again, relaxed).
@@ -332,7 +339,7 @@ fn map_and_validate(canon: &str, fd: &OwnedFd, size: u64, readonly: bool) -> Res
             .prefixed(&prefix));
     }
     let map = Mapping::map(fd, size, !readonly)?;
-    let page = copy_page(&map);
+    let page = copy_page(&map, &layout::CHECKED_RANGES);
     let geo = layout::validate_header(&page, size, canon).map_err(|e| e.prefixed(&prefix))?;
     if !readonly {
         if !cfg!(target_env = "gnu") {

@@ -259,3 +259,52 @@ fn streams_are_refused_by_the_record_opener() {
         );
     }
 }
+
+/// The stream manifest: every row opened as its `open_as` says; a stream row by the look-only
+/// handle (the refusals of section 22 at open; the geometry and `head` as opened, before any
+/// recovery, of the others), and every row's `peek` (section 16's dispatch).
+#[test]
+fn every_stream_vector_opens_as_its_row_says() {
+    let dir = vectors_dir().join("streams");
+    let rows = manifest(&dir.join("streams.tsv"));
+    assert!(rows.len() >= 70, "only {} rows", rows.len());
+    let mut looked = 0;
+    for row in &rows {
+        let what = &row["file"];
+        let copy = Copy::of(&dir.join(what));
+        let before = copy.bytes();
+        let kind = match xshm::segment_kind(&copy.name).unwrap() {
+            xshm::SegmentKind::Record => "record",
+            xshm::SegmentKind::Stream => "stream",
+            xshm::SegmentKind::Unknown => "unknown",
+        };
+        assert_eq!(kind, row["peek"], "{what}");
+        if row["open_as"] != "stream" {
+            continue;
+        }
+        let opened = xshm::StreamLook::open(&copy.name, Some(std::time::Duration::ZERO));
+        if row["stage"] == "open" {
+            let e = opened.expect_err(what);
+            assert_eq!(e.kind(), kind_named(&row["error"]), "{what}: {e}");
+            assert!(e.to_string().contains(&row["error_text"]), "{what}: {e}");
+        } else {
+            // ok, attach and recv rows all open; what an attach or a receive refuses is the
+            // next slice's.
+            let s = opened.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let g = s.geometry();
+            assert_eq!(g.backpressure.name(), row["backpressure"], "{what}");
+            assert_eq!(g.capacity, num(row, "capacity"), "{what}");
+            assert_eq!(g.max_bytes, num(row, "max_bytes"), "{what}");
+            assert_eq!(u64::from(g.max_groups), num(row, "max_groups"), "{what}");
+            let dtype = g.dtype.map_or("bytes", |d| d.name());
+            assert_eq!(dtype, row["dtype"], "{what}");
+            if g.dtype.is_some() {
+                assert_eq!(xshm::format_shape(&g.shape), row["shape"], "{what}");
+            }
+            assert_eq!(s.head(), num(row, "head_open"), "{what}");
+            looked += 1;
+        }
+        assert!(copy.bytes() == before, "{what}: a look changed the file");
+    }
+    assert!(looked >= 20, "only {looked} streams looked at");
+}
