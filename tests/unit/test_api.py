@@ -409,6 +409,19 @@ def test_unlink_refuses_foreign_segments_unless_forced(seg_name: str) -> None:
     assert not os.path.exists(path)
     with pytest.raises(FileNotFoundError):
         xshm.unlink(seg_name)
+    # A file of 1 to 4095 bytes is no segment, even all zero or starting with the magic
+    # (docs/LAYOUT.md 7.4); an empty file or a zero first page is one never made ready.
+    for small in (bytes(100), b"XSHMSEG\0junk"):
+        with open(path, "wb") as f:
+            f.write(small)
+        with pytest.raises(xshm.LayoutError, match="force"):
+            xshm.unlink(seg_name)
+        assert os.path.exists(path)
+    for never_ready in (b"", bytes(4096)):
+        with open(path, "wb") as f:
+            f.write(never_ready)
+        xshm.unlink(seg_name)
+        assert not os.path.exists(path)
 
 
 def test_truncated_and_other_version_segments_are_refused(seg_name: str) -> None:

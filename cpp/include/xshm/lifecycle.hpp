@@ -186,19 +186,19 @@ auto create_exclusive(const std::string& canon, mode_t mode, bool exist_ok, std:
 
 /// Removes a segment name (any kind). Unless `force`, refuses a file that is not an xshm
 /// segment; one whose creator died before it was sized (size 0) or before it wrote the header
-/// (a zero first page) is an xshm segment that was never made ready, and is removed.
+/// (a zero first page) is an xshm segment that was never made ready, and is removed. A file of
+/// 1 to 4095 bytes is no segment (docs/LAYOUT.md 7.4), whatever its bytes.
 inline void unlink_segment(std::string_view name, bool force) {
   const std::string canon = normalize_name(name);
   if (!force) {
     Fd fd = shm_open_checked(canon, O_RDONLY, 0);
     const std::uint64_t size = file_size(fd.get());
     bool ours = size == 0;
-    if (!ours) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(size, kHeaderSize));
-      Mapping m = Mapping::map(fd.get(), n, false);
+    if (size >= kHeaderSize) {
+      Mapping m = Mapping::map(fd.get(), kHeaderSize, false);
       const auto* bytes = static_cast<const unsigned char*>(m.data());
-      ours = (n >= sizeof kMagic && std::memcmp(bytes, kMagic, sizeof kMagic) == 0) ||
-             std::all_of(bytes, bytes + n, [](unsigned char b) { return b == 0; });
+      ours = std::memcmp(bytes, kMagic, sizeof kMagic) == 0 ||
+             std::all_of(bytes, bytes + kHeaderSize, [](unsigned char b) { return b == 0; });
     }
     if (!ours)
       throw LayoutError("segment " + canon + " is not an xshm segment; refusing to remove it without force");

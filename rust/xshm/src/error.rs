@@ -45,8 +45,9 @@ pub enum Error {
     Closed(String),
     /// The operating system refused a call; `source` keeps the errno.
     Os {
-        /// The call and what it was given, then what the user can do: "open(/dev/shm/x): ...".
-        context: String,
+        /// The call and what it was given, the OS's text, and where known what the user can
+        /// do: "shm_open(/x): No such file or directory: no segment of that name ...".
+        message: String,
         /// The OS error.
         source: io::Error,
     },
@@ -131,24 +132,25 @@ impl Error {
         }
     }
 
-    pub(crate) fn os(errno: i32, context: impl Into<String>) -> Self {
+    /// An OS error of `call` ("shm_open(/x)") with this errno.
+    pub(crate) fn os(errno: i32, call: impl AsRef<str>) -> Self {
         Error::Os {
-            context: context.into(),
+            message: format!("{}: {}", call.as_ref(), strerror(errno)),
             source: io::Error::from_raw_os_error(errno),
         }
     }
 
     /// The errno of the last failed libc call, as an [`Error::Os`].
-    pub(crate) fn last_os(context: impl Into<String>) -> Self {
-        Error::Os {
-            context: context.into(),
-            source: io::Error::last_os_error(),
-        }
+    pub(crate) fn last_os(call: impl AsRef<str>) -> Self {
+        Error::os(io::Error::last_os_error().raw_os_error().unwrap_or(0), call)
     }
 
     /// An OS error whose text goes on with what the user can do about it.
     pub(crate) fn os_hint(errno: i32, call: &str, hint: &str) -> Self {
-        Error::os(errno, format!("{call}: {}: {hint}", strerror(errno)))
+        Error::Os {
+            message: format!("{call}: {}: {hint}", strerror(errno)),
+            source: io::Error::from_raw_os_error(errno),
+        }
     }
 
     /// This error with `prefix` before its text ("segment /x: " before a layout error).
@@ -180,15 +182,8 @@ impl fmt::Display for Error {
             | Error::TornRecord(m)
             | Error::WaitTimeout(m)
             | Error::Closed(m) => f.write_str(m),
-            Error::MessageDecode { message, .. } => f.write_str(message),
-            Error::Os { context, source } => {
-                // A context with a hint already carries the OS text.
-                if context.contains(": ") {
-                    f.write_str(context)
-                } else {
-                    let errno = source.raw_os_error().unwrap_or(0);
-                    write!(f, "{context}: {}", strerror(errno))
-                }
+            Error::MessageDecode { message, .. } | Error::Os { message, .. } => {
+                f.write_str(message)
             }
         }
     }
@@ -238,6 +233,12 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         assert_eq!(e.kind(), ErrorKind::Os);
         assert_eq!(e.to_string(), "open(/dev/shm/x): No such file or directory");
+        // A name holding ": " keeps the OS's text.
+        let e = Error::os(libc::ENOENT, "shm_unlink(/a: b)");
+        assert_eq!(
+            e.to_string(),
+            "shm_unlink(/a: b): No such file or directory"
+        );
         assert!(std::error::Error::source(&e).is_some());
         let hinted = Error::os_hint(libc::EEXIST, "open(/dev/shm/x)", "remove it first");
         assert_eq!(

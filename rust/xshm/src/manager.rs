@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::clock::format_duration;
 use crate::error::{Error, Result};
 use crate::layout::{compute_geometry, off, Dtype, Geometry};
+use crate::name::normalize_name;
 use crate::protocol::{self, RecordMemory};
 use crate::segment::{self, Segment};
 use crate::{reader, wait, writer};
@@ -235,6 +236,8 @@ impl SharedMemoryManager {
     /// Creates a segment exclusively (EEXIST if the name is taken, unless `exist_ok`), owner
     /// only by default, its pages reserved up front.
     pub fn create(name: &str, options: &CreateOptions) -> Result<Self> {
+        // The name first, then the geometry, then the mode (docs/LAYOUT.md 7.1 step 1).
+        normalize_name(name)?;
         let geo = compute_geometry(
             options.dtype,
             &options.shape,
@@ -332,7 +335,17 @@ impl SharedMemoryManager {
     /// A consistent copy of the record. Never waits for a writer: with a backup slot a reader
     /// copies the backup while the live slot is being written.
     pub fn read(&self) -> Result<Snapshot> {
-        let mut values = vec![0u8; self.seg.geo.values_size as usize];
+        let n = self.seg.geo.values_size as usize;
+        let mut values = Vec::new();
+        // A segment may hold up to 2^40 bytes of values (sparse): failing to allocate a copy
+        // is an error, not an abort.
+        values.try_reserve_exact(n).map_err(|_| {
+            Error::os(
+                libc::ENOMEM,
+                format!("read({}): a copy of {n} bytes of values", self.seg.name),
+            )
+        })?;
+        values.resize(n, 0);
         let mut message = Vec::new();
         let info = self.read_into(Some(&mut values), Some(&mut message))?;
         Ok(Snapshot {
@@ -389,7 +402,8 @@ impl SharedMemoryManager {
         .ok_or_else(|| writer::lock_timeout(&self.seg, p.timeout))
     }
 
-    /// [`publish`](Self::publish) only if the writer lock is free now: `None` when it is taken.
+    /// [`publish`](Self::publish) only if the writer lock is free now: `None` when it is taken
+    /// (`p.timeout` is not used).
     pub fn try_publish(&self, p: &Publish<'_>) -> Result<Option<u64>> {
         writer::publish(
             &self.seg,

@@ -13,6 +13,14 @@
 //!   protocol changes. [`ModelRecord::revive`] ends the death (the next writer's turn).
 //! - **The robust mutex**: its hand-over after a death is a thread join (acquire/release);
 //!   the futex: only the epoch word (nobody sleeps in the model).
+//!
+//! What the model does not check: the byte copies of the real memory (src/mem.rs; the model
+//! moves one values word), a second death during a recovery (recovery is idempotent: it only
+//! copies a complete slot over another and raises seq), a reader overlapping the dying writer
+//! of a segment with a backup (the scenarios' readers start after the death), the waits and
+//! their futex (src/wait.rs, argued in docs/LAYOUT.md section 11), and the stuck check of the
+//! reader and the torn-record policy of the writer (src/reader.rs, src/writer.rs; shown by
+//! the golden vectors and the crate's SIGKILL test).
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
@@ -140,6 +148,10 @@ impl RecordMemory for ModelRecord {
                 self.value[dst].store(v, Ordering::Relaxed);
             }
         }
+    }
+
+    fn copy_slot_body(&self, dst: usize, src: usize) {
+        self.copy_body(dst, src, true, 0);
     }
 
     fn load_seq(&self) -> u64 {

@@ -78,6 +78,9 @@ pub trait RecordMemory {
     /// Copies slot `src` into slot `dst`: the meta, the values when `values`, and the first
     /// `message_bytes` bytes of the message (relaxed; writers only).
     fn copy_body(&self, dst: usize, src: usize, values: bool, message_bytes: usize);
+    /// Copies the whole body of slot `src`, every byte after its lock word, into slot `dst`
+    /// (relaxed; writers only): docs/LAYOUT.md 9.4.
+    fn copy_slot_body(&self, dst: usize, src: usize);
     /// The header's seq (relaxed).
     fn load_seq(&self) -> u64;
     /// Stores the header's seq (writers only).
@@ -164,7 +167,7 @@ pub fn end_write<M: RecordMemory + ?Sized>(mem: &M, slot: usize, odd: u64) {
 /// it already is), the body, dst even. Recovery and the abort of an in-place write use it.
 pub fn copy_slot<M: RecordMemory + ?Sized>(mem: &M, dst: usize, src: usize) {
     let odd = begin_write(mem, dst);
-    mem.copy_body(dst, src, true, mem.message_capacity());
+    mem.copy_slot_body(dst, src);
     end_write(mem, dst, odd);
 }
 

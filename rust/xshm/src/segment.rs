@@ -194,6 +194,17 @@ impl RecordMemory for Segment {
         }
     }
 
+    fn copy_slot_body(&self, dst: usize, src: usize) {
+        // SAFETY: two distinct mapped slots of record_size bytes; [8, record_size) is the body.
+        unsafe {
+            mem::copy_shared(
+                self.slot(dst).add(off::SLOT_META),
+                self.slot(src).add(off::SLOT_META),
+                self.geo.record_size as usize - off::SLOT_META,
+            );
+        }
+    }
+
     fn copy_body(&self, dst: usize, src: usize, values: bool, message_bytes: usize) {
         // SAFETY: two distinct mapped slots of the same geometry.
         unsafe {
@@ -280,8 +291,13 @@ pub(crate) fn open_ready(
             Err(e) => return Err(Error::os(e, format!("shm_open({canon})"))),
         }
     };
-    let ready_wait = READY_WAIT + limit;
-    let deadline = Instant::now() + ready_wait;
+    // A timeout too long for the clock waits as long as the clock allows (about forever).
+    let ready_wait = READY_WAIT.saturating_add(limit);
+    let far = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(ready_wait)
+        .unwrap_or_else(|| now + far.min(ready_wait));
     loop {
         if !sys::flock_until(&fd, libc::LOCK_SH, deadline)? {
             return Err(Error::WaitTimeout(format!(
@@ -461,6 +477,12 @@ pub(crate) fn create(name: &str, geo: &Geometry, mode: u32, exist_ok: bool) -> R
             "mode must be a permission mask (at most 0o777)".into(),
         ));
     }
+    if !cfg!(target_env = "gnu") {
+        return Err(Error::Layout(format!(
+            "segment {canon}: this build's C library is not glibc, whose robust mutex the layout \
+             holds: it can open segments read-only, not create them"
+        )));
+    }
     for attempt in 0.. {
         let fd = match sys::shm_open(&canon, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, mode) {
             Ok(fd) => fd,
@@ -516,15 +538,16 @@ pub(crate) fn unlink_name(name: &str, force: bool) -> Result<()> {
         let fd = sys::shm_open(&canon, libc::O_RDONLY, 0)
             .map_err(|e| Error::os(e, format!("shm_open({canon})")))?;
         let size = sys::fstat(&fd)?.size;
-        let ours = size == 0 || {
-            let n = size.min(HEADER_SIZE as u64) as usize;
-            let map = Mapping::map(&fd, n as u64, false)?;
-            let mut first = vec![0u8; n];
-            // load_bytes wants an aligned source: the mapping is page-aligned.
-            // SAFETY: n bytes of the mapping.
-            unsafe { mem::load_bytes(&mut first, map.ptr()) };
-            (n >= 8 && first[..8] == layout::MAGIC) || first.iter().all(|&b| b == 0)
-        };
+        // Size 0, or a whole first page that starts with the magic or is all zero (7.4); a
+        // file of 1 to 4095 bytes is no segment of any kind.
+        let ours = size == 0
+            || (size >= HEADER_SIZE as u64 && {
+                let map = Mapping::map(&fd, HEADER_SIZE as u64, false)?;
+                let mut first = vec![0u8; HEADER_SIZE];
+                // SAFETY: HEADER_SIZE bytes of a page-aligned mapping of that size.
+                unsafe { mem::load_bytes(&mut first, map.ptr()) };
+                first[..8] == layout::MAGIC || first.iter().all(|&b| b == 0)
+            });
         if !ours {
             return Err(Error::Layout(format!(
                 "segment {canon} is not an xshm segment; refusing to remove it without force"

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// Where POSIX shared memory lives on Linux: `shm_open("/x")` is `open("/dev/shm/x")` with
-/// O_NOFOLLOW | O_CLOEXEC (glibc does exactly this), which needs no librt.
+/// Where POSIX shared memory lives on Linux: glibc's `shm_open("/x")` is `open("/dev/shm/x")`
+/// with O_NOFOLLOW | O_CLOEXEC (and two errno translations, below); this needs no librt.
 const SHM_DIR: &str = "/dev/shm";
 
 fn shm_path(canon: &str) -> CString {
@@ -21,7 +21,8 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// `shm_open(canon, flags, mode)`: the errno on failure.
+/// `shm_open(canon, flags, mode)`: the errno on failure, as glibc's shm_open reports it (it
+/// is this `open`, with EISDIR reported as EINVAL).
 pub(crate) fn shm_open(canon: &str, flags: i32, mode: u32) -> std::result::Result<OwnedFd, i32> {
     let path = shm_path(canon);
     loop {
@@ -39,17 +40,20 @@ pub(crate) fn shm_open(canon: &str, flags: i32, mode: u32) -> std::result::Resul
         }
         let e = errno();
         if e != libc::EINTR {
-            return Err(e);
+            return Err(if e == libc::EISDIR { libc::EINVAL } else { e });
         }
     }
 }
 
-/// `shm_unlink(canon)`.
+/// `shm_unlink(canon)`, with glibc's errno: EPERM (another user's file in the sticky
+/// /dev/shm) is reported as EACCES.
 pub(crate) fn shm_unlink(canon: &str) -> Result<()> {
     let path = shm_path(canon);
     // SAFETY: path is a valid C string.
     if unsafe { libc::unlink(path.as_ptr()) } != 0 {
-        return Err(Error::last_os(format!("shm_unlink({canon})")));
+        let e = errno();
+        let e = if e == libc::EPERM { libc::EACCES } else { e };
+        return Err(Error::os(e, format!("shm_unlink({canon})")));
     }
     Ok(())
 }

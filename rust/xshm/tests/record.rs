@@ -469,3 +469,61 @@ fn a_writer_killed_mid_publish_is_recovered_by_the_next() {
         w.unlink().unwrap();
     }
 }
+
+#[test]
+fn unlink_without_force_takes_only_what_may_be_a_segment() {
+    let n = Name::new("small");
+    let path = format!("/dev/shm/{}", n.0);
+    for small in [vec![0u8; 100], b"XSHMSEG\0junk".to_vec()] {
+        std::fs::write(&path, &small).unwrap();
+        assert_eq!(
+            xshm::unlink(&n.0, false).unwrap_err().kind(),
+            ErrorKind::Layout
+        );
+        assert!(std::path::Path::new(&path).exists());
+    }
+    for never_ready in [Vec::new(), vec![0u8; 4096]] {
+        std::fs::write(&path, &never_ready).unwrap();
+        xshm::unlink(&n.0, false).unwrap();
+        assert!(!std::path::Path::new(&path).exists());
+    }
+}
+
+#[test]
+fn os_errors_have_the_errno_glibc_gives() {
+    let n = Name::new("dir");
+    let path = format!("/dev/shm/{}", n.0);
+    std::fs::create_dir(&path).unwrap();
+    // glibc's shm_open reports a directory as EINVAL.
+    let e = SharedMemoryManager::open(&n.0, &OpenOptions::default()).unwrap_err();
+    std::fs::remove_dir(&path).unwrap();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+    // A name with ": " in it keeps the OS's text.
+    let e = xshm::unlink("xshm-rs-no: such", true).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    assert!(e.to_string().ends_with("No such file or directory"), "{e}");
+}
+
+#[test]
+fn a_timeout_too_long_for_the_clock_is_forever() {
+    let n = Name::new("forever");
+    let _w = SharedMemoryManager::create(&n.0, &CreateOptions::default()).unwrap();
+    let o = OpenOptions {
+        readonly: true,
+        timeout: Some(Duration::MAX),
+        stall_timeout: Some(Duration::MAX),
+    };
+    let r = SharedMemoryManager::open(&n.0, &o).unwrap();
+    assert_eq!(r.read().unwrap().info.seq, 0);
+    assert_eq!(r.wait_for(0, Some(Duration::ZERO), Duration::ZERO), None);
+    // The name is checked before the geometry.
+    let e = SharedMemoryManager::create(
+        "a/b",
+        &CreateOptions {
+            shape: vec![1 << 41],
+            ..CreateOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("segment name"), "{e}");
+}
