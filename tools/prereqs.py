@@ -5,7 +5,8 @@ line naming whatever is still missing and why. Run by the Makefile's set-up stam
     tools/prereqs.py demo  --apt "g++ cmake ninja-build"   the demo: a compiler, CMake, Ninja,
                                                            Rust for the xshm-text crate
     tools/prereqs.py setup --apt "$(APT_PACKAGES)"         the whole set-up (test-only packages)
-    tools/prereqs.py test  --apt "$(APT_PACKAGES)"         make test: the set-up, and Go for the
+    tools/prereqs.py test  --apt "$(APT_PACKAGES)"         make test: the set-up, a nightly Rust
+                                                           (AddressSanitizer) and Go for the
                                                            spec reader and actionlint
 
 apt packages are installed when missing (as root, or through sudo). Rust and Go are not: the
@@ -202,6 +203,17 @@ def check_rust(mode: str) -> Optional[str]:
     return None
 
 
+def check_nightly() -> Optional[str]:
+    """make test runs the xshm crate's tests under AddressSanitizer, which only a nightly
+    compiler builds (Miri, the usual check, is a component rustup may not be able to fetch)."""
+    if run("cargo", "+nightly", "--version") is None:
+        return (
+            "a nightly Rust toolchain (`rustup toolchain install nightly`) runs the xshm "
+            "crate's tests under AddressSanitizer"
+        )
+    return None
+
+
 # ---- Go ----
 
 
@@ -244,9 +256,9 @@ def main() -> int:
     if rust:
         problems.append(rust)
     if args.mode == "test":
-        go = check_go()
-        if go:
-            problems.append(go)
+        for problem in (check_nightly(), check_go()):
+            if problem:
+                problems.append(problem)
     if problems:
         print(f"make {args.mode}: missing " + "; ".join(problems), file=sys.stderr)
         return 1
