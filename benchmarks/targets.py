@@ -218,7 +218,13 @@ def _rust_target(kind: str, label: str) -> Callable[[dict[str, Any]], Optional[t
         x = dig(res, "rust", kind, label, "x")
         if x is None:
             return None
-        return x, f"{label} / the C++ row, median of per-round ratios"
+        rows = res["rust"][kind]
+        field, unit = ("ns", "ns per read") if kind == "read" else ("p50_ns", "ns p50")
+        base = next(iter(rows.values()))  # the C++ row comes first
+        return x, (
+            f"{x:.2f}x (median of {res['rust']['rounds']} per-round ratios): "
+            f"{rows[label][field]:.1f} against {base[field]:.1f} {unit}"
+        )
 
     return measure
 
