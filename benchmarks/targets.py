@@ -220,7 +220,7 @@ def _rust_target(kind: str, label: str) -> Callable[[dict[str, Any]], Optional[t
             return None
         rows = res["rust"][kind]
         field, unit = ("ns", "ns per read") if kind == "read" else ("p50_ns", "ns p50")
-        base = next(iter(rows.values()))  # the C++ row comes first
+        base = rows["C++ header read_into" if kind == "read" else "C++ ↔ C++"]
         return x, (
             f"{x:.2f}x (median of {res['rust']['rounds']} per-round ratios): "
             f"{rows[label][field]:.1f} against {base[field]:.1f} {unit}"

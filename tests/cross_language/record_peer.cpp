@@ -73,7 +73,11 @@ int read(const std::string& name, long count) {
   long torn = 0, regressions = 0;
   std::uint64_t last = 0;
   std::set<std::uint64_t> distinct;
-  for (long i = 0; i < count; ++i) {
+  // COUNT reads, and on until the record was seen changing (at most 5 s more: a writer
+  // descheduled for the whole of the COUNT reads is not a failure of the reader).
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  long reads = 0;
+  for (; reads < count || (distinct.size() < 2 && Clock::now() < until); ++reads) {
     const xshm::Snapshot s = m.read();
     torn += !whole(s);
     regressions += s.seq < last;

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import selectors
 import shutil
 import signal
 import subprocess
@@ -43,12 +44,14 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     src = Path(__file__).with_name("record_peer.cpp")
     exe = out / "record_peer"
     subprocess.run([cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(exe)], check=True)
-    target = out / "cargo-target"
+    # The workspace's own target directory: its build of the crate is reused.
+    target = ROOT / "rust" / "target"
     subprocess.run(
         ["cargo", "build", "-q", "--release", "-p", "xshm", "--example", "record_peer"],
         cwd=ROOT / "rust",
-        env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+        env={k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"},
         check=True,
+        timeout=900,
     )
     return {
         "cpp": [str(exe)],
@@ -64,26 +67,35 @@ def start(cmd: list[str], *args: str | int) -> subprocess.Popen[str]:
 
 
 def line(p: subprocess.Popen[str]) -> dict[str, Any]:
-    """The next JSON line the peer prints (it fails the test, with the peer's stderr, if the
-    peer ends without one)."""
+    """The next JSON line the peer prints, within TIMEOUT (it fails the test, with the peer's
+    stderr, if the peer ends or stays silent)."""
     assert p.stdout is not None
-    text = p.stdout.readline()
+    with selectors.DefaultSelector() as sel:
+        sel.register(p.stdout, selectors.EVENT_READ)
+        ready = sel.select(TIMEOUT)
+    text = p.stdout.readline() if ready else ""
     if not text:
-        p.wait(TIMEOUT)
-        err = p.stderr.read() if p.stderr else ""
-        pytest.fail(f"{p.args!r} ended (rc {p.returncode}) without output: {err}")
+        if p.poll() is None:
+            p.kill()
+        _, err = p.communicate(timeout=TIMEOUT)
+        pytest.fail(f"{p.args!r} ended (rc {p.returncode}) or stayed silent: {err}")
     result: dict[str, Any] = json.loads(text)
     return result
 
 
 def finish(p: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = p.communicate(timeout=TIMEOUT)
+    """The peer's last JSON line, once it exited by itself within TIMEOUT (killed otherwise)."""
+    try:
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        stop(p)
     assert p.returncode == 0, f"{p.args!r} failed (rc {p.returncode}): {err}"
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
 def stop(p: subprocess.Popen[str]) -> None:
+    """Kills the peer if it still runs, reaps it and closes its pipes."""
     if p.poll() is None:
         p.kill()
     p.communicate(timeout=TIMEOUT)

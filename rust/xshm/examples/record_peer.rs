@@ -77,15 +77,19 @@ fn read(name: &str, count: u64) -> xshm::Result<()> {
     m.wait(0, Some(Duration::from_secs(10)))?;
     let (mut torn, mut regressions, mut last) = (0u64, 0u64, 0u64);
     let mut distinct = HashSet::new();
-    for _ in 0..count {
+    // COUNT reads, and on until the record was seen changing (at most 5 s more).
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut reads = 0u64;
+    while reads < count || (distinct.len() < 2 && std::time::Instant::now() < until) {
         let s = m.read()?;
         torn += u64::from(!whole(&s));
         regressions += u64::from(s.info.seq < last);
         last = s.info.seq;
         distinct.insert(s.info.seq);
+        reads += 1;
     }
     println!(
-        "{{\"reads\": {count}, \"torn\": {torn}, \"regressions\": {regressions}, \"distinct\": {}, \
+        "{{\"reads\": {reads}, \"torn\": {torn}, \"regressions\": {regressions}, \"distinct\": {}, \
          \"last_seq\": {last}}}",
         distinct.len()
     );

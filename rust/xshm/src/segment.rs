@@ -43,14 +43,14 @@ impl Segment {
 
     /// A header atomic at a fixed offset below [`HEADER_SIZE`] (every mapping has page 0).
     pub(crate) fn header_u64(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at % 8 == 0 && at + 8 <= HEADER_SIZE);
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= HEADER_SIZE);
         // SAFETY: page 0 is mapped (validated: the file has at least HEADER_SIZE bytes) for as
         // long as self lives; `at` is one of the aligned offsets of layout::off.
         unsafe { mem::u64_at(self.base().add(at)) }
     }
 
     pub(crate) fn header_u32(&self, at: usize) -> &AtomicU32 {
-        debug_assert!(at % 4 == 0 && at + 4 <= HEADER_SIZE);
+        debug_assert!(at.is_multiple_of(4) && at + 4 <= HEADER_SIZE);
         // SAFETY: as header_u64.
         unsafe { mem::u32_at(self.base().add(at)) }
     }
@@ -334,7 +334,7 @@ pub(crate) fn copy_page(map: &Mapping, ranges: &[(usize, usize)]) -> Box<[u8; HE
     // before it.
     std::sync::atomic::fence(Ordering::Acquire);
     for &(start, end) in ranges {
-        debug_assert!(start % 8 == 0 && end <= HEADER_SIZE && map.len() >= HEADER_SIZE);
+        debug_assert!(start.is_multiple_of(8) && end <= HEADER_SIZE && map.len() >= HEADER_SIZE);
         // SAFETY: within page 0 (the caller mapped at least HEADER_SIZE bytes); every range
         // starts 8-byte aligned.
         unsafe { mem::load_bytes(&mut page[start..end], map.ptr().add(start)) };

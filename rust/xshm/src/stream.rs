@@ -45,10 +45,15 @@ impl StreamLook {
     pub fn open(name: &str, timeout: Option<Duration>) -> Result<StreamLook> {
         let canon = normalize_name(name)?;
         let (fd, size) = open_ready(&canon, false, timeout)?;
-        let result = Self::map_and_validate(&canon, &fd, size);
+        // 21.3 steps 4 to 7 under the ready wait's LOCK_SH, as the reference does them.
+        let result = Self::open_locked(canon, &fd, size);
         let _ = sys::flock(&fd, libc::LOCK_UN);
-        let (geo, map) = result?;
-        let first = sys::fstat(&fd)?;
+        result
+    }
+
+    fn open_locked(canon: String, fd: &OwnedFd, size: u64) -> Result<StreamLook> {
+        let (geo, map) = Self::map_and_validate(&canon, fd, size)?;
+        let first = sys::fstat(fd)?;
         // 21.3 step 7: the lock descriptor, the same file.
         let replaced = || {
             Error::os(
@@ -148,17 +153,28 @@ impl StreamLook {
 }
 
 /// The kind of the segment `name`, by a look at its first page (docs/LAYOUT.md section 16):
-/// record, stream, or unknown (too short, another magic, version or kind). Takes no lock and
-/// waits for nothing, so a segment still being created reads as unknown.
+/// record, stream, or unknown (too short, another magic, version or kind). It looks after the
+/// ready wait, under `LOCK_SH` (as section 16 advises and the Python binding does): a segment
+/// whose creator still holds its lock after 2 s reads as unknown.
 pub fn segment_kind(name: &str) -> Result<SegmentKind> {
     let canon = normalize_name(name)?;
     let fd = sys::shm_open(&canon, libc::O_RDONLY, 0)
         .map_err(|e| Error::os(e, format!("shm_open({canon})")))?;
-    let size = sys::fstat(&fd)?.size;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    if !sys::flock_until(&fd, libc::LOCK_SH, deadline)? {
+        return Ok(SegmentKind::Unknown);
+    }
+    let kind = peek_fd(&fd);
+    let _ = sys::flock(&fd, libc::LOCK_UN);
+    kind
+}
+
+fn peek_fd(fd: &OwnedFd) -> Result<SegmentKind> {
+    let size = sys::fstat(fd)?.size;
     if size < HEADER_SIZE as u64 {
         return Ok(SegmentKind::Unknown);
     }
-    let map = Mapping::map(&fd, HEADER_SIZE as u64, false)?;
+    let map = Mapping::map(fd, HEADER_SIZE as u64, false)?;
     let mut page = Box::new([0u8; HEADER_SIZE]);
     // Only the magic, the version and the kind are looked at: section 16 allows that before
     // the ready marker.

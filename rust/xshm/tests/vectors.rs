@@ -287,6 +287,12 @@ fn every_stream_vector_opens_as_its_row_says() {
             let e = opened.expect_err(what);
             assert_eq!(e.kind(), kind_named(&row["error"]), "{what}: {e}");
             assert!(e.to_string().contains(&row["error_text"]), "{what}: {e}");
+            // S5 to S19 name the segment first; S3 and S4 name it in their own words.
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("segment /{}", copy.name)),
+                "{what}: {e}"
+            );
         } else {
             // ok, attach and recv rows all open; what an attach or a receive refuses is the
             // next slice's.
@@ -296,6 +302,8 @@ fn every_stream_vector_opens_as_its_row_says() {
             assert_eq!(g.capacity, num(row, "capacity"), "{what}");
             assert_eq!(g.max_bytes, num(row, "max_bytes"), "{what}");
             assert_eq!(u64::from(g.max_groups), num(row, "max_groups"), "{what}");
+            assert_eq!(u64::from(g.max_readers), num(row, "max_readers"), "{what}");
+            assert_eq!(u64::from(g.max_writers), num(row, "max_writers"), "{what}");
             let dtype = g.dtype.map_or("bytes", |d| d.name());
             assert_eq!(dtype, row["dtype"], "{what}");
             if g.dtype.is_some() {
