@@ -51,25 +51,34 @@ def test_every_code_block_is_run() -> None:
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
-def _python(src: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", src], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+def _consumer_beside_producer(consumer: list[str], producer: list[str]) -> str:
+    """Starts the consumer, then the producer beside it; both must exit 0 with nothing on
+    stderr (the consumer leaving its loop on its own). Returns the consumer's output."""
+    c, p = (
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in (consumer, producer)
     )
+    try:
+        _, p_err = p.communicate(timeout=120)
+        c_out, c_err = c.communicate(timeout=120)
+    finally:
+        for proc in (p, c):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert p.returncode == 0 and p_err == "", p_err
+    assert c.returncode == 0 and c_err == "", c_err
+    return c_out
+
+
+def _python(src: str) -> list[str]:
+    return [sys.executable, "-c", src]
 
 
 def test_python_quickstart_producer_and_consumer(seg_name: str) -> None:
-    consumer = _python(code("python consumer", seg_name))
-    producer = _python(code("python producer", seg_name))
-    try:
-        _, p_err = producer.communicate(timeout=120)
-        c_out, c_err = consumer.communicate(timeout=120)
-    finally:
-        for p in (producer, consumer):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    assert producer.returncode == 0 and p_err == "", p_err
-    assert consumer.returncode == 0 and c_err == "", c_err  # it left its loop on its own
+    c_out = _consumer_beside_producer(
+        _python(code("python consumer", seg_name)), _python(code("python producer", seg_name))
+    )
     lines = c_out.strip().splitlines()
     assert len(lines) >= 2, c_out
     counters = [int(ln.split()[0]) for ln in lines]
@@ -109,18 +118,10 @@ def _stream_lines(out: str) -> tuple[list[int], int]:
 def test_stream_quickstart_producer_and_consumer(seg_name: str) -> None:
     """The consumer started first (it waits for the stream), the producer beside it: every
     message, in order, each once, none lost; the consumer leaves on its own and removes it."""
-    consumer = _python(code("stream consumer", seg_name, "events"))
-    producer = _python(code("stream producer", seg_name, "events"))
-    try:
-        _, p_err = producer.communicate(timeout=120)
-        c_out, c_err = consumer.communicate(timeout=120)
-    finally:
-        for p in (producer, consumer):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    assert producer.returncode == 0 and p_err == "", p_err
-    assert consumer.returncode == 0 and c_err == "", c_err
+    c_out = _consumer_beside_producer(
+        _python(code("stream consumer", seg_name, "events")),
+        _python(code("stream producer", seg_name, "events")),
+    )
     assert _stream_lines(c_out) == (list(range(100)), 0), c_out
     assert not os.path.exists(f"/dev/shm/{seg_name}"), "the consumer removes the stream"
 
@@ -190,22 +191,7 @@ def test_rust_quickstart_producer_and_consumer(seg_name: str, tmp_path: Path) ->
     )
     assert build.returncode == 0, build.stderr
     exe = tmp_path / "target" / "debug"
-    consumer = subprocess.Popen(
-        [exe / "consumer"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    producer = subprocess.Popen(
-        [exe / "producer"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        _, p_err = producer.communicate(timeout=120)
-        c_out, c_err = consumer.communicate(timeout=120)
-    finally:
-        for p in (producer, consumer):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    assert producer.returncode == 0 and p_err == "", p_err
-    assert consumer.returncode == 0 and c_err == "", c_err
+    c_out = _consumer_beside_producer([str(exe / "consumer")], [str(exe / "producer")])
     lines = c_out.strip().splitlines()
     assert len(lines) >= 2, c_out
     counters = [int(ln.split()[0]) for ln in lines]
