@@ -41,8 +41,20 @@ pub enum Error {
     /// A bounded wait ran out: a wait for a publish, for a segment to appear, for the writer
     /// lock (C++ `WaitTimeoutError`).
     WaitTimeout(String),
-    /// The handle was closed (C++ `ClosedError`).
+    /// The handle was closed (C++ `ClosedError`); a stream reader interrupted from another
+    /// thread.
     Closed(String),
+    /// A stream send that ran out of time: no room in a block ring, the mutex held, or the
+    /// slot it needs still being written by an earlier writer (C++ `StreamFullError`, a
+    /// `WaitTimeoutError`: [`Error::is_timeout`] is true for both).
+    StreamFull(String),
+    /// A zero-copy view of a drop_oldest stream's message whose slot a writer re-marked while
+    /// the view was held: what was read through it may be torn (C++ `OverwrittenError`).
+    Overwritten(String),
+    /// The base kind raised as itself (C++ `xshm::Error`, Python `XshmError`): a stream whose
+    /// reader or writer table is full of live entries, whose 2^62 sequence numbers are used
+    /// up, or whose handle is used in a process forked after it was opened.
+    Other(String),
     /// The operating system refused a call; `source` keeps the errno.
     Os {
         /// The call and what it was given, the OS's text, and where known what the user can
@@ -75,6 +87,12 @@ pub enum ErrorKind {
     WaitTimeout,
     /// [`Error::Closed`].
     Closed,
+    /// [`Error::StreamFull`].
+    StreamFull,
+    /// [`Error::Overwritten`].
+    Overwritten,
+    /// [`Error::Other`].
+    Other,
     /// [`Error::Os`].
     Os,
 }
@@ -92,6 +110,9 @@ impl ErrorKind {
             ErrorKind::TornRecord => "TornRecordError",
             ErrorKind::WaitTimeout => "WaitTimeoutError",
             ErrorKind::Closed => "ClosedError",
+            ErrorKind::StreamFull => "StreamFullError",
+            ErrorKind::Overwritten => "OverwrittenError",
+            ErrorKind::Other => "Error",
             ErrorKind::Os => "OSError",
         }
     }
@@ -110,6 +131,9 @@ impl Error {
             Error::TornRecord(_) => ErrorKind::TornRecord,
             Error::WaitTimeout(_) => ErrorKind::WaitTimeout,
             Error::Closed(_) => ErrorKind::Closed,
+            Error::StreamFull(_) => ErrorKind::StreamFull,
+            Error::Overwritten(_) => ErrorKind::Overwritten,
+            Error::Other(_) => ErrorKind::Other,
             Error::Os { .. } => ErrorKind::Os,
         }
     }
@@ -121,6 +145,12 @@ impl Error {
             self,
             Error::Argument(_) | Error::Dtype(_) | Error::MessageTooLong(_)
         )
+    }
+
+    /// True for the timeouts: [`Error::WaitTimeout`] and [`Error::StreamFull`] (C++:
+    /// `StreamFullError` derives from `WaitTimeoutError`).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::WaitTimeout(_) | Error::StreamFull(_))
     }
 
     /// The errno of an [`Error::Os`] (ENOENT for a name that does not exist, EEXIST for a
@@ -181,7 +211,10 @@ impl fmt::Display for Error {
             | Error::ReadOnly(m)
             | Error::TornRecord(m)
             | Error::WaitTimeout(m)
-            | Error::Closed(m) => f.write_str(m),
+            | Error::Closed(m)
+            | Error::StreamFull(m)
+            | Error::Overwritten(m)
+            | Error::Other(m) => f.write_str(m),
             Error::MessageDecode { message, .. } | Error::Os { message, .. } => {
                 f.write_str(message)
             }
@@ -215,7 +248,7 @@ impl From<Error> for io::Error {
             ErrorKind::Argument | ErrorKind::Dtype | ErrorKind::MessageTooLong => {
                 io::ErrorKind::InvalidInput
             }
-            ErrorKind::WaitTimeout => io::ErrorKind::TimedOut,
+            ErrorKind::WaitTimeout | ErrorKind::StreamFull => io::ErrorKind::TimedOut,
             ErrorKind::ReadOnly => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };

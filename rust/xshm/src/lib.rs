@@ -5,9 +5,15 @@
 //! them is opened, read, written and waited on by the others, with no compile-time agreement.
 //! No C or C++ is built; the operating system is reached through `libc` only.
 //!
-//! Streams (layout version 2: every message, in order) are opened to look
-//! ([`StreamLook`]: geometry and counters, validated as docs/LAYOUT.md section 22 says);
-//! sending and receiving come next.
+//! A **stream** (layout version 2, [`Stream`]) carries every message, in order: a ring of
+//! slots with backpressure (block: the slowest reader gates writers; drop_oldest: writers
+//! never wait and a lapped reader counts what it lost), any number of writers and readers in
+//! any processes, work-queue groups ([`Stream::group_reader`]), zero-copy claims
+//! ([`Stream::claim`]) and views ([`StreamReader::recv_view`]). Liveness is an OFD lock per
+//! table entry, so a reader or writer killed at any instruction is found dead by the kernel's
+//! word, never by a pid: its hole is abandoned, its mutex recovered, its entry reaped, and
+//! every number is counted (`received + lost + skipped = cursor − start`). [`StreamLook`]
+//! opens a stream to look, never to store.
 //!
 //! A segment under `/dev/shm` holds one **record**, the latest value of:
 //! a counter (`u64`), a typed values array (one of 14 little-endian dtypes, up to 8
@@ -100,6 +106,8 @@ mod stream_layout;
 mod sync;
 
 #[cfg(not(loom))]
+mod liveness;
+#[cfg(not(loom))]
 mod manager;
 #[cfg(not(loom))]
 mod mem;
@@ -111,6 +119,12 @@ mod reader;
 mod segment;
 #[cfg(not(loom))]
 mod stream;
+#[cfg(not(loom))]
+mod stream_proto;
+#[cfg(not(loom))]
+mod stream_reader;
+#[cfg(not(loom))]
+mod stream_seg;
 #[cfg(not(loom))]
 mod sys;
 #[cfg(not(loom))]
@@ -135,8 +149,13 @@ pub use manager::{
 };
 pub use name::{normalize_name, MAX_NAME_BYTES};
 #[cfg(not(loom))]
-pub use stream::{segment_kind, StreamLook};
+pub use stream::{segment_kind, Stream, StreamClaim, StreamLook, StreamOpenOptions, StreamOptions};
 pub use stream_layout::{
-    compute_stream_geometry, peek_kind, soff, validate_stream_header, Backpressure, SegmentKind,
-    StreamGeometry, STREAM_LAYOUT_VERSION,
+    compute_stream_geometry, group_off, peek_kind, reader_off, slot_off, soff,
+    validate_stream_header, word, writer_off, Backpressure, SegmentKind, StreamGeometry,
+    STREAM_LAYOUT_VERSION,
 };
+#[cfg(not(loom))]
+pub use stream_proto::GroupInfo;
+#[cfg(not(loom))]
+pub use stream_reader::{Interrupter, Message, MessageInfo, MessageView, Start, StreamReader};

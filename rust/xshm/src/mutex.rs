@@ -62,7 +62,7 @@ pub(crate) unsafe fn init(m: *mut libc::pthread_mutex_t) -> Result<()> {
 /// Refuses a mutex that is not the kind init() makes, before glibc reads it: its bytes come
 /// from the segment, and glibc aborts the process on some kinds it finds there. glibc keeps
 /// the kind at byte 16 on every 64-bit ABI, set by pthread_mutex_init and never changed.
-fn check_kind(m: *const libc::pthread_mutex_t) -> Result<()> {
+pub(crate) fn check_kind(m: *const libc::pthread_mutex_t) -> Result<()> {
     if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
         return Ok(());
     }
@@ -97,7 +97,7 @@ fn check_kind(m: *const libc::pthread_mutex_t) -> Result<()> {
     Ok(())
 }
 
-fn result(rc: i32) -> Result<Locked> {
+pub(crate) fn result(rc: i32) -> Result<Locked> {
     match rc {
         0 => Ok(Locked::Acquired),
         libc::EOWNERDEAD => Ok(Locked::OwnerDied),

@@ -242,7 +242,7 @@ impl RecordMemory for Segment {
         // epoch.
         epoch.fetch_add(1, Ordering::SeqCst);
         if self.header_u32(off::WAITERS).load(Ordering::SeqCst) != 0 {
-            sys::futex_wake_all(epoch.as_ptr());
+            let _ = sys::futex_wake_all(epoch.as_ptr());
         }
     }
 
@@ -472,6 +472,29 @@ fn build(canon: &str, fd: &OwnedFd, geo: &Geometry, mode: u32) -> Result<Segment
 /// layout instead. A failure removes the half-built name.
 pub(crate) fn create(name: &str, geo: &Geometry, mode: u32, exist_ok: bool) -> Result<Segment> {
     let canon = normalize_name(name)?;
+    check_create(&canon, mode)?;
+    create_exclusive(
+        &canon,
+        mode,
+        exist_ok,
+        "SharedMemoryManager::open",
+        || {
+            let seg = open(&canon, false, Some(Duration::ZERO), None)?;
+            let diff = layout::layout_differences(&seg.geo, geo);
+            if !diff.is_empty() {
+                return Err(Error::Layout(format!(
+                    "segment {canon} exists with another layout: {diff}"
+                )));
+            }
+            Ok(seg)
+        },
+        |fd| build(&canon, fd, geo, mode),
+    )
+}
+
+/// What every create refuses before it touches the OS: a `mode` that is not a permission
+/// mask, a C library other than glibc.
+pub(crate) fn check_create(canon: &str, mode: u32) -> Result<()> {
     if mode > 0o777 {
         return Err(Error::Argument(
             "mode must be a permission mask (at most 0o777)".into(),
@@ -483,8 +506,24 @@ pub(crate) fn create(name: &str, geo: &Geometry, mode: u32, exist_ok: bool) -> R
              holds: it can open segments read-only, not create them"
         )));
     }
+    Ok(())
+}
+
+/// The creation every kind shares (docs/LAYOUT.md 7.1, 7.3, 21.2): `shm_open` with `O_EXCL`;
+/// `build` fills the new file (under its LOCK_EX) and makes the handle; on EEXIST with
+/// `exist_ok`, `attach` opens the existing one and compares its layout (the name vanishing
+/// meanwhile goes back to the exclusive create, at most 100 times). A failing `build` removes
+/// the name if it is still this file.
+pub(crate) fn create_exclusive<T>(
+    canon: &str,
+    mode: u32,
+    exist_ok: bool,
+    open_with: &str,
+    mut attach: impl FnMut() -> Result<T>,
+    build: impl FnOnce(&OwnedFd) -> Result<T>,
+) -> Result<T> {
     for attempt in 0.. {
-        let fd = match sys::shm_open(&canon, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, mode) {
+        let fd = match sys::shm_open(canon, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, mode) {
             Ok(fd) => fd,
             Err(libc::EEXIST) if !exist_ok => {
                 return Err(Error::os_hint(
@@ -492,35 +531,27 @@ pub(crate) fn create(name: &str, geo: &Geometry, mode: u32, exist_ok: bool) -> R
                     &format!("shm_open({canon})"),
                     &format!(
                         "segment {canon} already exists (a segment outlives the process that \
-                         created it): open it with SharedMemoryManager::open, pass exist_ok to \
-                         attach to it, or remove it with `xshm rm {}`",
+                         created it): open it with {open_with}, pass exist_ok to attach to it, \
+                         or remove it with `xshm rm {}`",
                         &canon[1..]
                     ),
                 ))
             }
-            Err(libc::EEXIST) => match open(&canon, false, Some(Duration::ZERO), None) {
-                Ok(seg) => {
-                    let diff = layout::layout_differences(&seg.geo, geo);
-                    if !diff.is_empty() {
-                        return Err(Error::Layout(format!(
-                            "segment {canon} exists with another layout: {diff}"
-                        )));
-                    }
-                    return Ok(seg);
-                }
+            Err(libc::EEXIST) => match attach() {
+                Ok(seg) => return Ok(seg),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempt < 100 => continue,
                 Err(e) => return Err(e),
             },
             Err(e) => return Err(Error::os(e, format!("shm_open({canon})"))),
         };
         let mine = sys::fstat(&fd).ok();
-        return build(&canon, &fd, geo, mode).inspect_err(|_| {
+        return build(&fd).inspect_err(|_| {
             // Only if it is still ours: another process may have removed it and made its own.
             if let Some(mine) = &mine {
-                if let Ok(again) = sys::shm_open(&canon, libc::O_RDONLY, 0) {
+                if let Ok(again) = sys::shm_open(canon, libc::O_RDONLY, 0) {
                     if let Ok(st) = sys::fstat(&again) {
                         if st.dev == mine.dev && st.ino == mine.ino {
-                            let _ = sys::shm_unlink(&canon);
+                            let _ = sys::shm_unlink(canon);
                         }
                     }
                 }

@@ -70,10 +70,22 @@ pub mod soff {
     pub const HEAD: usize = 256;
     /// `u32` data_epoch, atomic: readers' futex word.
     pub const DATA_EPOCH: usize = 264;
+    /// `u32` data_waiters, atomic: readers that may sleep on `data_epoch`.
+    pub const DATA_WAITERS: usize = 268;
+    /// `u64` claim_seq: 0, or the claim in progress whose `dropped` recovery settles.
+    pub const CLAIM_SEQ: usize = 272;
+    /// `u64` claim_dropped: the value of `dropped` once that overwrite is marked.
+    pub const CLAIM_DROPPED: usize = 280;
+    /// `u32` space_epoch, atomic: writers' futex word.
+    pub const SPACE_EPOCH: usize = 320;
+    /// `u32` space_waiters, atomic: writer handles that may sleep on `space_epoch`.
+    pub const SPACE_WAITERS: usize = 324;
     /// `u64` dropped, atomic: slots overwritten while no reader was attached.
     pub const DROPPED: usize = 384;
     /// `u64` abandoned, atomic: sequence numbers lost with their writer.
     pub const ABANDONED: usize = 392;
+    /// `u32` readers_gen, atomic: a cache key for writers' view of the reader table.
+    pub const READERS_GEN: usize = 400;
     /// `u32` reaped, atomic: dead readers detached and dead writers' entries taken over.
     pub const REAPED: usize = 404;
     /// `u32` owner_pid, atomic (informational).
@@ -82,6 +94,179 @@ pub mod soff {
     pub const RECOVERIES: usize = 452;
     /// The stream mutex.
     pub const MUTEX: usize = 512;
+}
+
+/// Byte offsets in a reader entry (docs/LAYOUT.md 19.1, 128 bytes; the lock byte is byte 0).
+pub mod reader_off {
+    /// `u64` the next sequence number this reader takes.
+    pub const CURSOR: usize = 0;
+    /// `u64` messages it missed (lapped or abandoned).
+    pub const LOST: usize = 8;
+    /// `u64` messages it took.
+    pub const RECEIVED: usize = 16;
+    /// `u64` the cursor it attached at.
+    pub const START: usize = 24;
+    /// `u32` 0, or this attachment's generation while counted in `data_waiters`.
+    pub const SLEEPING: usize = 32;
+    /// `u64` dropped claims it stepped over.
+    pub const SKIPPED: usize = 40;
+    /// `u64` a group member's step in progress (0: none).
+    pub const HOLD: usize = 48;
+    /// `u64` 0 free, `(generation << 8) | 1` attached.
+    pub const STATE: usize = 64;
+    /// `u32` the attacher's pid (informational).
+    pub const PID: usize = 72;
+    /// `u32` attachments this entry has had.
+    pub const GENERATION: usize = 76;
+    /// `i64` CLOCK_REALTIME at the attach (informational).
+    pub const ATTACHED_NS: usize = 80;
+    /// `u32` 0 solo, `g + 1` a member of group entry `g`.
+    pub const GROUP: usize = 88;
+}
+
+/// Byte offsets in a writer entry (docs/LAYOUT.md 19.2, 64 bytes; the lock byte is byte 0).
+pub mod writer_off {
+    /// `u64` 0 free, `(generation << 8) | 1` registered.
+    pub const STATE: usize = 0;
+    /// `u32` the registrant's pid (informational).
+    pub const PID: usize = 8;
+    /// `u32` registrations this entry has had.
+    pub const GENERATION: usize = 12;
+    /// `u64` sequence numbers this entry claimed since it was registered.
+    pub const SENT: usize = 16;
+    /// `i64` CLOCK_REALTIME at the registration (informational).
+    pub const ATTACHED_NS: usize = 24;
+    /// `u32` 0, or this registration's generation while counted in `space_waiters`.
+    pub const SLEEPING: usize = 32;
+}
+
+/// Byte offsets in a group entry (docs/LAYOUT.md 19.3, 192 bytes).
+pub mod group_off {
+    /// `u64` the next sequence number a member takes.
+    pub const CURSOR: usize = 0;
+    /// `u64` messages its members took.
+    pub const RECEIVED: usize = 8;
+    /// `u64` sequence numbers lost (lapped, abandoned, or with a member that died taking them).
+    pub const LOST: usize = 16;
+    /// `u64` dropped claims stepped over.
+    pub const SKIPPED: usize = 24;
+    /// `u64` the cursor it was created at.
+    pub const START: usize = 32;
+    /// The group mutex.
+    pub const MUTEX: usize = 64;
+    /// `u64` 1: active.
+    pub const STATE: usize = 128;
+    /// `u32` creations of this entry.
+    pub const GENERATION: usize = 136;
+    /// `u32` bytes of the name (1 to 40).
+    pub const NAME_LEN: usize = 140;
+    /// `i64` CLOCK_REALTIME at the creation (informational).
+    pub const CREATED_NS: usize = 144;
+    /// `[u8; 40]` the name, zero-padded.
+    pub const NAME: usize = 152;
+}
+
+/// Byte offsets in a slot header (docs/LAYOUT.md 20.1); the payload starts at 64.
+pub mod slot_off {
+    /// `u64` the slot word (20.2).
+    pub const WORD: usize = 0;
+    /// `u64` payload bytes of the message.
+    pub const LENGTH: usize = 8;
+    /// `i64` CLOCK_REALTIME when the writer filled the slot.
+    pub const TIMESTAMP_NS: usize = 16;
+    /// `u32` the writer's pid.
+    pub const WRITER_PID: usize = 24;
+    /// `u32` the writer-table entry that claimed the slot.
+    pub const WRITER_INDEX: usize = 28;
+    /// `u64` that entry's state when it claimed.
+    pub const WRITER_STATE: usize = 32;
+    /// `u64` `x + 1` when the `A(x)` in the word is a dropped claim.
+    pub const CANCELLED: usize = 40;
+    /// The payload.
+    pub const PAYLOAD: usize = 64;
+}
+
+/// The slot word (docs/LAYOUT.md 20.2): 0 never written, else `(x << 2) | tag`.
+pub mod word {
+    /// A writer claimed the slot for `x` and is filling it.
+    pub const WRITING: u64 = 1;
+    /// Message `x` is complete.
+    pub const COMMITTED: u64 = 2;
+    /// `x` was lost with its writer, or its claim was dropped.
+    pub const ABANDONED: u64 = 3;
+    /// The last sequence number a stream gives out (2^62 − 1).
+    pub const MAX_SEQ: u64 = (1 << 62) - 1;
+
+    /// The word of sequence number `x` with `tag`.
+    pub const fn make(x: u64, tag: u64) -> u64 {
+        (x << 2) | tag
+    }
+    /// The sequence number of a word.
+    pub const fn seq(w: u64) -> u64 {
+        w >> 2
+    }
+    /// The tag of a word.
+    pub const fn tag(w: u64) -> u64 {
+        w & 3
+    }
+}
+
+/// The `state` of a table entry attached with `generation`.
+pub(crate) const fn entry_state(generation: u32) -> u64 {
+    ((generation as u64) << 8) | 1
+}
+
+/// The generation in an entry's `state` (`sleeping`'s mark).
+pub(crate) const fn entry_generation(state: u64) -> u32 {
+    (state >> 8) as u32
+}
+
+/// The generation after `g`, skipping 0 (`sleeping`'s "not counted").
+pub(crate) const fn next_generation(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
+}
+
+/// Page 0 of a new stream with its identity filled in and `state` still 0 (18.1).
+pub(crate) fn stream_header_image(
+    g: &StreamGeometry,
+    id: &layout::Identity,
+) -> Box<[u8; HEADER_SIZE]> {
+    let mut p = Box::new([0u8; HEADER_SIZE]);
+    let mut put = |at: usize, bytes: &[u8]| p[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &MAGIC);
+    put(8, &STREAM_LAYOUT_VERSION.to_le_bytes());
+    put(16, &g.total_size.to_le_bytes());
+    put(24, &(HEADER_SIZE as u32).to_le_bytes());
+    put(soff::KIND, &KIND_STREAM.to_le_bytes());
+    let flags = match g.backpressure {
+        Backpressure::Block => 0,
+        Backpressure::DropOldest => FLAG_DROP_OLDEST,
+    };
+    put(soff::FLAGS, &flags.to_le_bytes());
+    put(soff::CAPACITY, &(g.capacity as u32).to_le_bytes());
+    put(soff::MAX_BYTES, &g.max_bytes.to_le_bytes());
+    put(soff::SLOT_SIZE, &g.slot_size.to_le_bytes());
+    put(soff::SLOTS_OFFSET, &g.slots_offset.to_le_bytes());
+    put(soff::MAX_READERS, &g.max_readers.to_le_bytes());
+    put(soff::MAX_WRITERS, &g.max_writers.to_le_bytes());
+    put(soff::READERS_OFFSET, &g.readers_offset.to_le_bytes());
+    put(soff::WRITERS_OFFSET, &g.writers_offset.to_le_bytes());
+    put(soff::DTYPE, &g.dtype.map_or(0, Dtype::code).to_le_bytes());
+    put(soff::NDIM, &(g.shape.len() as u32).to_le_bytes());
+    for (i, e) in g.shape.iter().enumerate() {
+        put(soff::SHAPE + 8 * i, &e.to_le_bytes());
+    }
+    put(soff::MUTEX_SIZE, &id.mutex_size.to_le_bytes());
+    put(soff::MUTEX_ABI, &id.mutex_abi.to_le_bytes());
+    put(168, &id.creation_id);
+    put(184, &id.created_ns.to_le_bytes());
+    put(192, &id.creator_pid.to_le_bytes());
+    put(soff::MAX_GROUPS, &g.max_groups.to_le_bytes());
+    put(soff::GROUPS_OFFSET, &g.groups_offset.to_le_bytes());
+    p
 }
 
 /// The reserved header bytes of a stream, checked to be zero at open (18.5). Half-open.

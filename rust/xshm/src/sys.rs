@@ -153,6 +153,13 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `fd` shared, read-only or read-write.
     pub(crate) fn map(fd: &OwnedFd, len: u64, writable: bool) -> Result<Mapping> {
+        Self::map_at(fd, len, 0, writable)
+    }
+
+    /// Maps `len` bytes of `fd` from file offset `offset` (page aligned).
+    pub(crate) fn map_at(fd: &OwnedFd, len: u64, offset: u64, writable: bool) -> Result<Mapping> {
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| Error::Layout(format!("offset {offset} cannot be mapped")))?;
         let len = usize::try_from(len)
             .map_err(|_| Error::Layout(format!("segment of {len} bytes cannot be mapped")))?;
         let prot = if writable {
@@ -168,7 +175,7 @@ impl Mapping {
                 prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                offset,
             )
         };
         if p == libc::MAP_FAILED {
@@ -211,10 +218,11 @@ pub(crate) fn futex_wait(word: *const u32, expected: u32, deadline: &libc::times
     };
 }
 
-/// Wakes every process sleeping on the u32 at `word`.
-pub(crate) fn futex_wake_all(word: *const u32) {
+/// Wakes every process sleeping on the u32 at `word`; returns how many it woke (0 also when
+/// the call failed).
+pub(crate) fn futex_wake_all(word: *const u32) -> i64 {
     // SAFETY: word points into a live shared mapping.
-    unsafe {
+    let woke = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word,
@@ -225,6 +233,7 @@ pub(crate) fn futex_wake_all(word: *const u32) {
             0,
         )
     };
+    woke.max(0)
 }
 
 /// CLOCK_MONOTONIC now.
