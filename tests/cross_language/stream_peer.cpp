@@ -4,6 +4,12 @@
 //   stream_peer send NAME N [WID=1]   sends N messages (send and send_many), prints a summary
 //   stream_peer recv NAME N           attaches at the next message, takes N, checks each, prints
 //                                     a summary (and exits 1 if any check failed)
+// and the two commands of the cross-language stream matrix (test_stream_matrix.py), the same as
+// stream_matrix_peer.py and rust/xshm/examples/stream_peer.rs:
+//   stream_peer write NAME N WID      sends N messages, prints {"sent", "first_seq", "last_seq"}
+//   stream_peer take NAME N PAUSE_US  attaches at the oldest message, prints {"ready": true},
+//                                     takes until its cursor reaches N (pausing PAUSE_US after
+//                                     each), checks each, prints a summary
 #include <unistd.h>
 
 #include <xshm/xshm.hpp>
@@ -141,11 +147,56 @@ int recv(const std::string& name, std::uint64_t n) {
   return torn == 0 && disorder == 0 ? 0 : 1;
 }
 
+// The matrix's reader: every message it takes is whole (CRC) and in order (its sequence number
+// and, per writer, its counter); under drop_oldest it may lose some, which it counts.
+int take(const std::string& name, std::uint64_t n, std::uint64_t pause_us) {
+  xshm::Stream s = open(name);
+  xshm::StreamReader r = s.reader(xshm::Start::oldest);
+  const std::uint64_t start = r.cursor();
+  std::printf("{\"ready\": true}\n");
+  std::fflush(stdout);
+  std::uint64_t torn = 0, disorder = 0;
+  bool any = false;
+  std::uint64_t last_seq = 0;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> next_k;
+  while (r.cursor() < n) {
+    xshm::Message m = r.recv(kWait);
+    if (any && m.seq <= last_seq) ++disorder;
+    any = true;
+    last_seq = m.seq;
+    const std::size_t size = m.data.size();
+    std::uint32_t c = 0, wid = 0;
+    std::uint64_t k = 0;
+    if (size >= 16) std::memcpy(&c, m.data.data() + size - 4, 4);
+    if (size < 16 || c != crc32(m.data.data(), size - 4)) {
+      ++torn;
+      continue;
+    }
+    std::memcpy(&wid, m.data.data(), 4);
+    std::memcpy(&k, m.data.data() + 4, 8);
+    auto it = next_k.begin();
+    while (it != next_k.end() && it->first != wid) ++it;
+    if (it == next_k.end()) it = next_k.insert(next_k.end(), {wid, 0});
+    if (k < it->second) ++disorder;
+    it->second = k + 1;
+    if (pause_us != 0) ::usleep(static_cast<useconds_t>(pause_us));
+  }
+  std::printf(
+      "{\"received\": %llu, \"lost\": %llu, \"skipped\": %llu, \"start\": %llu, \"cursor\": %llu, "
+      "\"torn\": %llu, \"disorder\": %llu, \"writers\": %zu}\n",
+      static_cast<unsigned long long>(r.received()), static_cast<unsigned long long>(r.lost()),
+      static_cast<unsigned long long>(r.skipped()), static_cast<unsigned long long>(start),
+      static_cast<unsigned long long>(r.cursor()), static_cast<unsigned long long>(torn),
+      static_cast<unsigned long long>(disorder), next_k.size());
+  return torn == 0 && disorder == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s send NAME N [WID] | recv NAME N\n", argv[0]);
+    std::fprintf(stderr, "usage: %s send NAME N [WID] | recv NAME N | write NAME N WID | take NAME N PAUSE_US\n",
+                 argv[0]);
     return 2;
   }
   const std::string mode = argv[1];
@@ -154,6 +205,29 @@ int main(int argc, char** argv) {
     if (mode == "send")
       return send(argv[2], n, argc > 4 ? static_cast<std::uint32_t>(std::atoi(argv[4])) : 1);
     if (mode == "recv") return recv(argv[2], n);
+    if (mode == "write" && argc == 5) {
+      xshm::Stream s = open(argv[2]);
+      std::uint64_t rng = 0x5EED0000ull + std::strtoull(argv[4], nullptr, 10);
+      const auto wid = static_cast<std::uint32_t>(std::strtoul(argv[4], nullptr, 10));
+      std::uint64_t k = 0, first = UINT64_MAX, last = 0;
+      while (k < n) {
+        const std::uint64_t batch = std::min<std::uint64_t>(n - k, next_random(rng) % 4 == 0 ? 5 : 1);
+        std::vector<std::vector<unsigned char>> keep;
+        for (std::uint64_t j = 0; j < batch; ++j) keep.push_back(payload(wid, k + j, s.max_bytes(), rng));
+        std::vector<std::pair<const void*, std::size_t>> items;
+        for (auto& p : keep) items.emplace_back(p.data(), p.size());
+        const std::uint64_t seq = batch == 1 ? s.send(keep[0].data(), keep[0].size(), kWait)
+                                             : s.send_many(items, kWait);
+        if (first == UINT64_MAX) first = seq - (batch - 1);
+        last = seq;
+        k += batch;
+      }
+      std::printf("{\"sent\": %llu, \"first_seq\": %llu, \"last_seq\": %llu}\n",
+                  static_cast<unsigned long long>(n), static_cast<unsigned long long>(first),
+                  static_cast<unsigned long long>(last));
+      return 0;
+    }
+    if (mode == "take" && argc == 5) return take(argv[2], n, std::strtoull(argv[4], nullptr, 10));
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;
   } catch (const std::exception& e) {

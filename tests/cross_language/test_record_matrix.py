@@ -14,24 +14,17 @@ They take the same commands and print the same JSON line.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import xshm
-
-ROOT = Path(__file__).resolve().parents[2]
-LANGS = ("cpp", "python", "rust")
-PAIRS = [(w, r) for w in LANGS for r in LANGS]
-TIMEOUT = 120
+from peer_helpers import PAIRS, ROOT, TIMEOUT, finish, line, start, stop
 
 
 @pytest.fixture(scope="session")
@@ -58,47 +51,6 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         "python": [sys.executable, str(Path(__file__).with_name("record_peer.py"))],
         "rust": [str(target / "release" / "examples" / "record_peer")],
     }
-
-
-def start(cmd: list[str], *args: str | int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*cmd, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def line(p: subprocess.Popen[str]) -> dict[str, Any]:
-    """The next JSON line the peer prints, within TIMEOUT (it fails the test, with the peer's
-    stderr, if the peer ends or stays silent)."""
-    assert p.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(p.stdout, selectors.EVENT_READ)
-        ready = sel.select(TIMEOUT)
-    text = p.stdout.readline() if ready else ""
-    if not text:
-        if p.poll() is None:
-            p.kill()
-        _, err = p.communicate(timeout=TIMEOUT)
-        pytest.fail(f"{p.args!r} ended (rc {p.returncode}) or stayed silent: {err}")
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
-def finish(p: subprocess.Popen[str]) -> dict[str, Any]:
-    """The peer's last JSON line, once it exited by itself within TIMEOUT (killed otherwise)."""
-    try:
-        out, err = p.communicate(timeout=TIMEOUT)
-    finally:
-        stop(p)
-    assert p.returncode == 0, f"{p.args!r} failed (rc {p.returncode}): {err}"
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
-def stop(p: subprocess.Popen[str]) -> None:
-    """Kills the peer if it still runs, reaps it and closes its pipes."""
-    if p.poll() is None:
-        p.kill()
-    p.communicate(timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize(("writer", "reader"), PAIRS)

@@ -1,7 +1,9 @@
 //! The golden vectors of docs/LAYOUT.md section 13, read by this crate: each `*.seg` of
 //! tests/vectors is copied to /dev/shm under a unique name, opened, compared with its row of
 //! segments.tsv, checked unchanged by a reader, then unlinked. The writer columns run on a
-//! second copy. The stream manifest's rows a record opener must refuse are checked too.
+//! second copy. The stream manifest's rows a record opener must refuse are checked too, and
+//! every stream row through the look-only handle, and through `Stream` with a reader (and a
+//! writer) as docs/LAYOUT.md section 13's stream columns say.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,8 @@ fn kind_named(name: &str) -> ErrorKind {
     match name {
         "LayoutError" => ErrorKind::Layout,
         "TornRecordError" => ErrorKind::TornRecord,
+        "WaitTimeoutError" => ErrorKind::WaitTimeout,
+        "Error" => ErrorKind::Other,
         other => panic!("the manifest names an error kind this test does not know: {other}"),
     }
 }
@@ -315,4 +319,185 @@ fn every_stream_vector_opens_as_its_row_says() {
         assert!(copy.bytes() == before, "{what}: a look changed the file");
     }
     assert!(looked >= 20, "only {looked} streams looked at");
+}
+
+/// The `messages` cell: (seq, writer_pid, timestamp_ns, payload hex), in order.
+fn expected_messages(row: &HashMap<String, String>) -> Vec<(u64, u32, i64, String)> {
+    if row["messages"] == "-" {
+        return Vec::new();
+    }
+    row["messages"]
+        .split(' ')
+        .map(|cell| {
+            let f: Vec<&str> = cell.split(':').collect();
+            assert_eq!(f.len(), 4, "{}: {cell}", row["file"]);
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn take_expected(r: &mut xshm::StreamReader, row: &HashMap<String, String>) {
+    for (seq, pid, ts, payload) in expected_messages(row) {
+        // A hole before it is judged after kHoleCheck (10 ms).
+        let m = r
+            .recv(Some(std::time::Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("{}: message {seq}: {e}", row["file"]));
+        assert_eq!(
+            (m.seq, m.writer_pid, m.timestamp_ns, hex(&m.data)),
+            (seq, pid, ts, payload),
+            "{}",
+            row["file"]
+        );
+    }
+}
+
+fn stream_open(name: &str, readonly: bool) -> xshm::Result<xshm::Stream> {
+    xshm::Stream::open(
+        name,
+        &xshm::StreamOpenOptions {
+            readonly,
+            timeout: Some(std::time::Duration::ZERO),
+        },
+    )
+}
+
+/// The stream rows a `Stream` opens: `attach` (S20 for a handle that locks the mutex, and the
+/// attach of a read-only handle refused), `ok` and `recv` (a reader at oldest: its cursor,
+/// `head` after any recovery its attach made, every message in order, then none or the
+/// refusal; the counters), and for `ok` rows a new writer's message at `head`.
+#[test]
+fn every_stream_vector_reads_as_its_row_says() {
+    let dir = vectors_dir().join("streams");
+    let rows = manifest(&dir.join("streams.tsv"));
+    let (mut read, mut written) = (0, 0);
+    for row in rows.iter().filter(|r| r["open_as"] == "stream") {
+        let what = &row["file"];
+        match row["stage"].as_str() {
+            "open" => continue,
+            "attach" => {
+                let copy = Copy::of(&dir.join(what));
+                let e = stream_open(&copy.name, false).expect_err(what);
+                assert_eq!(e.kind(), ErrorKind::Layout, "{what}: {e}");
+                assert!(e.to_string().contains(&row["error_text"]), "{what}: {e}");
+                let s = stream_open(&copy.name, true).unwrap();
+                let e = s.reader(xshm::Start::Oldest).expect_err(what);
+                assert_eq!(e.kind(), ErrorKind::Layout, "{what}: {e}");
+                assert!(e.to_string().contains(&row["error_text"]), "{what}: {e}");
+                continue;
+            }
+            _ => {}
+        }
+        let copy = Copy::of(&dir.join(what));
+        let before = copy.bytes();
+        for readonly in [true, false] {
+            let s = stream_open(&copy.name, readonly).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(s.head(), num(row, "head_open"), "{what}");
+            let groups: Vec<String> = s
+                .groups()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}:{}:{}:{}:{}:{}:{}",
+                        g.name, g.start, g.cursor, g.received, g.lost, g.skipped, g.members
+                    )
+                })
+                .collect();
+            let want: Vec<String> = if row["groups"] == "-" {
+                Vec::new()
+            } else {
+                // index:name:...: the listing is in table order; the index is not reported.
+                row["groups"]
+                    .split(' ')
+                    .map(|g| g.split_once(':').unwrap().1.to_string())
+                    .collect()
+            };
+            assert_eq!(groups, want, "{what}");
+        }
+        assert!(copy.bytes() == before, "{what}: opening changed the file");
+        // Read-only forbids sending only: a reader may attach (21.3 step 5).
+        let s = stream_open(&copy.name, true).unwrap();
+        let mut r = s.reader(xshm::Start::Oldest).unwrap();
+        assert_eq!(r.cursor(), num(row, "cursor"), "{what}");
+        assert_eq!(s.head(), num(row, "head"), "{what}");
+        take_expected(&mut r, row);
+        if row["stage"] == "recv" {
+            for _ in 0..2 {
+                // A refusal moves nothing: the next receive refuses again.
+                let e = r
+                    .recv(Some(std::time::Duration::from_secs(1)))
+                    .expect_err(what);
+                assert_eq!(e.kind(), kind_named(&row["error"]), "{what}: {e}");
+                assert!(e.to_string().contains(&row["error_text"]), "{what}: {e}");
+            }
+            read += 1;
+            continue;
+        }
+        assert_eq!(r.try_recv().unwrap(), None, "{what}");
+        let e = r
+            .recv(Some(std::time::Duration::from_millis(20)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WaitTimeout);
+        let n = expected_messages(row).len() as u64;
+        assert_eq!(
+            (r.received(), r.lost(), r.skipped()),
+            (n, num(row, "lost"), num(row, "skipped")),
+            "{what}"
+        );
+        assert_eq!(r.cursor(), num(row, "head"), "{what}");
+        assert_eq!(
+            r.received() + r.lost() + r.skipped(),
+            r.cursor() - num(row, "cursor"),
+            "{what}: 28.2"
+        );
+        assert_eq!(
+            (s.abandoned(), s.dropped(), u64::from(s.recoveries())),
+            (
+                num(row, "abandoned"),
+                num(row, "dropped"),
+                num(row, "recoveries")
+            ),
+            "{what}"
+        );
+        let latest = s.reader(xshm::Start::Latest).unwrap();
+        assert_eq!(latest.cursor(), num(row, "head"), "{what}");
+        drop((r, latest, s));
+        read += 1;
+        // A new writer: what a reader takes, then its message at head.
+        let copy = Copy::of(&dir.join(what));
+        let w = stream_open(&copy.name, false).unwrap();
+        let mut r = w.reader(xshm::Start::Oldest).unwrap();
+        take_expected(&mut r, row);
+        let max = w.max_bytes() as usize;
+        let data = if w.geometry().dtype.is_some() {
+            vec![0x5a; max]
+        } else {
+            b"after"[..5.min(max)].to_vec()
+        };
+        let head = num(row, "head");
+        let timeout = Some(std::time::Duration::from_secs(5));
+        assert_eq!(
+            w.send(&data, timeout).unwrap(),
+            head,
+            "{what}: a dead gating reader is reaped"
+        );
+        let m = r.recv(timeout).unwrap();
+        assert_eq!(
+            (m.seq, m.writer_pid, &m.data),
+            (head, std::process::id(), &data),
+            "{what}"
+        );
+        assert_eq!(r.lost(), num(row, "lost"), "{what}");
+        assert_eq!(w.head(), head + 1);
+        written += 1;
+    }
+    assert!(
+        read >= 20 && written >= 15,
+        "only {read} read, {written} written"
+    );
 }
