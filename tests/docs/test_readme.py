@@ -48,6 +48,7 @@ def test_every_code_block_is_run() -> None:
     expected = ["python producer", "python consumer", "cpp program", "transcript setup"]
     expected += ["stream producer", "stream consumer", "work queue", "frames", "cpp stream program"]
     expected += ["asyncio", "hand over", "bridge", "rust producer", "rust consumer"]
+    expected += ["rust stream producer", "rust stream consumer"]
     assert sorted(roles) == sorted([*expected, "transcript"])
 
 
@@ -172,8 +173,9 @@ def test_cpp_quickstart_is_a_program(seg_name: str, tmp_path: Path) -> None:
 
 
 def test_rust_quickstart_producer_and_consumer(seg_name: str, tmp_path: Path) -> None:
-    """The two Rust blocks, built as the two binaries of a crate that depends on rust/xshm (the
-    workspace's lock file pins the same dependency versions), run as two processes."""
+    """The four Rust blocks, built as the binaries of one crate that depends on rust/xshm (the
+    workspace's lock file pins the same dependency versions), run as two pairs of processes:
+    the record's producer and consumer, then the stream's."""
     cargo = shutil.which("cargo")
     assert cargo, "cargo is needed (make test installs Rust first)"
     crate = tmp_path / "quickstart"
@@ -185,6 +187,8 @@ def test_rust_quickstart_producer_and_consumer(seg_name: str, tmp_path: Path) ->
     shutil.copy(ROOT / "rust" / "Cargo.lock", crate / "Cargo.lock")
     for role in ("producer", "consumer"):
         (crate / "src" / "bin" / f"{role}.rs").write_text(code(f"rust {role}", seg_name, "prices"))
+        block = code(f"rust stream {role}", f"{seg_name}-s", "events")
+        (crate / "src" / "bin" / f"stream_{role}.rs").write_text(block)
     env = {**os.environ, "CARGO_TARGET_DIR": str(tmp_path / "target")}
     build = subprocess.run(
         [cargo, "build", "-q", "--bins"], cwd=crate, env=env, capture_output=True, text=True
@@ -199,6 +203,15 @@ def test_rust_quickstart_producer_and_consumer(seg_name: str, tmp_path: Path) ->
     assert lines[-1] == "20 tick 20 [20.0, 40.0, 60.0]", lines[-1]
     assert all(re.fullmatch(r"(\d+) tick \1 \[.*\]", ln) for ln in lines), lines
     assert not os.path.exists(f"/dev/shm/{seg_name}"), "the producer removes its segment"
+    try:
+        c_out = _consumer_beside_producer(
+            [str(exe / "stream_consumer")], [str(exe / "stream_producer")]
+        )
+    finally:
+        if os.path.exists(f"/dev/shm/{seg_name}-s"):
+            os.unlink(f"/dev/shm/{seg_name}-s")
+            pytest.fail("the stream consumer did not remove the stream")
+    assert _stream_lines(c_out) == (list(range(100)), 0), c_out
 
 
 STREAM_CPP = r"""
