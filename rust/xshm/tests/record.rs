@@ -406,7 +406,7 @@ fn a_writer_killed_mid_publish_is_recovered_by_the_next() {
         let n = Name::new("kill");
         let w = SharedMemoryManager::create(&n.0, &opts(&[N], Dtype::UInt64, 16, backup)).unwrap();
         let mut recovered = 0;
-        for round in 0..40 {
+        for round in 0..200u64 {
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
@@ -423,7 +423,7 @@ fn a_writer_killed_mid_publish_is_recovered_by_the_next() {
             assert!(w
                 .wait_for(start, Some(Duration::from_secs(20)), Duration::ZERO)
                 .is_some());
-            std::thread::sleep(Duration::from_micros(200 + 137 * round));
+            std::thread::sleep(Duration::from_micros(200 + 137 * (round % 40)));
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
             child.wait().unwrap();
