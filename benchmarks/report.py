@@ -318,6 +318,20 @@ def _rust_tables(res: dict[str, Any]) -> list[str]:
                 f"| {label} | {row['api']} | {row['p50_ns']:.0f} | {row['p99_ns']:.0f} "
                 f"| {_x(row['x'])} |"
             )
+    if r.get("stream_hop"):
+        lines += [
+            "",
+            f"The spinning one-way hop of an 8-byte message over two streams (capacity 64, "
+            f"block; round trip / 2), {r['hops_per_round']:,} hops per round:",
+            "",
+            "| pair | API | p50 ns | p99 ns | p50 / C++ ↔ C++ stream |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for label, row in r["stream_hop"].items():
+            lines.append(
+                f"| {label} | {row['api']} | {row['p50_ns']:.0f} | {row['p99_ns']:.0f} "
+                f"| {_x(row['x'])} |"
+            )
     return lines
 
 

@@ -134,6 +134,16 @@ def _rust() -> dict[str, Any]:
             }
             for label, api in rust.HOP_API.items()
         },
+        "stream_hop": {
+            label: {
+                "api": api,
+                "p50_ns": 200.0,
+                "p99_ns": 300.0,
+                "p50_per_round": [200.0],
+                "x": 1.0,
+            }
+            for label, api in rust.STREAM_HOP_API.items()
+        },
     }
 
 

@@ -7,7 +7,10 @@ time? (issue 18) Two measurements, each a program per language doing the same wo
 - the spinning one-way hop over two default records (publish the values; the echo waits,
   spinning, reads them with `read_into` and publishes them back; one-way = round trip / 2), for
   every pair: C++ ↔ C++ (`pingpong xshm spin`), Rust ↔ Rust, and the mixed pairs, a Rust
-  initiator with the C++ echo and a C++ initiator with the Rust echo.
+  initiator with the C++ echo and a C++ initiator with the Rust echo;
+- the spinning one-way hop of an 8-byte message over two streams (capacity 64, block: `send`;
+  the echo's spinning `recv_into`, then `send` back), C++ ↔ C++ (`stream_pingpong stream`,
+  benchmarks/cpp/stream_pingpong.cpp) against Rust ↔ Rust (`bench stream`).
 
 Rounds are interleaved (round r runs every row once, in an order rotated by r); ratios are
 medians of per-round ratios to the C++ row."""
@@ -33,6 +36,8 @@ CPP_HOP = "C++ ↔ C++"
 RUST_HOP = "Rust ↔ Rust"
 RUST_CPP_HOP = "Rust → C++ echo"
 CPP_RUST_HOP = "C++ → Rust echo"
+CPP_STREAM_HOP = "C++ ↔ C++ stream"
+RUST_STREAM_HOP = "Rust ↔ Rust stream"
 
 READ_API = {
     CPP_READ: "`m.read_into(buf, bytes, &message)` (values and message)",
@@ -43,6 +48,10 @@ HOP_API = {
     RUST_HOP: "Rust `publish(&Publish{values})`; echo `wait_for(seq, None, spin)`, `read_into`",
     RUST_CPP_HOP: "Rust initiator, C++ echo (each hop one way in each language)",
     CPP_RUST_HOP: "C++ initiator, Rust echo",
+}
+STREAM_HOP_API = {
+    CPP_STREAM_HOP: "C++ `Stream::send`; echo `StreamReader::recv_into(buf, n, timeout, spin)`",
+    RUST_STREAM_HOP: "Rust `Stream::send`; echo `StreamReader::recv_into` (`set_spin`), `send`",
 }
 
 
@@ -66,6 +75,16 @@ def build_rust(notes: dict[str, str]) -> Optional[Path]:
     return target / "release" / "examples" / "bench"
 
 
+def _build_stream_pingpong(notes: dict[str, str]) -> Optional[Path]:
+    """benchmarks/cpp/stream_pingpong (the streams question's C++ program), for the C++ stream
+    hop; None with a note if it does not build."""
+    from benchmarks.questions.streams import _build_cpp
+
+    out = ROOT / "build" / "bench-rust"
+    out.mkdir(parents=True, exist_ok=True)
+    return _build_cpp(out, notes)
+
+
 def _rows(cmd: list[str]) -> list[dict[str, Any]]:
     r = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=TIMEOUT)
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -85,12 +104,16 @@ def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any
         CPP_READ: [str(cpp), "read", "1", str(reads)],
         RUST_READ: [str(exe), "read", "1", str(reads)],
     }
+    stream_pingpong = _build_stream_pingpong(notes)
     hop_cmd = {
         CPP_HOP: [str(cpp), "xshm", "spin", "1", str(hops)],
         RUST_HOP: [str(exe), "pingpong", "spin", "1", str(hops), str(exe)],
         RUST_CPP_HOP: [str(exe), "pingpong", "spin", "1", str(hops), str(cpp)],
         CPP_RUST_HOP: [str(cpp), "xshm-peer", "spin", "1", str(hops), str(exe)],
     }
+    if stream_pingpong is not None:
+        hop_cmd[CPP_STREAM_HOP] = [str(stream_pingpong), "stream", "1", str(hops), "1000"]
+        hop_cmd[RUST_STREAM_HOP] = [str(exe), "stream", "1", str(hops), "1000"]
     spinning = CPUS >= 2
     if not spinning:
         notes["rust hops"] = ONE_CPU_NOTE
@@ -137,5 +160,17 @@ def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any
                 "x": ratio(hop_p50[label], hop_p50[CPP_HOP]),
             }
             for label in hop_cmd
+            if label in HOP_API
+        }
+        out["stream_hop"] = {
+            label: {
+                "api": STREAM_HOP_API[label],
+                "p50_ns": statistics.median(hop_p50[label]),
+                "p99_ns": statistics.median(hop_p99[label]),
+                "p50_per_round": hop_p50[label],
+                "x": ratio(hop_p50[label], hop_p50[CPP_STREAM_HOP]),
+            }
+            for label in hop_cmd
+            if label in STREAM_HOP_API
         }
     return out

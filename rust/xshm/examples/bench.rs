@@ -8,10 +8,18 @@
 //! bench pingpong spin ROUNDS N ECHO_EXE    one-way hop over two default records, against the
 //!                                          echo ECHO_EXE runs (`ECHO_EXE echo PING PONG spin T`)
 //! bench echo PING PONG spin TOTAL          the echo: wait for PING, read it, publish it to PONG
+//! bench stream ROUNDS N WARMUP             one-way hop of an 8-byte message over two streams
+//!                                          (send; spinning recv_into), as
+//!                                          benchmarks/cpp/stream_pingpong.cpp's `stream` mode,
+//!                                          against this program's `stream-echo`
+//! bench stream-echo PING PONG TOTAL        the stream echo: receive from PING, send it to PONG
 //! ```
 use std::time::{Duration, Instant};
 
-use xshm::{CreateOptions, OpenOptions, Publish, SharedMemoryManager};
+use xshm::{
+    CreateOptions, OpenOptions, Publish, SharedMemoryManager, Start, Stream, StreamOpenOptions,
+    StreamOptions, StreamReader,
+};
 
 /// The spin budget of a wait in spin mode, as pingpong.cpp's kSpin.
 const SPIN: Duration = Duration::from_millis(100);
@@ -124,6 +132,105 @@ fn echo(ping: &str, pong: &str, total: u64) -> xshm::Result<()> {
     Ok(())
 }
 
+/// A receive that waits longer than this is an error (stream_pingpong.cpp's kTimeout).
+const STREAM_TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
+/// The payload of message k (stream_pingpong.cpp's kMix).
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One end of the stream ping-pong: sends on one stream, receives (spinning) on the other.
+struct StreamEnd {
+    out: Stream,
+    input: StreamReader,
+}
+
+impl StreamEnd {
+    fn send(&self, v: u64) -> xshm::Result<()> {
+        self.out.send(&v.to_le_bytes(), STREAM_TIMEOUT).map(|_| ())
+    }
+
+    fn recv(&mut self) -> xshm::Result<u64> {
+        let mut b = [0u8; 8];
+        match self.input.recv_into(&mut b, STREAM_TIMEOUT)? {
+            Some(_) => Ok(u64::from_le_bytes(b)),
+            None => Err(xshm::Error::WaitTimeout("no message within 30 s".into())),
+        }
+    }
+}
+
+fn stream_options() -> StreamOptions {
+    StreamOptions {
+        capacity: 64, // as stream_pingpong.cpp and the Python stream hop
+        max_bytes: 8,
+        ..StreamOptions::default()
+    }
+}
+
+fn stream_pingpong(rounds: u32, n: u32, warmup: u32) -> xshm::Result<()> {
+    let base = format!("xshm-bench-rs-spp-{}", std::process::id());
+    let (ping_name, pong_name) = (format!("{base}-ping"), format!("{base}-pong"));
+    let ping = Stream::create(&ping_name, &stream_options())?;
+    let pong = Stream::create(&pong_name, &stream_options())?;
+    let mut me = StreamEnd {
+        input: pong.reader(Start::Oldest)?,
+        out: ping,
+    };
+    me.input.set_spin(SPIN);
+    let total = u64::from(rounds) * u64::from(n + warmup);
+    let exe = std::env::current_exe().map_err(|e| xshm::Error::Argument(e.to_string()))?;
+    let mut child = std::process::Command::new(exe)
+        .args(["stream-echo", &ping_name, &pong_name, &total.to_string()])
+        .spawn()
+        .map_err(|e| xshm::Error::Argument(format!("cannot run the stream echo: {e}")))?;
+    let mut k = 0u64;
+    let result = (|| {
+        for round in 0..rounds {
+            let mut one_way = Vec::with_capacity(n as usize);
+            for i in 0..n + warmup {
+                k += 1;
+                let t0 = Instant::now();
+                me.send(k.wrapping_mul(MIX))?;
+                let back = me.recv()?;
+                let t = t0.elapsed().as_nanos() as i64 / 2;
+                if back != k.wrapping_mul(MIX) {
+                    return Err(xshm::Error::Argument(
+                        "the echo sent back another message".into(),
+                    ));
+                }
+                if i >= warmup {
+                    one_way.push(t);
+                }
+            }
+            report("rust-xshm-stream-spin", round, &mut one_way);
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    me.out.unlink()?;
+    pong.unlink()?;
+    result
+}
+
+fn stream_echo(ping: &str, pong: &str, total: u64) -> xshm::Result<()> {
+    let o = StreamOpenOptions {
+        timeout: Some(Duration::from_secs(10)),
+        ..StreamOpenOptions::default()
+    };
+    let input = Stream::open(ping, &o)?;
+    let mut echo = StreamEnd {
+        out: Stream::open(pong, &o)?,
+        input: input.reader(Start::Oldest)?,
+    };
+    echo.input.set_spin(SPIN);
+    for _ in 0..total {
+        let v = echo.recv()?;
+        echo.send(v)?;
+    }
+    Ok(())
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| a.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
@@ -131,9 +238,12 @@ fn main() {
         (Some("read"), 3) => read(num(1) as u32, num(2) as u32),
         (Some("pingpong"), 5) if a[1] == "spin" => pingpong(num(2) as u32, num(3) as u32, &a[4]),
         (Some("echo"), 5) if a[3] == "spin" => echo(&a[1], &a[2], num(4)),
+        (Some("stream"), 4) => stream_pingpong(num(1) as u32, num(2) as u32, num(3) as u32),
+        (Some("stream-echo"), 4) => stream_echo(&a[1], &a[2], num(3)),
         _ => {
             eprintln!(
-                "usage: bench read ROUNDS N | pingpong spin ROUNDS N ECHO_EXE | echo PING PONG spin TOTAL"
+                "usage: bench read ROUNDS N | pingpong spin ROUNDS N ECHO_EXE | echo PING PONG spin \
+                 TOTAL | stream ROUNDS N WARMUP | stream-echo PING PONG TOTAL"
             );
             std::process::exit(2);
         }

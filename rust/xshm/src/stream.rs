@@ -353,21 +353,20 @@ impl Stream {
             let epoch = s.h32(soff::SPACE_EPOCH).load(Ordering::SeqCst);
             let claimed;
             {
-                let Some(lock) = StreamLock::acquire(s, wait.deadline.left())? else {
+                let Some(mut lock) = StreamLock::acquire(s, wait.deadline.left())? else {
                     return Ok((Sent::MutexHeld, 0, 0));
                 };
-                let mut v = s.view();
-                let mut c = proto::claim_locked(s, &mut v, want)?;
+                let v = lock.view();
+                let mut c = proto::claim_locked(s, v, want)?;
                 if c == Claim::Full && want > 1 {
                     // Take the room there is rather than wait for the whole batch.
                     let head = s.h64(soff::HEAD).load(Ordering::Relaxed);
                     let room = v.gate.saturating_add(cap).saturating_sub(head);
                     if room > 0 {
                         want = want.min(room);
-                        c = proto::claim_locked(s, &mut v, want)?;
+                        c = proto::claim_locked(s, v, want)?;
                     }
                 }
-                drop(v);
                 if let Claim::Made(first) = c {
                     under_lock(first, want);
                     drop(lock);
@@ -590,7 +589,7 @@ impl StreamClaim {
             )));
         }
         let s = self.seg()?;
-        let dst = s.payload(self.seq);
+        let dst = s.slot(self.seq).payload();
         if offset.is_multiple_of(8) {
             // SAFETY: [offset, offset + len) lies in the claimed payload (checked above), in a
             // writable mapping (a handle that claims has an O_RDWR descriptor); 8-aligned.
@@ -614,7 +613,7 @@ impl StreamClaim {
     /// atomic loads; its copy is discarded once it sees the mark): plain stores there race
     /// with those loads in Rust's memory model if that reader is a thread of this process.
     pub unsafe fn as_mut_ptr(&mut self) -> Result<*mut u8> {
-        Ok(self.seg()?.payload(self.seq))
+        Ok(self.seg()?.slot(self.seq).payload())
     }
 
     /// Sends the first `n` bytes (`n ≤ len()`; a frame stream's frame is whole) and returns

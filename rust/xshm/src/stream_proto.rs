@@ -15,7 +15,7 @@ use crate::stream_layout::{
     entry_generation, entry_state, group_off, next_generation, reader_off, slot_off, soff, word,
     writer_off,
 };
-use crate::stream_seg::{ClaimView, StreamSegment};
+use crate::stream_seg::{ClaimView, Slot, StreamSegment};
 use crate::sys;
 
 /// How long a slot may stay WRITING before a waiting reader asks whether its writer lives.
@@ -236,7 +236,7 @@ fn recover(s: &StreamSegment) {
     let pending = s.h64(soff::CLAIM_SEQ).load(Ordering::Relaxed);
     if pending != 0 {
         let x = pending - 1;
-        let w = s.word(x).load(Ordering::Relaxed);
+        let w = s.slot(x).word().load(Ordering::Relaxed);
         if w == word::make(x, word::WRITING) || w == word::make(x, word::ABANDONED) {
             let settled = s.h64(soff::CLAIM_DROPPED).load(Ordering::Relaxed);
             s.h64(soff::DROPPED).store(settled, Ordering::Relaxed);
@@ -247,7 +247,7 @@ fn recover(s: &StreamSegment) {
     for _ in 0..s.geo.capacity {
         // Under the mutex only the dead holder marks at head or beyond: still WRITING (abandon
         // it) or ABANDONED by a reader that judged it; either way the number is used up.
-        match s.word(head).compare_exchange(
+        match s.slot(head).word().compare_exchange(
             word::make(head, word::WRITING),
             word::make(head, word::ABANDONED),
             Ordering::AcqRel,
@@ -324,6 +324,16 @@ impl<'a> StreamLock<'a> {
         s.h32(soff::OWNER_PID)
             .store(sys::current_pid(), Ordering::Relaxed);
         Ok(Some(held))
+    }
+}
+
+impl StreamLock<'_> {
+    /// This handle's view of the reader table (25.3 step 3), the stream mutex being held.
+    pub(crate) fn view(&mut self) -> &mut ClaimView {
+        // SAFETY: this guard holds the stream mutex, and `&mut self` makes the reference the
+        // only one for as long as it lives (the mutex is error-checking: this thread cannot
+        // hold a second guard).
+        unsafe { self.s.view_locked() }
     }
 }
 
@@ -555,20 +565,18 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
             continue;
         }
         let x = head + j;
-        let w = s.word(x).load(Ordering::Acquire);
+        let sl = s.slot(x);
+        let w = sl.word().load(Ordering::Acquire);
         if word::tag(w) != word::WRITING || word::seq(w) >= head {
             continue;
         }
-        let index = s
-            .slot_u32(x, slot_off::WRITER_INDEX)
-            .load(Ordering::Relaxed);
-        let state = s
-            .slot_u64(x, slot_off::WRITER_STATE)
-            .load(Ordering::Relaxed);
+        let index = sl.u32(slot_off::WRITER_INDEX).load(Ordering::Relaxed);
+        let state = sl.u64(slot_off::WRITER_STATE).load(Ordering::Relaxed);
         if writer_alive(s, index, state) {
             return Ok(Claim::Busy);
         }
-        if s.word(x)
+        if sl
+            .word()
             .compare_exchange(
                 w,
                 word::make(word::seq(w), word::ABANDONED),
@@ -588,6 +596,7 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
     let drops = !v.any_reader;
     for j in 0..n {
         let x = head + j;
+        let sl = s.slot(x);
         let overwrites = drops && x >= cap;
         if overwrites {
             // Recovery can tell whether this slot was marked, hence whether dropped counts it.
@@ -595,15 +604,15 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
             s.h64(soff::CLAIM_DROPPED).store(d, Ordering::Relaxed);
             s.h64(soff::CLAIM_SEQ).store(x + 1, Ordering::Relaxed);
         }
-        s.slot_u32(x, slot_off::WRITER_INDEX)
+        sl.u32(slot_off::WRITER_INDEX)
             .store(widx, Ordering::Relaxed);
-        s.slot_u64(x, slot_off::WRITER_STATE)
+        sl.u64(slot_off::WRITER_STATE)
             .store(wstate, Ordering::Relaxed);
         // SYNC POINT: release, so a judge that loads W(x) with acquire sees the writer fields
         // above; the fence after it pairs with a lapped reader's acquire fence before its
         // re-check (27, third row): a copy that saw any byte written after it sees the word
         // changed.
-        s.word(x)
+        sl.word()
             .store(word::make(x, word::WRITING), Ordering::Release);
         fence(Ordering::Release);
         if overwrites {
@@ -621,15 +630,19 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
 /// commit CAS (25.4). False when a reader abandoned the slot first (it judged this writer
 /// dead); the slot then stays abandoned.
 pub(crate) fn publish(s: &StreamSegment, x: u64, len: u64) -> bool {
-    s.slot_u64(x, slot_off::LENGTH)
-        .store(len, Ordering::Relaxed);
-    s.slot_u64(x, slot_off::TIMESTAMP_NS)
+    publish_slot(s.slot(x), x, len)
+}
+
+/// publish() of a slot already found.
+fn publish_slot(sl: Slot<'_>, x: u64, len: u64) -> bool {
+    sl.u64(slot_off::LENGTH).store(len, Ordering::Relaxed);
+    sl.u64(slot_off::TIMESTAMP_NS)
         .store(sys::realtime_ns() as u64, Ordering::Relaxed);
-    s.slot_u32(x, slot_off::WRITER_PID)
+    sl.u32(slot_off::WRITER_PID)
         .store(sys::current_pid(), Ordering::Relaxed);
     // SYNC POINT: release on success; pairs with the reader's acquire load of the word: a
     // reader that sees COMMITTED sees the payload and the fields above.
-    s.word(x)
+    sl.word()
         .compare_exchange(
             word::make(x, word::WRITING),
             word::make(x, word::COMMITTED),
@@ -642,22 +655,24 @@ pub(crate) fn publish(s: &StreamSegment, x: u64, len: u64) -> bool {
 /// Fills claimed slot `x` with `data` and commits it, without the notify (a send notifies
 /// once per claim).
 pub(crate) fn fill_and_commit(s: &StreamSegment, x: u64, data: &[u8]) -> bool {
+    let sl = s.slot(x);
     if !data.is_empty() {
         // SAFETY: the payload holds max_bytes ≥ data.len() (checked before the claim), is
         // 64-byte aligned, and the ring is mapped writable (a handle that sends has an O_RDWR
         // descriptor).
-        unsafe { mem::store_bytes(s.payload(x), data) };
+        unsafe { mem::store_bytes(sl.payload(), data) };
     }
-    publish(s, x, data.len() as u64)
+    publish_slot(sl, x, data.len() as u64)
 }
 
 /// Drops claim `x` (25.7): `cancelled`, then the CAS to ABANDONED, then the notify.
 pub(crate) fn cancel_claim(s: &StreamSegment, x: u64) {
-    s.slot_u64(x, slot_off::CANCELLED)
+    s.slot(x)
+        .u64(slot_off::CANCELLED)
         .store(x + 1, Ordering::Relaxed);
     // SYNC POINT: release, pairs with the reader's acquire load of the word: a reader that
     // sees this ABANDONED word sees `cancelled`.
-    let _ = s.word(x).compare_exchange(
+    let _ = s.slot(x).word().compare_exchange(
         word::make(x, word::WRITING),
         word::make(x, word::ABANDONED),
         Ordering::Release,

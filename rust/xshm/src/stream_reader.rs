@@ -224,12 +224,12 @@ impl MessageView<'_> {
         // SYNC POINT: as a copy's re-check: pairs with the release fence after a lapping
         // writer's mark, so that reads through the view that saw its bytes see the word changed.
         fence(Ordering::Acquire);
-        if s.word(c).load(Ordering::Relaxed) == self.word {
-            r.advance(c + 1, true);
+        if s.slot(c).word().load(Ordering::Relaxed) == self.word {
+            r.st.advance(&s, c + 1, true);
             return Ok(());
         }
-        r.count_lost(1);
-        r.advance(c + 1, false);
+        r.st.count_lost(&s, 1);
+        r.st.advance(&s, c + 1, false);
         Err(Error::Overwritten(format!(
             "stream {}: message {c} was overwritten while its view was held (drop_oldest); what \
              was read through the view may be torn",
@@ -269,6 +269,28 @@ impl Interrupter {
 /// writers stop waiting for it.
 pub struct StreamReader {
     seg: Arc<StreamSegment>,
+    st: ReaderState,
+    interrupted: Arc<AtomicBool>,
+    spin: Duration,
+    closed: bool,
+}
+
+impl std::fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReader")
+            .field("stream", &self.seg.name)
+            .field("index", &self.st.index)
+            .field("cursor", &self.st.cursor)
+            .field("received", &self.st.received)
+            .field("lost", &self.st.lost)
+            .field("skipped", &self.st.skipped)
+            .finish()
+    }
+}
+
+/// A reader's position and counts, apart from its handle so that a take borrows the segment
+/// and the position at once (no reference count touched per look).
+struct ReaderState {
     index: u32,
     state: u64,
     cursor: u64,
@@ -279,21 +301,269 @@ pub struct StreamReader {
     hole: Option<(u64, Instant)>,
     /// A member's group index + 1, else 0.
     group: u32,
-    interrupted: Arc<AtomicBool>,
-    spin: Duration,
-    closed: bool,
 }
 
-impl std::fmt::Debug for StreamReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamReader")
-            .field("stream", &self.seg.name)
-            .field("index", &self.index)
-            .field("cursor", &self.cursor)
-            .field("received", &self.received)
-            .field("lost", &self.lost)
-            .field("skipped", &self.skipped)
-            .finish()
+impl ReaderState {
+    /// Advances to `next` (26.2, "Advance"): the counter first, then the cursor (release),
+    /// then under block the notify of writers.
+    fn advance(&mut self, s: &StreamSegment, next: u64, took: bool) {
+        if took {
+            self.received += 1;
+            s.reader_u64(self.index, reader_off::RECEIVED)
+                .store(self.received, Ordering::Relaxed);
+        }
+        self.cursor = next;
+        // SYNC POINT: pairs with the writer's acquire load of cursors (for_each_gate): a
+        // writer that sees this cursor may overwrite the slots before it, which were copied.
+        s.reader_u64(self.index, reader_off::CURSOR)
+            .store(next, Ordering::Release);
+        if s.geo.backpressure == Backpressure::Block {
+            proto::notify_writers(s);
+        }
+    }
+
+    fn count_lost(&mut self, s: &StreamSegment, n: u64) {
+        self.lost += n;
+        s.reader_u64(self.index, reader_off::LOST)
+            .store(self.lost, Ordering::Relaxed);
+    }
+
+    fn count_skipped(&mut self, s: &StreamSegment) {
+        self.skipped += 1;
+        s.reader_u64(self.index, reader_off::SKIPPED)
+            .store(self.skipped, Ordering::Relaxed);
+    }
+
+    /// A member's move of its group's cursor (release: writers gate on it), then under block
+    /// the notify of writers (26.8.2).
+    fn move_group(&mut self, s: &StreamSegment, gi: u32, next: u64) {
+        self.cursor = next;
+        // SYNC POINT: pairs with the writer's acquire load of gating cursors (for_each_gate):
+        // a writer that sees it may overwrite the slots before it, which were copied.
+        s.group_u64(gi, group_off::CURSOR)
+            .store(next, Ordering::Release);
+        if s.geo.backpressure == Backpressure::Block {
+            proto::notify_writers(s);
+        }
+    }
+
+    /// One step of a member on its group (26.8.2): `hold`, the group's cursor, the group's
+    /// counter, `hold` = 0, in this program order; then the member's own share.
+    fn group_step(&mut self, seg: &StreamSegment, gi: u32, c: u64, next: u64, step: GroupStep) {
+        let hold = seg.reader_u64(self.index, reader_off::HOLD);
+        hold.store(hold_word(c, step), Ordering::Relaxed);
+        self.move_group(seg, gi, next);
+        let (at, n) = match step {
+            GroupStep::Copy => (group_off::RECEIVED, 1),
+            GroupStep::Lose => (group_off::LOST, next - c),
+            GroupStep::Skip => (group_off::SKIPPED, 1),
+        };
+        let counter = seg.group_u64(gi, at);
+        // Only the mutex holder writes it: no read-modify-write needed.
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+        // The count before the step's end (the order a kill leaves, 26.8.2).
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        hold.store(0, Ordering::Relaxed);
+        match step {
+            GroupStep::Copy => {
+                self.received += 1;
+                seg.reader_u64(self.index, reader_off::RECEIVED)
+                    .store(self.received, Ordering::Relaxed);
+            }
+            GroupStep::Lose => self.count_lost(seg, n),
+            GroupStep::Skip => self.count_skipped(seg),
+        }
+    }
+
+    fn took(&mut self, s: &StreamSegment, member: Option<u32>, c: u64) {
+        match member {
+            None => self.advance(s, c + 1, true),
+            Some(gi) => self.group_step(s, gi, c, c + 1, GroupStep::Copy),
+        }
+    }
+
+    fn missed(&mut self, s: &StreamSegment, member: Option<u32>, c: u64, next: u64) {
+        match member {
+            None => {
+                self.count_lost(s, next - c);
+                self.advance(s, next, false);
+            }
+            Some(gi) => self.group_step(s, gi, c, next, GroupStep::Lose),
+        }
+    }
+
+    fn skip(&mut self, s: &StreamSegment, member: Option<u32>, c: u64) {
+        match member {
+            None => {
+                self.count_skipped(s);
+                self.advance(s, c + 1, false);
+            }
+            Some(gi) => self.group_step(s, gi, c, c + 1, GroupStep::Skip),
+        }
+    }
+
+    /// One look at the cursor: the reader's own, or its group's under the group mutex (a
+    /// mutex that stays held, by a stopped member, reads as a hole: look again soon).
+    fn take<V: Visit>(&mut self, seg: &StreamSegment, v: &mut V) -> Result<Took> {
+        if self.group == 0 {
+            return self.take_at(seg, v, None);
+        }
+        let gi = self.group - 1;
+        {
+            // Nothing there yet, said without the group mutex (26.8.2 step 0): members waiting
+            // for a message do not contend with the one taking it.
+            let c = seg.group_u64(gi, group_off::CURSOR).load(Ordering::Acquire);
+            let w = seg.slot(c).word().load(Ordering::Acquire);
+            if w == 0 || (word::tag(w) != 0 && word::seq(w) < c) {
+                return Ok(Took::Empty);
+            }
+        }
+        let Some(lock) = GroupLock::acquire(seg, gi, proto::HOLE_CHECK)? else {
+            return Ok(Took::Hole);
+        };
+        let r = self.take_at(seg, v, Some(gi));
+        // hold is 0 on every way out (a refusal after a discarded copy included).
+        seg.reader_u64(self.index, reader_off::HOLD)
+            .store(0, Ordering::Relaxed);
+        drop(lock);
+        r
+    }
+
+    /// One take (26.2) at the cursor, solo or (`member`) the group's: copies the message
+    /// there, steps over laps, abandoned and dropped numbers, judges a hole that is due;
+    /// refuses a corrupt word or length without moving.
+    fn take_at<V: Visit>(
+        &mut self,
+        s: &StreamSegment,
+        v: &mut V,
+        member: Option<u32>,
+    ) -> Result<Took> {
+        let cap = s.geo.capacity;
+        loop {
+            let c = match member {
+                None => self.cursor,
+                // The group mutex orders it.
+                Some(gi) => s.group_u64(gi, group_off::CURSOR).load(Ordering::Relaxed),
+            };
+            let sl = s.slot(c); // one division for every field below
+                                // SYNC POINT: pairs with the release of the commit CAS (publish).
+            let w = sl.word().load(Ordering::Acquire);
+            if w == word::make(c, word::COMMITTED) {
+                if V::PEEK {
+                    return Ok(Took::Message);
+                }
+                let info = MessageInfo {
+                    seq: c,
+                    size: 0,
+                    timestamp_ns: sl.u64(slot_off::TIMESTAMP_NS).load(Ordering::Relaxed) as i64,
+                    writer_pid: sl.u32(slot_off::WRITER_PID).load(Ordering::Relaxed),
+                };
+                let length = sl.u64(slot_off::LENGTH).load(Ordering::Relaxed);
+                let sane = if s.geo.dtype.is_some() {
+                    length == s.geo.max_bytes
+                } else {
+                    length <= s.geo.max_bytes
+                };
+                let info = MessageInfo {
+                    size: length as usize,
+                    ..info
+                };
+                if sane {
+                    if member.is_some() {
+                        s.reader_u64(self.index, reader_off::HOLD)
+                            .store(hold_word(c, GroupStep::Copy), Ordering::Relaxed);
+                    }
+                    v.copy(sl.payload(), &info);
+                }
+                // SYNC POINT: pairs with the release fence after a lapping writer's mark
+                // (claim_locked): a copy that saw any byte of the next lap sees the word changed.
+                fence(Ordering::Acquire);
+                if sl.word().load(Ordering::Relaxed) != w {
+                    continue; // overwritten meanwhile: look again
+                }
+                if !sane {
+                    let what = if s.geo.dtype.is_some() {
+                        "not the frame's"
+                    } else {
+                        "more than max_bytes"
+                    };
+                    return Err(Error::Layout(format!(
+                        "stream {}: message {c} claims {length} bytes, {what} {} (corrupt segment)",
+                        s.name, s.geo.max_bytes
+                    )));
+                }
+                if v.found(w) {
+                    return Ok(Took::Message); // left at the cursor: a view's release takes it
+                }
+                self.took(s, member, c);
+                return Ok(Took::Message);
+            }
+            let ws = word::seq(w);
+            if w != 0 && word::tag(w) == 0 {
+                return Err(Error::Layout(format!(
+                    "stream {}: slot of message {c} holds a word with no tag, for message {ws} \
+                     (corrupt segment)",
+                    s.name
+                )));
+            }
+            if w != 0 && ws > c {
+                // Lapped: a real lap left a later number of the same slot; anything else is
+                // a corrupt word, which must not walk the cursor forward.
+                if ws % cap != c % cap || ws > word::MAX_SEQ {
+                    return Err(Error::Layout(format!(
+                        "stream {}: slot of message {c} holds a word for message {ws} (corrupt \
+                         segment)",
+                        s.name
+                    )));
+                }
+                let head = s.h64(soff::HEAD).load(Ordering::Acquire);
+                let mut next = if head >= cap { head - cap + 1 } else { 0 };
+                if cap == 1 {
+                    next = head;
+                }
+                // Every number up to ws − capacity has had its slot claimed again.
+                let next = next.max(c + 1).max(ws - cap + 1);
+                self.missed(s, member, c, next);
+                continue;
+            }
+            if w == word::make(c, word::ABANDONED) {
+                let cancelled = sl.u64(slot_off::CANCELLED).load(Ordering::Relaxed) == c + 1;
+                // SYNC POINT: as for a copy.
+                fence(Ordering::Acquire);
+                if sl.word().load(Ordering::Relaxed) != w {
+                    continue;
+                }
+                if cancelled {
+                    self.skip(s, member, c);
+                } else {
+                    self.missed(s, member, c, c + 1);
+                }
+                continue;
+            }
+            if w != word::make(c, word::WRITING) {
+                return Ok(Took::Empty);
+            }
+            // A hole: judged once it has stayed WRITING for HOLE_CHECK, across calls.
+            let now = Instant::now();
+            match self.hole {
+                Some((seq, since)) if seq == c => {
+                    if now.duration_since(since) < proto::HOLE_CHECK {
+                        return Ok(Took::Hole);
+                    }
+                    self.hole = Some((c, now)); // again after HOLE_CHECK if its writer lives
+                    if !judge_hole(s, c) {
+                        return Ok(Took::Hole);
+                    }
+                }
+                _ => {
+                    self.hole = Some((c, now));
+                    return Ok(Took::Hole);
+                }
+            }
+        }
     }
 }
 
@@ -401,14 +671,16 @@ pub(crate) fn attach(
             s.h32(soff::READERS_GEN).fetch_add(1, Ordering::AcqRel);
             return Ok(StreamReader {
                 seg: Arc::clone(seg),
-                index: i,
-                state: mine,
-                cursor,
-                lost: 0,
-                received: 0,
-                skipped: 0,
-                hole: None,
-                group: gi,
+                st: ReaderState {
+                    index: i,
+                    state: mine,
+                    cursor,
+                    lost: 0,
+                    received: 0,
+                    skipped: 0,
+                    hole: None,
+                    group: gi,
+                },
                 interrupted: Arc::new(AtomicBool::new(false)),
                 spin: Duration::ZERO,
                 closed: false,
@@ -447,36 +719,36 @@ impl StreamReader {
     /// The sequence number of the next message this reader takes; a member's is its
     /// group's.
     pub fn cursor(&self) -> u64 {
-        if self.group != 0 {
+        if self.st.group != 0 {
             return self
                 .seg
-                .group_u64(self.group - 1, group_off::CURSOR)
+                .group_u64(self.st.group - 1, group_off::CURSOR)
                 .load(Ordering::Acquire);
         }
-        self.cursor
+        self.st.cursor
     }
 
     /// The name of the group it is a member of, if any. A member's `received`, `lost` and
     /// `skipped` are its own share of the group's ([`crate::Stream::groups`]).
     pub fn group(&self) -> Option<String> {
-        (self.group != 0).then(|| self.seg.group_name(self.group - 1))
+        (self.st.group != 0).then(|| self.seg.group_name(self.st.group - 1))
     }
 
     /// Messages it missed: overwritten before it got to them (drop_oldest), or abandoned by
     /// a writer that died before it committed them.
     pub fn lost(&self) -> u64 {
-        self.lost
+        self.st.lost
     }
 
     /// Messages it took.
     pub fn received(&self) -> u64 {
-        self.received
+        self.st.received
     }
 
     /// Claims their writers dropped, stepped over (never sent, so not lost).
     /// `received + lost + skipped = cursor − start` (28.2).
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.st.skipped
     }
 
     /// Messages sent (or being sent) that it has not taken yet.
@@ -487,7 +759,7 @@ impl StreamReader {
 
     /// Its reader-table entry.
     pub fn index(&self) -> u32 {
-        self.index
+        self.st.index
     }
 
     /// How long a receive polls before it sleeps (at least 2 µs; default 0: the minimum).
@@ -508,7 +780,7 @@ impl StreamReader {
         self.seg()?;
         self.check_interrupted()?;
         let mut v = IntoMessage(None);
-        Ok(match self.take(&mut v)? {
+        Ok(match self.st.take(&self.seg, &mut v)? {
             Took::Message => v.0,
             _ => None,
         })
@@ -563,7 +835,7 @@ impl StreamReader {
         }
         out.extend(v.0.take());
         while out.len() < max_n {
-            if self.take(&mut v)? != Took::Message {
+            if self.st.take(&self.seg, &mut v)? != Took::Message {
                 break;
             }
             out.extend(v.0.take());
@@ -589,7 +861,7 @@ impl StreamReader {
         self.seg()?;
         self.check_interrupted()?;
         let mut g = Grab::default();
-        if self.take(&mut g)? != Took::Message {
+        if self.st.take(&self.seg, &mut g)? != Took::Message {
             return Ok(None);
         }
         Ok(self.make_view(g))
@@ -597,11 +869,11 @@ impl StreamReader {
 
     fn check_can_view(&self) -> Result<()> {
         self.seg()?;
-        if self.group != 0 {
+        if self.st.group != 0 {
             return Err(Error::Argument(format!(
                 "recv_view: a member of group {} takes its messages under the group's mutex; \
                  use recv()",
-                self.seg.group_name(self.group - 1)
+                self.seg.group_name(self.st.group - 1)
             )));
         }
         Ok(())
@@ -628,7 +900,7 @@ impl StreamReader {
     fn visit<V: Visit>(&mut self, v: &mut V, timeout: Option<Duration>) -> Result<bool> {
         self.seg()?;
         self.check_interrupted()?;
-        let mut t = self.take(v)?;
+        let mut t = self.st.take(&self.seg, v)?;
         if t == Took::Message {
             return Ok(true);
         }
@@ -649,7 +921,7 @@ impl StreamReader {
                     std::hint::spin_loop();
                 }
                 pauses = (pauses * 2).min(16);
-                t = self.take(v)?;
+                t = self.st.take(&self.seg, v)?;
                 if t == Took::Message {
                     return Ok(true);
                 }
@@ -667,14 +939,15 @@ impl StreamReader {
             }
         }
         let seg = Arc::clone(&self.seg);
-        let _sleeping = ReaderSleeper::count_in(&seg, self.index, entry_generation(self.state));
+        let _sleeping =
+            ReaderSleeper::count_in(&seg, self.st.index, entry_generation(self.st.state));
         let epoch = seg.h32(soff::DATA_EPOCH);
         loop {
             // SYNC POINT: seq_cst, pairs with notify_readers (seq_cst on both sides): either
             // this load sees a claim's bump (and the next take its commit), or the writer's
             // waiters load sees this reader's count and wakes it.
             let e = epoch.load(Ordering::SeqCst);
-            t = self.take(v)?;
+            t = self.st.take(&self.seg, v)?;
             if t == Took::Message {
                 return Ok(true);
             }
@@ -700,272 +973,6 @@ impl StreamReader {
         }
     }
 
-    /// Advances to `next` (26.2, "Advance"): the counter first, then the cursor (release),
-    /// then under block the notify of writers.
-    fn advance(&mut self, next: u64, took: bool) {
-        let s = &*self.seg;
-        if took {
-            self.received += 1;
-            s.reader_u64(self.index, reader_off::RECEIVED)
-                .store(self.received, Ordering::Relaxed);
-        }
-        self.cursor = next;
-        // SYNC POINT: pairs with the writer's acquire load of cursors (for_each_gate): a
-        // writer that sees this cursor may overwrite the slots before it, which were copied.
-        s.reader_u64(self.index, reader_off::CURSOR)
-            .store(next, Ordering::Release);
-        if s.geo.backpressure == Backpressure::Block {
-            proto::notify_writers(s);
-        }
-    }
-
-    fn count_lost(&mut self, n: u64) {
-        self.lost += n;
-        self.seg
-            .reader_u64(self.index, reader_off::LOST)
-            .store(self.lost, Ordering::Relaxed);
-    }
-
-    fn count_skipped(&mut self) {
-        self.skipped += 1;
-        self.seg
-            .reader_u64(self.index, reader_off::SKIPPED)
-            .store(self.skipped, Ordering::Relaxed);
-    }
-
-    /// A member's move of its group's cursor (release: writers gate on it), then under block
-    /// the notify of writers (26.8.2).
-    fn move_group(&mut self, gi: u32, next: u64) {
-        let s = &*self.seg;
-        self.cursor = next;
-        // SYNC POINT: pairs with the writer's acquire load of gating cursors (for_each_gate):
-        // a writer that sees it may overwrite the slots before it, which were copied.
-        s.group_u64(gi, group_off::CURSOR)
-            .store(next, Ordering::Release);
-        if s.geo.backpressure == Backpressure::Block {
-            proto::notify_writers(s);
-        }
-    }
-
-    /// One step of a member on its group (26.8.2): `hold`, the group's cursor, the group's
-    /// counter, `hold` = 0, in this program order; then the member's own share.
-    fn group_step(&mut self, gi: u32, c: u64, next: u64, step: GroupStep) {
-        let seg = Arc::clone(&self.seg);
-        let hold = seg.reader_u64(self.index, reader_off::HOLD);
-        hold.store(hold_word(c, step), Ordering::Relaxed);
-        self.move_group(gi, next);
-        let (at, n) = match step {
-            GroupStep::Copy => (group_off::RECEIVED, 1),
-            GroupStep::Lose => (group_off::LOST, next - c),
-            GroupStep::Skip => (group_off::SKIPPED, 1),
-        };
-        let counter = seg.group_u64(gi, at);
-        // Only the mutex holder writes it: no read-modify-write needed.
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-        // The count before the step's end (the order a kill leaves, 26.8.2).
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        hold.store(0, Ordering::Relaxed);
-        match step {
-            GroupStep::Copy => {
-                self.received += 1;
-                seg.reader_u64(self.index, reader_off::RECEIVED)
-                    .store(self.received, Ordering::Relaxed);
-            }
-            GroupStep::Lose => self.count_lost(n),
-            GroupStep::Skip => self.count_skipped(),
-        }
-    }
-
-    fn took(&mut self, member: Option<u32>, c: u64) {
-        match member {
-            None => self.advance(c + 1, true),
-            Some(gi) => self.group_step(gi, c, c + 1, GroupStep::Copy),
-        }
-    }
-
-    fn missed(&mut self, member: Option<u32>, c: u64, next: u64) {
-        match member {
-            None => {
-                self.count_lost(next - c);
-                self.advance(next, false);
-            }
-            Some(gi) => self.group_step(gi, c, next, GroupStep::Lose),
-        }
-    }
-
-    fn skip(&mut self, member: Option<u32>, c: u64) {
-        match member {
-            None => {
-                self.count_skipped();
-                self.advance(c + 1, false);
-            }
-            Some(gi) => self.group_step(gi, c, c + 1, GroupStep::Skip),
-        }
-    }
-
-    /// One look at the cursor: the reader's own, or its group's under the group mutex (a
-    /// mutex that stays held, by a stopped member, reads as a hole: look again soon).
-    fn take<V: Visit>(&mut self, v: &mut V) -> Result<Took> {
-        if self.group == 0 {
-            return self.take_at(v, None);
-        }
-        let gi = self.group - 1;
-        let seg = Arc::clone(&self.seg);
-        {
-            // Nothing there yet, said without the group mutex (26.8.2 step 0): members waiting
-            // for a message do not contend with the one taking it.
-            let c = seg.group_u64(gi, group_off::CURSOR).load(Ordering::Acquire);
-            let w = seg.word(c).load(Ordering::Acquire);
-            if w == 0 || (word::tag(w) != 0 && word::seq(w) < c) {
-                return Ok(Took::Empty);
-            }
-        }
-        let Some(lock) = GroupLock::acquire(&seg, gi, proto::HOLE_CHECK)? else {
-            return Ok(Took::Hole);
-        };
-        let r = self.take_at(v, Some(gi));
-        // hold is 0 on every way out (a refusal after a discarded copy included).
-        seg.reader_u64(self.index, reader_off::HOLD)
-            .store(0, Ordering::Relaxed);
-        drop(lock);
-        r
-    }
-
-    /// One take (26.2) at the cursor, solo or (`member`) the group's: copies the message
-    /// there, steps over laps, abandoned and dropped numbers, judges a hole that is due;
-    /// refuses a corrupt word or length without moving.
-    fn take_at<V: Visit>(&mut self, v: &mut V, member: Option<u32>) -> Result<Took> {
-        let seg = Arc::clone(&self.seg);
-        let s: &StreamSegment = &seg;
-        let cap = s.geo.capacity;
-        loop {
-            let c = match member {
-                None => self.cursor,
-                // The group mutex orders it.
-                Some(gi) => s.group_u64(gi, group_off::CURSOR).load(Ordering::Relaxed),
-            };
-            // SYNC POINT: pairs with the release of the commit CAS (publish).
-            let w = s.word(c).load(Ordering::Acquire);
-            if w == word::make(c, word::COMMITTED) {
-                if V::PEEK {
-                    return Ok(Took::Message);
-                }
-                let info = MessageInfo {
-                    seq: c,
-                    size: 0,
-                    timestamp_ns: s
-                        .slot_u64(c, slot_off::TIMESTAMP_NS)
-                        .load(Ordering::Relaxed) as i64,
-                    writer_pid: s.slot_u32(c, slot_off::WRITER_PID).load(Ordering::Relaxed),
-                };
-                let length = s.slot_u64(c, slot_off::LENGTH).load(Ordering::Relaxed);
-                let sane = if s.geo.dtype.is_some() {
-                    length == s.geo.max_bytes
-                } else {
-                    length <= s.geo.max_bytes
-                };
-                let info = MessageInfo {
-                    size: length as usize,
-                    ..info
-                };
-                if sane {
-                    if member.is_some() {
-                        s.reader_u64(self.index, reader_off::HOLD)
-                            .store(hold_word(c, GroupStep::Copy), Ordering::Relaxed);
-                    }
-                    v.copy(s.payload(c), &info);
-                }
-                // SYNC POINT: pairs with the release fence after a lapping writer's mark
-                // (claim_locked): a copy that saw any byte of the next lap sees the word changed.
-                fence(Ordering::Acquire);
-                if s.word(c).load(Ordering::Relaxed) != w {
-                    continue; // overwritten meanwhile: look again
-                }
-                if !sane {
-                    let what = if s.geo.dtype.is_some() {
-                        "not the frame's"
-                    } else {
-                        "more than max_bytes"
-                    };
-                    return Err(Error::Layout(format!(
-                        "stream {}: message {c} claims {length} bytes, {what} {} (corrupt segment)",
-                        s.name, s.geo.max_bytes
-                    )));
-                }
-                if v.found(w) {
-                    return Ok(Took::Message); // left at the cursor: a view's release takes it
-                }
-                self.took(member, c);
-                return Ok(Took::Message);
-            }
-            let ws = word::seq(w);
-            if w != 0 && word::tag(w) == 0 {
-                return Err(Error::Layout(format!(
-                    "stream {}: slot of message {c} holds a word with no tag, for message {ws} \
-                     (corrupt segment)",
-                    s.name
-                )));
-            }
-            if w != 0 && ws > c {
-                // Lapped: a real lap left a later number of the same slot; anything else is
-                // a corrupt word, which must not walk the cursor forward.
-                if ws % cap != c % cap || ws > word::MAX_SEQ {
-                    return Err(Error::Layout(format!(
-                        "stream {}: slot of message {c} holds a word for message {ws} (corrupt \
-                         segment)",
-                        s.name
-                    )));
-                }
-                let head = s.h64(soff::HEAD).load(Ordering::Acquire);
-                let mut next = if head >= cap { head - cap + 1 } else { 0 };
-                if cap == 1 {
-                    next = head;
-                }
-                // Every number up to ws − capacity has had its slot claimed again.
-                let next = next.max(c + 1).max(ws - cap + 1);
-                self.missed(member, c, next);
-                continue;
-            }
-            if w == word::make(c, word::ABANDONED) {
-                let cancelled = s.slot_u64(c, slot_off::CANCELLED).load(Ordering::Relaxed) == c + 1;
-                // SYNC POINT: as for a copy.
-                fence(Ordering::Acquire);
-                if s.word(c).load(Ordering::Relaxed) != w {
-                    continue;
-                }
-                if cancelled {
-                    self.skip(member, c);
-                } else {
-                    self.missed(member, c, c + 1);
-                }
-                continue;
-            }
-            if w != word::make(c, word::WRITING) {
-                return Ok(Took::Empty);
-            }
-            // A hole: judged once it has stayed WRITING for HOLE_CHECK, across calls.
-            let now = Instant::now();
-            match self.hole {
-                Some((seq, since)) if seq == c => {
-                    if now.duration_since(since) < proto::HOLE_CHECK {
-                        return Ok(Took::Hole);
-                    }
-                    self.hole = Some((c, now)); // again after HOLE_CHECK if its writer lives
-                    if !judge_hole(s, c) {
-                        return Ok(Took::Hole);
-                    }
-                }
-                _ => {
-                    self.hole = Some((c, now));
-                    return Ok(Took::Hole);
-                }
-            }
-        }
-    }
-
     /// Detaches (26.6): under block, writers stop waiting for it. Idempotent; also on drop.
     pub fn close(&mut self) {
         if self.closed {
@@ -988,16 +995,16 @@ impl StreamReader {
         // The lock byte first: once the state is 0 another reader of this handle (the same
         // open file description) may take the entry, and a release after that would drop its
         // lock.
-        liveness::release(s.lock_fd(), s.reader_lock_offset(self.index));
-        if s.reader_u64(self.index, reader_off::STATE)
-            .compare_exchange(self.state, 0, Ordering::AcqRel, Ordering::Relaxed)
+        liveness::release(s.lock_fd(), s.reader_lock_offset(self.st.index));
+        if s.reader_u64(self.st.index, reader_off::STATE)
+            .compare_exchange(self.st.state, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             s.h32(soff::READERS_GEN).fetch_add(1, Ordering::AcqRel);
         }
         {
             let mut local = s.local();
-            if let Some(k) = local.own_readers.iter().position(|&i| i == self.index) {
+            if let Some(k) = local.own_readers.iter().position(|&i| i == self.st.index) {
                 local.own_readers.swap_remove(k);
             }
         }
@@ -1015,20 +1022,23 @@ impl Drop for StreamReader {
 /// The slot of `c` has stayed WRITING for HOLE_CHECK: abandons it if its writer died (26.4).
 /// True when it is no longer WRITING(c).
 fn judge_hole(s: &StreamSegment, c: u64) -> bool {
-    let w = s.word(c).load(Ordering::Acquire);
+    let w = s.slot(c).word().load(Ordering::Acquire);
     if w != word::make(c, word::WRITING) {
         return true;
     }
     let index = s
-        .slot_u32(c, slot_off::WRITER_INDEX)
+        .slot(c)
+        .u32(slot_off::WRITER_INDEX)
         .load(Ordering::Relaxed);
     let state = s
-        .slot_u64(c, slot_off::WRITER_STATE)
+        .slot(c)
+        .u64(slot_off::WRITER_STATE)
         .load(Ordering::Relaxed);
     if proto::writer_alive(s, index, state) {
         return false;
     }
-    if s.word(c)
+    if s.slot(c)
+        .word()
         .compare_exchange(
             w,
             word::make(c, word::ABANDONED),

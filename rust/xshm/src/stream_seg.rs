@@ -62,10 +62,17 @@ pub(crate) struct StreamSegment {
     pub writer_index: AtomicI64,
     pub writer_state: AtomicU64,
     pub local: Mutex<Local>,
-    pub view: Mutex<ClaimView>,
+    /// Touched only through [`crate::stream_proto::StreamLock::view`], with the stream mutex
+    /// held: no lock of its own on the claim path.
+    view: std::cell::UnsafeCell<ClaimView>,
     /// CLOCK_MONOTONIC of the last sleeper sweep (23.4), in ns.
     pub last_sweep_ns: AtomicI64,
 }
+
+// SAFETY: every field is Sync but `view`, which is touched only with the stream mutex held (a
+// process-shared pthread mutex, so at most one thread of this process holds it at a time), by
+// StreamLock::view.
+unsafe impl Sync for StreamSegment {}
 
 impl Drop for StreamSegment {
     fn drop(&mut self) {
@@ -109,8 +116,14 @@ impl StreamSegment {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn view(&self) -> MutexGuard<'_, ClaimView> {
-        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    /// The writer's view of the reader table.
+    ///
+    /// # Safety
+    /// The caller holds the stream mutex, and no other reference from this call lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn view_locked(&self) -> &mut ClaimView {
+        // SAFETY: by the caller's contract the stream mutex serialises every access.
+        unsafe { &mut *self.view.get() }
     }
 
     /// A header atomic (one of soff's aligned offsets, inside page 0).
@@ -226,30 +239,15 @@ impl StreamSegment {
         self.geo.writers_offset + u64::from(j) * WRITER_ENTRY_SIZE
     }
 
-    /// The slot of sequence number `seq`.
-    pub(crate) fn slot(&self, seq: u64) -> *mut u8 {
+    /// The slot of sequence number `seq` (one division: keep it for the slot's fields).
+    #[inline]
+    pub(crate) fn slot(&self, seq: u64) -> Slot<'_> {
         let i = seq % self.geo.capacity;
-        // SAFETY: i < capacity, and capacity × slot_size fits the ring mapping.
-        unsafe { self.ring.ptr().add((i * self.geo.slot_size) as usize) }
-    }
-
-    pub(crate) fn slot_u64(&self, seq: u64, at: usize) -> &AtomicU64 {
-        // SAFETY: an aligned field of the slot header.
-        unsafe { mem::u64_at(self.slot(seq).add(at)) }
-    }
-
-    pub(crate) fn slot_u32(&self, seq: u64, at: usize) -> &AtomicU32 {
-        // SAFETY: as slot_u64.
-        unsafe { mem::u32_at(self.slot(seq).add(at)) }
-    }
-
-    pub(crate) fn word(&self, seq: u64) -> &AtomicU64 {
-        self.slot_u64(seq, slot_off::WORD)
-    }
-
-    pub(crate) fn payload(&self, seq: u64) -> *mut u8 {
-        // SAFETY: the payload follows the 64-byte slot header, inside the slot.
-        unsafe { self.slot(seq).add(slot_off::PAYLOAD) }
+        Slot {
+            // SAFETY: i < capacity, and capacity × slot_size fits the ring mapping.
+            p: unsafe { self.ring.ptr().add((i * self.geo.slot_size) as usize) },
+            _seg: std::marker::PhantomData,
+        }
     }
 
     /// Removes the name if it still refers to this stream (7.4, by handle).
@@ -267,6 +265,44 @@ impl StreamSegment {
             ));
         }
         sys::shm_unlink(&self.name)
+    }
+}
+
+/// One slot of the ring (20.1), for as long as its segment is mapped.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot<'a> {
+    p: *mut u8,
+    _seg: std::marker::PhantomData<&'a StreamSegment>,
+}
+
+impl<'a> Slot<'a> {
+    /// A u64 field of the slot header (slot_off).
+    #[inline]
+    pub(crate) fn u64(self, at: usize) -> &'a AtomicU64 {
+        debug_assert!(at.is_multiple_of(8) && at < slot_off::PAYLOAD);
+        // SAFETY: an aligned field of the 64-byte slot header, inside the mapped ring.
+        unsafe { mem::u64_at(self.p.add(at)) }
+    }
+
+    /// A u32 field of the slot header.
+    #[inline]
+    pub(crate) fn u32(self, at: usize) -> &'a AtomicU32 {
+        debug_assert!(at.is_multiple_of(4) && at < slot_off::PAYLOAD);
+        // SAFETY: as u64.
+        unsafe { mem::u32_at(self.p.add(at)) }
+    }
+
+    /// The slot word (20.2).
+    #[inline]
+    pub(crate) fn word(self) -> &'a AtomicU64 {
+        self.u64(slot_off::WORD)
+    }
+
+    /// The payload: `max_bytes` bytes (rounded up to 64), 64-byte aligned.
+    #[inline]
+    pub(crate) fn payload(self) -> *mut u8 {
+        // SAFETY: the payload follows the 64-byte slot header, inside the slot.
+        unsafe { self.p.add(slot_off::PAYLOAD) }
     }
 }
 
@@ -347,7 +383,7 @@ fn map_stream(
         writer_index: AtomicI64::new(-1),
         writer_state: AtomicU64::new(0),
         local: Mutex::new(Local::default()),
-        view: Mutex::new(ClaimView::default()),
+        view: std::cell::UnsafeCell::new(ClaimView::default()),
         last_sweep_ns: AtomicI64::new(i64::MIN / 2),
     };
     // SAFETY: an all-zero stat is a valid value of the plain C struct.
