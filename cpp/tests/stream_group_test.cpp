@@ -203,6 +203,24 @@ TEST(StreamGroup, ATableFullAndBadNamesAreClearErrors) {
   EXPECT_EQ(s.geometry().groups_offset, s.geometry().writers_offset + 64u * s.max_writers());
 }
 
+// A reader entry left by a member that died in a step names a group whose mutex is corrupt (a
+// group entry never created: its mutex bytes are zero): the attach that would finish the step
+// is refused, and gives the entry's liveness lock back. A leaked lock would make a later dead
+// reader of that entry look alive for as long as this handle lives.
+TEST(StreamGroup, AnAttachRefusedByACorruptGroupGivesItsLockBack) {
+  ScopedName n;
+  auto o = opts(4);
+  o.max_groups = 2;
+  auto s = xshm::Stream::create(n.str(), o);
+  const std::shared_ptr<xshm::detail::StreamSegment>& seg = s.segment();
+  seg->reader(0)->hold.store(xshm::stream_impl::hold_word(7, xshm::stream_impl::GroupStep::copy));
+  seg->reader(0)->group.store(2);
+  EXPECT_THROW(s.reader(xshm::Start::oldest), xshm::LayoutError);
+  // Asked from a description of our own: nobody holds entry 0's byte.
+  xshm::Fd fd = xshm::detail::shm_open_checked(n.str(), O_RDONLY, 0);
+  EXPECT_FALSE(xshm::liveness::held_by_other(fd.get(), seg->reader_lock_offset(0)));
+}
+
 TEST(StreamGroup, FortyByteNamesFitAndGroupsAreTold) {
   ScopedName n;
   auto s = xshm::Stream::create(n.str(), opts(4));

@@ -195,7 +195,8 @@ int take(const std::string& name, std::uint64_t n, std::uint64_t pause_us) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s send NAME N [WID] | recv NAME N | write NAME N WID | take NAME N PAUSE_US\n",
+    std::fprintf(stderr,
+                 "usage: %s send NAME N [WID] | recv NAME N | write NAME N WID | take NAME N PAUSE_US\n",
                  argv[0]);
     return 2;
   }
@@ -216,8 +217,8 @@ int main(int argc, char** argv) {
         for (std::uint64_t j = 0; j < batch; ++j) keep.push_back(payload(wid, k + j, s.max_bytes(), rng));
         std::vector<std::pair<const void*, std::size_t>> items;
         for (auto& p : keep) items.emplace_back(p.data(), p.size());
-        const std::uint64_t seq = batch == 1 ? s.send(keep[0].data(), keep[0].size(), kWait)
-                                             : s.send_many(items, kWait);
+        const std::uint64_t seq =
+            batch == 1 ? s.send(keep[0].data(), keep[0].size(), kWait) : s.send_many(items, kWait);
         if (first == UINT64_MAX) first = seq - (batch - 1);
         last = seq;
         k += batch;

@@ -106,9 +106,14 @@ inline int open_registered(Registered* r, const char* canon, int flags) {
   return fd;
 }
 
-inline void withdraw(Registered* r) noexcept {
+/// Withdraws `r` and closes its descriptor (unless a fork closed it), under the registry mutex:
+/// a fork in another thread between the withdrawal and the close would give the child a copy
+/// that nobody closes, and this handle's locks would outlive it.
+inline void close_registered(Registered* r) noexcept {
   std::lock_guard<std::mutex> g(impl::registry_mutex());
   impl::registry().erase(r);
+  if (r->fd >= 0) ::close(r->fd);
+  r->fd = -1;
 }
 
 }  // namespace xshm::liveness

@@ -162,9 +162,11 @@ pub(crate) fn close_registered(r: &Registered) {
     let entries = unsafe { &mut *REGISTRY.entries.get() };
     entries.retain(|&e| !std::ptr::eq(e, r));
     let fd = r.fd.swap(-1, Ordering::Relaxed);
-    unlock_registry();
     if fd >= 0 {
+        // Closed before the registry is unlocked: a fork in another thread after the
+        // withdrawal and before the close would give the child a copy nobody closes.
         // SAFETY: the descriptor this registration owns, closed once (swapped out above).
         unsafe { libc::close(fd) };
     }
+    unlock_registry();
 }

@@ -526,7 +526,7 @@ impl Stream {
     /// Removes the stream's name if it still refers to this stream (7.4). Open handles keep
     /// working; nobody else can open it by name.
     pub fn unlink(&self) -> Result<()> {
-        self.seg.unlink()
+        self.seg()?.unlink()
     }
 }
 
@@ -617,9 +617,10 @@ impl StreamClaim {
     }
 
     /// Sends the first `n` bytes (`n ≤ len()`; a frame stream's frame is whole) and returns
-    /// the sequence number. [`Error::Other`] when readers abandoned the slot first because
-    /// they judged this writer dead.
-    pub fn commit(mut self, n: usize) -> Result<u64> {
+    /// the sequence number; the claim is then closed. A wrong `n` is [`Error::Argument`] and
+    /// leaves the claim open (commit again, or drop it). [`Error::Other`] when readers
+    /// abandoned the slot first because they judged this writer dead.
+    pub fn commit(&mut self, n: usize) -> Result<u64> {
         let s = self.seg()?;
         if n > self.size {
             return Err(Error::Argument(format!(

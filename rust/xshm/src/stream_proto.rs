@@ -259,7 +259,7 @@ fn recover(s: &StreamSegment) {
             Err(w) if w == word::make(head, word::ABANDONED) => {}
             Err(_) => break,
         }
-        head += 1;
+        head = head.wrapping_add(1); // a corrupt head must not panic a recovery
     }
     // SYNC POINT: pairs with the acquire loads of head (a lapped reader, Stream::head).
     s.h64(soff::HEAD).store(head, Ordering::Release);
@@ -485,7 +485,9 @@ pub(crate) fn reap_readers(s: &StreamSegment) -> bool {
 pub(crate) fn has_room(s: &StreamSegment, n: u64) -> bool {
     let head = s.h64(soff::HEAD).load(Ordering::Acquire);
     let mut room = true;
-    for_each_gate(s, head, |g| room &= head + n <= g.cursor + s.geo.capacity);
+    for_each_gate(s, head, |g| {
+        room &= head.saturating_add(n) <= g.cursor.saturating_add(s.geo.capacity);
+    });
     room
 }
 
@@ -592,7 +594,10 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
     let wstate = s.writer_state.load(Ordering::Relaxed);
     let sent = s.writer_u64(widx, writer_off::SENT);
     // Only this entry's writer changes it, under the mutex: no read-modify-write needed.
-    sent.store(sent.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    sent.store(
+        sent.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
     let drops = !v.any_reader;
     for j in 0..n {
         let x = head + j;
@@ -600,7 +605,7 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
         let overwrites = drops && x >= cap;
         if overwrites {
             // Recovery can tell whether this slot was marked, hence whether dropped counts it.
-            let d = s.h64(soff::DROPPED).load(Ordering::Relaxed) + 1;
+            let d = s.h64(soff::DROPPED).load(Ordering::Relaxed).wrapping_add(1);
             s.h64(soff::CLAIM_DROPPED).store(d, Ordering::Relaxed);
             s.h64(soff::CLAIM_SEQ).store(x + 1, Ordering::Relaxed);
         }

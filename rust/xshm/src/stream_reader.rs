@@ -217,19 +217,24 @@ impl MessageView<'_> {
         }
         let r = &mut *self.reader;
         let s = Arc::clone(&r.seg);
-        if r.closed || !s.owned_here() {
-            return Ok(());
-        }
         let c = self.info.seq;
         // SYNC POINT: as a copy's re-check: pairs with the release fence after a lapping
         // writer's mark, so that reads through the view that saw its bytes see the word changed.
         fence(Ordering::Acquire);
-        if s.slot(c).word().load(Ordering::Relaxed) == self.word {
-            r.st.advance(&s, c + 1, true);
+        let kept = s.slot(c).word().load(Ordering::Relaxed) == self.word;
+        // A view whose reader was closed, or that a forked child inherited (the entry is its
+        // parent's), moves nothing; it only says whether the slot was overwritten (26.9).
+        let owned = !r.closed && s.owned_here();
+        if kept {
+            if owned {
+                r.st.advance(&s, c + 1, true);
+            }
             return Ok(());
         }
-        r.st.count_lost(&s, 1);
-        r.st.advance(&s, c + 1, false);
+        if owned {
+            r.st.count_lost(&s, 1);
+            r.st.advance(&s, c + 1, false);
+        }
         Err(Error::Overwritten(format!(
             "stream {}: message {c} was overwritten while its view was held (drop_oldest); what \
              was read through the view may be torn",
@@ -266,7 +271,9 @@ impl Interrupter {
 
 /// A reader attached to a stream ([`crate::Stream::reader`]). Used by one thread at a time
 /// (receives take `&mut self`); it may move between threads. Closed on drop: under block,
-/// writers stop waiting for it.
+/// writers stop waiting for it. Every receive of a closed reader, or of one inherited across
+/// `fork`, is refused ([`Error::Closed`], [`Error::Other`]); its counters (`received`, `lost`,
+/// `skipped`, `cursor`) keep answering with the values it had.
 pub struct StreamReader {
     seg: Arc<StreamSegment>,
     st: ReaderState,
@@ -448,6 +455,13 @@ impl ReaderState {
                 // The group mutex orders it.
                 Some(gi) => s.group_u64(gi, group_off::CURSOR).load(Ordering::Relaxed),
             };
+            if c > word::MAX_SEQ {
+                // Only a corrupt head or group cursor gets here: refused, never wrapped.
+                return Err(Error::Layout(format!(
+                    "stream {}: the cursor {c} is past the last sequence number (corrupt segment)",
+                    s.name
+                )));
+            }
             let sl = s.slot(c); // one division for every field below
                                 // SYNC POINT: pairs with the release of the commit CAS (publish).
             let w = sl.word().load(Ordering::Acquire);
@@ -638,11 +652,11 @@ pub(crate) fn attach(
                 && old_group != 0
                 && old_group <= s.geo.max_groups
             {
-                drop(GroupLock::acquire(
-                    s,
-                    old_group - 1,
-                    Duration::from_secs(1),
-                )?);
+                // A refusal (a corrupt group mutex) gives the entry's lock back first.
+                if let Err(e) = GroupLock::acquire(s, old_group - 1, Duration::from_secs(1)) {
+                    liveness::release(s.lock_fd(), s.reader_lock_offset(i));
+                    return Err(e);
+                }
             }
             s.reader_u64(i, reader_off::HOLD)
                 .store(0, Ordering::Relaxed);

@@ -96,14 +96,13 @@ struct StreamSegment {
   StreamSegment(const StreamSegment&) = delete;
   StreamSegment& operator=(const StreamSegment&) = delete;
   ~StreamSegment() {
-    liveness::withdraw(&fd);
     const int w = writer_index.load(std::memory_order_relaxed);
     if (w >= 0 && !fd.forked && pid == current_pid()) {  // a clean close frees the entry
       std::uint64_t mine = writer_state.load(std::memory_order_relaxed);
       writer(static_cast<std::uint32_t>(w))
           ->state.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
     }
-    if (fd.fd >= 0) ::close(fd.fd);  // drops every liveness lock of this handle
+    liveness::close_registered(&fd);  // drops every liveness lock of this handle
   }
 
   StreamHeader* header() const noexcept { return static_cast<StreamHeader*>(ctl.data()); }

@@ -196,8 +196,14 @@ class Stream {
         // A dead member's step left half done in this entry is finished before the entry is
         // reused (its group's next lock does it, here or in a member).
         const std::uint32_t old_group = r->group.load(std::memory_order_relaxed);
-        if (r->hold.load(std::memory_order_relaxed) != 0 && old_group != 0 && old_group <= s.geo.max_groups)
-          (void)stream_impl::GroupLock::acquire(s, old_group - 1, std::chrono::seconds(1));
+        if (r->hold.load(std::memory_order_relaxed) != 0 && old_group != 0 && old_group <= s.geo.max_groups) {
+          try {
+            (void)stream_impl::GroupLock::acquire(s, old_group - 1, std::chrono::seconds(1));
+          } catch (...) {  // a corrupt group mutex: give the entry's lock back, then refuse
+            liveness::release(s.fd.fd, s.reader_lock_offset(i));
+            throw;
+          }
+        }
         r->hold.store(0, std::memory_order_relaxed);
         r->group.store(gi, std::memory_order_relaxed);
         // Under the mutex; tells this attachment from the entry's earlier ones.
