@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -86,8 +87,20 @@ def _build_stream_pingpong(notes: dict[str, str]) -> Optional[Path]:
 
 
 def _rows(cmd: list[str]) -> list[dict[str, Any]]:
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=TIMEOUT)
-    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    """The JSON lines a benchmark program prints. It runs in a session of its own: one that
+    overruns TIMEOUT is killed with its echo child (which holds the output pipe open)."""
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as p:
+        try:
+            out, err = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+    if p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, cmd, out, err)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any) -> dict[str, Any]:

@@ -5,12 +5,14 @@ builds: stream_peer.cpp (g++, against the header the installed package ships; it
 rust/xshm/examples/stream_peer.rs (cargo, the pure-Rust crate). They take the same commands and
 print the same JSON lines. Every message carries its writer id, its counter and a CRC-32.
 
-- order and no loss under block: two writers of one language send through a ring much smaller
-  than the traffic while a reader of another language takes every message: whole, in sequence
-  order, each writer's counter in order, nothing lost or skipped;
-- losses counted under drop_oldest: a writer sends flat out past a slow reader of another
-  language: what it takes is whole and in order, it lost some, and every number is accounted
-  for (received + lost + skipped = cursor - start).
+- order and no loss under block: two writers of the pair's writer language send through a ring
+  much smaller than the traffic while a reader of its reader language takes every message:
+  whole, in sequence order, each writer's counter in order, nothing lost or skipped;
+- losses counted under drop_oldest: a writer sends flat out past a slow reader: what it takes
+  is whole and in order, it lost some, and every number is accounted for (received + lost +
+  skipped = cursor - start).
+
+The pairs are every (writer, reader) of the three languages, each language with itself too.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def test_order_and_no_loss_under_block(
     s = xshm.Stream.create(seg_name, 16, max_bytes=200)
     try:
         r = start(stream_peers[reader], "take", seg_name, 2 * COUNT, 0)
-        writers = []
+        writers: list[subprocess.Popen[str]] = []
         try:
             assert line(r) == {"ready": True}
-            writers = [start(stream_peers[writer], "write", seg_name, COUNT, w) for w in (1, 2)]
+            for wid in (1, 2):
+                writers.append(start(stream_peers[writer], "write", seg_name, COUNT, wid))
             sent = [finish(w) for w in writers]
             got = finish(r)
         finally:

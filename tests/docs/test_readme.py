@@ -207,11 +207,11 @@ def test_rust_quickstart_producer_and_consumer(seg_name: str, tmp_path: Path) ->
         c_out = _consumer_beside_producer(
             [str(exe / "stream_consumer")], [str(exe / "stream_producer")]
         )
+        assert _stream_lines(c_out) == (list(range(100)), 0), c_out
+        assert not os.path.exists(f"/dev/shm/{seg_name}-s"), "the consumer removes the stream"
     finally:
         if os.path.exists(f"/dev/shm/{seg_name}-s"):
             os.unlink(f"/dev/shm/{seg_name}-s")
-            pytest.fail("the stream consumer did not remove the stream")
-    assert _stream_lines(c_out) == (list(range(100)), 0), c_out
 
 
 STREAM_CPP = r"""

@@ -165,9 +165,21 @@ fn stream_options() -> StreamOptions {
     }
 }
 
+/// Removes shared-memory names when the program leaves them, however it leaves (a panic too).
+struct Unlink(Vec<String>);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = xshm::unlink(n, false);
+        }
+    }
+}
+
 fn stream_pingpong(rounds: u32, n: u32, warmup: u32) -> xshm::Result<()> {
     let base = format!("xshm-bench-rs-spp-{}", std::process::id());
     let (ping_name, pong_name) = (format!("{base}-ping"), format!("{base}-pong"));
+    let _names = Unlink(vec![ping_name.clone(), pong_name.clone()]);
     let ping = Stream::create(&ping_name, &stream_options())?;
     let pong = Stream::create(&pong_name, &stream_options())?;
     let mut me = StreamEnd {
@@ -208,8 +220,6 @@ fn stream_pingpong(rounds: u32, n: u32, warmup: u32) -> xshm::Result<()> {
         let _ = child.kill();
     }
     let _ = child.wait();
-    me.out.unlink()?;
-    pong.unlink()?;
     result
 }
 

@@ -353,18 +353,17 @@ impl Stream {
             let epoch = s.h32(soff::SPACE_EPOCH).load(Ordering::SeqCst);
             let claimed;
             {
-                let Some(mut lock) = StreamLock::acquire(s, wait.deadline.left())? else {
+                let Some(lock) = StreamLock::acquire(s, wait.deadline.left())? else {
                     return Ok((Sent::MutexHeld, 0, 0));
                 };
-                let v = lock.view();
-                let mut c = proto::claim_locked(s, v, want)?;
+                let mut c = proto::claim_locked(s, want)?;
                 if c == Claim::Full && want > 1 {
                     // Take the room there is rather than wait for the whole batch.
                     let head = s.h64(soff::HEAD).load(Ordering::Relaxed);
-                    let room = v.gate.saturating_add(cap).saturating_sub(head);
+                    let room = proto::view_gate(s).saturating_add(cap).saturating_sub(head);
                     if room > 0 {
                         want = want.min(room);
-                        c = proto::claim_locked(s, v, want)?;
+                        c = proto::claim_locked(s, want)?;
                     }
                 }
                 if let Claim::Made(first) = c {

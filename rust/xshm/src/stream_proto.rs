@@ -327,16 +327,6 @@ impl<'a> StreamLock<'a> {
     }
 }
 
-impl StreamLock<'_> {
-    /// This handle's view of the reader table (25.3 step 3), the stream mutex being held.
-    pub(crate) fn view(&mut self) -> &mut ClaimView {
-        // SAFETY: this guard holds the stream mutex, and `&mut self` makes the reference the
-        // only one for as long as it lives (the mutex is error-checking: this thread cannot
-        // hold a second guard).
-        unsafe { self.s.view_locked() }
-    }
-}
-
 impl Drop for StreamLock<'_> {
     fn drop(&mut self) {
         self.s.h32(soff::OWNER_PID).store(0, Ordering::Relaxed);
@@ -517,17 +507,31 @@ pub(crate) enum Claim {
     Busy,
 }
 
-fn due(last: &mut Option<Instant>, now: Instant) -> bool {
-    if last.is_some_and(|t| now.duration_since(t) < GATE_CHECK) {
+fn due(last: &mut i64, now: i64) -> bool {
+    if now.saturating_sub(*last) < GATE_CHECK.as_nanos() as i64 {
         return false;
     }
-    *last = Some(now);
+    *last = now;
     true
 }
 
 /// Mutex held: claims the `n` (1 to capacity) sequence numbers from `head` on, marking their
-/// slots WRITING, exactly in the order of 25.3.
-pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Result<Claim> {
+/// slots WRITING, exactly in the order of 25.3. The handle's view of the reader table is
+/// updated whatever the outcome.
+pub(crate) fn claim_locked(s: &StreamSegment, n: u64) -> Result<Claim> {
+    let mut v = s.view.load();
+    let r = claim_with(s, &mut v, n);
+    s.view.store(&v);
+    r
+}
+
+/// The gate of the handle's view of the reader table: the smallest gating cursor it saw
+/// (u64::MAX: none). Mutex held.
+pub(crate) fn view_gate(s: &StreamSegment) -> u64 {
+    s.view.load().gate
+}
+
+fn claim_with(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Result<Claim> {
     ensure_writer(s)?;
     let head = s.h64(soff::HEAD).load(Ordering::Relaxed);
     if head > word::MAX_SEQ - (n - 1) {
@@ -542,7 +546,7 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
     let cap = s.geo.capacity;
     if v.any_reader
         && (head + n) / cap != head / cap
-        && due(&mut v.last_lap_reap, Instant::now())
+        && due(&mut v.last_lap_reap_ns, monotonic_ns())
         && reap_readers(s)
     {
         scan_readers(s, v);
@@ -551,7 +555,7 @@ pub(crate) fn claim_locked(s: &StreamSegment, v: &mut ClaimView, n: u64) -> Resu
     if block && v.any_reader && head + n > v.gate + cap {
         scan_readers(s, v); // the cached cursors may be old
         if v.any_reader && head + n > v.gate + cap {
-            if !due(&mut v.last_reap, Instant::now()) || !reap_readers(s) {
+            if !due(&mut v.last_reap_ns, monotonic_ns()) || !reap_readers(s) {
                 return Ok(Claim::Full);
             }
             scan_readers(s, v);

@@ -4,9 +4,9 @@
 //! docs/LAYOUT.md 21.2 and 21.3 describe them.
 
 use std::os::fd::{IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::layout::{self, HEADER_SIZE};
@@ -28,16 +28,63 @@ pub(crate) struct Local {
     pub writer_sleepers: u32,
 }
 
-/// The writer's cached view of the reader table and its reap times (25.3 steps 3 to 5),
-/// touched only with the stream mutex held.
-#[derive(Default)]
+/// The writer's cached view of the reader table and its reap times (25.3 steps 3 to 5), a
+/// claim's working copy of [`SharedView`].
+#[derive(Clone, Copy)]
 pub(crate) struct ClaimView {
     pub scanned: bool,
     pub gen: u32,
     pub any_reader: bool,
     pub gate: u64,
-    pub last_reap: Option<Instant>,
-    pub last_lap_reap: Option<Instant>,
+    /// CLOCK_MONOTONIC ns of the last reap for a full claim, and for a claim crossing a lap.
+    pub last_reap_ns: i64,
+    pub last_lap_reap_ns: i64,
+}
+
+/// Where a handle keeps its [`ClaimView`] between claims. Only a holder of the stream mutex
+/// reads or writes it; its fields are relaxed atomics all the same, so that a mutex another
+/// process corrupted (two holders at once) makes a stale view, never a data race.
+pub(crate) struct SharedView {
+    scanned: AtomicBool,
+    gen: AtomicU32,
+    any_reader: AtomicBool,
+    gate: AtomicU64,
+    last_reap_ns: AtomicI64,
+    last_lap_reap_ns: AtomicI64,
+}
+
+impl SharedView {
+    fn new() -> Self {
+        SharedView {
+            scanned: AtomicBool::new(false),
+            gen: AtomicU32::new(0),
+            any_reader: AtomicBool::new(false),
+            gate: AtomicU64::new(0),
+            last_reap_ns: AtomicI64::new(i64::MIN),
+            last_lap_reap_ns: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub(crate) fn load(&self) -> ClaimView {
+        ClaimView {
+            scanned: self.scanned.load(Ordering::Relaxed),
+            gen: self.gen.load(Ordering::Relaxed),
+            any_reader: self.any_reader.load(Ordering::Relaxed),
+            gate: self.gate.load(Ordering::Relaxed),
+            last_reap_ns: self.last_reap_ns.load(Ordering::Relaxed),
+            last_lap_reap_ns: self.last_lap_reap_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn store(&self, v: &ClaimView) {
+        self.scanned.store(v.scanned, Ordering::Relaxed);
+        self.gen.store(v.gen, Ordering::Relaxed);
+        self.any_reader.store(v.any_reader, Ordering::Relaxed);
+        self.gate.store(v.gate, Ordering::Relaxed);
+        self.last_reap_ns.store(v.last_reap_ns, Ordering::Relaxed);
+        self.last_lap_reap_ns
+            .store(v.last_lap_reap_ns, Ordering::Relaxed);
+    }
 }
 
 /// A mapped, validated stream.
@@ -62,17 +109,12 @@ pub(crate) struct StreamSegment {
     pub writer_index: AtomicI64,
     pub writer_state: AtomicU64,
     pub local: Mutex<Local>,
-    /// Touched only through [`crate::stream_proto::StreamLock::view`], with the stream mutex
-    /// held: no lock of its own on the claim path.
-    view: std::cell::UnsafeCell<ClaimView>,
+    /// The writer's view of the reader table, used with the stream mutex held (no lock of its
+    /// own on the claim path).
+    pub view: SharedView,
     /// CLOCK_MONOTONIC of the last sleeper sweep (23.4), in ns.
     pub last_sweep_ns: AtomicI64,
 }
-
-// SAFETY: every field is Sync but `view`, which is touched only with the stream mutex held (a
-// process-shared pthread mutex, so at most one thread of this process holds it at a time), by
-// StreamLock::view.
-unsafe impl Sync for StreamSegment {}
 
 impl Drop for StreamSegment {
     fn drop(&mut self) {
@@ -114,16 +156,6 @@ impl StreamSegment {
 
     pub(crate) fn local(&self) -> MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The writer's view of the reader table.
-    ///
-    /// # Safety
-    /// The caller holds the stream mutex, and no other reference from this call lives.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn view_locked(&self) -> &mut ClaimView {
-        // SAFETY: by the caller's contract the stream mutex serialises every access.
-        unsafe { &mut *self.view.get() }
     }
 
     /// A header atomic (one of soff's aligned offsets, inside page 0).
@@ -383,7 +415,7 @@ fn map_stream(
         writer_index: AtomicI64::new(-1),
         writer_state: AtomicU64::new(0),
         local: Mutex::new(Local::default()),
-        view: std::cell::UnsafeCell::new(ClaimView::default()),
+        view: SharedView::new(),
         last_sweep_ns: AtomicI64::new(i64::MIN / 2),
     };
     // SAFETY: an all-zero stat is a valid value of the plain C struct.
