@@ -6,6 +6,13 @@ a body of varying length and the CRC-32 (zlib's) of all that, little-endian.
     write NAME N WID      sends N messages (send, and send_many of 5 now and then)
     take NAME N PAUSE_US  attaches at the oldest message, says ready, takes messages until its
                           cursor reaches N (pausing PAUSE_US after each), checks each
+    drain NAME 0 0        attaches at the oldest message, says ready, takes messages until one
+                          from writer id MARKER, checks each, prints the take summary
+    member NAME GROUP 0   joins GROUP at the oldest message, says ready, takes until a message
+                          from MARKER, prints {"ks": [the counters it took, in order], ...}
+
+    hole NAME 3 WID       sends 3 messages, claims the next slot and never commits it: prints
+                          {"claimed": SEQ} and waits to be killed (its claim is a hole)
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import xshm
 
 WAIT = 120.0
 HEAD = struct.Struct("<IQ")
+MARKER = 0xFFFFFFFF  # the writer id of the message that ends a drain or a member
 
 
 def say(**fields: object) -> None:
@@ -48,7 +56,7 @@ def write(name: str, n: int, wid: int) -> None:
     say(sent=n, first_seq=first, last_seq=last)
 
 
-def take(name: str, n: int, pause_us: int) -> int:
+def take(name: str, n: int, pause_us: int, *, until_marker: bool = False) -> int:
     s = xshm.Stream.open(name, timeout=10)
     r = s.reader("oldest")
     start = r.cursor
@@ -56,7 +64,7 @@ def take(name: str, n: int, pause_us: int) -> int:
     torn = disorder = 0
     last_seq = -1
     next_k: dict[int, int] = {}
-    while r.cursor < n:
+    while until_marker or r.cursor < n:
         m = r.recv(timeout=WAIT)
         if m.seq <= last_seq:
             disorder += 1
@@ -66,6 +74,8 @@ def take(name: str, n: int, pause_us: int) -> int:
             torn += 1
             continue
         wid, k = HEAD.unpack_from(data)
+        if wid == MARKER:
+            break
         if k < next_k.get(wid, 0):
             disorder += 1
         next_k[wid] = k + 1
@@ -84,13 +94,52 @@ def take(name: str, n: int, pause_us: int) -> int:
     return 0 if torn == 0 and disorder == 0 else 1
 
 
+def hole(name: str, n: int, wid: int) -> None:
+    s = xshm.Stream.open(name, timeout=10)
+    rng = random.Random(wid)
+    for k in range(n):
+        s.send(payload(wid, k, s.max_bytes, rng), timeout=WAIT)
+    c = s.claim(16, timeout=WAIT)  # never committed: this process is killed holding it
+    say(claimed=c.seq)
+    time.sleep(WAIT)
+    c.drop()
+
+
+def member(name: str, group: str) -> int:
+    s = xshm.Stream.open(name, timeout=10)
+    r = s.reader("oldest", group=group)
+    say(ready=True)
+    ks: list[int] = []
+    torn = 0
+    while True:
+        data = bytes(r.recv(timeout=WAIT).data)
+        if len(data) < 16 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            torn += 1
+            continue
+        wid, k = HEAD.unpack_from(data)
+        if wid == MARKER:
+            break
+        ks.append(k)
+    say(ks=ks, received=r.received, lost=r.lost, torn=torn)
+    r.close()
+    return 0 if torn == 0 else 1
+
+
 def main() -> int:
-    mode, name, n, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    mode, name = sys.argv[1], sys.argv[2]
+    if mode == "member":
+        return member(name, sys.argv[3])
+    n, arg = int(sys.argv[3]), int(sys.argv[4])
     if mode == "write":
         write(name, n, arg)
         return 0
     if mode == "take":
         return take(name, n, arg)
+    if mode == "drain":
+        return take(name, 0, 0, until_marker=True)
+    if mode == "hole":
+        hole(name, n, arg)
+        return 0
     print(f"unknown mode {mode}", file=sys.stderr)
     return 2
 

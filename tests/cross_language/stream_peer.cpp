@@ -10,6 +10,11 @@
 //   stream_peer take NAME N PAUSE_US  attaches at the oldest message, prints {"ready": true},
 //                                     takes until its cursor reaches N (pausing PAUSE_US after
 //                                     each), checks each, prints a summary
+//   stream_peer drain NAME 0 0        the same until a message of writer id kMarker
+//   stream_peer member NAME GROUP 0   joins GROUP at the oldest message, prints ready, takes
+//                                     until a message of kMarker, prints {"ks": [...], ...}
+//   stream_peer hole NAME 3 WID       sends 3 messages, claims the next slot and never commits it:
+//                                     prints {"claimed": SEQ} and waits to be killed
 #include <unistd.h>
 
 #include <xshm/xshm.hpp>
@@ -29,6 +34,7 @@
 namespace {
 
 constexpr auto kWait = std::chrono::seconds(120);
+constexpr std::uint32_t kMarker = 0xFFFFFFFFu;  // the writer id of the message that ends a drain
 
 std::uint32_t crc32(const unsigned char* p, std::size_t n, std::uint32_t crc = 0) {
   static const std::array<std::uint32_t, 256> table = [] {
@@ -149,7 +155,42 @@ int recv(const std::string& name, std::uint64_t n) {
 
 // The matrix's reader: every message it takes is whole (CRC) and in order (its sequence number
 // and, per writer, its counter); under drop_oldest it may lose some, which it counts.
-int take(const std::string& name, std::uint64_t n, std::uint64_t pause_us) {
+// The writer id and counter of a whole message (its CRC checked); false for a torn one.
+bool parse(const xshm::Message& m, std::uint32_t& wid, std::uint64_t& k) {
+  const std::size_t size = m.data.size();
+  std::uint32_t c = 0;
+  if (size < 16) return false;
+  std::memcpy(&c, m.data.data() + size - 4, 4);
+  if (c != crc32(m.data.data(), size - 4)) return false;
+  std::memcpy(&wid, m.data.data(), 4);
+  std::memcpy(&k, m.data.data() + 4, 8);
+  return true;
+}
+
+int member(const std::string& name, const std::string& group) {
+  xshm::Stream s = open(name);
+  xshm::StreamReader r = s.reader(xshm::Start::oldest, group);
+  std::printf("{\"ready\": true}\n");
+  std::fflush(stdout);
+  std::string ks;
+  std::uint64_t torn = 0;
+  for (;;) {
+    std::uint32_t wid = 0;
+    std::uint64_t k = 0;
+    if (!parse(r.recv(kWait), wid, k)) {
+      ++torn;
+      continue;
+    }
+    if (wid == kMarker) break;
+    ks += (ks.empty() ? "" : ", ") + std::to_string(k);
+  }
+  std::printf("{\"ks\": [%s], \"received\": %llu, \"lost\": %llu, \"torn\": %llu}\n", ks.c_str(),
+              static_cast<unsigned long long>(r.received()), static_cast<unsigned long long>(r.lost()),
+              static_cast<unsigned long long>(torn));
+  return torn == 0 ? 0 : 1;
+}
+
+int take(const std::string& name, std::uint64_t n, std::uint64_t pause_us, bool until_marker = false) {
   xshm::Stream s = open(name);
   xshm::StreamReader r = s.reader(xshm::Start::oldest);
   const std::uint64_t start = r.cursor();
@@ -159,21 +200,18 @@ int take(const std::string& name, std::uint64_t n, std::uint64_t pause_us) {
   bool any = false;
   std::uint64_t last_seq = 0;
   std::vector<std::pair<std::uint32_t, std::uint64_t>> next_k;
-  while (r.cursor() < n) {
+  while (until_marker || r.cursor() < n) {
     xshm::Message m = r.recv(kWait);
     if (any && m.seq <= last_seq) ++disorder;
     any = true;
     last_seq = m.seq;
-    const std::size_t size = m.data.size();
-    std::uint32_t c = 0, wid = 0;
+    std::uint32_t wid = 0;
     std::uint64_t k = 0;
-    if (size >= 16) std::memcpy(&c, m.data.data() + size - 4, 4);
-    if (size < 16 || c != crc32(m.data.data(), size - 4)) {
+    if (!parse(m, wid, k)) {
       ++torn;
       continue;
     }
-    std::memcpy(&wid, m.data.data(), 4);
-    std::memcpy(&k, m.data.data() + 4, 8);
+    if (wid == kMarker) break;
     auto it = next_k.begin();
     while (it != next_k.end() && it->first != wid) ++it;
     if (it == next_k.end()) it = next_k.insert(next_k.end(), {wid, 0});
@@ -196,7 +234,8 @@ int take(const std::string& name, std::uint64_t n, std::uint64_t pause_us) {
 int main(int argc, char** argv) {
   if (argc < 4) {
     std::fprintf(stderr,
-                 "usage: %s send NAME N [WID] | recv NAME N | write NAME N WID | take NAME N PAUSE_US\n",
+                 "usage: %s send NAME N [WID] | recv NAME N | write NAME N WID | take NAME N PAUSE_US | "
+                 "drain NAME 0 0 | member NAME GROUP 0\n",
                  argv[0]);
     return 2;
   }
@@ -229,6 +268,22 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (mode == "take" && argc == 5) return take(argv[2], n, std::strtoull(argv[4], nullptr, 10));
+    if (mode == "drain" && argc == 5) return take(argv[2], 0, 0, true);
+    if (mode == "member" && argc == 5) return member(argv[2], argv[3]);
+    if (mode == "hole" && argc == 5) {
+      xshm::Stream s = open(argv[2]);
+      const auto wid = static_cast<std::uint32_t>(std::strtoul(argv[4], nullptr, 10));
+      std::uint64_t rng = 0x5EED0000ull + wid;
+      for (std::uint64_t k = 0; k < n; ++k) {
+        const std::vector<unsigned char> p = payload(wid, k, s.max_bytes(), rng);
+        s.send(p.data(), p.size(), kWait);
+      }
+      xshm::StreamClaim c = s.claim(16, kWait);  // never committed: killed holding it
+      std::printf("{\"claimed\": %llu}\n", static_cast<unsigned long long>(c.seq()));
+      std::fflush(stdout);
+      ::sleep(120);
+      return 0;
+    }
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;
   } catch (const std::exception& e) {

@@ -8,6 +8,12 @@
 //! stream_peer write NAME N WID      send N messages (send, and send_many of 5 now and then)
 //! stream_peer take NAME N PAUSE_US  attach at the oldest message, say ready, take until the
 //!                                   cursor reaches N (pausing PAUSE_US after each), check each
+//! stream_peer drain NAME 0 0        attach at the oldest message, say ready, take until a
+//!                                   message of writer id MARKER, check each
+//! stream_peer member NAME GROUP 0   join GROUP at the oldest message, say ready, take until a
+//!                                   message of MARKER, print {"ks": [its counters], ...}
+//! stream_peer hole NAME 3 WID       send 3 messages, claim the next slot and never commit it:
+//!                                   print {"claimed": SEQ} and wait to be killed
 //! ```
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +21,8 @@ use std::time::Duration;
 use xshm::{Start, Stream, StreamOpenOptions};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(120));
+/// The writer id of the message that ends a drain or a member.
+const MARKER: u32 = u32::MAX;
 
 /// zlib's CRC-32, chained from `crc`.
 fn crc32(data: &[u8], crc: u32) -> u32 {
@@ -92,7 +100,53 @@ fn write(name: &str, n: u64, wid: u32) -> xshm::Result<()> {
     Ok(())
 }
 
-fn take(name: &str, n: u64, pause_us: u64) -> xshm::Result<bool> {
+/// The writer id and counter of a whole message (CRC checked), or None for a torn one.
+fn parse(d: &[u8]) -> Option<(u32, u64)> {
+    let size = d.len();
+    if size < 16 || crc32(&d[..size - 4], 0) != u32::from_le_bytes(d[size - 4..].try_into().ok()?) {
+        return None;
+    }
+    Some((
+        u32::from_le_bytes(d[..4].try_into().ok()?),
+        u64::from_le_bytes(d[4..12].try_into().ok()?),
+    ))
+}
+
+fn hole(name: &str, n: u64, wid: u32) -> xshm::Result<()> {
+    let s = open(name)?;
+    let mut rng = 0x5EED_0000 + u64::from(wid);
+    for k in 0..n {
+        s.send(&payload(wid, k, s.max_bytes(), &mut rng), WAIT)?;
+    }
+    let c = s.claim(16, WAIT)?; // never committed: this process is killed holding it
+    println!("{{\"claimed\": {}}}", c.seq());
+    std::thread::sleep(Duration::from_secs(120));
+    drop(c);
+    Ok(())
+}
+
+fn member(name: &str, group: &str) -> xshm::Result<bool> {
+    let s = open(name)?;
+    let mut r = s.group_reader(group, Start::Oldest)?;
+    println!("{{\"ready\": true}}");
+    let (mut ks, mut torn) = (Vec::new(), 0u64);
+    loop {
+        match parse(&r.recv(WAIT)?.data) {
+            None => torn += 1,
+            Some((MARKER, _)) => break,
+            Some((_, k)) => ks.push(k.to_string()),
+        }
+    }
+    println!(
+        "{{\"ks\": [{}], \"received\": {}, \"lost\": {}, \"torn\": {torn}}}",
+        ks.join(", "),
+        r.received(),
+        r.lost()
+    );
+    Ok(torn == 0)
+}
+
+fn take(name: &str, n: u64, pause_us: u64, until_marker: bool) -> xshm::Result<bool> {
     let s = open(name)?;
     let mut r = s.reader(Start::Oldest)?;
     let start = r.cursor();
@@ -100,22 +154,19 @@ fn take(name: &str, n: u64, pause_us: u64) -> xshm::Result<bool> {
     let (mut torn, mut disorder) = (0u64, 0u64);
     let mut last_seq = None;
     let mut next_k: HashMap<u32, u64> = HashMap::new();
-    while r.cursor() < n {
+    while until_marker || r.cursor() < n {
         let m = r.recv(WAIT)?;
         if last_seq.is_some_and(|l| m.seq <= l) {
             disorder += 1;
         }
         last_seq = Some(m.seq);
-        let d = &m.data;
-        let size = d.len();
-        if size < 16
-            || crc32(&d[..size - 4], 0) != u32::from_le_bytes(d[size - 4..].try_into().unwrap())
-        {
+        let Some((wid, k)) = parse(&m.data) else {
             torn += 1;
             continue;
+        };
+        if wid == MARKER {
+            break;
         }
-        let wid = u32::from_le_bytes(d[..4].try_into().unwrap());
-        let k = u64::from_le_bytes(d[4..12].try_into().unwrap());
         let next = next_k.entry(wid).or_insert(0);
         if k < *next {
             disorder += 1;
@@ -140,20 +191,29 @@ fn take(name: &str, n: u64, pause_us: u64) -> xshm::Result<bool> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 {
-        eprintln!("usage: stream_peer write NAME N WID | take NAME N PAUSE_US");
+        eprintln!(
+            "usage: stream_peer write NAME N WID | take NAME N PAUSE_US | drain NAME 0 0 | member \
+             NAME GROUP 0 | hole NAME N WID"
+        );
         std::process::exit(2);
     }
     let (mode, name) = (args[1].as_str(), args[2].as_str());
-    let (Ok(n), Ok(arg)) = (args[3].parse::<u64>(), args[4].parse::<u64>()) else {
-        eprintln!("stream_peer: N and the last argument are numbers");
-        std::process::exit(2);
-    };
-    let result = match mode {
-        "write" => write(name, n, arg as u32).map(|()| true),
-        "take" => take(name, n, arg),
-        _ => {
-            eprintln!("unknown mode {mode}");
+    let result = if mode == "member" {
+        member(name, &args[3])
+    } else {
+        let (Ok(n), Ok(arg)) = (args[3].parse::<u64>(), args[4].parse::<u64>()) else {
+            eprintln!("stream_peer: N and the last argument are numbers");
             std::process::exit(2);
+        };
+        match mode {
+            "write" => write(name, n, arg as u32).map(|()| true),
+            "take" => take(name, n, arg, false),
+            "drain" => take(name, 0, 0, true),
+            "hole" => hole(name, n, arg as u32).map(|()| true),
+            _ => {
+                eprintln!("unknown mode {mode}");
+                std::process::exit(2);
+            }
         }
     };
     match result {
