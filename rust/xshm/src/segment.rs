@@ -112,21 +112,27 @@ impl Segment {
 
     /// Removes this segment's name if it still refers to this segment.
     pub(crate) fn unlink(&self) -> Result<()> {
-        let fd = sys::shm_open(&self.name, libc::O_RDONLY, 0)
-            .map_err(|e| Error::os(e, format!("shm_open({})", self.name)))?;
-        let st = sys::fstat(&fd)?;
-        if st.dev != self.dev || st.ino != self.ino {
-            return Err(Error::os(
-                libc::ENOENT,
-                format!(
-                    "shm_unlink({}): this segment was already removed and the name now belongs \
-                     to another one",
-                    self.name
-                ),
-            ));
-        }
-        sys::shm_unlink(&self.name)
+        unlink_if_same(
+            &self.name,
+            (self.dev, self.ino),
+            "this segment was already removed and the name now belongs to another one",
+        )
     }
+}
+
+/// Removes `canon` if the name still refers to the file of `(dev, ino)`: a name another process
+/// re-created is left alone and reported as ENOENT with `replaced` (7.4, by handle).
+pub(crate) fn unlink_if_same(canon: &str, (dev, ino): (u64, u64), replaced: &str) -> Result<()> {
+    let fd = sys::shm_open(canon, libc::O_RDONLY, 0)
+        .map_err(|e| Error::os(e, format!("shm_open({canon})")))?;
+    let st = sys::fstat(&fd)?;
+    if st.dev != dev || st.ino != ino {
+        return Err(Error::os(
+            libc::ENOENT,
+            format!("shm_unlink({canon}): {replaced}"),
+        ));
+    }
+    sys::shm_unlink(canon)
 }
 
 impl RecordMemory for Segment {
@@ -548,13 +554,7 @@ pub(crate) fn create_exclusive<T>(
         return build(&fd).inspect_err(|_| {
             // Only if it is still ours: another process may have removed it and made its own.
             if let Some(mine) = &mine {
-                if let Ok(again) = sys::shm_open(canon, libc::O_RDONLY, 0) {
-                    if let Ok(st) = sys::fstat(&again) {
-                        if st.dev == mine.dev && st.ino == mine.ino {
-                            let _ = sys::shm_unlink(canon);
-                        }
-                    }
-                }
+                let _ = unlink_if_same(canon, (mine.dev, mine.ino), "");
             }
         });
     }

@@ -268,6 +268,37 @@ fn recover(s: &StreamSegment) {
     notify_readers(s);
 }
 
+/// Locks a stream or group mutex as 24.1 says: `pthread_mutex_trylock`, polled for LOCK_POLL
+/// while it is held (even for a zero timeout: a live holder's claim is short), then waited for
+/// up to `timeout` (`None`: forever; zero: not at all).
+///
+/// # Safety
+/// `m` points to a mutex in a live, writable mapping.
+unsafe fn poll_lock(m: *mut libc::pthread_mutex_t, timeout: Option<Duration>) -> Result<Locked> {
+    mutex::check_kind(m)?;
+    let mut poll_end = None;
+    let mut i: u32 = 0;
+    loop {
+        // SAFETY: by the caller's contract.
+        let rc = unsafe { libc::pthread_mutex_trylock(m) };
+        if rc != libc::EBUSY {
+            return mutex::result(rc);
+        }
+        std::hint::spin_loop();
+        i = i.wrapping_add(1);
+        if i.is_multiple_of(16) {
+            let now = Instant::now();
+            if now >= *poll_end.get_or_insert(now + LOCK_POLL) {
+                if timeout.is_some_and(|t| t.is_zero()) {
+                    return Ok(Locked::TimedOut);
+                }
+                // SAFETY: by the caller's contract.
+                return unsafe { mutex::lock(m, timeout) };
+            }
+        }
+    }
+}
+
 /// The stream mutex, held by this thread; released on drop (not `Send`: the thread that
 /// locked a pthread mutex unlocks it).
 pub(crate) struct StreamLock<'a> {
@@ -280,30 +311,9 @@ impl<'a> StreamLock<'a> {
     /// for LOCK_POLL even for a zero timeout (24.1). `Ok(None)`: not acquired in time.
     pub(crate) fn acquire(s: &'a StreamSegment, timeout: Option<Duration>) -> Result<Option<Self>> {
         let m = s.mutex();
-        mutex::check_kind(m)?;
-        let mut poll_end = None;
-        let mut i: u32 = 0;
-        let outcome = loop {
-            // SAFETY: the mutex lies in page 0 of a writable mapping (a handle that locks was
-            // opened with a descriptor of this process's mutex kind, S20).
-            let rc = unsafe { libc::pthread_mutex_trylock(m) };
-            if rc != libc::EBUSY {
-                break mutex::result(rc)?;
-            }
-            std::hint::spin_loop();
-            i = i.wrapping_add(1);
-            if i.is_multiple_of(16) {
-                let now = Instant::now();
-                let end = *poll_end.get_or_insert(now + LOCK_POLL);
-                if now >= end {
-                    if timeout.is_some_and(|t| t.is_zero()) {
-                        break Locked::TimedOut;
-                    }
-                    // SAFETY: as above.
-                    break unsafe { mutex::lock(m, timeout)? };
-                }
-            }
-        };
+        // SAFETY: the mutex lies in page 0 of a writable mapping (a handle that locks was
+        // opened with a descriptor of this process's mutex kind, S20).
+        let outcome = unsafe { poll_lock(m, timeout)? };
         let held = match outcome {
             Locked::TimedOut => return Ok(None),
             Locked::Acquired => StreamLock {
@@ -873,28 +883,8 @@ impl GroupLock {
     /// EOWNERDEAD. `Ok(None)`: not acquired.
     pub(crate) fn acquire(s: &StreamSegment, gi: u32, wait: Duration) -> Result<Option<Self>> {
         let m = s.group_mutex(gi);
-        mutex::check_kind(m)?;
-        let mut end = None;
-        let mut i: u32 = 0;
-        let outcome = loop {
-            // SAFETY: an active group's mutex in the writable control pages.
-            let rc = unsafe { libc::pthread_mutex_trylock(m) };
-            if rc != libc::EBUSY {
-                break mutex::result(rc)?;
-            }
-            std::hint::spin_loop();
-            i = i.wrapping_add(1);
-            if i.is_multiple_of(16) {
-                let now = Instant::now();
-                if now >= *end.get_or_insert(now + LOCK_POLL) {
-                    if wait.is_zero() {
-                        break Locked::TimedOut;
-                    }
-                    // SAFETY: as above.
-                    break unsafe { mutex::lock(m, Some(wait))? };
-                }
-            }
-        };
+        // SAFETY: an active group's mutex in the writable control pages.
+        let outcome = unsafe { poll_lock(m, Some(wait))? };
         match outcome {
             Locked::TimedOut => Ok(None),
             Locked::Acquired => Ok(Some(GroupLock { m })),

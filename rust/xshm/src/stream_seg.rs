@@ -13,7 +13,7 @@ use crate::layout::{self, HEADER_SIZE};
 use crate::liveness::{self, Registered};
 use crate::mem;
 use crate::name::normalize_name;
-use crate::segment::{check_create, copy_page, create_exclusive, open_ready};
+use crate::segment::{check_create, copy_page, create_exclusive, open_ready, unlink_if_same};
 use crate::stream_layout::{
     group_off, peek_kind, slot_off, soff, stream_header_image, validate_stream_header, SegmentKind,
     StreamGeometry, GROUP_ENTRY_SIZE, READER_ENTRY_SIZE, STREAM_CHECKED_RANGES, WRITER_ENTRY_SIZE,
@@ -284,19 +284,11 @@ impl StreamSegment {
 
     /// Removes the name if it still refers to this stream (7.4, by handle).
     pub(crate) fn unlink(&self) -> Result<()> {
-        let fd = sys::shm_open(&self.name, libc::O_RDONLY, 0)
-            .map_err(|e| Error::os(e, format!("shm_open({})", self.name)))?;
-        let st = sys::fstat(&fd)?;
-        if st.dev != self.dev || st.ino != self.ino {
-            return Err(Error::os(
-                libc::ENOENT,
-                format!(
-                    "shm_unlink({}): the name now belongs to another segment",
-                    self.name
-                ),
-            ));
-        }
-        sys::shm_unlink(&self.name)
+        unlink_if_same(
+            &self.name,
+            (self.dev, self.ino),
+            "the name now belongs to another segment",
+        )
     }
 }
 
