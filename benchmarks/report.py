@@ -304,30 +304,25 @@ def _rust_tables(res: dict[str, Any]) -> list[str]:
     ]
     for label, row in r["read"].items():
         lines.append(f"| {label} | {row['api']} | {row['ns']:.1f} | {_x(row['x'])} |")
-    if r["hop"]:
+    tables = [
+        ("hop", "over two default records (round trip / 2)", "C++ ↔ C++"),
+        (
+            "stream_hop",
+            "of an 8-byte message over two streams (capacity 64, block; round trip / 2)",
+            "C++ ↔ C++ stream",
+        ),
+    ]
+    for key, what, base in tables:
+        if not r.get(key):
+            continue
         lines += [
             "",
-            f"The spinning one-way hop over two default records (round trip / 2), "
-            f"{r['hops_per_round']:,} hops per round:",
+            f"The spinning one-way hop {what}, {r['hops_per_round']:,} hops per round:",
             "",
-            "| pair | API | p50 ns | p99 ns | p50 / C++ ↔ C++ |",
+            f"| pair | API | p50 ns | p99 ns | p50 / {base} |",
             "|---|---|---:|---:|---:|",
         ]
-        for label, row in r["hop"].items():
-            lines.append(
-                f"| {label} | {row['api']} | {row['p50_ns']:.0f} | {row['p99_ns']:.0f} "
-                f"| {_x(row['x'])} |"
-            )
-    if r.get("stream_hop"):
-        lines += [
-            "",
-            f"The spinning one-way hop of an 8-byte message over two streams (capacity 64, "
-            f"block; round trip / 2), {r['hops_per_round']:,} hops per round:",
-            "",
-            "| pair | API | p50 ns | p99 ns | p50 / C++ ↔ C++ stream |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for label, row in r["stream_hop"].items():
+        for label, row in r[key].items():
             lines.append(
                 f"| {label} | {row['api']} | {row['p50_ns']:.0f} | {row['p99_ns']:.0f} "
                 f"| {_x(row['x'])} |"

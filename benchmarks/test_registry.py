@@ -116,6 +116,10 @@ def _bridge() -> dict[str, Any]:
 def _rust() -> dict[str, Any]:
     from benchmarks.questions import rust
 
+    def hops(apis: dict[str, str]) -> dict[str, Any]:
+        row = {"p50_ns": 200.0, "p99_ns": 300.0, "p50_per_round": [200.0], "x": 1.0}
+        return {label: {"api": api, **row} for label, api in apis.items()}
+
     return {
         "rounds": 9,
         "reads_per_round": 1000,
@@ -124,26 +128,8 @@ def _rust() -> dict[str, Any]:
             label: {"api": api, "ns": 30.0, "ns_per_round": [30.0], "x": 1.0}
             for label, api in rust.READ_API.items()
         },
-        "hop": {
-            label: {
-                "api": api,
-                "p50_ns": 200.0,
-                "p99_ns": 300.0,
-                "p50_per_round": [200.0],
-                "x": 1.0,
-            }
-            for label, api in rust.HOP_API.items()
-        },
-        "stream_hop": {
-            label: {
-                "api": api,
-                "p50_ns": 200.0,
-                "p99_ns": 300.0,
-                "p50_per_round": [200.0],
-                "x": 1.0,
-            }
-            for label, api in rust.STREAM_HOP_API.items()
-        },
+        "hop": hops(rust.HOP_API),
+        "stream_hop": hops(rust.STREAM_HOP_API),
     }
 
 

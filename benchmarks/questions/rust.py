@@ -164,26 +164,21 @@ def run(quick: bool, notes: dict[str, str], cpp: Optional[Path] = None, **_: Any
         "hop": {},
     }
     if spinning:
-        out["hop"] = {
-            label: {
-                "api": HOP_API[label],
-                "p50_ns": statistics.median(hop_p50[label]),
-                "p99_ns": statistics.median(hop_p99[label]),
-                "p50_per_round": hop_p50[label],
-                "x": ratio(hop_p50[label], hop_p50[CPP_HOP]),
+
+        def hops(api: dict[str, str], base: str) -> dict[str, Any]:
+            """The rows of `api`, each with its median per-round p50 ratio to `base`."""
+            return {
+                label: {
+                    "api": api[label],
+                    "p50_ns": statistics.median(hop_p50[label]),
+                    "p99_ns": statistics.median(hop_p99[label]),
+                    "p50_per_round": hop_p50[label],
+                    "x": ratio(hop_p50[label], hop_p50[base]),
+                }
+                for label in hop_cmd
+                if label in api
             }
-            for label in hop_cmd
-            if label in HOP_API
-        }
-        out["stream_hop"] = {
-            label: {
-                "api": STREAM_HOP_API[label],
-                "p50_ns": statistics.median(hop_p50[label]),
-                "p99_ns": statistics.median(hop_p99[label]),
-                "p50_per_round": hop_p50[label],
-                "x": ratio(hop_p50[label], hop_p50[CPP_STREAM_HOP]),
-            }
-            for label in hop_cmd
-            if label in STREAM_HOP_API
-        }
+
+        out["hop"] = hops(HOP_API, CPP_HOP)
+        out["stream_hop"] = hops(STREAM_HOP_API, CPP_STREAM_HOP)
     return out

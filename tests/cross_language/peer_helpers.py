@@ -1,21 +1,55 @@
 """What the cross-language matrices share (test_record_matrix.py, test_stream_matrix.py): the
 languages and their writer/reader pairs, and running a peer: start it, read its JSON lines with
-a bound, collect its last line, stop it whatever happened."""
+a bound, collect its last line, stop it whatever happened; and building the three peers."""
 
 from __future__ import annotations
 
 import json
+import os
 import selectors
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import xshm
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGS = ("cpp", "python", "rust")
 PAIRS = [(w, r) for w in LANGS for r in LANGS]
 TIMEOUT = 120
+
+
+def build_peers(out: Path, cpp: str, python: str, rust: str) -> dict[str, list[str]]:
+    """The command of each language's peer: the C++ source `cpp` of this directory compiled by
+    g++ into `out` (against the header the installed package ships), the Python script
+    `python` of this directory, and the rust/xshm example `rust` built by cargo."""
+    cxx = os.environ.get("CXX", "g++")
+    assert shutil.which(cxx), f"{cxx} is needed for the cross-language tests"
+    assert shutil.which("cargo"), "cargo is needed for the cross-language tests"
+    here = Path(__file__).parent
+    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+    exe = out / Path(cpp).stem
+    src = here / cpp
+    subprocess.run([cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(exe)], check=True)
+    # The workspace's own target directory: its build of the crate is reused.
+    target = ROOT / "rust" / "target"
+    subprocess.run(
+        ["cargo", "build", "-q", "--release", "-p", "xshm", "--example", rust],
+        cwd=ROOT / "rust",
+        env={k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"},
+        check=True,
+        timeout=900,
+    )
+    peers = {
+        "cpp": [str(exe)],
+        "python": [sys.executable, str(here / python)],
+        "rust": [str(target / "release" / "examples" / rust)],
+    }
+    assert set(peers) == set(LANGS)
+    return peers
 
 
 def start(cmd: list[str], *args: str | int) -> subprocess.Popen[str]:

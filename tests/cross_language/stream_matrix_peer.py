@@ -40,6 +40,14 @@ def payload(wid: int, k: int, max_bytes: int, rng: random.Random) -> bytes:
     return body + zlib.crc32(body).to_bytes(4, "little")
 
 
+def parse(data: bytes) -> tuple[int, int] | None:
+    """The writer id and counter of a whole message (its CRC checked), None for a torn one."""
+    if len(data) < 16 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        return None
+    wid, k = HEAD.unpack_from(data)
+    return wid, k
+
+
 def write(name: str, n: int, wid: int) -> None:
     s = xshm.Stream.open(name, timeout=10)
     rng = random.Random(wid)
@@ -69,11 +77,11 @@ def take(name: str, n: int, pause_us: int, *, until_marker: bool = False) -> int
         if m.seq <= last_seq:
             disorder += 1
         last_seq = m.seq
-        data = bytes(m.data)
-        if len(data) < 16 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        got = parse(bytes(m.data))
+        if got is None:
             torn += 1
             continue
-        wid, k = HEAD.unpack_from(data)
+        wid, k = got
         if wid == MARKER:
             break
         if k < next_k.get(wid, 0):
@@ -112,11 +120,11 @@ def member(name: str, group: str) -> int:
     ks: list[int] = []
     torn = 0
     while True:
-        data = bytes(r.recv(timeout=WAIT).data)
-        if len(data) < 16 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        got = parse(bytes(r.recv(timeout=WAIT).data))
+        if got is None:
             torn += 1
             continue
-        wid, k = HEAD.unpack_from(data)
+        wid, k = got
         if wid == MARKER:
             break
         ks.append(k)

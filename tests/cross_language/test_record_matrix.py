@@ -16,41 +16,18 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import xshm
-from peer_helpers import PAIRS, ROOT, TIMEOUT, finish, line, start, stop
+from peer_helpers import PAIRS, TIMEOUT, build_peers, finish, line, start, stop
 
 
 @pytest.fixture(scope="session")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    out = tmp_path_factory.mktemp("record-peer")
-    cxx = os.environ.get("CXX", "g++")
-    assert shutil.which(cxx), f"{cxx} is needed for the cross-language tests"
-    assert shutil.which("cargo"), "cargo is needed for the cross-language tests"
-    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
-    src = Path(__file__).with_name("record_peer.cpp")
-    exe = out / "record_peer"
-    subprocess.run([cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(exe)], check=True)
-    # The workspace's own target directory: its build of the crate is reused.
-    target = ROOT / "rust" / "target"
-    subprocess.run(
-        ["cargo", "build", "-q", "--release", "-p", "xshm", "--example", "record_peer"],
-        cwd=ROOT / "rust",
-        env={k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"},
-        check=True,
-        timeout=900,
+    return build_peers(
+        tmp_path_factory.mktemp("record-peer"), "record_peer.cpp", "record_peer.py", "record_peer"
     )
-    return {
-        "cpp": [str(exe)],
-        "python": [sys.executable, str(Path(__file__).with_name("record_peer.py"))],
-        "rust": [str(target / "release" / "examples" / "record_peer")],
-    }
 
 
 @pytest.mark.parametrize(("writer", "reader"), PAIRS)

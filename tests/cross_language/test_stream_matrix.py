@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import xshm
-from peer_helpers import LANGS, PAIRS, ROOT, TIMEOUT, finish, line, start, stop
+from peer_helpers import LANGS, PAIRS, TIMEOUT, build_peers, finish, line, start, stop
 from stream_matrix_peer import payload
 
 COUNT = int(os.environ.get("XSHM_STREAM_MESSAGES", "3000"))
@@ -41,28 +38,12 @@ COUNT = int(os.environ.get("XSHM_STREAM_MESSAGES", "3000"))
 
 @pytest.fixture(scope="session")
 def stream_peers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    out = tmp_path_factory.mktemp("stream-peer")
-    cxx = os.environ.get("CXX", "g++")
-    assert shutil.which(cxx), f"{cxx} is needed for the cross-language tests"
-    assert shutil.which("cargo"), "cargo is needed for the cross-language tests"
-    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
-    src = Path(__file__).with_name("stream_peer.cpp")
-    exe = out / "stream_peer"
-    subprocess.run([cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(exe)], check=True)
-    subprocess.run(
-        ["cargo", "build", "-q", "--release", "-p", "xshm", "--example", "stream_peer"],
-        cwd=ROOT / "rust",
-        env={k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"},
-        check=True,
-        timeout=900,
+    return build_peers(
+        tmp_path_factory.mktemp("stream-peer"),
+        "stream_peer.cpp",
+        "stream_matrix_peer.py",
+        "stream_peer",
     )
-    peers = {
-        "cpp": [str(exe)],
-        "python": [sys.executable, str(Path(__file__).with_name("stream_matrix_peer.py"))],
-        "rust": [str(ROOT / "rust" / "target" / "release" / "examples" / "stream_peer")],
-    }
-    assert set(peers) == set(LANGS)
-    return peers
 
 
 @pytest.mark.parametrize(("writer", "reader"), PAIRS)

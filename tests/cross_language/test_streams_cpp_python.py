@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import threading
 import time
@@ -21,10 +20,10 @@ from typing import Any
 
 import pytest
 import xshm
+from stream_matrix_peer import parse, payload
 
 COUNT = int(os.environ.get("XSHM_STREAM_MESSAGES", "3000"))
 WAIT = 120
-HEAD = struct.Struct("<IQ")
 MAX_BYTES = 200
 
 
@@ -37,18 +36,6 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = Path(__file__).with_name("stream_peer.cpp")
     subprocess.run([cxx, *flags, "-I", xshm.get_include(), str(src), "-o", str(exe)], check=True)
     return exe
-
-
-def make_payload(wid: int, k: int, rng: random.Random) -> bytes:
-    body = HEAD.pack(wid, k) + rng.randbytes(rng.randrange(MAX_BYTES - HEAD.size - 4 + 1))
-    return body + zlib.crc32(body).to_bytes(4, "little")
-
-
-def parse_payload(data: bytes) -> tuple[int, int] | None:
-    if len(data) < HEAD.size + 4 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
-        return None
-    wid, k = HEAD.unpack_from(data)
-    return wid, k
 
 
 def start_peer(peer: Path, *args: str) -> subprocess.Popen[str]:
@@ -85,7 +72,7 @@ def python_sends(s: xshm.Stream, wid: int, count: int, seed: int) -> int:
     chain = k = 0
     while k < count:
         n = min(count - k, rng.choice([1, 1, 1, 4]))
-        batch = [make_payload(wid, k + j, rng) for j in range(n)]
+        batch = [payload(wid, k + j, MAX_BYTES, rng) for j in range(n)]
         if n == 1:
             s.send(batch[0], timeout=WAIT)
         else:
@@ -103,7 +90,7 @@ def test_cpp_sends_python_receives(peer: Path, seg_name: str) -> None:
             for k in range(COUNT):
                 m = r.recv(timeout=WAIT)
                 assert m.seq == k
-                assert parse_payload(m.data) == (7, k), f"message {k} is torn or out of order"
+                assert parse(m.data) == (7, k), f"message {k} is torn or out of order"
                 assert m.writer_pid == p.pid
                 assert len(m.data) <= MAX_BYTES
             fig = summary(p)
@@ -164,7 +151,7 @@ def test_cpp_and_python_writers_into_readers_of_both_languages(peer: Path, seg_n
                 for seq in range(total):
                     m = r.recv(timeout=WAIT)
                     assert m.seq == seq
-                    parsed = parse_payload(m.data)
+                    parsed = parse(m.data)
                     assert parsed is not None, f"message {seq} is torn"
                     wid, k = parsed
                     assert k == next_k[wid], f"writer {wid}: counter {k}, {next_k[wid]} expected"
